@@ -1,0 +1,62 @@
+"""diag: show, measure and check how a causal language model generates text,
+in PyTorch and in ONNX Runtime, side by side.
+
+Every public name is importable from ``diag`` directly::
+
+    import diag
+    model, tokenizer = diag.load_pretrained("smollm2-135m-instruct")
+    tokens = diag.generate(model, tokenizer("def f(x):", return_tensors="pt").input_ids,
+                           max_new_tokens=20)
+
+Names are resolved lazily: ``import diag`` stays cheap and never fails because an
+optional piece (or a changed transformers / torch) cannot be imported; the error
+comes, with its message, when that piece is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    # helpers
+    "string_type": "diag.helpers.string_type",
+    "max_diff": "diag.helpers.max_diff",
+    "to_any": "diag.helpers.torch_helper",
+    "get_weight_type": "diag.helpers.torch_helper",
+    "make_dynamic_cache": "diag.helpers.cache_helper",
+    # model zoo
+    "get_untrained_model_with_inputs": "diag.models",
+    "load_pretrained": "diag.models",
+    # generation (torch) and the shared decoding core
+    "generate": "diag.generation",
+    "GenerateResult": "diag.generation",
+    # export
+    "torch_export_patches": "diag.export",
+    "to_onnx": "diag.export",
+    "export_causal_lm": "diag.export",
+    # onnxruntime
+    "onnx_generate": "diag.ort",
+    # diagnosis
+    "compare_teacher_forced": "diag.diagnose",
+    "first_divergence": "diag.diagnose",
+    "localize_layer": "diag.diagnose",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'diag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # next access skips __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
