@@ -1,0 +1,27 @@
+"""Fixtures shared by the whole test suite.
+
+Tests that use the real model (SmolLM2-135M-Instruct) take the ``smollm2`` fixture and
+are marked ``slow``; CI runs them too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores here: more threads only fight each other.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Architectures of the offline tiny-model zoo (diag.models).
+TINY_ARCHITECTURES = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gpt2"]
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """``(model, tokenizer)`` of SmolLM2-135M-Instruct, float32, eval mode."""
+    from diag.models import load_pretrained
+
+    model, tokenizer = load_pretrained("smollm2-135m-instruct")
+    return model.eval(), tokenizer
