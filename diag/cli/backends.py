@@ -1,0 +1,246 @@
+"""The three ways the command line generates, behind one call.
+
+* ``hf``: ``model.generate`` from transformers (the reference);
+* ``torch``: :func:`diag.generate`;
+* ``onnx``: :func:`diag.onnx_generate` on the model exported (and cached) by
+  :func:`diag.export_causal_lm`.
+
+Each runner takes the same token ids and decoding options and returns a
+:class:`Generation`: the new tokens of every row (cut after the eos), the wall time of
+the call and, when asked, the raw logits of every step.
+
+Example::
+
+    runner = make_runner("onnx", model)
+    gen = runner(input_ids, attention_mask, DecodingArgs(max_new_tokens=20, eos_token_id=[2]))
+    gen.new_tokens[0], gen.seconds
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+#: the order the command line shows the backends in; ``hf`` is the reference
+BACKEND_LABELS = {
+    "hf": "model.generate",
+    "torch": "diag.generate",
+    "onnx": "diag.onnx_generate",
+}
+
+
+@dataclass
+class DecodingArgs:
+    """Decoding options given on the command line, the same for every backend.
+
+    ``top_k=0`` disables top-k (as in transformers); the sampling options count only
+    with ``do_sample``.
+    """
+
+    max_new_tokens: int
+    eos_token_id: list[int] = field(default_factory=list)
+    pad_token_id: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    num_return_sequences: int = 1
+    seed: int = 0
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments in :class:`transformers.GenerationConfig` names.
+
+        Every option is given explicitly, so that neither a model's own
+        ``generation_config`` nor a library default changes what a backend does.
+        """
+        kw: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "repetition_penalty": self.repetition_penalty,
+            "num_return_sequences": self.num_return_sequences,
+            "eos_token_id": list(self.eos_token_id) or None,
+            "pad_token_id": self.pad_token_id,
+        }
+        if self.do_sample:
+            kw.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        else:
+            # neutral values: greedy ignores them, and it keeps transformers from warning
+            # about sampling flags a model's generation_config may carry
+            kw.update(temperature=1.0, top_k=0, top_p=1.0)
+        return kw
+
+
+@dataclass
+class Generation:
+    """What a backend generated for a batch."""
+
+    backend: str
+    #: the new tokens of every row (``batch * num_return_sequences`` rows), eos included
+    new_tokens: list[list[int]]
+    #: wall time of the generation call
+    seconds: float
+    #: raw logits ``[rows, vocab]`` of every step, when asked
+    step_logits: list[torch.Tensor] | None = None
+
+    @property
+    def num_new_tokens(self) -> list[int]:
+        return [len(t) for t in self.new_tokens]
+
+
+def cut_after_eos(row: list[int], eos: list[int], length: int | None = None) -> list[int]:
+    """The tokens of ``row`` up to its first eos (included), at most ``length``.
+
+    >>> cut_after_eos([5, 6, 2, 2, 2], [2]), cut_after_eos([5, 6, 7], [2], length=2)
+    ([5, 6, 2], [5, 6])
+    """
+    if length is not None:
+        row = row[:length]
+    for i, token in enumerate(row):
+        if token in eos:
+            return row[: i + 1]
+    return list(row)
+
+
+def _rows(new_tokens: torch.Tensor, eos: list[int], lengths: list[int] | None) -> list[list[int]]:
+    rows = new_tokens.tolist()
+    return [
+        cut_after_eos(row, eos, None if lengths is None else lengths[i])
+        for i, row in enumerate(rows)
+    ]
+
+
+class HFRunner:
+    """``model.generate``."""
+
+    name = "hf"
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingArgs,
+        output_logits: bool = False,
+    ) -> Generation:
+        torch.manual_seed(options.seed)
+        begin = time.perf_counter()
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                return_dict_in_generate=True,
+                output_logits=output_logits,
+                **options.kwargs(),
+            )
+        seconds = time.perf_counter() - begin
+        new = out.sequences[:, input_ids.shape[1] :]
+        logits = [t.float() for t in out.logits] if output_logits and out.logits else None
+        return Generation(self.name, _rows(new, options.eos_token_id, None), seconds, logits)
+
+
+class TorchRunner:
+    """:func:`diag.generate`."""
+
+    name = "torch"
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingArgs,
+        output_logits: bool = False,
+    ) -> Generation:
+        from diag.generation import generate
+
+        generator = torch.Generator().manual_seed(options.seed)
+        begin = time.perf_counter()
+        result = generate(
+            self.model,
+            input_ids,
+            attention_mask,
+            generator=generator,
+            output_logits=output_logits,
+            return_result=True,
+            **options.kwargs(),
+        )
+        seconds = time.perf_counter() - begin
+        return _from_result(self.name, result, options, seconds, output_logits)
+
+
+def _from_result(
+    name: str, result: Any, options: DecodingArgs, seconds: float, output_logits: bool
+) -> Generation:
+    rows = _rows(result.new_tokens, options.eos_token_id, list(result.num_generated_tokens))
+    logits = None
+    if output_logits and result.logits:
+        logits = [t.float() for t in result.logits]
+    return Generation(name, rows, seconds, logits)
+
+
+class OnnxRunner:
+    """:func:`diag.onnx_generate` on the exported model (exported on the first call,
+    cached by :func:`diag.export_causal_lm`); the ONNX Runtime session is created once
+    and reused."""
+
+    name = "onnx"
+
+    def __init__(self, model: Any, force_export: bool = False):
+        self.model = model
+        self.force_export = force_export
+        self.path: str | None = None
+        self.session: Any = None
+
+    def export(self) -> str:
+        """Exports the model (or finds it in the cache) and returns the file name."""
+        if self.path is None:
+            from diag.cli.exporting import export_model
+
+            self.path = export_model(self.model, force=self.force_export).path
+        return self.path
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingArgs,
+        output_logits: bool = False,
+    ) -> Generation:
+        from diag.ort import onnx_generate
+
+        if self.session is None:
+            from diag.ort import create_session
+
+            self.session = create_session(self.export())
+        generator = torch.Generator().manual_seed(options.seed)
+        begin = time.perf_counter()
+        result = onnx_generate(
+            self.session,
+            input_ids,
+            attention_mask,
+            generator=generator,
+            output_logits=output_logits,
+            return_result=True,
+            **options.kwargs(),
+        )
+        seconds = time.perf_counter() - begin
+        return _from_result(self.name, result, options, seconds, output_logits)
+
+
+def make_runner(name: str, model: Any, force_export: bool = False) -> Any:
+    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``)."""
+    if name == "hf":
+        return HFRunner(model)
+    if name == "torch":
+        return TorchRunner(model)
+    if name == "onnx":
+        return OnnxRunner(model, force_export=force_export)
+    raise ValueError(f"unknown backend {name!r}; choose among {sorted(BACKEND_LABELS)}")

@@ -1,0 +1,131 @@
+"""``diag generate``: generates text with one backend and prints the latency report.
+
+Example::
+
+    python -m diag generate --model tiny:llama --prompt "def f(x):" --prompt "Hello" \\
+        --backend onnx --max-new-tokens 20
+
+The prompts are tokenized into one left-padded batch; the report counts the tokenizer
+(encode), the generation call and the detokenizer (decode) apart, after an untimed
+warm-up call (``--warmup``) that pays the one-off costs (session creation, first-call
+allocations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from diag.cli.args import (
+    BACKENDS,
+    add_decoding_arguments,
+    add_model_argument,
+    add_prompt_argument,
+    check_decoding_arguments,
+    non_negative_int,
+    prompts_of,
+)
+
+HELP = "generate text with one backend and print the latency report"
+DESCRIPTION = (
+    "Generates a continuation of every prompt with one backend (torch = diag.generate, "
+    "onnx = diag.onnx_generate on the exported model, hf = model.generate), prints each "
+    "generation and the latency report: batch size, input and output tokens, encode, "
+    "generation, decode and total latency, ms per output token, output tokens/s."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``diag generate``."""
+    add_model_argument(parser)
+    add_prompt_argument(parser)
+    parser.add_argument(
+        "--backend",
+        "-b",
+        choices=BACKENDS,
+        default="torch",
+        help="torch = diag.generate, onnx = diag.onnx_generate, hf = model.generate "
+        "(default: torch)",
+    )
+    parser.add_argument(
+        "--chat",
+        action="store_true",
+        help="send every prompt as a user message through the tokenizer's chat template",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
+        help="untimed generation calls (2 tokens) before the timed one (default: 1)",
+    )
+    parser.add_argument(
+        "--force-export",
+        action="store_true",
+        help="with --backend onnx, export again even when the export cache has the model",
+    )
+    add_decoding_arguments(parser, max_new_tokens=64)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``diag generate``; returns the exit code."""
+    check_decoding_arguments(args.parser, args)
+    prompts = prompts_of(args)
+    if not prompts:
+        args.parser.error("give at least one prompt with --prompt TEXT")
+
+    import dataclasses
+
+    from diag.cli.backends import BACKEND_LABELS, DecodingArgs, make_runner
+    from diag.cli.loading import encode_prompts, eos_token_ids, load_model, progress
+    from diag.cli.report import LatencyReport
+
+    model, tokenizer = load_model(args.model)
+    options = DecodingArgs(
+        max_new_tokens=args.max_new_tokens,
+        eos_token_id=eos_token_ids(model, tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        num_return_sequences=args.num_return_sequences,
+        seed=args.seed,
+    )
+    runner = make_runner(args.backend, model, force_export=args.force_export)
+    batch = encode_prompts(tokenizer, prompts, chat=args.chat)
+
+    warmup = dataclasses.replace(options, max_new_tokens=min(2, options.max_new_tokens))
+    for _ in progress(range(args.warmup), desc="warm-up"):
+        runner(batch.input_ids, batch.attention_mask, warmup)
+
+    generation = runner(batch.input_ids, batch.attention_mask, options)
+
+    begin = time.perf_counter()
+    texts = tokenizer.batch_decode(generation.new_tokens, skip_special_tokens=True)
+    decode_seconds = time.perf_counter() - begin
+
+    per_prompt = options.num_return_sequences
+    print(f"model: {args.model}, backend: {args.backend} ({BACKEND_LABELS[args.backend]})")
+    for i, text in enumerate(texts):
+        prompt = prompts[i // per_prompt]
+        title = f"prompt {i // per_prompt + 1}"
+        if per_prompt > 1:
+            title += f", sequence {i % per_prompt + 1}"
+        print(f"----- {title} -----")
+        if args.chat:
+            print(f"user: {prompt}\nassistant: {text}")
+        else:
+            print(f"{prompt}{text}")
+    print("-----")
+    report = LatencyReport(
+        batch_size=len(texts),
+        input_tokens=[n for n in batch.num_input_tokens for _ in range(per_prompt)],
+        output_tokens=generation.num_new_tokens,
+        encode_seconds=batch.seconds,
+        generation_seconds=generation.seconds,
+        decode_seconds=decode_seconds,
+    )
+    print(report.format())
+    return 0

@@ -1,0 +1,111 @@
+"""The command line's parser: --help of every command, one-line errors for bad values,
+no torch import to print the help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from diag.cli.main import COMMANDS, build_parser
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "diag", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help(command):
+    args = ["--help"] if command is None else [command, "--help"]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: diag")
+    assert "Traceback" not in proc.stderr
+    if command is None:
+        for name in COMMANDS:
+            assert name in proc.stdout
+    else:
+        assert "--model" in proc.stdout
+        assert "--debug" in proc.stdout
+    if command == "generate":
+        for option in ("--prompt", "--backend", "--chat", "--top-p", "--seed"):
+            assert option in proc.stdout
+    if command == "compare":
+        assert "--max-new-tokens" in proc.stdout and "--output" in proc.stdout
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from diag.cli.main import main\n"
+        "for argv in (['--help'], ['compare', '--help'], ['generate', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'pandas')"
+        " if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--prompt", "x", "--top-p", "2"], "argument --top-p: must be in (0, 1]"),
+        (
+            ["generate", "--prompt", "x", "--temperature", "0"],
+            "argument --temperature: must be > 0",
+        ),
+        (
+            ["generate", "--prompt", "x", "--max-new-tokens", "0"],
+            "--max-new-tokens/-n: must be >= 1",
+        ),
+        (["generate", "--prompt", "x", "--top-k", "-1"], "--top-k: must be >= 0"),
+        (["generate", "--prompt", "x", "--top-k", "many"], "expects an integer, got 'many'"),
+        (["generate", "--prompt", "x", "--repetition-penalty", "nan"], "expects a finite number"),
+        (["generate", "--prompt", "x", "--backend", "tf"], "argument --backend/-b: invalid choice"),
+        (["generate", "--prompt", "x", "--num-return-sequences", "2"], "needs --do-sample"),
+        (["generate"], "give at least one prompt"),
+        (["compare", "--prompt", ""], "--prompt/-p: must not be empty"),
+        (["compare", "--max-new-tokens", "-3"], "--max-new-tokens/-n: must be >= 1"),
+        (["export"], "the following arguments are required: --output"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments_give_one_line(argv, message):
+    proc = run_cli(*argv)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("diag: error: ")
+    assert message in lines[0], lines[0]
+    assert proc.stdout == ""
+
+
+def test_parser_defaults():
+    args = build_parser().parse_args(["compare"])
+    assert args.model == "smollm2-135m-instruct"
+    assert args.max_new_tokens == 100
+    assert args.output == "."
+    assert args.prompts is None and args.default_prompts == ["def print_prime(n):"]
+    args = build_parser().parse_args(
+        ["generate", "-p", "a", "-p", "b", "--do-sample", "--top-k", "7", "--top-p", "0.5"]
+    )
+    assert (args.prompts, args.do_sample, args.top_k, args.top_p) == (["a", "b"], True, 7, 0.5)
+    assert args.backend == "torch" and args.temperature == 1.0
