@@ -1,16 +1,31 @@
 """Sphinx configuration of diag's documentation.
 
-Build (executes every gallery script on the real model)::
+Build (executes every gallery script on the real model, SmolLM2-135M-Instruct)::
 
     python -m sphinx -W --keep-going -b html _doc _doc/_build/html
+
+``-W`` turns Sphinx warnings into errors; a warning raised *inside* a gallery script
+is turned into an exception by :mod:`gallery_hooks` and aborts the build as well.
+``DIAG_FAST=1`` in the environment runs the gallery on a tiny untrained model instead
+(minutes become seconds; the texts are then random tokens).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 
-sys.path.insert(0, os.path.abspath(".."))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository: ``import diag``
+sys.path.insert(0, _HERE)  # ``gallery_hooks``
+
+# The gallery scripts save their figures in DIAG_GALLERY_OUT (default: the current
+# folder). sphinx-gallery runs them from examples_gallery/, so point it into the
+# build folder to keep the sources clean; the pages get the figures through the
+# matplotlib scraper, not through these files.
+os.environ.setdefault("DIAG_GALLERY_OUT", os.path.join(_HERE, "_build", "gallery_figures"))
+os.makedirs(os.environ["DIAG_GALLERY_OUT"], exist_ok=True)
 
 import diag  # noqa: E402
 
@@ -40,6 +55,20 @@ exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
 html_theme = "furo"
 html_title = f"diag {release}"
 
+
+def _check_api_page() -> None:
+    """Fails the build when api.rst misses a public name of ``diag`` (its ``_LAZY``)."""
+    with open(os.path.join(_HERE, "api.rst"), encoding="utf-8") as f:
+        documented = set(
+            re.findall(r"^\.\. auto(?:function|class|data):: diag\.(\w+)", f.read(), re.M)
+        )
+    missing = sorted(set(diag._LAZY) - documented)
+    if missing:
+        raise RuntimeError(f"_doc/api.rst does not document these public names of diag: {missing}")
+
+
+_check_api_page()
+
 sphinx_gallery_conf = {
     "examples_dirs": "../examples_gallery",
     "gallery_dirs": "auto_examples",
@@ -47,7 +76,14 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "only_warn_on_example_error": False,
     "download_all_examples": False,
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "gallery_hooks.example_order",
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
+    # "matplotlib" closes the figures of the previous script; the hook makes any
+    # warning raised by a script an error (see gallery_hooks.py).
+    "reset_modules": ("matplotlib", "gallery_hooks.warnings_as_errors"),
+    "reset_modules_order": "both",
+    "min_reported_time": 1,
+    "show_memory": False,
+    "capture_repr": ("_repr_html_", "__repr__"),
 }

@@ -1,0 +1,108 @@
+"""Make every warning raised by a gallery script an error.
+
+The gallery pages teach: a warning printed in the middle of one (a deprecated
+argument, a dtype mismatch, a cache format about to change) is either a bug in the
+script or in ``diag``, and nobody reads the stderr of a docs build. So while a script
+runs, warnings are turned into exceptions; sphinx-gallery then aborts the build
+(``abort_on_example_error``) and names the script and the line.
+
+Two places use it:
+
+* ``conf.py`` lists :func:`warnings_as_errors` in sphinx-gallery's ``reset_modules``,
+  which calls it before and after each script (``when="before"`` / ``"after"``),
+  and orders the pages with :func:`example_order`;
+* ``unittests/test_gallery.py`` runs each script in a subprocess through
+  :func:`run_script`, so the fast mode fails on the same warnings as the docs build.
+
+Example::
+
+    >>> import warnings
+    >>> install_filters()
+    >>> try:
+    ...     warnings.warn("something is off", UserWarning)
+    ... except UserWarning as e:
+    ...     print("raised:", e)
+    raised: something is off
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import warnings
+
+# Known third-party noise that no gallery script can avoid, as
+# (action, message regex, category, module regex). Keep it short and say why:
+# each entry hides a warning on every page.
+IGNORED: list[tuple[str, str, type[Warning], str]] = [
+    # matplotlib's font cache rebuild on a fresh machine, not about the script.
+    ("ignore", r"Matplotlib is building the font cache", UserWarning, ""),
+]
+
+# the catch_warnings context opened before a script and closed after it
+_context: warnings.catch_warnings | None = None
+
+
+def install_filters() -> None:
+    """Turns warnings into errors, except the :data:`IGNORED` ones."""
+    warnings.simplefilter("error")
+    # filterwarnings inserts at the front: the ignore-list wins over "error".
+    for action, message, category, module in IGNORED:
+        warnings.filterwarnings(action, message=message, category=category, module=module)
+
+
+def warnings_as_errors(gallery_conf: dict, fname: str, when: str) -> None:
+    """sphinx-gallery ``reset_modules`` hook: errors during a script, then restore.
+
+    Called with ``when="before"`` before each script runs and ``when="after"`` once it
+    has run; Sphinx's own warnings (outside the scripts) keep their usual handling.
+    """
+    global _context
+    if when == "before":
+        # catch_warnings saves the filters and restores them on exit (it also resets
+        # the "already shown" registries, so a warning seen earlier still raises).
+        _context = warnings.catch_warnings()
+        _context.__enter__()
+        install_filters()
+    elif _context is not None:
+        _context.__exit__(None, None, None)
+        _context = None
+
+
+#: order of the gallery pages: the tour first, then one topic each; others by name after
+ORDER = [
+    "plot_generate.py",
+    "plot_sampling.py",
+    "plot_batch.py",
+    "plot_export_patches.py",
+    "plot_parity.py",
+    "plot_diagnose.py",
+]
+
+
+def example_order(filename: str) -> tuple[int, str]:
+    """sphinx-gallery ``within_subsection_order`` key: :data:`ORDER`, then by name.
+
+    >>> sorted(["plot_b.py", "plot_parity.py", "plot_generate.py"], key=example_order)
+    ['plot_generate.py', 'plot_parity.py', 'plot_b.py']
+    """
+    name = os.path.basename(filename)
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+
+
+def run_script(path: str) -> None:
+    """Runs a gallery script as ``__main__`` with warnings turned into errors.
+
+    ``python _doc/gallery_hooks.py examples_gallery/plot_generate.py`` runs one
+    script the way the docs build does.
+    """
+    install_filters()
+    sys.argv = [path]
+    runpy.run_path(path, run_name="__main__")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not os.path.isfile(sys.argv[1]):
+        raise SystemExit("usage: python _doc/gallery_hooks.py examples_gallery/plot_<name>.py")
+    run_script(sys.argv[1])
