@@ -1,0 +1,36 @@
+"""Generation: the backend-neutral decoding loop, its torch backend and ``generate``.
+
+Example::
+
+    from diag.generation import generate
+    tokens = generate(model, input_ids, max_new_tokens=20)  # == model.generate(...)
+"""
+
+from diag.generation.backend import StepBackend
+from diag.generation.decoding import StepEvent, decode, iter_decode, prompt_position_ids
+from diag.generation.generate import generate, prepare_prompt, stream
+from diag.generation.options import DecodingOptions, resolve_options
+from diag.generation.result import GenerateResult
+from diag.generation.sampling import build_logits_processor, choose_tokens
+from diag.generation.streaming import GenerationStream, TextDeltas, stream_decode
+from diag.generation.torch_backend import TorchBackend
+
+__all__ = [
+    "DecodingOptions",
+    "GenerateResult",
+    "GenerationStream",
+    "StepBackend",
+    "StepEvent",
+    "TextDeltas",
+    "TorchBackend",
+    "build_logits_processor",
+    "choose_tokens",
+    "decode",
+    "generate",
+    "iter_decode",
+    "prepare_prompt",
+    "prompt_position_ids",
+    "resolve_options",
+    "stream",
+    "stream_decode",
+]

@@ -1,0 +1,300 @@
+"""The decoding loop, shared by every backend (torch, ONNX Runtime).
+
+It reads like the textbook version: one prefill call on the whole prompt, then one
+call per new token with the cache passed back explicitly. Everything that decides the
+tokens lives here (logits processing, token choice, stop bookkeeping, attention mask
+and position ids); the backend only runs the model for one step, see
+:class:`diag.generation.backend.StepBackend`.
+
+Batches are left-padded. Position ids follow the attention mask the way
+``model.generate`` computes them (``cumsum - 1``, padded slots at 0, then ``+1`` per
+step), so each row generates what it would generate alone. A row that produces an eos
+is finished: it keeps receiving the pad id (like transformers) while the other rows go
+on, and the loop ends when every row is finished or ``max_new_tokens`` is reached.
+
+Example::
+
+    backend = TorchBackend(model)
+    options = resolve_options(defaults=model.generation_config, max_new_tokens=20)
+    result = decode(backend, input_ids, attention_mask, options)
+    result.sequences  # same as model.generate(input_ids, attention_mask=..., max_new_tokens=20)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from diag.generation.backend import StepBackend
+from diag.generation.options import DecodingOptions
+from diag.generation.result import GenerateResult
+from diag.generation.sampling import build_logits_processor, choose_tokens
+
+
+@dataclass
+class StepEvent:
+    """What one decoding step produced.
+
+    ``step`` is 0 for the token chosen from the prefill logits. ``token_ids``
+    ``[batch]`` holds the chosen tokens (the pad id for rows finished before this
+    step); ``active`` ``[batch]`` tells which rows produced a real token this step;
+    ``finished`` ``[batch]`` which rows are done after it. ``text`` holds the decoded
+    text delta of each row when a tokenizer is known (see
+    :func:`diag.generation.streaming.stream`), else None.
+    """
+
+    step: int
+    token_ids: torch.Tensor
+    active: torch.Tensor
+    finished: torch.Tensor
+    text: list[str] | None = None
+
+
+def check_inputs(input_ids: Any, attention_mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validates and normalises the prompt: ``[batch, seq]`` int64 ids and mask.
+
+    A 1-D tensor is taken as one row. Raises a ValueError/TypeError that says what
+    to pass instead.
+    """
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(
+            f"input_ids must be a torch.Tensor of token ids, not {type(input_ids).__name__}; "
+            "tokenize the text first (tokenizer(text, return_tensors='pt').input_ids) or "
+            "give diag.generate a tokenizer."
+        )
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}.")
+    if input_ids.dim() == 1:
+        input_ids = input_ids.unsqueeze(0)
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 1:
+            attention_mask = attention_mask.unsqueeze(0)
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must be 2-D [batch, sequence], got shape {tuple(input_ids.shape)}."
+        )
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(
+            f"input_ids is empty (shape {tuple(input_ids.shape)}); give at least one token per row."
+        )
+    input_ids = input_ids.long()
+    if attention_mask is None:
+        return input_ids, torch.ones_like(input_ids)
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(
+            f"attention_mask must be a torch.Tensor, not {type(attention_mask).__name__}."
+        )
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
+            f"{tuple(input_ids.shape)}; they must match (one 0/1 per token, 0 on left padding)."
+        )
+    attention_mask = attention_mask.long()
+    empty_rows = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+    if empty_rows:
+        raise ValueError(
+            f"rows {empty_rows} of attention_mask are all zeros: those prompts have no token."
+        )
+    return input_ids, attention_mask
+
+
+def prompt_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded prompt, as ``model.generate`` computes them.
+
+    Example::
+
+        prompt_position_ids(torch.tensor([[0, 0, 1, 1, 1]]))  # [[0, 0, 0, 1, 2]]
+    """
+    position_ids = attention_mask.long().cumsum(-1) - 1
+    # padded slots would be -1; transformers sets them to 0 (never attended anyway)
+    return position_ids.masked_fill(attention_mask == 0, 0)
+
+
+def iter_decode(
+    backend: StepBackend,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    options: DecodingOptions,
+    *,
+    generator: torch.Generator | None = None,
+    on_prompt: Callable[[torch.Tensor], None] | None = None,
+) -> Generator[StepEvent, None, GenerateResult]:
+    """The loop as a generator: yields a :class:`StepEvent` per new token and returns
+    the :class:`GenerateResult` (``StopIteration.value``).
+
+    ``on_prompt`` receives the (expanded) prompt before the prefill, the way
+    transformers hands it to a streamer. Time spent by the consumer between two
+    events is not counted in the result's timings.
+    """
+    # validated here, eagerly: a bad input fails at the call, not at the first next()
+    input_ids, attention_mask = check_inputs(input_ids, attention_mask)
+    options.validate(getattr(backend, "vocab_size", None))
+    options.num_new_tokens(input_ids.shape[1])  # raises if max_length < prompt
+    return _loop(backend, input_ids, attention_mask, options, generator, on_prompt)
+
+
+def _loop(
+    backend: StepBackend,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    options: DecodingOptions,
+    generator: torch.Generator | None,
+    on_prompt: Callable[[torch.Tensor], None] | None,
+) -> Generator[StepEvent, None, GenerateResult]:
+    if options.num_return_sequences > 1:
+        # like transformers: each prompt repeated in place (rows 0,0,1,1,... for n=2)
+        input_ids = input_ids.repeat_interleave(options.num_return_sequences, dim=0)
+        attention_mask = attention_mask.repeat_interleave(options.num_return_sequences, dim=0)
+    batch, prompt_length = input_ids.shape
+    max_new = options.num_new_tokens(prompt_length)
+    device = input_ids.device
+
+    eos_ids = options.eos_token_ids
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=device) if eos_ids else None
+    pad_id = options.effective_pad_token_id
+    pad = torch.tensor(pad_id if pad_id is not None else 0, dtype=torch.long, device=device)
+
+    # One buffer for the tokens and one for the mask, sliced at each step, instead of
+    # concatenating a new column to the whole history every step.
+    total = prompt_length + max_new
+    sequences = torch.empty((batch, total), dtype=torch.long, device=device)
+    sequences[:, :prompt_length] = input_ids
+    mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=device)
+    mask[:, :prompt_length] = attention_mask
+    position_ids = prompt_position_ids(attention_mask)
+
+    processor = build_logits_processor(
+        options, prompt_length=prompt_length, attention_mask=attention_mask
+    )
+    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    num_generated = [max_new] * batch
+    finish_reasons = ["length"] * batch
+    scores: list[torch.Tensor] | None = [] if options.output_scores else None
+    raw_logits: list[torch.Tensor] | None = [] if options.output_logits else None
+
+    if on_prompt is not None:
+        on_prompt(input_ids)
+
+    prefill_seconds = 0.0
+    decode_seconds = 0.0
+    length = prompt_length
+    past: Any = None
+    next_tokens = input_ids
+    steps = 0
+    for step in range(max_new):
+        begin = time.perf_counter()
+        # prefill at step 0 (the whole prompt, no cache), then only the last token
+        logits, past = backend(next_tokens, mask[:, :length], position_ids, past)
+        logits = logits.float()
+        steps += 1
+        step_scores = processor(sequences[:, :length], logits) if processor else logits
+        tokens = choose_tokens(step_scores, do_sample=options.do_sample, generator=generator)
+        active = unfinished
+        if eos is not None:
+            # finished rows get the pad id, as in transformers
+            tokens = torch.where(unfinished, tokens, pad)
+            unfinished = unfinished & ~torch.isin(tokens, eos)
+        sequences[:, length] = tokens
+        length += 1
+        if scores is not None:
+            scores.append(step_scores.clone() if step_scores is logits else step_scores)
+        if raw_logits is not None:
+            raw_logits.append(logits.clone())
+        next_tokens = tokens[:, None]
+        position_ids = position_ids[:, -1:] + 1
+        all_done = False
+        if eos is not None:
+            newly = (active & ~unfinished).nonzero().flatten().tolist()
+            for row in newly:
+                num_generated[row] = step + 1
+                finish_reasons[row] = "stop"
+            all_done = not bool(unfinished.any())
+        elapsed = time.perf_counter() - begin
+        if step == 0:
+            prefill_seconds += elapsed
+        else:
+            decode_seconds += elapsed
+        yield StepEvent(step=step, token_ids=tokens, active=active, finished=~unfinished)
+        if all_done:
+            break
+
+    return GenerateResult(
+        sequences=sequences[:, :length].contiguous(),
+        num_prompt_tokens=prompt_length,
+        num_generated_tokens=num_generated,
+        finish_reasons=finish_reasons,
+        scores=tuple(scores) if scores is not None else None,
+        logits=tuple(raw_logits) if raw_logits is not None else None,
+        prefill_seconds=prefill_seconds,
+        decode_seconds=decode_seconds,
+        num_steps=steps,
+    )
+
+
+def _prompt_callback(streamer: Any) -> Callable[[torch.Tensor], None] | None:
+    if streamer is not None and hasattr(streamer, "put"):
+        return lambda ids: streamer.put(ids.cpu())
+    return None
+
+
+def _event_callback(streamer: Any) -> Callable[[StepEvent], None] | None:
+    """A transformers-style streamer (put/end) or a plain callable taking a StepEvent."""
+    if streamer is None:
+        return None
+    if hasattr(streamer, "put"):
+        return lambda event: streamer.put(event.token_ids.cpu())
+    if callable(streamer):
+        return streamer
+    raise TypeError(
+        f"streamer must be a callable taking a StepEvent or an object with put()/end() "
+        f"(like transformers.TextStreamer), not {type(streamer).__name__}."
+    )
+
+
+def run_to_end(events: Iterator[StepEvent], callback: Callable[[StepEvent], None] | None) -> Any:
+    """Drains a generator of events, calling ``callback`` on each; returns its value."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(event)
+
+
+def decode(
+    backend: StepBackend,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    options: DecodingOptions,
+    *,
+    generator: torch.Generator | None = None,
+    streamer: Any = None,
+) -> GenerateResult:
+    """Generates with ``backend`` and returns a :class:`GenerateResult`.
+
+    ``streamer`` is a callable receiving each :class:`StepEvent`, or a
+    transformers-style streamer (``put`` gets the prompt then each step's tokens,
+    ``end`` is called at the end).
+
+    Example::
+
+        res = decode(TorchBackend(model), ids, None, DecodingOptions(max_new_tokens=10))
+        res.sequences.shape  # [1, ids.shape[1] + 10]
+    """
+    callback = _event_callback(streamer)
+    events = iter_decode(
+        backend,
+        input_ids,
+        attention_mask,
+        options,
+        generator=generator,
+        on_prompt=_prompt_callback(streamer),
+    )
+    result = run_to_end(events, callback)
+    if streamer is not None and hasattr(streamer, "end"):
+        streamer.end()
+    return result

@@ -1,0 +1,249 @@
+"""Decoding options: transformers' ``GenerationConfig`` names, resolved the way
+``model.generate`` resolves them, then checked.
+
+``model.generate`` builds its configuration in layers: the keyword arguments win, then
+the ``generation_config`` argument, then the model's own ``generation_config`` (its
+``generation_config.json``), then transformers' global defaults (``top_k=50``,
+``max_length=20``, ...). :func:`resolve_options` applies the same layers so that
+``diag.generate(model, ids, max_new_tokens=N)`` chooses the tokens
+``model.generate(ids, max_new_tokens=N)`` chooses.
+
+Example::
+
+    opts = resolve_options(model.generation_config, max_new_tokens=20, do_sample=True)
+    opts.top_k  # 50, transformers' default when sampling
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+
+@dataclass
+class DecodingOptions:
+    """What the decoding loop needs to know, named as in ``GenerationConfig``.
+
+    ``max_new_tokens`` wins over ``max_length`` (prompt + new tokens, like
+    transformers). ``eos_token_id`` may be an int or a list of ints. When
+    ``pad_token_id`` is None and an eos is known, the first eos pads finished rows,
+    as in transformers.
+
+    Example::
+
+        DecodingOptions(max_new_tokens=50, do_sample=True, top_p=0.9, temperature=0.7)
+    """
+
+    max_new_tokens: int | None = None
+    max_length: int | None = None
+    min_new_tokens: int | None = None
+    min_length: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    do_sample: bool = False
+    temperature: float | None = 1.0
+    top_k: int | None = 50
+    top_p: float | None = 1.0
+    min_p: float | None = None
+    typical_p: float | None = 1.0
+    epsilon_cutoff: float | None = 0.0
+    eta_cutoff: float | None = 0.0
+    repetition_penalty: float | None = 1.0
+    no_repeat_ngram_size: int | None = 0
+    num_return_sequences: int = 1
+    output_scores: bool = False
+    output_logits: bool = False
+    #: keyword arguments the caller did not set (kept to explain what came from where)
+    defaults_used: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The eos ids as a list (empty when there is none)."""
+        if self.eos_token_id is None:
+            return []
+        if isinstance(self.eos_token_id, (list, tuple)):
+            return [int(i) for i in self.eos_token_id]
+        if isinstance(self.eos_token_id, torch.Tensor):
+            return [int(i) for i in self.eos_token_id.reshape(-1).tolist()]
+        return [int(self.eos_token_id)]
+
+    @property
+    def effective_pad_token_id(self) -> int | None:
+        """``pad_token_id``, else the first eos (transformers' rule), else None."""
+        if self.pad_token_id is not None:
+            return int(self.pad_token_id)
+        eos = self.eos_token_ids
+        return eos[0] if eos else None
+
+    def num_new_tokens(self, prompt_length: int) -> int:
+        """How many tokens to generate after a prompt of ``prompt_length`` tokens."""
+        if self.max_new_tokens is not None:
+            return int(self.max_new_tokens)
+        if self.max_length is not None:
+            n = int(self.max_length) - prompt_length
+            if n < 0:
+                raise ValueError(
+                    f"max_length={self.max_length} is shorter than the prompt ({prompt_length} "
+                    "tokens); set max_new_tokens instead (it counts only the new tokens)."
+                )
+            return n
+        return 20  # transformers' default (max_length=20 new tokens when unset)
+
+    def validate(self, vocab_size: int | None = None) -> None:
+        """Raises ValueError/TypeError with a clear message for any bad value."""
+        for name in ("max_new_tokens", "max_length", "min_new_tokens", "min_length"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r}).")
+            if value < 0:
+                raise ValueError(
+                    f"{name} must be >= 0, got {value}; pass a positive number of tokens."
+                )
+        if not isinstance(self.num_return_sequences, int) or self.num_return_sequences < 1:
+            raise ValueError(
+                f"num_return_sequences must be an int >= 1, got {self.num_return_sequences!r}."
+            )
+        if self.do_sample:
+            if self.temperature is not None and not self.temperature > 0:
+                raise ValueError(
+                    f"temperature must be > 0 when do_sample=True, got {self.temperature}; "
+                    "use do_sample=False for greedy decoding instead of temperature=0."
+                )
+            if self.top_p is not None and not 0 < self.top_p <= 1:
+                raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+            if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
+                raise ValueError(f"top_k must be an int >= 0 (0 disables it), got {self.top_k!r}.")
+            if self.min_p is not None and not 0 <= self.min_p <= 1:
+                raise ValueError(f"min_p must be in [0, 1], got {self.min_p}.")
+            if self.typical_p is not None and not 0 < self.typical_p <= 1:
+                raise ValueError(f"typical_p must be in (0, 1], got {self.typical_p}.")
+        elif self.top_p is not None and not 0 < self.top_p <= 1:
+            # meaningless without sampling, but a value out of range is still a mistake
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.repetition_penalty is not None and not self.repetition_penalty > 0:
+            raise ValueError(
+                f"repetition_penalty must be > 0 (1.0 means no penalty), got {self.repetition_penalty}."
+            )
+        eos = self.eos_token_ids
+        if vocab_size is not None:
+            bad = [i for i in eos if not 0 <= i < vocab_size]
+            if bad:
+                raise ValueError(
+                    f"eos_token_id {bad} is outside the vocabulary [0, {vocab_size}); "
+                    "check the tokenizer's eos_token_id or pass the right one."
+                )
+        pad = self.pad_token_id
+        if pad is not None and pad < 0:
+            raise ValueError(f"pad_token_id must be >= 0, got {pad}.")
+
+
+#: ``GenerationConfig`` attributes the loop does not implement, with their neutral value;
+#: a different value raises instead of being silently ignored.
+_UNSUPPORTED: dict[str, Any] = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "penalty_alpha": None,
+    "guidance_scale": None,
+    "bad_words_ids": None,
+    "force_words_ids": None,
+    "constraints": None,
+    "sequence_bias": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "exponential_decay_length_penalty": None,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+    "top_h": None,
+    "watermarking_config": None,
+    "dola_layers": None,
+    "prompt_lookup_num_tokens": None,
+    "token_healing": False,
+    "stop_strings": None,
+    "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0,
+}
+
+_FIELDS = {f.name for f in dataclasses.fields(DecodingOptions)} - {"defaults_used"}
+
+
+def _as_dict(config: GenerationConfig | dict | None, what: str) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, GenerationConfig):
+        return config.to_dict()
+    if isinstance(config, dict):
+        return dict(config)
+    raise TypeError(
+        f"{what} must be a transformers GenerationConfig or a dict, not {type(config).__name__}."
+    )
+
+
+def _global_defaults() -> dict[str, Any]:
+    getter = getattr(GenerationConfig, "_get_default_generation_params", None)
+    if getter is not None:
+        return dict(getter())
+    # older transformers: the defaults are the attribute values of a fresh config
+    return GenerationConfig().to_dict()
+
+
+def resolve_options(
+    generation_config: GenerationConfig | dict | None = None,
+    defaults: GenerationConfig | dict | None = None,
+    **kwargs: Any,
+) -> DecodingOptions:
+    """Merges the layers the way ``model.generate`` does and returns checked options.
+
+    Priority: ``kwargs`` (None means "not given") > ``generation_config`` > ``defaults``
+    (typically ``model.generation_config``) > transformers' global defaults.
+
+    Example::
+
+        opts = resolve_options({"do_sample": True}, model.generation_config, top_p=0.9)
+    """
+    explicit = {k: v for k, v in kwargs.items() if v is not None}
+    unknown = sorted(k for k in explicit if k not in _FIELDS and k not in _UNSUPPORTED)
+    if unknown:
+        known = GenerationConfig().to_dict()
+        not_gen = [k for k in unknown if k not in known]
+        if not_gen:
+            raise TypeError(
+                f"unknown decoding option(s) {not_gen}; use transformers GenerationConfig names "
+                f"(supported: {sorted(_FIELDS)})."
+            )
+    layers = [
+        explicit,
+        {
+            k: v
+            for k, v in _as_dict(generation_config, "generation_config").items()
+            if v is not None
+        },
+        {k: v for k, v in _as_dict(defaults, "defaults").items() if v is not None},
+    ]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in layer.items():
+            merged.setdefault(k, v)
+    # max_length counts only when someone set it; the global default (20) means
+    # "20 new tokens", handled by DecodingOptions.num_new_tokens
+    for k, v in _global_defaults().items():
+        if k != "max_length":
+            merged.setdefault(k, v)
+
+    for name, neutral in _UNSUPPORTED.items():
+        value = merged.get(name)
+        if value is not None and value != neutral:
+            raise ValueError(
+                f"{name}={value!r} is not supported by diag's decoding loop (greedy and "
+                f"multinomial sampling only); leave it unset or use {neutral!r}."
+            )
+    values = {k: merged[k] for k in _FIELDS if k in merged}
+    values["defaults_used"] = tuple(sorted(k for k in values if k not in explicit))
+    return DecodingOptions(**values)

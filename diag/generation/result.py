@@ -1,0 +1,71 @@
+"""What a generation returns when asked for more than the tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class GenerateResult:
+    """Tokens, per-step scores, per-row finish reasons, counts and timings.
+
+    ``sequences`` is what ``model.generate`` returns (prompt + new tokens, finished
+    rows filled with the pad id); ``new_tokens`` is its new part. ``scores`` (when
+    ``output_scores``) holds one ``[batch, vocab]`` tensor per step, the processed
+    scores, like transformers' ``scores``; ``logits`` (when ``output_logits``) the raw
+    ones. ``finish_reasons[i]`` is ``"stop"`` (row i produced an eos) or ``"length"``
+    (it reached ``max_new_tokens``).
+
+    Example::
+
+        res = diag.generate(model, ids, max_new_tokens=20, return_result=True)
+        res.finish_reasons, res.num_generated_tokens, res.decode_tokens_per_second
+    """
+
+    sequences: torch.Tensor
+    num_prompt_tokens: int
+    num_generated_tokens: list[int]
+    finish_reasons: list[str]
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    #: number of forward calls made by the backend (prefill included)
+    num_steps: int = 0
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def new_tokens(self) -> torch.Tensor:
+        """The generated part ``[batch, steps]`` (pad after a row's eos)."""
+        return self.sequences[:, self.num_prompt_tokens :]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.sequences.shape[0])
+
+    @property
+    def total_seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens (all rows) per second, prefill included."""
+        total = self.total_seconds
+        return sum(self.num_generated_tokens) / total if total > 0 else float("nan")
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Tokens produced by the decode calls (after the prefill) per second."""
+        # the prefill produced the first token of every row
+        produced = sum(max(n - 1, 0) for n in self.num_generated_tokens)
+        return produced / self.decode_seconds if self.decode_seconds > 0 else float("nan")
+
+    def texts(self, tokenizer, skip_special_tokens: bool = True) -> list[str]:
+        """The generated text of each row (prompt excluded, padding dropped)."""
+        rows = [
+            self.new_tokens[i, : self.num_generated_tokens[i]].tolist()
+            for i in range(self.batch_size)
+        ]
+        return tokenizer.batch_decode(rows, skip_special_tokens=skip_special_tokens)
