@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import DynamicCache, Gemma2Config, LlamaConfig, LlamaForCausalLM
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
+from diag.helpers.torch_helper import (
+    get_weight_type,
+    onnx_dtype_to_torch_dtype,
+    to_any,
+    torch_dtype_to_onnx_dtype,
+)
+
+
+def _inputs():
+    k = torch.randn(1, 2, 4, 8)
+    return {
+        "input_ids": torch.tensor([[1, 2, 3]]),
+        "attention_mask": torch.ones((1, 7), dtype=torch.int64),
+        "past_key_values": make_dynamic_cache([(k, k.clone()), (k.clone(), k.clone())]),
+        "extra": [torch.zeros(2), (torch.tensor([True]), 3, None)],
+    }
+
+
+def test_to_any_float16_keeps_integers():
+    inputs = _inputs()
+    out = to_any(inputs, torch.float16)
+    assert out["input_ids"].dtype == torch.int64
+    assert out["attention_mask"].dtype == torch.int64
+    assert torch.equal(out["input_ids"], inputs["input_ids"])
+    assert type(out["past_key_values"]) is DynamicCache
+    pairs = cache_to_list(out["past_key_values"])
+    assert [(k.dtype, v.dtype) for k, v in pairs] == [(torch.float16, torch.float16)] * 2
+    torch.testing.assert_close(
+        pairs[1][0].float(), cache_to_list(inputs["past_key_values"])[1][0], atol=1e-2, rtol=1e-2
+    )
+    assert out["past_key_values"].get_seq_length() == 4
+    assert out["extra"][0].dtype == torch.float16
+    assert out["extra"][1][0].dtype == torch.bool
+    assert out["extra"][1][1:] == (3, None)
+    assert isinstance(out["extra"][1], tuple)
+    # the original is untouched
+    assert cache_to_list(inputs["past_key_values"])[0][0].dtype == torch.float32
+    assert inputs["extra"][0].dtype == torch.float32
+
+
+def test_to_any_by_name_and_device():
+    out = to_any(_inputs(), "bfloat16")
+    assert cache_to_list(out["past_key_values"])[0][0].dtype == torch.bfloat16
+    out = to_any(_inputs(), "cpu")
+    assert out["input_ids"].device.type == "cpu"
+    assert cache_to_list(out["past_key_values"])[0][0].dtype == torch.float32
+    with pytest.raises(ValueError, match="neither a torch dtype"):
+        to_any(_inputs(), "float17")
+    with pytest.raises(ValueError, match="floating"):
+        to_any(_inputs(), torch.int32)
+    with pytest.raises(TypeError, match="torch.dtype"):
+        to_any(_inputs(), 16)
+
+
+def test_to_any_sliding_cache_and_model_output():
+    config = Gemma2Config(
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=32,
+        head_dim=8,
+        sliding_window=4,
+    )
+    k = torch.randn(1, 2, 6, 8)
+    cache = make_dynamic_cache([(k, k), (k, k)], config=config)
+    output = CausalLMOutputWithPast(logits=torch.zeros(1, 2, 5), past_key_values=cache)
+    out = to_any(output, torch.float16)
+    assert type(out) is CausalLMOutputWithPast
+    assert out.logits.dtype == torch.float16
+    assert out.loss is None
+    assert [type(la).__name__ for la in out.past_key_values.layers] == [
+        "DynamicSlidingWindowLayer",
+        "DynamicLayer",
+    ]
+    assert out.past_key_values.get_seq_length() == 6
+    assert out.past_key_values.layers[0].keys.shape == (1, 2, 3, 8)
+
+
+def test_to_any_numpy():
+    out = to_any({"a": np.zeros(2, dtype=np.float32), "b": np.zeros(2, dtype=np.int64)}, "float16")
+    assert out["a"].dtype == np.float16
+    assert out["b"].dtype == np.int64
+
+
+def test_get_weight_type():
+    config = LlamaConfig(
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=32,
+        intermediate_size=64,
+        vocab_size=100,
+    )
+    model = LlamaForCausalLM(config)
+    assert get_weight_type(model) == torch.float32
+    model = model.to(torch.bfloat16)
+    # norms kept in float32 do not outvote the bfloat16 matrices
+    model.model.norm.float()
+    assert get_weight_type(model) == torch.bfloat16
+    with pytest.raises(ValueError, match="no floating parameters"):
+        get_weight_type(torch.nn.ReLU())
+    with pytest.raises(TypeError, match="nn.Module"):
+        get_weight_type({"a": 1})
+
+
+def test_dtype_mapping():
+    from onnx import TensorProto
+
+    expected = {
+        torch.float32: TensorProto.FLOAT,
+        torch.uint8: TensorProto.UINT8,
+        torch.int8: TensorProto.INT8,
+        torch.int16: TensorProto.INT16,
+        torch.int32: TensorProto.INT32,
+        torch.int64: TensorProto.INT64,
+        torch.bool: TensorProto.BOOL,
+        torch.float16: TensorProto.FLOAT16,
+        torch.float64: TensorProto.DOUBLE,
+        torch.bfloat16: TensorProto.BFLOAT16,
+        torch.float8_e4m3fn: TensorProto.FLOAT8E4M3FN,
+        torch.float8_e5m2: TensorProto.FLOAT8E5M2,
+    }
+    assert {d: torch_dtype_to_onnx_dtype(d) for d in expected} == expected
+    assert torch_dtype_to_onnx_dtype(torch.float32) == 1
+    assert torch_dtype_to_onnx_dtype(torch.int64) == 7
+    assert torch_dtype_to_onnx_dtype(torch.float16) == 10
+    assert torch_dtype_to_onnx_dtype(torch.bfloat16) == 16
+    for dtype in [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool]:
+        assert onnx_dtype_to_torch_dtype(torch_dtype_to_onnx_dtype(dtype)) == dtype
+    with pytest.raises(ValueError, match="no torch dtype"):
+        onnx_dtype_to_torch_dtype(8)
