@@ -44,6 +44,8 @@ _LAZY: dict[str, str] = {
     "compare_teacher_forced": "diag.diagnose",
     "first_divergence": "diag.diagnose",
     "localize_layer": "diag.diagnose",
+    "plot_teacher_forced": "diag.diagnose",
+    "plot_layers": "diag.diagnose",
 }
 
 __all__ = sorted(_LAZY)

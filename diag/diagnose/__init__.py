@@ -1,0 +1,35 @@
+"""Where torch and ONNX disagree: per step, at the first diverging token, per layer.
+
+* :func:`compare_teacher_forced`: both backends read the same tokens step by step;
+  per-step logits difference, argmax agreement, top-k overlap, KL divergence.
+* :func:`first_divergence`: free-running generation on both sides; the first step
+  where the tokens differ, each side's top-k candidates and margins.
+* :func:`localize_layer`: one input, hidden states compared after every decoder
+  layer; the first layer beyond the tolerance.
+* :func:`plot_teacher_forced`, :func:`plot_layers`: matplotlib views of the above.
+
+Example::
+
+    import diag
+    df = diag.compare_teacher_forced(model, "model.onnx", ids, max_new_tokens=20)
+    print(diag.first_divergence(model, "model.onnx", ids, max_new_tokens=20))
+    print(diag.localize_layer(model, "model.onnx", {"input_ids": ids}).culprit)
+"""
+
+from diag.diagnose.divergence import Candidate, Divergence, first_divergence
+from diag.diagnose.layers import LayerLocalization, localize_layer, model_stages
+from diag.diagnose.plot import plot_layers, plot_teacher_forced
+from diag.diagnose.teacher_forced import compare_teacher_forced, step_metrics
+
+__all__ = [
+    "Candidate",
+    "Divergence",
+    "LayerLocalization",
+    "compare_teacher_forced",
+    "first_divergence",
+    "localize_layer",
+    "model_stages",
+    "plot_layers",
+    "plot_teacher_forced",
+    "step_metrics",
+]
