@@ -50,14 +50,24 @@ def _dtype_name(obj: Any) -> str | None:
     return None  # python numbers take the dtype of the other side
 
 
-def _to_float64(obj: Any) -> torch.Tensor:
+def _flat_values(obj: Any) -> torch.Tensor:
+    """The values of a leaf as a 1-D CPU tensor, in their own dtype when torch has it
+    (cast to float64 chunk by chunk later, to keep memory bounded)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", torch.float64)
+        return obj.detach().reshape(-1).cpu()
     if _is_ortvalue(obj):
         obj = obj.numpy()
     if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.asarray(obj, dtype=np.float64))
-    return torch.tensor(float(obj), dtype=torch.float64)
+        flat = np.ascontiguousarray(obj).reshape(-1)
+        try:
+            return torch.from_numpy(flat)
+        except TypeError:  # a dtype torch does not share (ml_dtypes' bfloat16...)
+            return torch.from_numpy(flat.astype(np.float64))
+    return torch.tensor([float(obj)], dtype=torch.float64)
+
+
+# values compared at once: bounds the float64 temporaries to a few tens of MB
+_CHUNK = 1 << 20
 
 
 def _shape(obj: Any) -> tuple[int, ...]:
@@ -143,30 +153,34 @@ class _Walker:
         if de is not None and dg is not None and de != dg:
             self.dtypes.append(f"{self._where(path)}: dtype {de} expected, got {dg}")
         try:
-            te, tg = _to_float64(e), _to_float64(g)
+            fe, fg = _flat_values(e), _flat_values(g)
         except (TypeError, ValueError, RuntimeError) as exc:
             self.mismatches.append(f"{self._where(path)}: cannot compare values ({exc})")
             return
-        n = te.numel()
+        n = fe.numel()
         if n == 0:
             return
-        nan_e, nan_g = torch.isnan(te), torch.isnan(tg)
-        nan_differs = nan_e != nan_g
-        self.dnan += int(nan_differs.sum())
-        diff = (te - tg).abs()
-        # equal values (both +inf, say) and NaN positions (counted above) add no difference
-        diff = torch.where((te == tg) | nan_e | nan_g, torch.zeros_like(diff), diff)
-        # inf / inf (an infinite expected value missed) is infinitely wrong, not NaN
-        rel = torch.nan_to_num(diff / (te.abs() + self.rtol_floor), nan=math.inf)
-        rel = torch.where(diff == 0, torch.zeros_like(rel), rel)
         self.n += n
+        for start in range(0, n, _CHUNK):
+            self._chunk(fe[start : start + _CHUNK], fg[start : start + _CHUNK], start, se, path)
+
+    def _chunk(self, ce: torch.Tensor, cg: torch.Tensor, start: int, shape, path: str) -> None:
+        te, tg = ce.to(torch.float64), cg.to(torch.float64)
+        nan_e, nan_g = torch.isnan(te), torch.isnan(tg)
+        self.dnan += int((nan_e != nan_g).sum())
+        diff = (te - tg).abs_()
+        # equal values (both +inf, say) and NaN positions (counted above) add no difference
+        diff.masked_fill_((te == tg) | nan_e | nan_g, 0.0)
         self.sum += float(diff.sum())
         flat = int(diff.argmax())
-        worst = float(diff.reshape(-1)[flat])
+        worst = float(diff[flat])
         if worst > self.abs:
             self.abs = worst
-            index = tuple(int(i) for i in np.unravel_index(flat, tuple(te.shape)))
+            index = tuple(int(i) for i in np.unravel_index(start + flat, shape))
             self.argm = (path, index)
+        # inf / inf (an infinite expected value missed) is infinitely wrong, not NaN
+        rel = torch.nan_to_num(diff / (te.abs() + self.rtol_floor), nan=math.inf)
+        rel.masked_fill_(diff == 0, 0.0)
         self.rel = max(self.rel, float(rel.max()))
 
     def walk(self, e: Any, g: Any, path: str) -> None:

@@ -96,42 +96,48 @@ def _fmt(value: float, integral: bool) -> str:
 
 
 def _stats(values: np.ndarray | torch.Tensor) -> str:
-    """``[min,max:Amean]`` of a torch tensor or numpy array."""
+    """``[min,max:Amean]`` of a torch tensor or numpy array ("" when it has no values)."""
     if isinstance(values, torch.Tensor):
         if values.numel() == 0:
             return "[empty]"
         if values.device.type == "meta" or values.is_complex():
             return ""
-        t = values.detach()
-        integral = not t.is_floating_point()
-        if t.dtype == torch.bool:
-            t = t.to(torch.int64)
-        n_nan = 0
-        if not integral:
-            nan = torch.isnan(t)
-            n_nan = int(nan.sum())
-            if n_nan:
-                t = t[~nan]
-        if t.numel() == 0:
-            text = "nan,nan:Anan"
-        else:
-            # float64 for the mean: a float16 sum overflows, an int64 one loses the fraction
-            text = (
-                f"{_fmt(t.min().item(), integral)},{_fmt(t.max().item(), integral)}"
-                f":A{_fmt(t.to(torch.float64).mean().item(), False)}"
-            )
-        return f"[{text}:N{n_nan}nan]" if n_nan else f"[{text}]"
+        try:
+            return _torch_stats(values.detach())
+        except RuntimeError:  # fake tensors (inside torch.export) have no values
+            return ""
     if values.size == 0:
         return "[empty]"
     try:
         if values.dtype.kind in "biu":
-            return _stats(torch.from_numpy(np.asarray(values, dtype=np.int64)))
+            return _torch_stats(torch.from_numpy(np.asarray(values, dtype=np.int64)))
         if values.dtype.kind == "f" or values.dtype.name in _NUMPY_TO_ONNX:
             # covers ml_dtypes' bfloat16 / float8 too, which numpy knows as kind "V"
-            return _stats(torch.from_numpy(np.asarray(values, dtype=np.float64)))
+            return _torch_stats(torch.from_numpy(np.asarray(values, dtype=np.float64)))
     except (TypeError, ValueError):
         pass
     return ""
+
+
+def _torch_stats(t: torch.Tensor) -> str:
+    integral = not t.is_floating_point()
+    if t.dtype == torch.bool:
+        t = t.to(torch.int64)
+    n_nan = 0
+    if not integral:
+        nan = torch.isnan(t)
+        n_nan = int(nan.sum())
+        if n_nan:
+            t = t[~nan]
+    if t.numel() == 0:
+        text = "nan,nan:Anan"
+    else:
+        # float64 for the mean: a float16 sum overflows, an int64 one loses the fraction
+        text = (
+            f"{_fmt(t.min().item(), integral)},{_fmt(t.max().item(), integral)}"
+            f":A{_fmt(t.to(torch.float64).mean().item(), False)}"
+        )
+    return f"[{text}:N{n_nan}nan]" if n_nan else f"[{text}]"
 
 
 def _shape(shape: tuple[Any, ...], with_shape: bool) -> str:

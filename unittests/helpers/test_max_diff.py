@@ -139,3 +139,24 @@ def test_torch_against_onnxruntime_flat_outputs():
     d = max_diff(out, flat[:3])
     assert d["abs"] == math.inf
     assert "5 tensors expected" in d["mismatches"][0]
+
+
+def test_inputs_unchanged_and_chunks(monkeypatch):
+    import importlib
+
+    # the package attribute `diag.helpers.max_diff` is the function, not the module
+    module = importlib.import_module("diag.helpers.max_diff")
+    monkeypatch.setattr(module, "_CHUNK", 7)  # several chunks per tensor
+    e = -torch.arange(60, dtype=torch.float64).reshape(3, 5, 4)
+    g = e.clone()
+    g[2, 3, 1] += 4.0
+    g[0, 0, 1] = float("nan")
+    e_copy, g_copy = e.clone(), g.clone()
+    d = max_diff(e, g)
+    assert d["argm"] == ("", (2, 3, 1))
+    assert d["abs_compared"] == 4.0
+    assert d["rel_compared"] == pytest.approx(4.0 / (53.0 + 1e-6))
+    assert d["dnan"] == 1
+    assert d["n"] == 60
+    assert torch.equal(e, e_copy)
+    assert torch.allclose(g, g_copy, equal_nan=True, rtol=0, atol=0)
