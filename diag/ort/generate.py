@@ -1,0 +1,216 @@
+"""``onnx_generate``: ``diag.generate`` for an exported ONNX model.
+
+The tokens are chosen by the same loop as :func:`diag.generate`
+(:mod:`diag.generation.decoding`); only the step runs in ONNX Runtime, through an
+:class:`~diag.ort.backend.OrtBackend`. Whenever the ONNX logits agree with the torch
+logits, the tokens are the same, for greedy search, seeded sampling, batches with left
+padding, eos and streaming alike.
+
+Example::
+
+    tokens, session, feeds = onnx_generate("model.onnx", ids, max_new_tokens=2,
+                                           return_session=True)
+    tokens = onnx_generate(session, ids, eos_token_id=2, max_new_tokens=100)  # reuses it
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from diag.generation.decoding import decode
+from diag.generation.generate import prepare_prompt
+from diag.generation.options import resolve_options
+from diag.generation.result import GenerateResult
+from diag.generation.streaming import GenerationStream, stream_decode
+from diag.ort.backend import OrtBackend
+from diag.ort.session import Providers, make_session
+
+#: key of the ONNX metadata entry holding the model's generation config (JSON), read as
+#: the defaults of the decoding options, like ``model.generation_config`` for torch
+GENERATION_CONFIG_METADATA = "generation_config"
+
+
+def get_backend(
+    model_or_session: Any,
+    providers: Providers = None,
+    *,
+    session_options: ort.SessionOptions | None = None,
+    vocab_size: int | None = None,
+) -> OrtBackend:
+    """An :class:`OrtBackend` over a path, a ModelProto, an ``onnx_ir.Model``, an
+    ``InferenceSession`` or an existing backend (returned as it is).
+
+    Example::
+
+        backend = get_backend("model.onnx")
+        backend is get_backend(backend)  # True
+    """
+    if isinstance(model_or_session, OrtBackend):
+        if providers is not None:
+            wanted = [p[0] if isinstance(p, tuple) else p for p in _as_list(providers)]
+            if wanted[0] != model_or_session.session.get_providers()[0]:
+                raise ValueError(
+                    f"providers={providers!r} but the session given runs on "
+                    f"{model_or_session.session.get_providers()}; create a new one from the "
+                    "model file to change providers."
+                )
+        return model_or_session
+    if isinstance(model_or_session, ort.InferenceSession):
+        return OrtBackend(model_or_session, vocab_size=vocab_size)
+    if isinstance(model_or_session, (str, os.PathLike, onnx.ModelProto)) or type(
+        model_or_session
+    ).__module__.startswith("onnx_ir"):
+        session = make_session(model_or_session, providers, session_options=session_options)
+        return OrtBackend(session, vocab_size=vocab_size)
+    if isinstance(model_or_session, torch.nn.Module):
+        raise TypeError(
+            "onnx_generate runs an ONNX model; for a torch model use diag.generate, or export "
+            "it first with diag.export_causal_lm(model, 'model.onnx')."
+        )
+    raise TypeError(
+        "model_or_session must be a path to an .onnx file, an onnx.ModelProto, an "
+        "onnx_ir.Model, an onnxruntime.InferenceSession or the session returned by "
+        f"onnx_generate(..., return_session=True); got {type(model_or_session).__name__}."
+    )
+
+
+def _as_list(providers: Providers) -> list:
+    return [providers] if isinstance(providers, str) else list(providers or [])
+
+
+def metadata_generation_config(session: ort.InferenceSession) -> dict[str, Any] | None:
+    """The generation config stored in the model's metadata, if any (a dict)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    text = meta.get(GENERATION_CONFIG_METADATA)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _as_torch(x: Any, what: str) -> Any:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and what == "attention_mask":
+        raise TypeError(
+            f"attention_mask must be a tensor, got {type(x).__name__} {x!r}; the third "
+            f"positional argument is the attention mask: pass eos_token_id={x!r} by keyword."
+        )
+    return x
+
+
+def onnx_generate(
+    model_or_session: Any,
+    input_ids: Any,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    eos_token_id: int | list[int] | None = None,
+    max_new_tokens: int | None = 100,
+    return_session: bool = False,
+    providers: Providers = None,
+    pad_token_id: int | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    num_return_sequences: int | None = None,
+    generator: torch.Generator | None = None,
+    output_scores: bool | None = None,
+    output_logits: bool | None = None,
+    streamer: Any = None,
+    generation_config: Any = None,
+    tokenizer: Any = None,
+    return_result: bool = False,
+    stream: bool = False,
+    session_options: ort.SessionOptions | None = None,
+    vocab_size: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Generates with an exported causal LM in ONNX Runtime, like :func:`diag.generate`.
+
+    ``model_or_session`` is a path to an ``.onnx`` file following the export contract
+    (:func:`diag.export_causal_lm` writes them), an ``onnx.ModelProto`` / ``onnx_ir.Model``,
+    an ``onnxruntime.InferenceSession``, or the session returned by an earlier call with
+    ``return_session=True`` (which skips the session creation, the slow part).
+    ``providers`` picks the execution providers of a new session
+    (``["CUDAExecutionProvider"]`` keeps the cache and every step on the GPU).
+
+    The decoding options are :func:`diag.generate`'s, with transformers'
+    ``GenerationConfig`` names; the defaults come from ``generation_config``, then from
+    a ``generation_config`` JSON entry in the model's metadata when there is one, then
+    from transformers. There is no torch model here: pass
+    ``generation_config=model.generation_config`` to decode exactly like
+    ``model.generate``. ``input_ids`` may be text, chat messages or lists of them with a
+    ``tokenizer`` (left-padded).
+
+    Returns the ``[batch * num_return_sequences, prompt + new]`` LongTensor, the
+    :class:`~diag.generation.result.GenerateResult` with ``return_result=True``, a
+    :class:`~diag.generation.streaming.GenerationStream` with ``stream=True``; with
+    ``return_session=True``, the tuple ``(that, session, feeds)`` where ``feeds`` holds
+    the inputs of the last step as numpy arrays (``session.session.run(None, feeds)``
+    replays it).
+
+    Example::
+
+        _, session, _ = onnx_generate("model.onnx", ids, max_new_tokens=2, return_session=True)
+        tokens = onnx_generate(session, ids, eos_token_id=tok.eos_token_id, max_new_tokens=100)
+        res = onnx_generate(session, "def f(x):", tokenizer=tok, do_sample=True, top_p=0.9,
+                            generator=torch.Generator().manual_seed(0), return_result=True)
+    """
+    backend = get_backend(
+        model_or_session, providers, session_options=session_options, vocab_size=vocab_size
+    )
+    input_ids = _as_torch(input_ids, "input_ids")
+    attention_mask = _as_torch(attention_mask, "attention_mask")
+    ids, mask = prepare_prompt(input_ids, attention_mask, tokenizer)
+    options = resolve_options(
+        generation_config,
+        metadata_generation_config(backend.session),
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        num_return_sequences=num_return_sequences,
+        output_scores=output_scores,
+        output_logits=output_logits,
+        **kwargs,
+    )
+    output: torch.Tensor | GenerateResult | GenerationStream
+    if stream:
+        if streamer is not None:
+            raise ValueError(
+                "use either stream=True (an iterator) or streamer= (a callback), not both."
+            )
+        if return_session:
+            raise ValueError(
+                "return_session=True needs the generation to finish; with stream=True keep "
+                "the session with get_backend(...) and pass it to onnx_generate instead."
+            )
+        return stream_decode(backend, ids, mask, options, generator=generator, tokenizer=tokenizer)
+    if streamer is not None and tokenizer is not None and not hasattr(streamer, "put"):
+        # a plain callback gets the text deltas too, as with diag.generate
+        s = stream_decode(backend, ids, mask, options, generator=generator, tokenizer=tokenizer)
+        for event in s:
+            streamer(event)
+        result = s.result
+    else:
+        result = decode(backend, ids, mask, options, generator=generator, streamer=streamer)
+    output = result if return_result else result.sequences
+    if return_session:
+        return output, backend, backend.feeds_as_numpy()
+    return output
