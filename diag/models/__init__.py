@@ -8,6 +8,7 @@ dummy inputs, and the real SmolLM2-135M-Instruct fetched from PyPI.
 """
 
 from diag.models.inputs import make_dummy_inputs
+from diag.models.pretrained import load_pretrained
 from diag.models.untrained import get_untrained_model_with_inputs, list_tiny_models
 
 __all__ = [
@@ -16,13 +17,3 @@ __all__ = [
     "load_pretrained",
     "make_dummy_inputs",
 ]
-
-
-def __getattr__(name: str):
-    # pretrained.py is written next; keep this import lazy so the tiny zoo never
-    # depends on it
-    if name == "load_pretrained":
-        from diag.models.pretrained import load_pretrained
-
-        return load_pretrained
-    raise AttributeError(f"module 'diag.models' has no attribute {name!r}")
