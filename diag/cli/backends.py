@@ -54,7 +54,7 @@ class DecodingArgs:
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments in :class:`transformers.GenerationConfig` names.
 
-        Every option is given explicitly, so that neither a model's own
+        Every option that matters is given explicitly, so that neither a model's own
         ``generation_config`` nor a library default changes what a backend does.
         """
         kw: dict[str, Any] = {
@@ -67,10 +67,7 @@ class DecodingArgs:
         }
         if self.do_sample:
             kw.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
-        else:
-            # neutral values: greedy ignores them, and it keeps transformers from warning
-            # about sampling flags a model's generation_config may carry
-            kw.update(temperature=1.0, top_k=0, top_p=1.0)
+        # greedy ignores the sampling options: passing them only makes transformers warn
         return kw
 
 
@@ -196,16 +193,17 @@ class OnnxRunner:
     def __init__(self, model: Any, force_export: bool = False):
         self.model = model
         self.force_export = force_export
-        self.path: str | None = None
-        self.session: Any = None
+        self.exported: Any = None
+        self.backend: Any = None
 
-    def export(self) -> str:
-        """Exports the model (or finds it in the cache) and returns the file name."""
-        if self.path is None:
-            from diag.cli.exporting import export_model
+    def export(self) -> Any:
+        """Exports the model (or finds it in the cache); returns the
+        :class:`diag.cli.exporting.ExportedModel`."""
+        if self.exported is None:
+            from diag.cli.exporting import export_for_comparison
 
-            self.path = export_model(self.model, force=self.force_export).path
-        return self.path
+            self.exported = export_for_comparison(self.model, force=self.force_export)
+        return self.exported
 
     def __call__(
         self,
@@ -214,20 +212,20 @@ class OnnxRunner:
         options: DecodingArgs,
         output_logits: bool = False,
     ) -> Generation:
-        from diag.ort import onnx_generate
+        from diag.ort import get_backend, onnx_generate
 
-        if self.session is None:
-            from diag.ort import create_session
-
-            self.session = create_session(self.export())
+        if self.backend is None:
+            self.backend = get_backend(self.export().path)
         generator = torch.Generator().manual_seed(options.seed)
         begin = time.perf_counter()
         result = onnx_generate(
-            self.session,
+            self.backend,
             input_ids,
             attention_mask,
             generator=generator,
             output_logits=output_logits,
+            # the defaults model.generate and diag.generate fall back on
+            generation_config=self.model.generation_config,
             return_result=True,
             **options.kwargs(),
         )

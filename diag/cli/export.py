@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from diag.cli.args import add_model_argument
 
@@ -62,15 +63,33 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(output, exist_ok=True)
     filename = os.path.join(output, "model.onnx")
     exported = export_model(model, filename=filename, verify=args.verify, force=args.force)
+    # what a runtime needs next to the graph: the tokenizer and the decoding defaults
     tokenizer.save_pretrained(output)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(output)
 
     print(f"model: {args.model}")
-    print(f"wrote {exported.path}")
-    for extra in exported.extra_files:
-        print(f"wrote {extra}")
-    print(f"tokenizer saved in {output}")
+    if exported.cached:
+        print(
+            "reused the export already in the folder (same model and versions; --force exports again)"
+        )
+    for path in exported.files():
+        print(f"  {path} ({_size(os.path.getsize(path))})")
+    print(f"tokenizer and generation config saved in {output}")
     if not args.verify:
-        print("validation skipped (--no-verify)")
+        print("validation: skipped (--no-verify)")
         return 0
     print(exported.format_report())
-    return 0 if exported.passed else 1
+    if not exported.passed:
+        sys.stderr.write("diag: error: the exported model differs from torch beyond tolerance\n")
+        return 1
+    return 0
+
+
+def _size(n: int) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -44,9 +44,8 @@ def load_model(name_or_path: str) -> tuple[Any, Any]:
     from diag.models import load_pretrained
 
     _check_model_name(name_or_path)
-    with progress(total=1, desc=f"loading {name_or_path}") as bar:
-        model, tokenizer = load_pretrained(os.path.expanduser(name_or_path))
-        bar.update(1)
+    # load_pretrained shows its own progress bars while it fetches and converts
+    model, tokenizer = load_pretrained(os.path.expanduser(name_or_path))
     model.eval()
     prepare_tokenizer(tokenizer)
     return model, tokenizer
