@@ -1,0 +1,33 @@
+"""Export a causal LM of transformers to ONNX.
+
+* :func:`torch_export_patches`: the context manager that makes transformers' models
+  and caches exportable with :func:`torch.export.export`;
+* :func:`to_onnx`: export any model, timed, optimised, written atomically;
+* :func:`export_causal_lm`: export a causal LM in one call, following the export
+  contract (:mod:`diag.export.contract`), validated against torch, cached.
+
+Example::
+
+    >>> import diag
+    >>> model, _ = diag.get_untrained_model_with_inputs("llama")  # doctest: +SKIP
+    >>> path = diag.export_causal_lm(model).filename  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from diag.export.causal_lm import ExportResult, export_causal_lm
+from diag.export.export_patches import PatchReport, torch_export_patches
+from diag.export.onnx_export import ExportTimings, to_onnx
+from diag.export.validate import ExportValidationError, ValidationReport, validate_causal_lm
+
+__all__ = [
+    "ExportResult",
+    "ExportTimings",
+    "ExportValidationError",
+    "PatchReport",
+    "ValidationReport",
+    "export_causal_lm",
+    "to_onnx",
+    "torch_export_patches",
+    "validate_causal_lm",
+]

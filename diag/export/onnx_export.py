@@ -1,0 +1,210 @@
+"""Exports a torch model to ONNX: :func:`to_onnx`.
+
+The steps, each timed (see :class:`ExportTimings`):
+
+1. ``torch.export``: :func:`torch.export.export` (non-strict) captures the graph with
+   the given dynamic shapes;
+2. ``translate``: :func:`torch.onnx.export` decomposes it to core ATen ops and
+   translates it to ONNX;
+3. ``optimize``: the onnxscript optimizer (constant folding, dead code, ...), then
+   :func:`diag.export.weight_transpose.fold_weight_transposes` so that no large weight
+   is transposed at run time;
+4. ``save``: :func:`diag.export.save.save_model_atomic` (weights in a ``.data`` file
+   next to the model when they weigh more than 100 MB).
+
+A model of transformers with a cache needs :func:`diag.export.torch_export_patches`
+around the call (``export_causal_lm`` does it for you).
+
+Example::
+
+    >>> import torch
+    >>> model = torch.nn.Linear(4, 3)
+    >>> x = torch.rand(2, 4)
+    >>> onx = to_onnx(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},),
+    ...               input_names=["x"], output_names=["y"])
+    >>> [i.name for i in onx.graph.input], [o.name for o in onx.graph.output]
+    (['x'], ['y'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+import torch
+
+from diag.export.rename import rename_io
+from diag.export.save import save_model_atomic
+from diag.export.weight_transpose import fold_weight_transposes
+
+EXPORTERS = ("onnx-dynamo",)
+
+
+@dataclass
+class ExportTimings:
+    """Seconds spent in each step of an export."""
+
+    torch_export: float = 0.0
+    translate: float = 0.0
+    optimize: float = 0.0
+    save: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return self.torch_export + self.translate + self.optimize + self.save
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "torch.export": self.torch_export,
+            "translate": self.translate,
+            "optimize": self.optimize,
+            "save": self.save,
+            "total": self.total,
+        }
+
+
+@contextlib.contextmanager
+def _quiet(verbose: int) -> Iterator[None]:
+    """Silences the exporter's progress lines and known harmless warnings."""
+    with warnings.catch_warnings():
+        if verbose < 2:
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+        yield
+
+
+def _check_exporter(exporter: str) -> None:
+    if exporter not in EXPORTERS:
+        raise ValueError(
+            f"exporter={exporter!r} is not supported; use one of {EXPORTERS} "
+            "(torch.onnx.export with dynamo=True, the exporter of torch >= 2.5)."
+        )
+
+
+def export_to_ir(
+    model: torch.nn.Module,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    dynamic_shapes: Any = None,
+    exporter: str = "onnx-dynamo",
+    opset: int | None = None,
+    optimize: bool = True,
+    verbose: int = 0,
+    timings: ExportTimings | None = None,
+) -> ir.Model:
+    """Steps 1 to 3 of :func:`to_onnx`: returns the :class:`onnx_ir.Model`, unsaved."""
+    _check_exporter(exporter)
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tuple of positional inputs, got {type(args).__name__}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a dict of keyword inputs, got {type(kwargs).__name__}")
+    timings = timings if timings is not None else ExportTimings()
+    kwargs = dict(kwargs or {})
+    with _quiet(verbose):
+        begin = time.perf_counter()
+        with torch.no_grad():
+            program = torch.export.export(
+                model, args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False
+            )
+        timings.torch_export = time.perf_counter() - begin
+        if verbose:
+            print(f"[to_onnx] torch.export: {timings.torch_export:.1f}s")
+
+        begin = time.perf_counter()
+        onnx_program = torch.onnx.export(
+            program,
+            args,
+            kwargs=kwargs,
+            # given again so that the exporter names the dynamic dims after the Dims
+            dynamic_shapes=dynamic_shapes,
+            dynamo=True,
+            opset_version=opset,
+            optimize=False,
+            verbose=verbose > 1,
+        )
+        timings.translate = time.perf_counter() - begin
+        if verbose:
+            print(f"[to_onnx] translation: {timings.translate:.1f}s")
+
+        begin = time.perf_counter()
+        if optimize:
+            onnx_program.optimize()
+        model_ir: ir.Model = onnx_program.model
+        if optimize:
+            timings.notes.extend(fold_weight_transposes(model_ir))
+        timings.optimize = time.perf_counter() - begin
+        if verbose:
+            print(f"[to_onnx] optimisation: {timings.optimize:.1f}s {timings.notes}")
+    return model_ir
+
+
+def to_onnx(
+    model: torch.nn.Module,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    dynamic_shapes: Any = None,
+    filename: str | os.PathLike | None = None,
+    exporter: str = "onnx-dynamo",
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    opset: int | None = None,
+    optimize: bool = True,
+    verbose: int = 0,
+    dim_names: Mapping[str, str] | None = None,
+    external_data: bool | None = None,
+    timings: ExportTimings | None = None,
+) -> onnx.ModelProto:
+    """Exports ``model`` to ONNX and writes it to ``filename`` (atomically).
+
+    :param model: the torch model
+    :param args: positional inputs
+    :param kwargs: keyword inputs
+    :param dynamic_shapes: as for :func:`torch.export.export`
+    :param filename: where to write the model; None writes nothing
+    :param exporter: ``"onnx-dynamo"`` (:func:`torch.onnx.export` with ``dynamo=True``)
+    :param input_names: new names of the graph inputs, in order (default: the
+        exporter's, from the flattened arguments)
+    :param output_names: new names of the graph outputs, in order
+    :param opset: ONNX opset, None for the exporter's default
+    :param optimize: runs the onnxscript optimizer and removes runtime
+        transpositions of weights
+    :param verbose: prints the steps and their durations
+    :param dim_names: renames symbolic dimensions of inputs and outputs
+    :param external_data: weights in ``<filename>.data``: True, False, or None for
+        "when they weigh more than 100 MB"
+    :param timings: filled with the duration of each step when given
+    :return: the :class:`onnx.ModelProto`; when the weights were written as external
+        data, the proto references them (load with :func:`onnx.load` to get them)
+    """
+    timings = timings if timings is not None else ExportTimings()
+    model_ir = export_to_ir(
+        model,
+        args,
+        kwargs,
+        dynamic_shapes,
+        exporter=exporter,
+        opset=opset,
+        optimize=optimize,
+        verbose=verbose,
+        timings=timings,
+    )
+    rename_io(model_ir, input_names, output_names, dims=dim_names)
+    begin = time.perf_counter()
+    if filename is None:
+        proto = ir.serde.serialize_model(model_ir)
+    else:
+        written = save_model_atomic(model_ir, filename, external_data=external_data)
+        proto = onnx.load(os.fspath(filename), load_external_data=len(written) == 1)
+    timings.save = time.perf_counter() - begin
+    if verbose:
+        print(f"[to_onnx] save: {timings.save:.1f}s -> {filename}")
+    return proto
