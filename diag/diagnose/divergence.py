@@ -159,7 +159,7 @@ def first_divergence(
     max_new_tokens: int = 20,
     *,
     tokenizer: Any = None,
-    top_k: int = 5,
+    num_candidates: int = 5,
     seed: int | None = None,
     providers: Any = None,
     **decoding: Any,
@@ -173,7 +173,8 @@ def first_divergence(
     :param attention_mask: ``[batch, seq]``, 0 on the padding
     :param max_new_tokens: length of the generations
     :param tokenizer: adds the text of the tokens to the report
-    :param top_k: number of candidates reported per side
+    :param num_candidates: number of candidates reported per side (not ``top_k``,
+        which is the sampling option of that name)
     :param seed: seeds both sides' sampling generators identically (sampling only)
     :param providers: ONNX Runtime providers when a path / ModelProto is given
     :param decoding: other decoding options, ``GenerationConfig`` names
@@ -191,8 +192,8 @@ def first_divergence(
     from diag.generation.decoding import check_inputs, decode
     from diag.generation.options import resolve_options
 
-    if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be an int >= 1, got {top_k!r}.")
+    if not isinstance(num_candidates, int) or num_candidates < 1:
+        raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}.")
     if "output_logits" in decoding or "output_scores" in decoding:
         raise ValueError("first_divergence sets output_logits itself; do not pass it.")
     input_ids, attention_mask = check_inputs(input_ids, attention_mask)
@@ -255,8 +256,8 @@ def first_divergence(
         onnx_token=o_tok,
         torch_text=text(t_tok),
         onnx_text=text(o_tok),
-        torch_top=_top(t_logits, top_k, tokenizer),
-        onnx_top=_top(o_logits, top_k, tokenizer),
+        torch_top=_top(t_logits, num_candidates, tokenizer),
+        onnx_top=_top(o_logits, num_candidates, tokenizer),
         torch_margin=t_margin,
         onnx_margin=o_margin,
         max_abs_diff=diffs[-1],

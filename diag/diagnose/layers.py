@@ -426,10 +426,22 @@ def _candidates_from_residuals(proto: onnx.ModelProto, stages: list[Stage]) -> d
         result[st.name] = [links[2 * st.layer + 1]]
     norm = [s for s in stages if s.kind == "norm"]
     if norm:
-        # the final norm's output is what the lm_head MatMul consumes
-        for node in proto.graph.node:
-            if node.op_type in ("MatMul", "Gemm") and node.output[0] == proto.graph.output[0].name:
-                result[norm[0].name] = [node.input[0]]
+        # the final norm's output is what the lm_head matrix product reads; a tied
+        # lm_head may be a Gemm between two Reshapes (see diag.export.weight_transpose)
+        def back(name: str) -> onnx.NodeProto | None:
+            node = producers.get(name)
+            while node is not None and node.op_type in ("Reshape", "Cast", "Identity"):
+                node = producers.get(node.input[0])
+            return node
+
+        head = back(proto.graph.output[0].name)
+        if head is not None and head.op_type in ("MatMul", "Gemm"):
+            x = head.input[0]
+            node = producers.get(x)
+            while node is not None and node.op_type in ("Reshape", "Cast", "Identity"):
+                x = node.input[0]
+                node = producers.get(x)
+            result[norm[0].name] = [x]
     return result
 
 

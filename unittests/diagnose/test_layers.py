@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+
+from diag.diagnose import localize_layer, model_stages
+
+N_LAYERS = 4
+STAGES = (
+    ["model.embed_tokens"]
+    + [f"model.layers.{i}" for i in range(N_LAYERS)]
+    + ["model.norm", "logits"]
+)
+
+
+def test_model_stages(tiny_model):
+    stages = model_stages(tiny_model)
+    assert [s.name for s in stages] == STAGES
+    assert [s.layer for s in stages if s.kind == "layer"] == list(range(N_LAYERS))
+    assert stages[1].module is tiny_model.model.layers[0]
+
+
+def test_model_stages_gpt2():
+    from diag.models.untrained import get_tiny_config, make_untrained_model
+
+    model = make_untrained_model(get_tiny_config("gpt2"))
+    names = [s.name for s in model_stages(model)]
+    assert names[0] == "transformer.wte"
+    assert names[1:3] == ["transformer.h.0", "transformer.h.1"]
+    assert names[-2:] == ["transformer.ln_f", "logits"]
+
+
+def test_good_export_has_no_culprit(tiny_model, tiny_onnx, prompt):
+    report = localize_layer(tiny_model, tiny_onnx, {"input_ids": prompt})
+    assert report.agrees and report.culprit is None and report.culprit_layer is None
+    assert report.method == "module scopes"
+    assert report.table["stage"].tolist() == STAGES
+    assert report.table["ok"].all()
+    assert report.table["max_abs_diff"].max() < 1e-4
+    # every stage was matched to a distinct ONNX value
+    assert report.table["onnx_name"].notna().all()
+    assert report.table["onnx_name"].nunique() == len(STAGES)
+    assert report.table["shape"].iloc[1] == (1, prompt.shape[1], tiny_model.config.hidden_size)
+    assert "all 7 stages agree" in str(report)
+    json.dumps(report.to_dict(), default=str)
+
+
+def test_broken_layer_is_named(tiny_model, broken_layer, prompt):
+    report = localize_layer(tiny_model, broken_layer.path, prompt)
+    assert report.culprit == "model.layers.1" and report.culprit_layer == 1
+    ok = dict(zip(report.table["stage"], report.table["ok"], strict=True))
+    assert ok["model.embed_tokens"] and ok["model.layers.0"]
+    assert not any(ok[s] for s in STAGES[2:])  # the error spreads to every later stage
+    assert "first stage beyond tol=0.0001: model.layers.1" in str(report)
+
+
+def test_broken_embedding_is_named(tiny_model, broken_embedding, prompt):
+    ids = torch.cat([prompt, torch.tensor([[broken_embedding.token]])], dim=1)
+    report = localize_layer(tiny_model, broken_embedding.path, {"input_ids": ids})
+    assert report.culprit == "model.embed_tokens" and report.culprit_layer is None
+    # the prompt alone does not read the changed row: no culprit
+    assert localize_layer(tiny_model, broken_embedding.path, prompt).culprit is None
+
+
+def test_residual_stream_fallback_without_metadata(tiny_model, broken_layer, tiny_onnx, prompt):
+    for path, culprit in [(tiny_onnx, None), (broken_layer.path, "model.layers.1")]:
+        proto = onnx.load(path)
+        for node in proto.graph.node:
+            del node.metadata_props[:]
+        report = localize_layer(tiny_model, proto, {"input_ids": prompt})
+        assert report.method == "residual stream"
+        assert report.culprit == culprit, str(report)
+        assert report.table["onnx_name"].notna().all()
+
+
+def test_with_a_cache_and_padding(tiny_model, tiny_onnx):
+    from diag.models.inputs import make_dummy_inputs
+
+    inputs, _ = make_dummy_inputs(tiny_model.config, batch=2, seq=3, past=5)
+    length = inputs["past_key_values"].get_seq_length()
+    report = localize_layer(tiny_model, tiny_onnx, inputs)
+    assert report.culprit is None, str(report)
+    # the caller's cache is left as it was
+    assert inputs["past_key_values"].get_seq_length() == length
+    ids = torch.tensor([[2, 2, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    report = localize_layer(tiny_model, tiny_onnx, {"input_ids": ids, "attention_mask": mask})
+    assert report.table["ok"].iloc[:-1].all(), str(report)
+
+
+def test_tolerance_decides(tiny_model, tiny_onnx, prompt):
+    # float32 rounding (~1e-7) passes 1e-4 but not an absurdly strict tolerance
+    strict = localize_layer(tiny_model, tiny_onnx, prompt, tol=1e-12)
+    assert strict.culprit is not None
+
+
+def test_bad_arguments(tiny_model, tiny_onnx, prompt, tmp_path):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(tiny_onnx, providers=["CPUExecutionProvider"])
+    with pytest.raises(TypeError, match="pass the file"):
+        localize_layer(tiny_model, sess, prompt)
+    with pytest.raises(FileNotFoundError, match="no ONNX file"):
+        localize_layer(tiny_model, str(tmp_path / "missing.onnx"), prompt)
+    with pytest.raises(TypeError, match="input_ids"):
+        localize_layer(tiny_model, tiny_onnx, [1, 2, 3])
+    with pytest.raises(ValueError, match="tol"):
+        localize_layer(tiny_model, tiny_onnx, prompt, tol=0)
