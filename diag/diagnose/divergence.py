@@ -119,7 +119,13 @@ class Divergence:
             "  torch top: " + " | ".join(str(c) for c in self.torch_top),
             "  onnx  top: " + " | ".join(str(c) for c in self.onnx_top),
         ]
-        if self.near_tie:
+        if self.near_tie is None:
+            lines.append(
+                "  verdict: undecided, the tokens differ from the first step, so there is no "
+                "agreeing step to measure the usual difference between the runtimes; "
+                "compare_teacher_forced shows whether the logits differ this much at every step"
+            )
+        elif self.near_tie:
             lines.append(
                 "  verdict: near tie, both margins are within the usual difference between the "
                 "runtimes; rounding chose another token (benign)"

@@ -106,7 +106,8 @@ class LayerLocalization:
     def __str__(self) -> str:
         if self.culprit is None:
             worst = float(self.table["max_abs_diff"].max()) if len(self.table) else 0.0
-            head = f"all {len(self.table)} stages agree within tol={self.tol:g} (max abs diff {worst:.3g})"
+            compared = int(self.table["ok"].notna().sum()) if len(self.table) else 0
+            head = f"all {compared} stages agree within tol={self.tol:g} (max abs diff {worst:.3g})"
         else:
             row = self.table[self.table["stage"] == self.culprit].iloc[0]
             head = (
@@ -114,7 +115,11 @@ class LayerLocalization:
                 f"(max abs diff {row['max_abs_diff']:.3g})"
             )
         cols = ["stage", "onnx_name", "max_abs_diff", "ok"]
-        return f"{head}\n{self.table[cols].to_string(index=False)}"
+        text = f"{head}\n{self.table[cols].to_string(index=False)}"
+        unmatched = self.details.get("unmatched")
+        if unmatched:
+            text += f"\nnot found in the ONNX graph (not compared): {', '.join(unmatched)}"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {

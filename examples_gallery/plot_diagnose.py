@@ -1,0 +1,177 @@
+"""
+.. _l-plot-diagnose:
+
+Where do torch and ONNX disagree? Step, token, layer
+====================================================
+
+An exported model that generates other tokens than the PyTorch model is either
+fine (the two runtimes round differently and the model hesitated between two
+tokens) or broken (the export computes something else). :mod:`diag.diagnose`
+tells which, and where:
+
+* :func:`diag.compare_teacher_forced` feeds both models the same tokens step by
+  step and measures, per step, the logits difference, the argmax agreement, the
+  top-5 overlap and the KL divergence;
+* :func:`diag.first_divergence` lets both generate freely and reports the first
+  step where the tokens differ, with both sides' best candidates and margins;
+* :func:`diag.localize_layer` compares the hidden states after every decoder
+  layer and names the first layer that goes wrong.
+
+The page runs them on a good export, then on an export broken on purpose: one
+weight matrix of one decoder layer is changed in the ONNX file.
+
+A good export
+-------------
+"""
+
+import os
+import shutil
+import tempfile
+
+import matplotlib.pyplot as plt
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+import diag
+
+FAST = os.environ.get("DIAG_FAST", "0") == "1"
+OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
+MAX_NEW_TOKENS = 12 if FAST else 30
+
+model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+model.eval()
+messages = [{"role": "user", "content": "What is the capital of France?"}]
+text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+good = diag.export_causal_lm(model).filename
+print("exported:", good)
+
+df = diag.compare_teacher_forced(
+    model, good, inputs.input_ids, inputs.attention_mask,
+    max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer,
+)  # fmt: skip
+cols = ["step", "text", "argmax_agree", "max_abs_diff", "top5_overlap", "kl_div", "torch_margin"]
+print(df[cols].to_string(float_format=lambda x: f"{x:.3g}"))
+
+# %%
+# With ``tokens=None`` the forced continuation is torch's own greedy choice, so
+# the ``text`` column reads as torch's answer. Every step agrees: differences of
+# the order of 1e-5 on the logits (float32 rounding), the same best token, the
+# same top 5, a KL divergence near zero. ``torch_margin`` is the gap between the
+# best and the second best logit: a token can only flip when the difference
+# reaches the margin.
+
+ax = diag.plot_teacher_forced(df, title="Good export: teacher-forced comparison")
+ax.figure.tight_layout()
+ax.figure.savefig(os.path.join(OUT, "plot_diagnose_good.png"))
+
+# %%
+# In free-running generation the two token streams are the same, and each
+# decoder layer gives the same hidden states as in torch (tolerance 1e-4 on
+# float32).
+
+print(diag.first_divergence(model, good, inputs.input_ids, inputs.attention_mask,
+                            max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer))  # fmt: skip
+report = diag.localize_layer(model, good, dict(inputs), tol=1e-4)
+print(report)
+
+# %%
+# Breaking the export on purpose
+# ------------------------------
+#
+# The dynamo exporter records, on every ONNX node, the stack of PyTorch modules
+# it was traced in (metadata ``pkg.torch.onnx.name_scopes``). That is how
+# :func:`diag.localize_layer` finds each layer's output in the graph, and how
+# this script finds the weight of the ``down_proj`` projection of one decoder
+# layer, to add noise to it, the way a faulty conversion or a corrupted file
+# would.
+
+LAYER = 1
+
+
+def scopes(node):
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            return prop.value
+    return ""
+
+
+proto = onnx.load(good)
+initializers = {t.name: t for t in proto.graph.initializer}
+target = next(
+    name
+    for node in proto.graph.node
+    if node.op_type in ("MatMul", "Gemm") and f"layers.{LAYER}.mlp.down_proj'" in scopes(node)
+    for name in node.input
+    if name in initializers
+)
+weight = numpy_helper.to_array(initializers[target]).copy()
+weight += np.random.default_rng(0).standard_normal(weight.shape).astype(weight.dtype) * 0.05
+initializers[target].CopyFrom(numpy_helper.from_array(weight, target))
+folder = tempfile.mkdtemp(prefix="diag_broken_")
+broken = os.path.join(folder, "broken.onnx")
+onnx.save(proto, broken, save_as_external_data=not FAST, location="broken.onnx.data")
+del proto, initializers
+print(f"changed {target!r}, the down_proj weight of layer {LAYER}: {weight.shape}")
+
+# %%
+# Teacher forcing on the broken export
+# ------------------------------------
+#
+# The differences jump by orders of magnitude from the very first step (the
+# prefill already runs through the broken layer) and the KL divergence with
+# them; where the margin is small, the argmax flips (red crosses).
+
+df_broken = diag.compare_teacher_forced(
+    model, broken, inputs.input_ids, inputs.attention_mask,
+    max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer,
+)  # fmt: skip
+print(df_broken[cols].to_string(float_format=lambda x: f"{x:.3g}"))
+first_bad = df_broken.loc[df_broken["max_abs_diff"] > 1e-3, "step"]
+print(
+    "first step with a logits difference above 1e-3:",
+    int(first_bad.min()) if len(first_bad) else None,
+)
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
+diag.plot_teacher_forced(df, ax=ax1, title="good export")
+diag.plot_teacher_forced(df_broken, ax=ax2, title=f"broken export (layer {LAYER} perturbed)")
+fig.tight_layout()
+fig.savefig(os.path.join(OUT, "plot_diagnose_broken.png"))
+
+# %%
+# First divergence
+# ----------------
+#
+# Free-running, the two generations part at the step printed below, with each
+# side's five best candidates. The margins (best minus second best logit) say
+# whether the models hesitated: a divergence where both margins are of the order
+# of the usual difference between the runtimes (measured on the steps before,
+# where the tokens agreed) is a near tie, a benign rounding effect. With a
+# broken layer the prefill is already wrong, so the streams may part at the very
+# first token; the teacher-forced table above is then the evidence.
+
+div = diag.first_divergence(model, broken, inputs.input_ids, inputs.attention_mask,
+                            max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer)  # fmt: skip
+print(div)
+if div:
+    print("torch:", repr(tokenizer.decode(div.torch_tokens)))
+    print("onnx: ", repr(tokenizer.decode(div.onnx_tokens)))
+
+# %%
+# Which layer?
+# ------------
+#
+# The embeddings and the layers before the perturbed one agree; the perturbed
+# layer is the first beyond the tolerance, and every later stage inherits its
+# error.
+
+report = diag.localize_layer(model, broken, dict(inputs), tol=1e-4)
+print(report)
+print("culprit:", report.culprit)
+
+ax = diag.plot_layers(report)
+ax.figure.tight_layout()
+ax.figure.savefig(os.path.join(OUT, "plot_diagnose_layers.png"))
+shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,61 @@
+"""The diagnosis on the real model: SmolLM2-135M-Instruct (30 layers, tied lm_head)."""
+
+from __future__ import annotations
+
+import ast
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from diag.diagnose import compare_teacher_forced, localize_layer
+
+BROKEN_LAYER = 17
+
+
+@pytest.fixture(scope="module")
+def smollm2_case(smollm2):
+    import diag
+
+    model, tokenizer = smollm2
+    path = diag.export_causal_lm(model).filename
+    ids = tokenizer("def fibonacci(n):", return_tensors="pt").input_ids
+    return model, path, ids
+
+
+@pytest.mark.slow
+def test_smollm2_good_export(smollm2_case):
+    model, path, ids = smollm2_case
+    df = compare_teacher_forced(model, path, ids, max_new_tokens=4)
+    assert df["argmax_agree"].all()
+    assert df["max_abs_diff"].max() < 1e-3
+    assert df["top5_overlap"].min() == 1.0
+    report = localize_layer(model, path, {"input_ids": ids}, tol=1e-3)
+    assert report.method == "module scopes"
+    assert len(report.table) == 30 + 3 and report.table["onnx_name"].notna().all()
+    assert report.culprit is None, str(report)
+
+
+@pytest.mark.slow
+def test_smollm2_broken_layer_is_named(smollm2_case):
+    model, path, ids = smollm2_case
+    proto = onnx.load(path)
+    inits = {t.name: t for t in proto.graph.initializer}
+    suffix = f"layers.{BROKEN_LAYER}.mlp.down_proj"
+    name = next(
+        i
+        for node in proto.graph.node
+        if node.op_type in ("MatMul", "Gemm")
+        for p in node.metadata_props
+        if p.key == "pkg.torch.onnx.name_scopes"
+        and any(s.endswith(suffix) for s in ast.literal_eval(p.value))
+        for i in node.input
+        if i in inits
+    )
+    w = numpy_helper.to_array(inits[name]).copy()
+    w += (0.05 * np.random.default_rng(0).standard_normal(w.shape)).astype(w.dtype)
+    inits[name].CopyFrom(numpy_helper.from_array(w, name))
+    report = localize_layer(model, proto, {"input_ids": ids}, tol=1e-3)
+    assert report.culprit == f"model.layers.{BROKEN_LAYER}", str(report)
+    assert report.table.loc[report.table["layer"] < BROKEN_LAYER, "ok"].all()
