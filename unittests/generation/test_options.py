@@ -1,0 +1,104 @@
+"""resolve_options: the layers of model.generate, and the checks on bad values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from diag.generation import DecodingOptions, resolve_options
+from diag.generation.decoding import check_inputs, prompt_position_ids
+
+
+def test_transformers_defaults_apply_when_unset():
+    opts = resolve_options(do_sample=True)
+    # transformers 5 samples with top_k=50 unless told otherwise
+    assert opts.top_k == 50
+    assert opts.top_p == 1.0 and opts.temperature == 1.0 and opts.repetition_penalty == 1.0
+    assert opts.num_new_tokens(prompt_length=7) == 20
+    assert opts.num_return_sequences == 1
+
+
+def test_layers_kwargs_over_config_over_model_defaults():
+    model_defaults = GenerationConfig(eos_token_id=2, pad_token_id=2, top_k=10, temperature=0.5)
+    config = {"top_k": 3, "top_p": 0.8}
+    opts = resolve_options(config, model_defaults, top_p=0.5, do_sample=True)
+    assert opts.top_p == 0.5  # keyword wins
+    assert opts.top_k == 3  # generation_config wins over the model's
+    assert opts.temperature == 0.5  # model default, nobody overrode it
+    assert opts.eos_token_id == 2 and opts.pad_token_id == 2
+    assert "temperature" in opts.defaults_used and "top_p" not in opts.defaults_used
+
+
+def test_none_keyword_means_not_given():
+    opts = resolve_options(GenerationConfig(top_k=7), top_k=None)
+    assert opts.top_k == 7
+
+
+def test_max_length_and_max_new_tokens():
+    assert resolve_options(max_length=12).num_new_tokens(prompt_length=5) == 7
+    assert resolve_options(max_length=12, max_new_tokens=3).num_new_tokens(5) == 3
+    with pytest.raises(ValueError, match="shorter than the prompt"):
+        resolve_options(max_length=4).num_new_tokens(5)
+
+
+def test_eos_list_and_pad_fallback():
+    opts = resolve_options(eos_token_id=[5, 9])
+    assert opts.eos_token_ids == [5, 9]
+    assert opts.effective_pad_token_id == 5  # first eos, like transformers
+    assert resolve_options(eos_token_id=5, pad_token_id=0).effective_pad_token_id == 0
+    assert DecodingOptions().effective_pad_token_id is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_new_tokens=-1), "max_new_tokens must be >= 0"),
+        (dict(do_sample=True, top_p=0.0), r"top_p must be in \(0, 1\]"),
+        (dict(do_sample=True, top_p=1.5), r"top_p must be in \(0, 1\]"),
+        (dict(do_sample=True, temperature=0.0), "temperature must be > 0"),
+        (dict(do_sample=True, temperature=-1.0), "temperature must be > 0"),
+        (dict(repetition_penalty=0.0), "repetition_penalty must be > 0"),
+        (dict(num_return_sequences=0), "num_return_sequences"),
+        (dict(eos_token_id=100), r"outside the vocabulary \[0, 100\)"),
+        (dict(eos_token_id=[3, -1]), "outside the vocabulary"),
+    ],
+)
+def test_bad_values_give_clear_errors(kwargs, match):
+    opts = resolve_options(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        opts.validate(vocab_size=100)
+
+
+def test_unsupported_and_unknown_options():
+    with pytest.raises(ValueError, match="num_beams=4 is not supported"):
+        resolve_options(num_beams=4)
+    with pytest.raises(TypeError, match="unknown decoding option"):
+        resolve_options(top_kk=3)
+    with pytest.raises(TypeError, match="GenerationConfig or a dict"):
+        resolve_options(generation_config=[("top_k", 3)])
+    with pytest.raises(TypeError, match="max_new_tokens must be an int"):
+        resolve_options(max_new_tokens=2.5).validate()
+
+
+def test_check_inputs_errors():
+    with pytest.raises(ValueError, match="empty"):
+        check_inputs(torch.zeros((1, 0), dtype=torch.long), None)
+    with pytest.raises(ValueError, match="empty"):
+        check_inputs(torch.zeros((0, 3), dtype=torch.long), None)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 2\)"):
+        check_inputs(torch.ones((1, 3), dtype=torch.long), torch.ones((1, 2)))
+    with pytest.raises(ValueError, match="all zeros"):
+        check_inputs(torch.ones((2, 3), dtype=torch.long), torch.tensor([[1, 1, 1], [0, 0, 0]]))
+    with pytest.raises(TypeError, match="tokenize the text first"):
+        check_inputs([[1, 2, 3]], None)
+    with pytest.raises(TypeError, match="integer token ids"):
+        check_inputs(torch.ones((1, 3)), None)
+    ids, mask = check_inputs(torch.tensor([4, 5, 6]), None)
+    assert ids.shape == (1, 3) and mask.tolist() == [[1, 1, 1]]
+
+
+def test_prompt_position_ids_like_transformers():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 0, 1, 1]])
+    expected = torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 1, 2]])
+    assert torch.equal(prompt_position_ids(mask), expected)
