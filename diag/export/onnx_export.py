@@ -136,10 +136,13 @@ def export_to_ir(
             print(f"[to_onnx] translation: {timings.translate:.1f}s")
 
         begin = time.perf_counter()
-        if optimize:
-            onnx_program.optimize()
         model_ir: ir.Model = onnx_program.model
         if optimize:
+            # before the optimizer: it would fold the transposition of a small tied
+            # weight into a second copy of it
+            timings.notes.extend(fold_weight_transposes(model_ir))
+            onnx_program.optimize()
+            model_ir = onnx_program.model
             timings.notes.extend(fold_weight_transposes(model_ir))
         timings.optimize = time.perf_counter() - begin
         if verbose:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -10,8 +12,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from diag.export import contract, export_causal_lm
-from diag.export.validate import make_step_inputs
+from diag.export import ExportValidationError, contract, export_causal_lm
+from diag.export import causal_lm as causal_lm_module
+from diag.export.export_cache import export_key, is_cached, read_sidecar, write_sidecar
+from diag.export.validate import make_step_inputs, validate_causal_lm
 from diag.models import get_untrained_model_with_inputs
 from diag.models.inputs import decoder_dims
 
@@ -19,70 +23,93 @@ TINY_ARCHITECTURES = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "g
 
 
 @pytest.fixture(scope="module")
-def exported_llama(tmp_path_factory):
-    model = get_untrained_model_with_inputs("llama")["model"]
-    path = tmp_path_factory.mktemp("llama") / "model.onnx"
-    return model, export_causal_lm(model, path)
+def exports(tmp_path_factory):
+    """Exports each architecture once for the whole module: name -> (model, result)."""
+    done: dict[str, tuple[torch.nn.Module, object]] = {}
+
+    def get(name: str):
+        if name not in done:
+            model = get_untrained_model_with_inputs(name)["model"]
+            path = tmp_path_factory.mktemp(name) / "model.onnx"
+            done[name] = (model, export_causal_lm(model, path))
+        return done[name]
+
+    return get
 
 
 def _dims(value_info) -> list:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
-def test_llama_follows_the_contract(exported_llama):
-    model, result = exported_llama
-    n = model.config.num_hidden_layers
+def check_graph_is_lean(proto: onnx.ModelProto, min_size: int = 2**16) -> None:
+    """No initializer is transposed or cast at run time, no large weight stored twice."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type in ("Transpose", "Cast", "Identity"):
+            assert node.input[0] not in inits, f"{node.op_type} of initializer {node.input[0]}"
+    sizes = Counter(
+        (tuple(i.dims), i.raw_data[:64]) for i in inits.values() if np.prod(i.dims) * 4 >= min_size
+    )
+    duplicated = [k[0] for k, n in sizes.items() if n > 1]
+    assert not duplicated, f"weights stored twice: {duplicated}"
+
+
+@pytest.mark.parametrize("name", TINY_ARCHITECTURES)
+def test_tiny_architecture_exports_and_validates(exports, name):
+    model, result = exports(name)
+    n = decoder_dims(model.config).num_layers
     proto = onnx.load(result.filename, load_external_data=False)
-    assert [i.name for i in proto.graph.input] == contract.input_names(n, with_position_ids=True)
+    with_pos = contract.POSITION_IDS in [i.name for i in proto.graph.input]
+    assert [i.name for i in proto.graph.input] == contract.input_names(
+        n, with_position_ids=with_pos
+    )
     assert [o.name for o in proto.graph.output] == contract.output_names(n)
+    table = result.validation.as_dict()
+    assert set(table) == {"dummy", "prefill", "decode", "left_padding", "prefill_left_padding"}
+    for input_set, row in table.items():
+        for group in ("logits", "present.key", "present.value"):
+            assert 0 <= row[group] < 1e-4, (name, input_set, group, row)
+    assert result.validation.ok and not result.cached
+    check_graph_is_lean(proto)
+
+
+def test_contract_names_and_dynamic_dims(exports):
+    model, result = exports("llama")
+    dims = decoder_dims(model.config)
+    proto = onnx.load(result.filename, load_external_data=False)
     inputs = {i.name: _dims(i) for i in proto.graph.input}
     outputs = {o.name: _dims(o) for o in proto.graph.output}
     batch, seq, past = contract.DIM_BATCH, contract.DIM_SEQ, contract.DIM_PAST
     assert inputs["input_ids"] == [batch, seq]
     assert inputs["position_ids"] == [batch, seq]
-    dims = decoder_dims(model.config)
-    assert inputs["past_key_values.0.key"] == [batch, dims.num_kv_heads, past, dims.head_dim]
+    assert inputs["past_key_values.1.value"] == [batch, dims.num_kv_heads, past, dims.head_dim]
     total = outputs["present.0.key"][2]
     assert isinstance(total, str) and past in total and seq in total
     assert inputs["attention_mask"] == [batch, total]
-    assert outputs["logits"] == [batch, seq, model.config.vocab_size]
-    assert os.fspath(result) == result.filename and not result.cached
+    assert outputs["logits"] == [batch, seq, dims.vocab_size]
+    assert outputs["present.1.value"] == [batch, dims.num_kv_heads, total, dims.head_dim]
+    assert os.fspath(result) == result.filename == str(result)
+    assert result.input_names == [i.name for i in proto.graph.input]
+    side = read_sidecar(result.filename)
+    assert side["key"] == result.key and side["validation"]["rows"]
+    assert "sdpa_zero_fully_masked_rows" in side["patches"]
 
 
-def test_llama_validation_figures(exported_llama):
-    _, result = exported_llama
-    table = result.validation.as_dict()
-    assert set(table) == {"dummy", "prefill", "decode", "left_padding", "prefill_left_padding"}
-    for name, row in table.items():
-        for group in ("logits", "present.key", "present.value"):
-            assert 0 <= row[group] < 1e-4, (name, group, row)
-    assert result.validation.ok
-
-
-def test_llama_onnx_matches_torch_on_a_two_step_generation(exported_llama):
-    # the present of one step fed back as the past of the next, with left padding
-    model, result = exported_llama
-    sess = ort.InferenceSession(result.filename, providers=["CPUExecutionProvider"])
+def test_two_steps_fed_back_match_torch(exports):
+    # the present of a left-padded prefill fed back as the past of a one-token step
+    model, result = exports("llama")
     dims = decoder_dims(model.config)
-    inputs = make_step_inputs(model.config, batch=2, seq=5, past=0, left_padding=2)
-    feeds = {
-        "input_ids": inputs["input_ids"].numpy(),
-        "attention_mask": inputs["attention_mask"].numpy(),
-        "position_ids": inputs["position_ids"].numpy(),
-    }
-    for i in range(model.config.num_hidden_layers):
-        feeds[contract.past_key_name(i)] = np.zeros(
-            (2, dims.num_kv_heads, 0, dims.head_dim), dtype=np.float32
-        )
-        feeds[contract.past_value_name(i)] = np.zeros(
-            (2, dims.num_kv_heads, 0, dims.head_dim), dtype=np.float32
-        )
+    sess = ort.InferenceSession(result.filename, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
+    inputs = make_step_inputs(model.config, batch=2, seq=5, past=0, left_padding=2)
+    empty = np.zeros((2, dims.num_kv_heads, 0, dims.head_dim), dtype=np.float32)
+    feeds = {k: inputs[k].numpy() for k in ("input_ids", "attention_mask", "position_ids")}
+    for i in range(dims.num_layers):
+        feeds[contract.past_key_name(i)] = feeds[contract.past_value_name(i)] = empty
     out = dict(zip(names, sess.run(None, feeds), strict=True))
     with torch.no_grad():
         expected = model(**inputs)
     np.testing.assert_allclose(out["logits"], expected.logits.numpy(), atol=1e-4)
-    # second step: one token per row
     next_ids = out["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
     mask = np.concatenate([feeds["attention_mask"], np.ones((2, 1), dtype=np.int64)], axis=1)
     feeds2 = {
@@ -90,7 +117,7 @@ def test_llama_onnx_matches_torch_on_a_two_step_generation(exported_llama):
         "attention_mask": mask,
         "position_ids": feeds["position_ids"][:, -1:] + 1,
     }
-    for i in range(model.config.num_hidden_layers):
+    for i in range(dims.num_layers):
         feeds2[contract.past_key_name(i)] = out[contract.present_key_name(i)]
         feeds2[contract.past_value_name(i)] = out[contract.present_value_name(i)]
     out2 = dict(zip(names, sess.run(None, feeds2), strict=True))
@@ -103,3 +130,103 @@ def test_llama_onnx_matches_torch_on_a_two_step_generation(exported_llama):
         )
     np.testing.assert_allclose(out2["logits"], expected2.logits.numpy(), atol=1e-4)
     assert out2["present.0.key"].shape == (2, dims.num_kv_heads, 6, dims.head_dim)
+
+
+def test_validation_raises_on_a_wrong_model(exports):
+    model, result = exports("llama")
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(1.5)
+    with pytest.raises(ExportValidationError, match=r"differs from torch by more than atol=0.0001"):
+        validate_causal_lm(other, result.filename)
+    report = validate_causal_lm(other, result.filename, raise_on_error=False)
+    assert not report.ok and report.as_dict()["decode"]["logits"] > 1e-2
+    # the cache is not involved: present keys and values still agree
+    assert report.as_dict()["decode"]["present.key"] < 1e-4
+    assert "FAILED" in report.table()
+
+
+def test_cached_export_is_reused_and_force_exports_again(exports, monkeypatch):
+    model, result = exports("llama")
+    calls = []
+    real_export = causal_lm_module._export
+
+    def counting_export(*args, **kwargs):
+        calls.append(1)
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(causal_lm_module, "_export", counting_export)
+    mtime = os.stat(result.filename).st_mtime_ns
+    again = export_causal_lm(model, result.filename)
+    assert again.cached and calls == [] and again.key == result.key
+    assert again.validation.as_dict() == result.validation.as_dict()
+    assert os.stat(result.filename).st_mtime_ns == mtime
+
+    forced = export_causal_lm(model, result.filename, force=True, verify=False)
+    assert not forced.cached and calls == [1] and forced.key == result.key
+    assert os.stat(result.filename).st_mtime_ns != mtime
+    assert forced.validation is None
+
+    # other weights, other key: the file is not reused for them
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.model.norm.weight.add_(1)
+    options = {"exporter": "onnx-dynamo", "opset": None, "with_position_ids": True}
+    assert export_key(changed, options) != result.key == export_key(model, options)
+    assert not is_cached(result.filename, export_key(changed, options))
+    assert export_key(model, {**options, "opset": 18}) != result.key
+
+
+def test_default_location_under_diag_cache(exports, tmp_path, monkeypatch):
+    import shutil
+
+    model, result = exports("llama")
+    monkeypatch.setenv("DIAG_CACHE", str(tmp_path))
+    # the zoo's configs carry no _name_or_path: the model type names the folder
+    folder = tmp_path / "onnx" / f"{model.config.model_type}-{result.key}"
+    folder.mkdir(parents=True)
+    for suffix in ("", ".json"):
+        shutil.copy(result.filename + suffix, folder / f"model.onnx{suffix}")
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the export in the default location should have been reused")
+
+    monkeypatch.setattr(causal_lm_module, "_export", no_export)
+    found = export_causal_lm(model)
+    assert found.cached and found.filename == str(folder / "model.onnx")
+    # a sidecar with another key (another version of diag, other weights) is not reused
+    side = read_sidecar(found.filename)
+    side["key"] = "0" * 16
+    write_sidecar(found.filename, side)
+    with pytest.raises(AssertionError, match="should have been reused"):
+        export_causal_lm(model)
+
+
+def test_bad_models_get_clear_errors():
+    with pytest.raises(TypeError, match="expects a torch causal LM"):
+        export_causal_lm("model.onnx")
+    with pytest.raises(TypeError, match="has no `config`"):
+        export_causal_lm(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.slow
+def test_smollm2_exports_and_validates(smollm2, tmp_path):
+    model, _ = smollm2
+    result = export_causal_lm(model, tmp_path / "model.onnx")
+    print(result.timings.as_dict(), result.validation_time)
+    print(result.validation.table())
+    assert result.validation.ok
+    for row in result.validation.as_dict().values():
+        assert row["logits"] < 1e-4 and row["present.key"] < 1e-4
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.onnx.data", "model.onnx.json"]
+    proto = onnx.load(result.filename, load_external_data=False)
+    assert len(proto.graph.input) == 3 + 2 * model.config.num_hidden_layers
+    check_graph_is_lean(proto)
+    # tied lm_head: the 49152 x 576 embedding is stored once, read by Gather and Gemm
+    embedding = [i for i in proto.graph.initializer if list(i.dims) == [49152, 576]]
+    assert len(embedding) == 1
+    readers = sorted(n.op_type for n in proto.graph.node if embedding[0].name in n.input)
+    assert readers == ["Gather", "Gemm"]
+    size = os.path.getsize(result.filename + ".data")
+    params = sum(p.numel() for p in model.parameters())
+    assert size < params * 4 * 1.02  # no weight stored twice
