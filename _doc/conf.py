@@ -74,6 +74,9 @@ sphinx_gallery_conf = {
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"plot_",
     "abort_on_example_error": True,
+    # always execute: sphinx-gallery skips a script whose source did not change, which
+    # would leave the outputs of an earlier DIAG_FAST=1 build in the real pages
+    "run_stale_examples": True,
     "only_warn_on_example_error": False,
     "download_all_examples": False,
     "within_subsection_order": "gallery_hooks.example_order",
