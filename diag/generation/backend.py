@@ -40,5 +40,16 @@ class StepBackend(Protocol):
         ``attention_mask`` is ``[batch, past + seq]``, ``position_ids`` ``[batch, seq]``.
         Returns the float32 logits of the last position ``[batch, vocab]`` (a torch
         tensor on the CPU) and the new past.
+
+        Contract with the loop (:func:`diag.generation.decoding.iter_decode`):
+
+        * ``attention_mask`` is a view of a buffer the loop preallocates for the
+          whole generation: it may be non-contiguous (batch > 1) and is valid during
+          the call only; call ``.contiguous()`` if the runtime needs a dense array.
+          Every decode step appends a column of ones to the prompt's mask.
+        * the loop clones the logits it keeps (``output_scores`` / ``output_logits``),
+          so a backend may return a view of an output buffer it reuses next call.
+        * ``past=None`` starts a new generation; a backend runs one generation at a
+          time.
         """
         ...

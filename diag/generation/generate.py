@@ -87,7 +87,7 @@ def prepare_prompt(
     encoded = tokenizer(
         texts,
         return_tensors="pt",
-        padding=True,
+        padding=len(texts) > 1,
         padding_side="left",
         add_special_tokens=add_special_tokens,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diag.generation import generate, prepare_prompt, stream
+from diag.generation import StepEvent, TextDeltas, generate, prepare_prompt, stream
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +93,25 @@ def test_text_prompt_and_streamed_text(smollm2):
     streamed_text = "".join(e.text[0] for e in events)
     assert streamed_text == plain.texts(tokenizer)[0]
     assert torch.equal(s.result.sequences, plain.sequences)
+
+
+def test_text_deltas_hold_back_incomplete_characters(smollm2):
+    _, tokenizer = smollm2
+    text = "caf\u00e9 \U0001f389 na\u00efve \u6f22\u5b57 done"
+    tokens = tokenizer(text, add_special_tokens=False).input_ids
+    assert len(tokens) > len(text.split())  # some characters span several tokens
+    deltas = TextDeltas(tokenizer)
+    pieces = []
+    for step, token in enumerate(tokens):
+        event = StepEvent(
+            step=step,
+            token_ids=torch.tensor([token, 0]),
+            active=torch.tensor([True, False]),
+            finished=torch.tensor([False, False]),
+        )
+        delta = deltas.push(event)
+        assert delta[1] == ""  # an inactive row gets no text
+        assert "\ufffd" not in delta[0]
+        pieces.append(delta[0])
+    pieces.extend(deltas.flush()[:1])
+    assert "".join(pieces) == tokenizer.decode(tokens)

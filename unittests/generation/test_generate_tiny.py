@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -247,6 +249,29 @@ def test_decode_with_a_backend_and_result_fields(tiny_model, random_prompt):
     # nothing to generate: the prompt comes back, no model call
     zero = decode(backend, ids, None, DecodingOptions(max_new_tokens=0))
     assert torch.equal(zero.sequences, ids) and zero.num_steps == 0
+
+
+def test_model_generation_config_is_the_default(tiny_model, random_prompt):
+    # a checkpoint that samples by default (many instruct models do): both functions
+    # must pick up the model's generation_config the same way
+    model = tiny_model("qwen3")
+    ids = random_prompt(5, seed=90)
+    saved = copy.deepcopy(model.generation_config)
+    try:
+        model.generation_config.do_sample = True
+        model.generation_config.top_p = 0.7
+        model.generation_config.temperature = 0.9
+        torch.manual_seed(4)
+        expected = model.generate(ids, max_new_tokens=15)
+        torch.manual_seed(4)
+        got = generate(model, ids, max_new_tokens=15)
+        torch.manual_seed(4)
+        greedy = generate(model, ids, max_new_tokens=15, do_sample=False)
+    finally:
+        model.generation_config = saved
+    assert torch.equal(got, expected)
+    assert torch.equal(greedy, model.generate(ids, max_new_tokens=15, do_sample=False))
+    assert not torch.equal(got, greedy)
 
 
 @pytest.mark.filterwarnings("ignore:Using the model-agnostic default")
