@@ -12,7 +12,20 @@ sets that differ from the export's dummy inputs:
 
 For each it reports the largest absolute difference per output group (``logits``,
 ``present.key``, ``present.value``) and raises :class:`ExportValidationError` when
-one exceeds the tolerance (float32: 1e-4).
+one exceeds the tolerance.
+
+The tolerance is ``atol`` (float32: 1e-4 absolute), unless float32 itself cannot be
+that precise: for a deep model, two correct float32 implementations (torch and ONNX
+Runtime use other kernels, other summation orders) differ by more than 1e-4 on logits
+of magnitude 30 (SmolLM2: torch float32 is ~3e-3 away from float64 on a prefill).
+When a group exceeds ``atol``, the validation runs a float64 copy of the model on the
+same inputs and measures the *float32 noise* ``|torch float32 - torch float64|``; the
+group passes when its difference stays within ``max(atol, 4 * noise)``
+(:data:`NOISE_FACTOR`: the difference adds up the rounding errors of both runtimes,
+ONNX Runtime's may be larger than torch's), and the table shows that bound. An
+export error (a wrong mask, a baked shape) gives differences of the size of the
+values themselves, orders of magnitude above it. ``noise_floor=False`` keeps the
+strict absolute tolerance.
 
 Example::
 
@@ -32,6 +45,9 @@ import numpy as np
 import torch
 
 from diag.export import contract
+
+# a difference within this many times the float32 noise is rounding, not an export error
+NOISE_FACTOR = 4.0
 
 # absolute tolerance on logits and cache, per dtype of the model
 TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -63,33 +79,50 @@ DEFAULT_INPUT_SETS: tuple[InputSet, ...] = (
 @dataclass
 class ValidationReport:
     """Largest absolute differences between ONNX Runtime and torch, per input set and
-    output group; ``ok`` is False when one exceeds ``atol``."""
+    output group. Each row holds ``max_abs`` and the ``tolerance`` it is checked
+    against (``atol``, or :data:`NOISE_FACTOR` times the float32 noise when measured:
+    ``noise``)."""
 
     atol: float
     rows: list[dict[str, Any]] = field(default_factory=list)
 
+    @staticmethod
+    def _tolerance(row: dict[str, Any], atol: float) -> float:
+        return row.get("tolerance", atol)
+
     @property
     def ok(self) -> bool:
-        return all(r["max_abs"] <= self.atol for r in self.rows)
+        return all(r["max_abs"] <= self._tolerance(r, self.atol) for r in self.rows)
 
     @property
     def max_abs(self) -> float:
         return max((r["max_abs"] for r in self.rows), default=0.0)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        """``{input set: {"shapes": ..., "logits": ..., "present.key": ..., "present.value": ...}}``"""
+        """``{input set: {"shapes": ..., "logits": ..., "present.key": ..., "present.value": ...}}``
+        plus ``"<group> tolerance"`` where the float32 noise raised it above ``atol``."""
         out: dict[str, dict[str, Any]] = {}
         for r in self.rows:
-            out.setdefault(r["inputs"], {"shapes": r["shapes"]})[r["output"]] = r["max_abs"]
+            row = out.setdefault(r["inputs"], {"shapes": r["shapes"]})
+            row[r["output"]] = r["max_abs"]
+            if self._tolerance(r, self.atol) != self.atol:
+                row[f"{r['output']} tolerance"] = self._tolerance(r, self.atol)
         return out
 
     def table(self) -> str:
-        """A small text table, one line per input set."""
+        """A small text table, one line per input set; ``(<= x)`` marks a tolerance
+        raised to :data:`NOISE_FACTOR` times the float32 noise."""
         groups = ["logits", "present.key", "present.value"]
-        lines = [f"{'inputs':<22} {'shapes':<22} " + " ".join(f"{g:>13}" for g in groups)]
+        width = 22
+        lines = [f"{'inputs':<22} {'shapes':<14}" + "".join(f"{g:>{width}}" for g in groups)]
         for name, row in self.as_dict().items():
-            cells = " ".join(f"{row.get(g, float('nan')):>13.3g}" for g in groups)
-            lines.append(f"{name:<22} {row['shapes']:<22} {cells}")
+            cells = []
+            for g in groups:
+                cell = f"{row.get(g, float('nan')):.3g}"
+                if f"{g} tolerance" in row:
+                    cell += f" (<= {row[f'{g} tolerance']:.2g})"
+                cells.append(f"{cell:>{width}}")
+            lines.append(f"{name:<22} {row['shapes']:<14}" + "".join(cells))
         lines.append(f"tolerance {self.atol:g}: {'OK' if self.ok else 'FAILED'}")
         return "\n".join(lines)
 
@@ -158,23 +191,41 @@ def _feeds(inputs: dict[str, Any], input_names: Sequence[str]) -> dict[str, np.n
     return {k: feeds[k] for k in input_names}
 
 
-def _max_abs(expected: torch.Tensor, got: np.ndarray) -> float:
-    exp = expected.detach().to(torch.float64).cpu()
-    res = torch.from_numpy(np.asarray(got)).to(torch.float64)
-    if exp.shape != res.shape:
-        if exp.dim() == 4 and res.dim() == 4 and exp.shape[2] < res.shape[2]:
-            # a sliding-window layer keeps the last positions in torch, all of them in ONNX
-            res = res[:, :, res.shape[2] - exp.shape[2] :, :]
-        else:
-            return float("inf")
-    if exp.numel() == 0:
-        return 0.0
-    if torch.isnan(exp).any() or torch.isnan(res).any():
-        both = torch.isnan(exp) & torch.isnan(res)
-        if not torch.equal(torch.isnan(exp), torch.isnan(res)):
-            return float("inf")
-        exp, res = exp[~both], res[~both]
-    return float((exp - res).abs().max()) if exp.numel() else 0.0
+def _aligned(expected: torch.Tensor, got: np.ndarray) -> np.ndarray:
+    """A sliding-window layer keeps its last positions in torch, all of them in ONNX:
+    compares the positions torch kept."""
+    if expected.dim() == 4 and got.ndim == 4 and expected.shape[2] < got.shape[2]:
+        return got[:, :, got.shape[2] - expected.shape[2] :, :]
+    return got
+
+
+def _max_abs(expected: Any, got: Any) -> float:
+    """Largest absolute difference (:func:`diag.max_diff`), inf on a shape mismatch
+    or a NaN on one side only."""
+    from diag.helpers.max_diff import max_diff
+
+    return float(max_diff(expected, got)["abs"])
+
+
+def _run_torch(model: torch.nn.Module, inputs: dict[str, Any], dtype: torch.dtype | None = None):
+    """``(logits, [present keys], [present values])`` of ``model`` on a copy of ``inputs``
+    (the cache cast to ``dtype`` when given)."""
+    import copy
+
+    from diag.helpers.cache_helper import cache_to_list, map_cache_tensors
+
+    device = next(model.parameters()).device
+    torch_inputs = copy.copy(inputs)
+    for k in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
+        if k in torch_inputs:
+            torch_inputs[k] = torch_inputs[k].to(device)
+    torch_inputs["past_key_values"] = map_cache_tensors(
+        inputs["past_key_values"], lambda t, _: t.to(device=device, dtype=dtype or t.dtype)
+    )
+    with torch.no_grad():
+        out = model(**torch_inputs, use_cache=True)
+    present = cache_to_list(out.past_key_values)
+    return out.logits, [k for k, _ in present], [v for _, v in present]
 
 
 def compare_one(
@@ -182,40 +233,44 @@ def compare_one(
     session: Any,
     inputs: dict[str, Any],
     name: str,
+    atol: float = 1e-4,
+    reference: Any = None,
 ) -> list[dict[str, Any]]:
-    """Runs torch and ONNX Runtime on ``inputs``; returns one row per output group."""
-    from diag.helpers.cache_helper import cache_to_list
+    """Runs torch and ONNX Runtime on ``inputs``; returns one row per output group.
 
+    ``reference`` is a callable returning a float64 copy of the model; it is called
+    only when a group exceeds ``atol``, to measure the float32 noise."""
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
-    feeds = _feeds(inputs, input_names)  # before torch grows the cache in place
-    device = next(model.parameters()).device
-    torch_inputs = dict(inputs)
-    for k in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
-        if k in torch_inputs:
-            torch_inputs[k] = torch_inputs[k].to(device)
-    with torch.no_grad():
-        expected = model(**torch_inputs, use_cache=True)
+    feeds = _feeds(inputs, input_names)
+    logits, keys, values = _run_torch(model, inputs)
     got = dict(zip(output_names, session.run(None, feeds), strict=True))
-    present = cache_to_list(expected.past_key_values)
     ids = inputs[contract.INPUT_IDS]
     shapes = f"b={ids.shape[0]} s={ids.shape[1]} p={inputs[contract.ATTENTION_MASK].shape[1] - ids.shape[1]}"
+    torch_side = {"logits": logits, "present.key": keys, "present.value": values}
+    onnx_side = {
+        "logits": got[contract.LOGITS],
+        "present.key": [_aligned(t, got[contract.present_key_name(i)]) for i, t in enumerate(keys)],
+        "present.value": [
+            _aligned(t, got[contract.present_value_name(i)]) for i, t in enumerate(values)
+        ],
+    }
     rows = [
         {
             "inputs": name,
             "shapes": shapes,
-            "output": "logits",
-            "max_abs": _max_abs(expected.logits, got[contract.LOGITS]),
+            "output": g,
+            "max_abs": _max_abs(torch_side[g], onnx_side[g]),
         }
+        for g in torch_side
     ]
-    for group, index, make_name in (
-        ("present.key", 0, contract.present_key_name),
-        ("present.value", 1, contract.present_value_name),
-    ):
-        diffs = [_max_abs(pair[index], got[make_name(i)]) for i, pair in enumerate(present)]
-        rows.append(
-            {"inputs": name, "shapes": shapes, "output": group, "max_abs": max(diffs, default=0.0)}
-        )
+    if reference is not None and any(r["max_abs"] > atol for r in rows):
+        logits64, keys64, values64 = _run_torch(reference(), inputs, dtype=torch.float64)
+        exact = {"logits": logits64, "present.key": keys64, "present.value": values64}
+        for r in rows:
+            noise = _max_abs(exact[r["output"]], torch_side[r["output"]])
+            r["noise"] = noise
+            r["tolerance"] = max(atol, NOISE_FACTOR * noise)
     return rows
 
 
@@ -227,6 +282,7 @@ def validate_causal_lm(
     atol: float | None = None,
     raise_on_error: bool = True,
     verbose: int = 0,
+    noise_floor: bool = True,
 ) -> ValidationReport:
     """Compares the ONNX model ``filename`` with ``model`` on several input sets.
 
@@ -238,6 +294,9 @@ def validate_causal_lm(
         dtype (:data:`TOLERANCES`)
     :param raise_on_error: raises :class:`ExportValidationError` above tolerance
     :param verbose: prints the table
+    :param noise_floor: when a group exceeds ``atol``, measures the float32 noise with
+        a float64 copy of the model and raises the tolerance to :data:`NOISE_FACTOR`
+        times that noise
     :return: the :class:`ValidationReport`
     """
     import copy
@@ -252,8 +311,17 @@ def validate_causal_lm(
     session = ort.InferenceSession(os.fspath(filename), options, providers=["CPUExecutionProvider"])
     with_position_ids = contract.POSITION_IDS in {i.name for i in session.get_inputs()}
     report = ValidationReport(atol=atol)
+    copies: list[torch.nn.Module] = []
+
+    def reference() -> torch.nn.Module:
+        # built once, on first need: a float64 copy doubles the model's memory
+        if not copies:
+            copies.append(copy.deepcopy(model).to(torch.float64))
+        return copies[0]
+
+    ref = reference if noise_floor else None
     if dummy_inputs is not None:
-        report.rows.extend(compare_one(model, session, copy.deepcopy(dummy_inputs), "dummy"))
+        report.rows.extend(compare_one(model, session, dummy_inputs, "dummy", atol, ref))
     for k, spec in enumerate(input_sets):
         inputs = make_step_inputs(
             model.config,
@@ -265,13 +333,16 @@ def validate_causal_lm(
             dtype=dtype,
             seed=k + 1,
         )
-        report.rows.extend(compare_one(model, session, inputs, spec.name))
+        report.rows.extend(compare_one(model, session, inputs, spec.name, atol, ref))
+    copies.clear()
     if verbose:
         print(report.table())
     if raise_on_error and not report.ok:
         raise ExportValidationError(
             f"the ONNX model {os.fspath(filename)!r} differs from torch by more than "
-            f"atol={atol:g}:\n{report.table()}\nThe export is not reusable: run with verbose=1 "
+            f"atol={atol:g}"
+            + (f" and {NOISE_FACTOR:g} times the float32 noise" if noise_floor else "")
+            + f":\n{report.table()}\nThe export is not reusable: run with verbose=1 "
             "to see the patches applied, or report the model and these figures."
         )
     return report

@@ -15,7 +15,7 @@ import torch
 from diag.export import ExportValidationError, contract, export_causal_lm
 from diag.export import causal_lm as causal_lm_module
 from diag.export.export_cache import export_key, is_cached, read_sidecar, write_sidecar
-from diag.export.validate import make_step_inputs, validate_causal_lm
+from diag.export.validate import NOISE_FACTOR, make_step_inputs, validate_causal_lm
 from diag.models import get_untrained_model_with_inputs
 from diag.models.inputs import decoder_dims
 
@@ -144,6 +144,20 @@ def test_validation_raises_on_a_wrong_model(exports):
     # the cache is not involved: present keys and values still agree
     assert report.as_dict()["decode"]["present.key"] < 1e-4
     assert "FAILED" in report.table()
+
+
+def test_float32_noise_floor(exports):
+    # with an absurd atol every group exceeds it: the float64 reference then measures
+    # the float32 noise and the differences, of the same order, pass within a few times it
+    model, result = exports("llama")
+    report = validate_causal_lm(model, result.filename, atol=1e-12)
+    assert report.ok
+    for row in report.rows:
+        assert 0 < row["noise"] < 1e-5 and row["tolerance"] == NOISE_FACTOR * row["noise"]
+        assert row["max_abs"] <= row["tolerance"]
+    assert "(<= " in report.table() and "logits tolerance" in report.as_dict()["decode"]
+    with pytest.raises(ExportValidationError, match="atol=1e-12:"):
+        validate_causal_lm(model, result.filename, atol=1e-12, noise_floor=False)
 
 
 def test_cached_export_is_reused_and_force_exports_again(exports, monkeypatch):
