@@ -49,6 +49,20 @@ def test_forward_on_dummy_inputs(name):
 
 
 @pytest.mark.parametrize("name", TINY_ARCHITECTURES)
+def test_dynamic_dims_distinct(name):
+    data = get_untrained_model_with_inputs(name)
+    batch, seq = data["inputs"]["input_ids"].shape
+    cache_len = data["inputs"]["attention_mask"].shape[1]
+    key = cache_to_list(data["inputs"]["past_key_values"])[0][0]
+    past, kv_heads, head_dim = key.shape[2], key.shape[1], key.shape[3]
+    dynamic = [batch, seq, past, cache_len]
+    assert dynamic == [2, 3, 5, 8]
+    assert len(set(dynamic)) == 4
+    assert not set(dynamic) & {1, kv_heads, head_dim}
+    assert len(data["dynamic_shapes"]["past_key_values"]) == 2 * data["config"].num_hidden_layers
+
+
+@pytest.mark.parametrize("name", TINY_ARCHITECTURES)
 def test_greedy_tokens_vary(name):
     model = get_untrained_model_with_inputs(name)["model"]
     prompt = torch.tensor([[1, 506, 2093, 314, 30]])
