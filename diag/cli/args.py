@@ -17,6 +17,7 @@ No torch import here: ``--help`` must stay fast.
 from __future__ import annotations
 
 import argparse
+import os
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 BACKENDS = ("torch", "onnx", "hf")
@@ -107,6 +108,21 @@ def non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def check_model_name(name: str) -> None:
+    """Raises FileNotFoundError for a name that looks like a path (``./m``, ``/m``,
+    ``~/m``, ``a/b/c``) to nothing: checked before any heavy import so that the mistake
+    costs no time, and before the hub client turns it into a long, confusing message.
+
+    >>> check_model_name("tiny:llama")
+    """
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_like_path and not os.path.exists(os.path.expanduser(name)):
+        raise FileNotFoundError(
+            f"model folder {name!r} does not exist; give an existing Hugging Face folder, "
+            "'smollm2-135m-instruct', 'tiny:<arch>' or a hub id"
+        )
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:

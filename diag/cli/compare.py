@@ -26,6 +26,7 @@ from diag.cli.args import (
     add_max_new_tokens_argument,
     add_model_argument,
     add_prompt_argument,
+    check_model_name,
     non_negative_int,
     positive_int,
     prompts_of,
@@ -86,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs ``diag compare``; returns the exit code (1 when parity fails)."""
     prompts = prompts_of(args)
+    check_model_name(args.model)
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")

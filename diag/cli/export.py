@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from diag.cli.args import add_model_argument
+from diag.cli.args import add_model_argument, check_model_name
 
 HELP = "export a model to ONNX and print the validation report"
 DESCRIPTION = (
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs ``diag export``; returns the exit code (1 when the validation fails)."""
     output = os.path.abspath(args.output)
+    check_model_name(args.model)
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
 

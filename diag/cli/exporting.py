@@ -60,9 +60,13 @@ class ExportedModel:
         # the library's table ends with its own verdict line; keep ours only
         lines = [line for line in table.splitlines() if not line.startswith("tolerance")]
         verdict = "PASS" if self.validation.ok else "FAIL"
+        atol = self.validation.atol
+        raised = any(row.get("tolerance", atol) != atol for row in self.validation.rows)
         lines.append(
             f"validation: {verdict} (largest difference {self.validation.max_abs:.3g}, "
-            f"tolerance {self.validation.atol:g})"
+            f"tolerance {atol:g}"
+            + ("; (<= x) marks a tolerance raised to the float32 noise" if raised else "")
+            + ")"
         )
         return "\n".join(lines)
 

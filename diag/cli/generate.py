@@ -22,6 +22,7 @@ from diag.cli.args import (
     add_model_argument,
     add_prompt_argument,
     check_decoding_arguments,
+    check_model_name,
     non_negative_int,
     prompts_of,
 )
@@ -70,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs ``diag generate``; returns the exit code."""
     check_decoding_arguments(args.parser, args)
+    check_model_name(args.model)
     prompts = prompts_of(args)
     if not prompts:
         args.parser.error("give at least one prompt with --prompt TEXT")

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from diag.cli.args import check_model_name
+
 
 def progress(*args: Any, **kwargs: Any) -> Any:
     """A tqdm progress bar on stderr, shown only when stderr is a terminal (so that logs
@@ -27,23 +29,12 @@ def progress(*args: Any, **kwargs: Any) -> Any:
     return tqdm(*args, **kwargs)
 
 
-def _check_model_name(name: str) -> None:
-    # A path-looking name that does not exist would otherwise reach the hub client and
-    # fail there with a long, confusing message.
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_like_path and not os.path.exists(os.path.expanduser(name)):
-        raise FileNotFoundError(
-            f"model folder {name!r} does not exist; give an existing Hugging Face folder, "
-            "'smollm2-135m-instruct', 'tiny:<arch>' or a hub id"
-        )
-
-
 def load_model(name_or_path: str) -> tuple[Any, Any]:
     """Loads ``(model, tokenizer)`` with :func:`diag.models.load_pretrained`, the model in
     eval mode and the tokenizer ready for batches (left padding, a pad token)."""
     from diag.models import load_pretrained
 
-    _check_model_name(name_or_path)
+    check_model_name(name_or_path)
     # load_pretrained shows its own progress bars while it fetches and converts
     model, tokenizer = load_pretrained(os.path.expanduser(name_or_path))
     model.eval()

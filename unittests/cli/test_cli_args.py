@@ -98,6 +98,37 @@ def test_bad_arguments_give_one_line(argv, message):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--model", "./no/such/model", "--prompt", "x"],
+        ["compare", "--model", "/nonexistent/model/folder", "--max-new-tokens", "2"],
+        ["export", "--model", "~/missing-model-dir", "--output", "out"],
+    ],
+)
+def test_missing_model_folder_gives_one_line_error(argv, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "diag", *argv],
+        cwd=str(tmp_path),
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"diag: error: model folder {argv[2]!r} does not exist")
+    # nothing written, not even the export folder
+    assert os.listdir(tmp_path) == []
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli("generate", "--model", "./no/such/model", "--prompt", "x", "--debug")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
+
+
 def test_parser_defaults():
     args = build_parser().parse_args(["compare"])
     assert args.model == "smollm2-135m-instruct"
