@@ -113,6 +113,31 @@ def prompt_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return position_ids.masked_fill(attention_mask == 0, 0)
 
 
+def infer_attention_mask(input_ids: torch.Tensor, options: DecodingOptions) -> torch.Tensor:
+    """The mask ``model.generate`` assumes when none is given.
+
+    Pad tokens are masked out when the pad id appears in the prompt and differs from
+    every eos id (otherwise a pad could be a real eos token and nothing can be
+    inferred): all ones in every other case.
+
+    Example::
+
+        infer_attention_mask(torch.tensor([[0, 0, 5, 6]]), DecodingOptions(pad_token_id=0))
+        # [[0, 0, 1, 1]]
+    """
+    pad = options.effective_pad_token_id
+    if pad is None or pad in options.eos_token_ids or not bool((input_ids == pad).any()):
+        return torch.ones_like(input_ids)
+    mask = input_ids.ne(pad).long()
+    empty_rows = (mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+    if empty_rows:
+        raise ValueError(
+            f"rows {empty_rows} of input_ids hold only the pad id {pad}: those prompts have no "
+            "token; pass an attention_mask if the pad id is a real token there."
+        )
+    return mask
+
+
 def iter_decode(
     backend: StepBackend,
     input_ids: torch.Tensor,
@@ -130,7 +155,10 @@ def iter_decode(
     events is not counted in the result's timings.
     """
     # validated here, eagerly: a bad input fails at the call, not at the first next()
+    given_mask = attention_mask is not None
     input_ids, attention_mask = check_inputs(input_ids, attention_mask)
+    if not given_mask:
+        attention_mask = infer_attention_mask(input_ids, options)
     options.validate(getattr(backend, "vocab_size", None))
     options.num_new_tokens(input_ids.shape[1])  # raises if max_length < prompt
     return _loop(backend, input_ids, attention_mask, options, generator, on_prompt)

@@ -306,3 +306,18 @@ def test_generate_bad_inputs(tiny_model, random_prompt):
         generate(model, ids, max_new_tokens=3, stream=True, streamer=print)
     with pytest.raises(TypeError, match="streamer must be"):
         generate(model, ids, max_new_tokens=3, streamer=42)
+
+
+def test_mask_inferred_from_pad_like_transformers(tiny_model, random_prompt, left_pad):
+    model = tiny_model("llama")
+    ids, _ = left_pad([random_prompt(3, seed=95), random_prompt(6, seed=96)], pad_id=0)
+    # pad 0 differs from eos 2: the padding is masked out without an attention_mask
+    got = generate(model, ids, max_new_tokens=8, pad_token_id=0)
+    assert torch.equal(got, model.generate(ids, max_new_tokens=8, pad_token_id=0))
+    alone = generate(model, ids[1:], max_new_tokens=8, pad_token_id=0)
+    assert torch.equal(got[1], alone[0])
+    # pad == eos: nothing can be inferred, every token counts (as in transformers)
+    same = generate(model, ids, max_new_tokens=8, pad_token_id=0, eos_token_id=[2, 0])
+    assert torch.equal(
+        same, model.generate(ids, max_new_tokens=8, pad_token_id=0, eos_token_id=[2, 0])
+    )
