@@ -321,3 +321,14 @@ def test_mask_inferred_from_pad_like_transformers(tiny_model, random_prompt, lef
     assert torch.equal(
         same, model.generate(ids, max_new_tokens=8, pad_token_id=0, eos_token_id=[2, 0])
     )
+
+
+def test_tokenizer_output_as_prompt_and_top_level_name(tiny_model, random_prompt, left_pad):
+    import diag
+
+    model = tiny_model("qwen2")
+    ids, mask = left_pad([random_prompt(2, seed=97), random_prompt(5, seed=98)], pad_id=2)
+    expected = generate(model, ids, mask, max_new_tokens=5)
+    assert diag.generate is generate
+    got = diag.generate(model, {"input_ids": ids, "attention_mask": mask}, max_new_tokens=5)
+    assert torch.equal(got, expected)
