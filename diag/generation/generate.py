@@ -167,6 +167,11 @@ def generate(
         output_logits=output_logits,
         **kwargs,
     )
+    device = getattr(model, "device", None)
+    if device is not None and isinstance(ids, torch.Tensor) and ids.device != device:
+        # the loop keeps its buffers next to the ids: put them where the model runs
+        ids = ids.to(device)
+        mask = mask.to(device) if isinstance(mask, torch.Tensor) else mask
     backend = TorchBackend(model)
     if stream:
         if streamer is not None:
