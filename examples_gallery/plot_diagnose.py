@@ -44,7 +44,8 @@ model.eval()
 messages = [{"role": "user", "content": "What is the capital of France?"}]
 text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-good = diag.export_causal_lm(model).filename
+# verify=False: this page measures the agreement itself, step by step and layer by layer
+good = diag.export_causal_lm(model, verify=False).filename
 print("exported:", good)
 
 df = diag.compare_teacher_forced(

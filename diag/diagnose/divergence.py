@@ -7,11 +7,15 @@ divergence; at that step both sides had read exactly the same tokens, so their l
 are comparable and tell why they chose differently:
 
 * each side's top-k candidates, with their logits;
-* each side's *margin*, the gap between its best and second best logit. When the
-  margins are of the order of the usual logits difference between the two runtimes
-  (measured on the steps before, where they agreed), the models hesitated between two
-  tokens and rounding picked another one: a benign divergence (frequent in float16).
-  When the margin is far larger, the exported model computes something else.
+* each side's *margin*, the gap between its best and second best logit;
+* a verdict. The *usual difference* between the runtimes is the median max absolute
+  logits difference on the steps before, where the tokens agreed (the difference at
+  the divergence step itself when it is the first step). When that difference is more
+  than :data:`NOISE_RTOL` (1%) of the logits' scale, no rounding explains it: the
+  exported model computes something else. Otherwise, when both margins are within
+  :data:`NEAR_TIE_FACTOR` times the usual difference, the models hesitated between
+  two tokens and rounding picked another one: a near tie, benign (frequent in
+  float16). When the margins are larger, the export is suspect.
 
 Example::
 
@@ -32,6 +36,9 @@ from diag.diagnose._backends import make_backends
 #: a divergence is called a near tie when both margins stay below this multiple of the
 #: usual logits difference between the runtimes
 NEAR_TIE_FACTOR = 10.0
+#: a usual difference above this fraction of the logits' scale (max |logit| of torch)
+#: is more than rounding: float32 stays near 1e-6, float16 / bfloat16 near 1e-3
+NOISE_RTOL = 1e-2
 
 
 @dataclass
@@ -76,8 +83,10 @@ class Divergence:
     max_abs_diff: float | None = None
     #: median of that difference over the steps before (where the tokens agreed)
     typical_diff: float | None = None
-    #: both margins below ``NEAR_TIE_FACTOR`` x ``typical_diff``: a benign divergence
+    #: True: a near tie, benign rounding; False: the export is suspect (see ``verdict``)
     near_tie: bool | None = None
+    #: the explanation of ``near_tie``, one sentence
+    verdict: str | None = None
     #: the tokens both generated before ``step`` (row ``batch_index``)
     common_prefix: list[int] = field(default_factory=list)
     #: the whole new-token streams of row ``batch_index`` (row 0 when no divergence)
@@ -119,23 +128,8 @@ class Divergence:
             "  torch top: " + " | ".join(str(c) for c in self.torch_top),
             "  onnx  top: " + " | ".join(str(c) for c in self.onnx_top),
         ]
-        if self.near_tie is None:
-            lines.append(
-                "  verdict: undecided, the tokens differ from the first step, so there is no "
-                "agreeing step to measure the usual difference between the runtimes; "
-                "compare_teacher_forced shows whether the logits differ this much at every step"
-            )
-        elif self.near_tie:
-            lines.append(
-                "  verdict: near tie, both margins are within the usual difference between the "
-                "runtimes; rounding chose another token (benign)"
-            )
-        elif self.near_tie is False:
-            lines.append(
-                "  verdict: not a near tie, the margins are far above the usual difference; "
-                "the exported model computes something different (check the export, see "
-                "compare_teacher_forced / localize_layer)"
-            )
+        if self.verdict:
+            lines.append(f"  verdict: {self.verdict}")
         return "\n".join(lines)
 
 
@@ -151,6 +145,31 @@ def _top(logits: torch.Tensor, k: int, tokenizer: Any) -> list[Candidate]:
 def _margin(logits: torch.Tensor) -> float:
     top2 = logits.float().topk(min(2, logits.shape[-1])).values
     return float(top2[0] - top2[-1])
+
+
+def _verdict(
+    t_logits: torch.Tensor, t_margin: float, o_margin: float, typical: float | None, diff: float
+) -> tuple[bool, str]:
+    """``(near_tie, explanation)``, see the module docstring."""
+    noise = typical if typical is not None else diff
+    where = "on the agreeing steps before" if typical is not None else "at this first step"
+    scale = max(1.0, float(t_logits.float().abs().max()))
+    if noise > NOISE_RTOL * scale:
+        return False, (
+            f"not rounding, the logits differ by {noise:.3g} {where}, {noise / scale:.1%} of "
+            f"their scale ({scale:.3g}); the exported model computes something different "
+            "(see compare_teacher_forced and localize_layer)"
+        )
+    if max(t_margin, o_margin) <= NEAR_TIE_FACTOR * noise:
+        return True, (
+            f"near tie, both margins are within {NEAR_TIE_FACTOR:g}x the usual difference "
+            f"between the runtimes ({noise:.3g}); rounding chose another token (benign)"
+        )
+    return False, (
+        f"not a near tie, a margin is far above the usual difference between the runtimes "
+        f"({noise:.3g}); the exported model computes something different at this step "
+        "(see compare_teacher_forced and localize_layer)"
+    )
 
 
 def _row_stream(result: Any, row: int) -> list[int]:
@@ -247,7 +266,7 @@ def first_divergence(
     diffs = [float((pt.logits[i][row] - ox.logits[i][row]).abs().max()) for i in range(step + 1)]
     typical = float(torch.tensor(diffs[:-1]).median()) if step > 0 else None
     t_margin, o_margin = _margin(t_logits), _margin(o_logits)
-    near_tie = max(t_margin, o_margin) <= NEAR_TIE_FACTOR * typical if typical is not None else None
+    near_tie, verdict = _verdict(t_logits, t_margin, o_margin, typical, diffs[-1])
     t_tok = a[step] if step < len(a) else None
     o_tok = b[step] if step < len(b) else None
 
@@ -269,6 +288,7 @@ def first_divergence(
         max_abs_diff=diffs[-1],
         typical_diff=typical,
         near_tie=near_tie,
+        verdict=verdict,
         common_prefix=a[:step],
         torch_tokens=a,
         onnx_tokens=b,
@@ -276,4 +296,4 @@ def first_divergence(
     )
 
 
-__all__ = ["Candidate", "Divergence", "first_divergence"]
+__all__ = ["NEAR_TIE_FACTOR", "NOISE_RTOL", "Candidate", "Divergence", "first_divergence"]

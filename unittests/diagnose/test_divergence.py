@@ -133,3 +133,31 @@ def test_sampling_with_a_seed_agrees_on_a_good_export(tiny_model, tiny_onnx, pro
         tiny_model, tiny_onnx, prompt, max_new_tokens=6, do_sample=True, top_k=5, seed=3
     )
     assert not div, str(div)
+
+
+def test_differences_beyond_rounding_are_never_a_near_tie():
+    steps, vocab = 6, 8
+    a = _table(steps, 1, vocab)
+    a[3, 0, 4] = 5.0 - 0.05  # a close call at step 3
+    b = a + 0.3 * torch.linspace(-1, 1, vocab)  # off by 0.3 on a scale of 5 at every step
+    div = first_divergence(
+        ScriptedBackend(a), ScriptedBackend(b), torch.tensor([[1]]), max_new_tokens=steps
+    )
+    assert div.step == 3
+    assert div.typical_diff == pytest.approx(0.3)
+    # the margins (<= 0.05) are within 10x the difference, but 0.3 is 6% of the logits scale
+    assert div.near_tie is False
+    assert div.verdict.startswith("not rounding")
+    assert "6.0% of their scale" in str(div)
+
+
+def test_first_step_flip_at_rounding_level_is_a_near_tie():
+    a = _table(3, 1, 8)
+    a[0, 0, 1] = 5.0 - 1e-6
+    b = a.clone()
+    b[0, 0, 1] += 2e-6
+    div = first_divergence(
+        ScriptedBackend(a), ScriptedBackend(b), torch.tensor([[1]]), max_new_tokens=3
+    )
+    assert div.step == 0 and div.typical_diff is None
+    assert div.near_tie is True and div.verdict.startswith("near tie")

@@ -16,6 +16,25 @@ STAGES = (
 )
 
 
+def test_scaled_difference_follows_each_token_magnitude():
+    from diag.diagnose.layers import scaled_difference
+
+    ref = torch.ones(1, 3, 64)
+    ref[0, 0, 5] = 25_000.0  # a massive activation on the first token (SmolLM2 has them)
+    rounding = ref.clone()
+    rounding[0, 0, 5] += 0.02  # float32 rounding of 25,000 after a few dozen operations
+    max_abs, scaled = scaled_difference(ref, rounding)
+    # (25,000.02 is 25,000.0195 in float32)
+    assert max_abs == pytest.approx(0.02, rel=0.05) and scaled < 1e-4
+    # the same absolute error on an ordinary token is an error
+    wrong = ref.clone()
+    wrong[0, 2, 7] += 0.02
+    assert scaled_difference(ref, wrong)[1] == pytest.approx(0.02, rel=1e-3)
+    bad = ref.clone()
+    bad[0, 1, 0] = float("nan")
+    assert scaled_difference(ref, bad) == (float("inf"), float("inf"))
+
+
 def test_model_stages(tiny_model):
     stages = model_stages(tiny_model)
     assert [s.name for s in stages] == STAGES

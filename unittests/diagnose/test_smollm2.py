@@ -19,7 +19,8 @@ def smollm2_case(smollm2):
     import diag
 
     model, tokenizer = smollm2
-    path = diag.export_causal_lm(model).filename
+    # verify=False: the tests below measure the agreement themselves
+    path = diag.export_causal_lm(model, verify=False).filename
     ids = tokenizer("def fibonacci(n):", return_tensors="pt").input_ids
     return model, path, ids
 
@@ -31,7 +32,7 @@ def test_smollm2_good_export(smollm2_case):
     assert df["argmax_agree"].all()
     assert df["max_abs_diff"].max() < 1e-3
     assert df["top5_overlap"].min() == 1.0
-    report = localize_layer(model, path, {"input_ids": ids}, tol=1e-3)
+    report = localize_layer(model, path, {"input_ids": ids})  # tol=1e-4, scaled per token
     assert report.method == "module scopes"
     assert len(report.table) == 30 + 3 and report.table["onnx_name"].notna().all()
     assert report.culprit is None, str(report)
@@ -56,6 +57,6 @@ def test_smollm2_broken_layer_is_named(smollm2_case):
     w = numpy_helper.to_array(inits[name]).copy()
     w += (0.05 * np.random.default_rng(0).standard_normal(w.shape)).astype(w.dtype)
     inits[name].CopyFrom(numpy_helper.from_array(w, name))
-    report = localize_layer(model, proto, {"input_ids": ids}, tol=1e-3)
+    report = localize_layer(model, proto, {"input_ids": ids})
     assert report.culprit == f"model.layers.{BROKEN_LAYER}", str(report)
     assert report.table.loc[report.table["layer"] < BROKEN_LAYER, "ok"].all()
