@@ -14,7 +14,9 @@ Usage::
     python bench/bench_generate.py --model /path/to/hf/folder
 
 The machine may be shared: compare the ratio, measured in one run, not the absolute
-figures across runs.
+figures across runs. On a loaded machine, ``--threads 1`` gives steadier figures: two
+threads that wait on each other while other processes hold the cores make every
+batched matmul many times slower, for both functions alike.
 """
 
 from __future__ import annotations
