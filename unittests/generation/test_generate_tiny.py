@@ -67,6 +67,56 @@ def test_seeded_sampling_equals_model_generate(tiny_model, random_prompt, arch, 
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(min_p=0.05),
+        dict(typical_p=0.5),
+        dict(epsilon_cutoff=1e-4),
+        dict(eta_cutoff=0.2),
+    ],
+    ids=["min_p", "typical_p", "epsilon", "eta"],
+)
+def test_other_sampling_warpers(tiny_model, random_prompt, knobs):
+    model = tiny_model("llama")
+    ids = random_prompt(6, seed=12)
+    kwargs = dict(max_new_tokens=12, do_sample=True, top_k=0)
+    torch.manual_seed(17)
+    expected = model.generate(ids, **kwargs, **knobs)
+    torch.manual_seed(17)
+    got = generate(model, ids, **kwargs, **knobs)
+    assert torch.equal(got, expected)
+    torch.manual_seed(17)
+    assert not torch.equal(got, generate(model, ids, **kwargs)), "the knob changed nothing"
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [dict(no_repeat_ngram_size=2), dict(repetition_penalty=1.5)],
+    ids=["no_repeat_ngram", "repetition_penalty"],
+)
+def test_greedy_processors(tiny_model, random_prompt, knobs):
+    # processors apply to greedy decoding too (50 tokens: this prompt loops by then)
+    model = tiny_model("llama")
+    ids = random_prompt(7, seed=1)
+    got = generate(model, ids, max_new_tokens=50, do_sample=False, **knobs)
+    assert torch.equal(got, model.generate(ids, max_new_tokens=50, do_sample=False, **knobs))
+    assert not torch.equal(got, generate(model, ids, max_new_tokens=50, do_sample=False))
+
+
+def test_min_new_tokens_holds_eos_back(tiny_model, random_prompt):
+    model = tiny_model("qwen2")
+    ids = random_prompt(5, seed=31)
+    row = generate(model, ids, max_new_tokens=12, eos_token_id=0)[0, 5:].tolist()
+    eos = row[_first_repeat_free_token(row, 2)]
+    early = generate(model, ids, max_new_tokens=12, eos_token_id=eos, return_result=True)
+    assert early.finish_reasons == ["stop"] and early.num_generated_tokens[0] <= 3
+    kwargs = dict(max_new_tokens=12, eos_token_id=eos, min_new_tokens=8)
+    held = generate(model, ids, return_result=True, **kwargs)
+    assert held.num_generated_tokens[0] >= 8
+    assert torch.equal(held.sequences, model.generate(ids, **kwargs))
+
+
 def test_processed_scores_equal_transformers_scores(tiny_model, left_pad, random_prompt):
     # same processors, same order, same arithmetic: the scores themselves are equal
     model = tiny_model("llama")
