@@ -93,3 +93,16 @@ def build_bigram_lm(
 def bigram_lm():
     """The factory :func:`build_bigram_lm`."""
     return build_bigram_lm
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The torch side of these tests works on ``[batch, vocab]`` rows and tiny models:
+    one thread is faster, and leaves the cores to ONNX Runtime's own thread pool
+    (two pools spinning on two cores slow each other down badly)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

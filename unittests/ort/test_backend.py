@@ -26,9 +26,12 @@ def lm(bigram_lm):
     return model, table
 
 
-def test_steps_chain_the_cache_without_copies(lm):
+@pytest.mark.parametrize("fast", [True, False], ids=["c-binding", "python-binding"])
+def test_steps_chain_the_cache_without_copies(lm, fast):
     model, _ = lm
     backend = OrtBackend(make_session(model))
+    assert backend._fast  # this onnxruntime has the internals of the fast path
+    backend._fast = fast  # False: the public IOBinding API, the fallback
     assert backend.vocab_size == 16
     kv = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "K"))
     ids = torch.tensor([[3, 5, 7], [1, 2, 4]])
