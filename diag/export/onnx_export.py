@@ -6,9 +6,10 @@ The steps, each timed (see :class:`ExportTimings`):
    the given dynamic shapes;
 2. ``translate``: :func:`torch.onnx.export` decomposes it to core ATen ops and
    translates it to ONNX;
-3. ``optimize``: the onnxscript optimizer (constant folding, dead code, ...), then
-   :func:`diag.export.weight_transpose.fold_weight_transposes` so that no large weight
-   is transposed at run time;
+3. ``optimize``: :func:`diag.export.weight_transpose.fold_weight_transposes` (no
+   weight is transposed at run time, a tied weight is stored once), then the onnxscript
+   optimizer (:func:`diag.export.optimize.optimize_model`: constant folding, rewrite
+   rules, dead code, common subexpressions...);
 4. ``save``: :func:`diag.export.save.save_model_atomic` (weights in a ``.data`` file
    next to the model when they weigh more than 100 MB).
 
@@ -40,6 +41,7 @@ import onnx
 import onnx_ir as ir
 import torch
 
+from diag.export.optimize import optimize_model
 from diag.export.rename import rename_io
 from diag.export.save import save_model_atomic
 from diag.export.weight_transpose import fold_weight_transposes
@@ -141,8 +143,7 @@ def export_to_ir(
             # before the optimizer: it would fold the transposition of a small tied
             # weight into a second copy of it
             timings.notes.extend(fold_weight_transposes(model_ir))
-            onnx_program.optimize()
-            model_ir = onnx_program.model
+            optimize_model(model_ir)
             timings.notes.extend(fold_weight_transposes(model_ir))
         timings.optimize = time.perf_counter() - begin
         if verbose:
