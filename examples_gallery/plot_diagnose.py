@@ -31,6 +31,7 @@ import tempfile
 import matplotlib.pyplot as plt
 import numpy as np
 import onnx
+import torch
 from onnx import numpy_helper
 
 import diag
@@ -176,3 +177,57 @@ ax = diag.plot_layers(report)
 ax.figure.tight_layout()
 ax.figure.savefig(os.path.join(OUT, "plot_diagnose_layers.png"))
 shutil.rmtree(folder, ignore_errors=True)
+
+# %%
+# A corruption that shows up mid-way
+# ----------------------------------
+#
+# A broken layer is wrong from the first step. Other bugs only bite on some
+# inputs. Here the embedding lookup of the ONNX model reads a copy of the token
+# table where one row, the one of a token torch generates a few steps into its
+# answer, is corrupted (the ``lm_head``, which may share that table, is left
+# alone). Both models agree until they *read* that token: the step right after
+# it is generated.
+
+torch_stream = df["token"].tolist()  # torch's greedy answer (teacher forcing above)
+seen = set(inputs.input_ids[0].tolist())
+k = next(
+    i for i, t in enumerate(torch_stream) if i >= 3 and t not in seen and t not in torch_stream[:i]
+)
+token = torch_stream[k]
+proto = onnx.load(good)
+initializers = {t.name: t for t in proto.graph.initializer}
+lookup = next(n for n in proto.graph.node if n.op_type == "Gather" and "embed_tokens" in scopes(n))
+table = numpy_helper.to_array(initializers[lookup.input[0]]).copy()
+table[token] *= 50.0
+proto.graph.initializer.append(numpy_helper.from_array(table, "corrupted_embed_tokens"))
+original, lookup.input[0] = lookup.input[0], "corrupted_embed_tokens"
+if not any(original in n.input for n in proto.graph.node):  # not tied: drop the old table
+    proto.graph.initializer.remove(initializers[original])
+print(
+    f"corrupted the embedding of token {token} {tokenizer.decode([token])!r}, generated at step {k}"
+)
+
+div = diag.first_divergence(model, proto, inputs.input_ids, inputs.attention_mask,
+                            max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer)  # fmt: skip
+print(div)
+
+# %%
+# The reported step is where the two token streams really part, one step after
+# the corrupted token was generated; the steps before agree to float32
+# precision, which is what makes the verdict sure of itself.
+
+df_mid = diag.compare_teacher_forced(model, proto, inputs.input_ids, inputs.attention_mask,
+                                     max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer)  # fmt: skip
+print(df_mid[cols].to_string(float_format=lambda x: f"{x:.3g}"))
+ax = diag.plot_teacher_forced(df_mid, title=f"token {token} corrupted in the embedding lookup")
+ax.axvline(k + 1, color="black", linestyle=":", linewidth=1)
+ax.figure.tight_layout()
+ax.figure.savefig(os.path.join(OUT, "plot_diagnose_midway.png"))
+
+# %%
+# :func:`diag.localize_layer` on a prompt that contains the token names the
+# embeddings, before any decoder layer.
+
+with_token = {"input_ids": torch.cat([inputs.input_ids, torch.tensor([[token]])], dim=1)}
+print(diag.localize_layer(model, proto, with_token))

@@ -88,8 +88,9 @@ def plot_teacher_forced(df: pd.DataFrame, ax: Any = None, title: str | None = No
 
 
 def plot_layers(report: Any, ax: Any = None, title: str | None = None) -> Any:
-    """Draws a :func:`~diag.diagnose.localize_layer` report: the max absolute difference
-    of every stage (log scale), the tolerance as a line, the culprit in red.
+    """Draws a :func:`~diag.diagnose.localize_layer` report: the scaled difference of
+    every stage (the quantity compared with the tolerance, log scale; the max absolute
+    difference for a table without it), the tolerance as a line, the culprit in red.
 
     :param report: the :class:`~diag.diagnose.layers.LayerLocalization` (or its table)
     :param ax: a matplotlib Axes (a new figure when None)
@@ -108,7 +109,9 @@ def plot_layers(report: Any, ax: Any = None, title: str | None = None) -> Any:
     culprit = getattr(report, "culprit", None)
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6, 0.35 * len(table) + 2), 4))
-    values = np.maximum(table["max_abs_diff"].to_numpy(float), _FLOOR)
+    # the tolerance applies to the scaled difference (per-token, see scaled_difference)
+    column = "scaled_diff" if "scaled_diff" in table.columns else "max_abs_diff"
+    values = np.maximum(table[column].to_numpy(float), _FLOOR)
     ok = table["ok"] if "ok" in table.columns else pd.Series([True] * len(table))
     colors = ["#c44e52" if s == culprit else ("#dd8452" if o is not None and not o else "#4c72b0")
               for s, o in zip(table["stage"], ok, strict=True)]  # fmt: skip
@@ -120,7 +123,11 @@ def plot_layers(report: Any, ax: Any = None, title: str | None = None) -> Any:
     if tol is not None:
         ax.axhline(tol, color="black", linestyle=":", linewidth=1, label=f"tol = {tol:g}")
         ax.legend(fontsize=8)
-    ax.set_ylabel("max |onnx - torch| (log scale)")
+    ax.set_ylabel(
+        "scaled |onnx - torch| (log scale)"
+        if column == "scaled_diff"
+        else "max |onnx - torch| (log scale)"
+    )
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(
         title or (f"First stage beyond tolerance: {culprit}" if culprit else "All stages agree")

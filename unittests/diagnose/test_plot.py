@@ -63,12 +63,19 @@ def test_plot_layers_highlights_the_culprit():
         table=table, culprit="layers.1", culprit_layer=1, tol=1e-4, method="x"
     )
     ax = plot_layers(report)
+    assert [b.get_height() for b in ax.patches][1:] == pytest.approx([1e-7, 0.3, 0.5])
     bars = ax.patches
     assert len(bars) == 4
     colors = [matplotlib.colors.to_hex(b.get_facecolor()) for b in bars]
     assert colors[2] == "#c44e52" and colors[0] == colors[1] != colors[2]
     assert "layers.1" in ax.get_title()
     assert ax.get_lines()[0].get_ydata()[0] == pytest.approx(1e-4)  # the tolerance line
+    plt.close(ax.figure)
+    # with the scaled difference (what the tolerance applies to), that is what is drawn
+    scaled = report.table.assign(scaled_diff=[0.0, 1e-8, 0.03, 0.05])
+    ax = plot_layers(LayerLocalization(scaled, "layers.1", 1, 1e-4, "x"))
+    assert [b.get_height() for b in ax.patches][1:] == pytest.approx([1e-8, 0.03, 0.05])
+    assert ax.get_ylabel().startswith("scaled")
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="localize_layer"):
         plot_layers(pd.DataFrame({"a": [1]}))
