@@ -19,7 +19,26 @@ Outputs
 * ``present.{i}.key`` / ``present.{i}.value``: float
   ``[batch, kv_heads, past + seq, head_dim]``, fed back as the next step's past
 
-``batch``, ``seq`` and ``past`` are dynamic dimensions.
+``batch``, ``seq`` and ``past`` are dynamic dimensions, named :data:`DIM_BATCH`,
+:data:`DIM_SEQ` and :data:`DIM_PAST` in the graph; the mask's second dimension and the
+present's third are the expression ``past_length + seq_length``. None is specialised:
+``past = 0``, ``batch = 1`` and ``seq = 1`` run the same graph.
+
+Details an engine driving the model must know
+
+* The cache tensors follow the model's dtype (float32 for a float32 model); the
+  inputs ``input_ids``, ``attention_mask`` and ``position_ids`` are int64.
+* Left padding: zeros at the start of ``attention_mask``, ``position_ids`` counting the
+  real tokens only (``(attention_mask.cumsum(-1) - 1).clip(0)`` of the new positions).
+  The outputs of the padded positions are defined too (their attention output is
+  zero, as in torch), so a padded batch gives the same logits and present as torch at
+  every position.
+* Sliding-window layers (mistral, gemma2...) are exported like full layers: their
+  ``present`` holds the whole past (``past + seq`` positions) and the sliding mask
+  hides what lies outside the window. Torch keeps only the last ``sliding_window - 1``
+  positions of such a layer: compare the last positions.
+* ``present.{i}`` is ``past_key_values.{i}`` with the new positions appended: feed it
+  back unchanged as the next step's past.
 
 Example::
 
