@@ -70,9 +70,16 @@ def _static_attrs(layer: Any) -> tuple[tuple[str, Any], ...]:
 
 def _is_static_layer(layer_cls: type) -> bool:
     # static layers hold a tensor length; dynamic ones an int (sliding) or nothing
-    from transformers.cache_utils import StaticLayer
+    from transformers import cache_utils
 
-    return issubclass(layer_cls, StaticLayer)
+    static = getattr(cache_utils, "StaticLayer", None)
+    return static is not None and issubclass(layer_cls, static)
+
+
+def _tracing() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    checks = [getattr(compiler, n, None) for n in ("is_compiling", "is_exporting")]
+    return any(check() for check in checks if check is not None)
 
 
 def _layer_leaves(layer: Any) -> list[Any]:
@@ -115,7 +122,7 @@ def _build_layer(context: tuple[Any, ...], leaves: list[Any]) -> Any:
     elif hasattr(layer, "sliding_window"):
         layer.cumulative_length = (keys.shape[-2] if isinstance(keys, torch.Tensor) else 0) + offset
         # created eagerly only: inside a trace it would be a constant the exporter cannot lift
-        if not torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        if not _tracing():
             layer._sliding_window_tensor = torch.tensor(layer.sliding_window, dtype=torch.long)
     return layer
 

@@ -11,7 +11,7 @@ Example::
     >>> import onnx_ir as ir, tempfile, os
     >>> model = ir.Model(ir.Graph([], [], nodes=[]), ir_version=10)
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     save_model_atomic(model, os.path.join(d, "m.onnx"))
+    ...     written = save_model_atomic(model, os.path.join(d, "m.onnx"))
     ...     sorted(os.listdir(d))
     ['m.onnx']
 """
