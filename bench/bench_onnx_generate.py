@@ -45,7 +45,7 @@ from diag.generation import generate  # noqa: E402
 from diag.models import load_pretrained  # noqa: E402
 from diag.ort import get_backend, make_session, onnx_generate  # noqa: E402
 from diag.ort.profiling import profile_by_op_type  # noqa: E402
-from diag.ort.session import physical_cores  # noqa: E402
+from diag.ort.session import machine_is_busy, physical_cores  # noqa: E402
 
 PROMPTS = [
     'def print_prime(n):\n    """\n    Print all primes between 1 and n\n    """',
@@ -73,7 +73,7 @@ class _Clock:
         self.times.append(time.perf_counter())
 
 
-def _timed(fn, begin_at_call: bool = True) -> tuple[float, float, float, torch.Tensor]:
+def _timed(fn) -> tuple[float, float, float, torch.Tensor]:
     """Runs ``fn(streamer)``; returns (prefill, decode, total) seconds and the tokens."""
     clock = _Clock()
     begin = time.perf_counter()
@@ -182,6 +182,12 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch and ORT threads")
     parser.add_argument("--profile", action="store_true", help="ORT time per operator type")
+    parser.add_argument(
+        "--spinning",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="ORT intra-op threads busy-wait (auto: off when the machine is overloaded)",
+    )
     args = parser.parse_args(argv)
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
@@ -192,7 +198,12 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     model, tokenizer = load_pretrained(args.model)
     model = model.eval().to(torch.float32)
     onnx_path = args.onnx or export_causal_lm(model).filename
-    session = get_backend(make_session(onnx_path, intra_op_num_threads=threads))
+    spinning = {"auto": None, "on": True, "off": False}[args.spinning]
+    if spinning is None:
+        spinning = not machine_is_busy()
+    session = get_backend(
+        make_session(onnx_path, intra_op_num_threads=threads, allow_spinning=spinning)
+    )
 
     rows = []
     for b in args.batch:
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     print(
         f"torch {torch.__version__}, {threads} threads; load average "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
-        f"{new_tokens} new tokens, median of {repeat}"
+        f"{new_tokens} new tokens, median of {repeat}; ORT spinning {'on' if spinning else 'off'}"
     )
     print(df.round(2).to_string(index=False))
     print(

@@ -11,6 +11,7 @@ import pytest
 
 from diag.ort.session import (
     default_session_options,
+    machine_is_busy,
     make_session,
     normalize_providers,
     physical_cores,
@@ -24,6 +25,19 @@ def test_default_options():
     assert opts.intra_op_num_threads == physical_cores()
     assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert default_session_options(intra_op_num_threads=1).intra_op_num_threads == 1
+    key = "session.intra_op.allow_spinning"
+    assert default_session_options(allow_spinning=False).get_session_config_entry(key) == "0"
+    assert default_session_options(allow_spinning=True).get_session_config_entry(key) == "1"
+    assert isinstance(machine_is_busy(), bool)
+
+
+@pytest.mark.parametrize("busy, expected", [(True, "0"), (False, "1")])
+def test_spinning_follows_the_load(monkeypatch, busy, expected):
+    import diag.ort.session as session_module
+
+    monkeypatch.setattr(session_module, "machine_is_busy", lambda: busy)
+    opts = default_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == expected
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
 
 
