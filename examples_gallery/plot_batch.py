@@ -26,7 +26,7 @@ from diag.generation.decoding import prompt_position_ids
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
-MAX_NEW_TOKENS = 6 if FAST else 24
+MAX_NEW_TOKENS = 6 if FAST else 16
 BATCH_SIZES = [1, 2, 4, 8, 16]
 
 model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")

@@ -72,7 +72,7 @@ table = pandas.DataFrame(
         "T=0.5": probabilities(temperature=0.5)[order].numpy(),
         "T=1.5": probabilities(temperature=1.5)[order].numpy(),
         "top_k=5": probabilities(top_k=5)[order].numpy(),
-        "top_p=0.8": probabilities(top_p=0.8)[order].numpy(),
+        "top_p=0.5": probabilities(top_p=0.5)[order].numpy(),
     }
 )
 print(table.to_string(float_format=lambda p: f"{p:.4f}"))
@@ -102,12 +102,12 @@ ax.set_title("top-k keeps the k most probable tokens")
 ax.legend()
 
 ax = axes[1, 0]
-after = probabilities(top_p=0.8)
+after = probabilities(top_p=0.5)
 kept = int((after > 0).sum())
 ax.bar(x, base[order].numpy(), color="lightgray", label="before")
-ax.bar(x, after[order].numpy(), width=0.5, color="#55a868", label=f"top_p=0.8 ({kept} kept)")
+ax.bar(x, after[order].numpy(), width=0.5, color="#55a868", label=f"top_p=0.5 ({kept} kept)")
 ax.step(x, torch.cumsum(base[order], 0).numpy(), where="mid", color="black", label="cumulative p")
-ax.axhline(0.8, color="black", linestyle=":", linewidth=1)
+ax.axhline(0.5, color="black", linestyle=":", linewidth=1)
 ax.set_title("top-p keeps the smallest set reaching p")
 ax.legend()
 for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
