@@ -208,22 +208,34 @@ print(
     f"corrupted the embedding of token {token} {tokenizer.decode([token])!r}, generated at step {k}"
 )
 
-div = diag.first_divergence(model, proto, inputs.input_ids, inputs.attention_mask,
-                            max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer)  # fmt: skip
-print(div)
-
-# %%
-# The reported step is where the two token streams really part, one step after
-# the corrupted token was generated; the steps before agree to float32
-# precision, which is what makes the verdict sure of itself.
-
 df_mid = diag.compare_teacher_forced(model, proto, inputs.input_ids, inputs.attention_mask,
                                      max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer)  # fmt: skip
 print(df_mid[cols].to_string(float_format=lambda x: f"{x:.3g}"))
+jump = df_mid.loc[df_mid["max_abs_diff"] > 1e-3, "step"]
+print(
+    f"first step with a logits difference above 1e-3: {int(jump.min())} (token read at step {k + 1})"
+)
+
 ax = diag.plot_teacher_forced(df_mid, title=f"token {token} corrupted in the embedding lookup")
 ax.axvline(k + 1, color="black", linestyle=":", linewidth=1)
 ax.figure.tight_layout()
 ax.figure.savefig(os.path.join(OUT, "plot_diagnose_midway.png"))
+
+# %%
+# Teacher forcing pins the step down: float32-level differences up to step
+# ``k``, then a jump of several orders of magnitude at step ``k + 1``, the first
+# step whose input contains the corrupted token (dotted line).
+#
+# Free-running, the tokens may or may not part there: a model sure of its next
+# token (a large margin) chooses it even from damaged inputs. When they do part,
+# :func:`diag.first_divergence` reports that step and, since the steps before
+# agreed to float32 precision, a confident verdict. When they do not, the
+# corruption is invisible to any comparison of the generated tokens, and only
+# the teacher-forced logits reveal it.
+
+div = diag.first_divergence(model, proto, inputs.input_ids, inputs.attention_mask,
+                            max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer)  # fmt: skip
+print(div)
 
 # %%
 # :func:`diag.localize_layer` on a prompt that contains the token names the
