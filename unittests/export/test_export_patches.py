@@ -16,6 +16,7 @@ from transformers.cache_utils import (
     EncoderDecoderCache,
     StaticCache,
 )
+from transformers.integrations import sdpa_attention
 
 from diag.export import torch_export_patches
 from diag.export.patch import Patch, PatchTargetMissing, resolve_target
@@ -31,6 +32,7 @@ def _snapshot() -> dict[str, object]:
             f"sliding.{m}": DynamicSlidingWindowLayer.__dict__.get(m)
             for m in ("update", "get_mask_sizes", "get_seq_length")
         },
+        "gqa": sdpa_attention.use_gqa_in_sdpa,
         "nodes": set(pytree.SUPPORTED_NODES),
     }
 
@@ -45,6 +47,8 @@ def test_patches_applied_inside_and_undone_after():
         assert inside["sdpa"] is not before["sdpa"]
         assert DynamicSlidingWindowLayer.update is DynamicLayer.update
         assert DynamicSlidingWindowLayer.get_seq_length is DynamicLayer.get_seq_length
+        key = torch.zeros(1, 2, 3, 8)
+        assert sdpa_attention.use_gqa_in_sdpa(torch.ones(1, 1, 3, 3, dtype=torch.bool), key, key)
     assert _snapshot() == before
     assert report.applied == [p.name for p in TORCH_PATCHES + TRANSFORMERS_PATCHES]
     assert report.skipped == []

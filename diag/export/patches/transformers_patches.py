@@ -10,10 +10,19 @@ the whole past; the sliding-window mask built from the config still hides the
 positions outside the window, so the logits are unchanged. The ``present`` outputs of
 such a layer then hold the whole past (``past + seq`` positions), as for a full layer.
 
+``sdpa_gqa_without_repeat_kv``: when an attention mask is given, transformers'
+sdpa integration repeats the key/value heads to the number of query heads
+(``repeat_kv``: an expand and a reshape) instead of passing ``enable_gqa=True`` to
+:func:`torch.nn.functional.scaled_dot_product_attention` (a choice made for the CUDA
+kernels). In an exported graph that is a copy of every layer's whole cache, times the
+number of query heads per key/value head, at every step. With ``enable_gqa=True`` the
+exported attention reads the cache once (opset >= 23: the ONNX ``Attention`` op takes
+the two head counts), and torch computes the same values.
+
 Example::
 
-    >>> [p.name for p in TRANSFORMERS_PATCHES]
-    ['sliding_layer_traced_as_full.update', 'sliding_layer_traced_as_full.get_mask_sizes', 'sliding_layer_traced_as_full.get_seq_length']
+    >>> [p.name for p in TRANSFORMERS_PATCHES][:2]
+    ['sdpa_gqa_without_repeat_kv', 'sliding_layer_traced_as_full.update']
 """
 
 from __future__ import annotations
@@ -33,7 +42,28 @@ def _as_full_layer(method: str) -> Callable[[Any], Any]:
     return factory
 
 
+def _gqa_in_sdpa(original: Any) -> Any:
+    def use_gqa_in_sdpa(attention_mask: Any, key: Any, value: Any) -> bool:
+        return key.shape[-1] == value.shape[-1]
+
+    return use_gqa_in_sdpa
+
+
 TRANSFORMERS_PATCHES: list[Patch] = [
+    Patch(
+        name="sdpa_gqa_without_repeat_kv",
+        target="transformers.integrations.sdpa_attention:use_gqa_in_sdpa",
+        factory=_gqa_in_sdpa,
+        why=(
+            "with a mask, transformers repeats the key/value heads (repeat_kv) before sdpa, "
+            "a copy of the whole cache per layer and step in the exported graph; "
+            "sdpa(enable_gqa=True) computes the same without the copy"
+        ),
+        kind="transformers",
+    ),
+]
+
+TRANSFORMERS_PATCHES += [
     Patch(
         name=f"sliding_layer_traced_as_full.{method}",
         target=f"transformers.cache_utils:DynamicSlidingWindowLayer.{method}",
