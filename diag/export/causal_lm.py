@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import time
@@ -94,7 +95,7 @@ def _check_model(model: Any) -> None:
             "transformers (it reads the number of layers and heads from its config); use "
             "diag.to_onnx for other models."
         )
-    params = __import__("inspect").signature(model.forward).parameters
+    params = inspect.signature(model.forward).parameters
     if "past_key_values" not in params or "input_ids" not in params:
         raise TypeError(
             f"{type(model).__name__}.forward does not take input_ids and past_key_values: "
@@ -215,10 +216,18 @@ def export_causal_lm(
     if not force and is_cached(filename, key):
         side = read_sidecar(filename) or {}
         validation = None
+        validation_time = 0.0
         if side.get("validation") is not None:
             validation = ValidationReport(
                 atol=side["validation"]["atol"], rows=side["validation"]["rows"]
             )
+        elif verify:
+            # exported earlier with verify=False: validate now, once
+            begin = time.perf_counter()
+            validation = validate_causal_lm(model, filename, verbose=verbose)
+            validation_time = time.perf_counter() - begin
+            side["validation"] = {"atol": validation.atol, "rows": validation.rows}
+            write_sidecar(filename, side)
         if verbose:
             print(f"[export_causal_lm] reusing {filename} (key {key})")
         return ExportResult(
@@ -228,6 +237,7 @@ def export_causal_lm(
             input_names=contract.input_names(num_layers, with_position_ids),
             output_names=contract.output_names(num_layers),
             validation=validation,
+            validation_time=validation_time,
             patches=side.get("patches", []),
         )
 

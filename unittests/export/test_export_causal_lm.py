@@ -184,7 +184,11 @@ def test_cached_export_is_reused_and_force_exports_again(exports, monkeypatch):
     forced = export_causal_lm(model, result.filename, force=True, verify=False)
     assert not forced.cached and calls == [1] and forced.key == result.key
     assert os.stat(result.filename).st_mtime_ns != mtime
-    assert forced.validation is None
+    assert forced.validation is None and read_sidecar(result.filename)["validation"] is None
+    # reused with verify=True: validated now, once, and remembered
+    checked = export_causal_lm(model, result.filename)
+    assert checked.cached and calls == [1] and checked.validation.ok
+    assert read_sidecar(result.filename)["validation"]["rows"] == checked.validation.rows
 
     # other weights, other key: the file is not reused for them
     changed = copy.deepcopy(model)
