@@ -61,11 +61,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"{'step':<26}{'seconds':>10}")
     for step, seconds in figures.items():
         print(f"{step:<26}{seconds:>10.1f}")
-    print(f"export total (without validation): {result.timings.total:.1f}s, aim < 60s, reference ~140s")
+    print(
+        f"export total (without validation): {result.timings.total:.1f}s, aim < 60s, reference ~140s"
+    )
     print(f"ratio to the reference: {result.timings.total / 140:.2f}")
     print("files:", {k: f"{v / 2**20:.1f} MB" for k, v in sorted(sizes.items())})
     if result.timings.notes:
-        print("graph:", "; ".join(result.timings.notes))
+        tied = [n for n in result.timings.notes if "tied" in n]
+        print(
+            f"graph: {len(result.timings.notes) - len(tied)} weights pre-transposed, "
+            f"tied weights read by Gemm(transB=1): {[n.split(':')[0] for n in tied]}"
+        )
     if result.validation is not None:
         print(result.validation.table())
     if hasattr(os, "getloadavg"):
