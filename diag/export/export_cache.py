@@ -2,7 +2,8 @@
 
 An export is reused when nothing that shapes it changed: the model class and config,
 its weights (a hash of the state dict), the exporter, the opset, the export options
-and the versions of diag, torch, transformers, onnx, onnxscript and onnx-ir. The key
+the versions of diag, torch, transformers, onnx, onnxscript and onnx-ir, and a hash
+of diag's export code (so a changed patch or pass never reuses a stale model). The key
 and the validation figures are stored in a JSON sidecar ``<model>.json`` written
 after the model (so a model without a valid sidecar is never reused).
 
@@ -42,13 +43,30 @@ def versions() -> dict[str, str]:
     """Versions of diag and of the packages an export depends on."""
     import diag
 
-    found = {"diag": diag.__version__}
+    found = {"diag": diag.__version__, "diag.export": export_code_hash()}
     for name in _PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "missing"
     return found
+
+
+def export_code_hash() -> str:
+    """SHA-256 (16 hex digits) of the source files of :mod:`diag.export`.
+
+    The version number of diag does not move with every change of a patch or an
+    optimisation pass; this hash does, so such a change invalidates cached exports.
+    """
+    root = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
 
 
 def state_dict_hash(model: torch.nn.Module) -> str:
