@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+
+# run from a checkout without installing the package
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -34,9 +34,11 @@ _PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "onnx-ir")
 
 
 def cache_dir() -> str:
-    """Root folder of diag's caches: ``$DIAG_CACHE`` or ``~/.cache/diag``."""
-    root = os.environ.get("DIAG_CACHE")
-    return os.path.abspath(os.path.expanduser(root or os.path.join("~", ".cache", "diag")))
+    """Root folder of diag's caches: ``$DIAG_CACHE`` or ``~/.cache/diag``
+    (the same root as the model zoo's, :func:`diag.models.pretrained.cache_root`)."""
+    from diag.models.pretrained import cache_root
+
+    return os.path.abspath(cache_root())
 
 
 def versions() -> dict[str, str]:
