@@ -9,7 +9,9 @@ The steps, each timed (see :class:`ExportTimings`):
 3. ``optimize``: :func:`diag.export.weight_transpose.fold_weight_transposes` (no
    weight is transposed at run time, a tied weight is stored once), then the onnxscript
    optimizer (:func:`diag.export.optimize.optimize_model`: constant folding, rewrite
-   rules, dead code, common subexpressions...);
+   rules, dead code, common subexpressions...), and with ``fuse=True`` the decoder
+   fusions of :func:`diag.export.fusions.fuse_decoder` (RMSNorm, rotary, attention with
+   its cache, packed projections: opset >= 23 for the first three);
 4. ``save``: :func:`diag.export.save.save_model_atomic` (weights in a ``.data`` file
    next to the model when they weigh more than 100 MB).
 
@@ -41,6 +43,7 @@ import onnx
 import onnx_ir as ir
 import torch
 
+from diag.export.fusions import fuse_decoder
 from diag.export.optimize import optimize_model
 from diag.export.rename import rename_io
 from diag.export.save import save_model_atomic
@@ -58,6 +61,8 @@ class ExportTimings:
     optimize: float = 0.0
     save: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: how many times each fusion of :func:`diag.export.fusions.fuse_decoder` fired
+    fusions: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -102,6 +107,7 @@ def export_to_ir(
     optimize: bool = True,
     verbose: int = 0,
     timings: ExportTimings | None = None,
+    fuse: bool = False,
 ) -> ir.Model:
     """Steps 1 to 3 of :func:`to_onnx`: returns the :class:`onnx_ir.Model`, unsaved."""
     _check_exporter(exporter)
@@ -145,6 +151,8 @@ def export_to_ir(
             timings.notes.extend(fold_weight_transposes(model_ir))
             optimize_model(model_ir)
             timings.notes.extend(fold_weight_transposes(model_ir))
+            if fuse:
+                timings.fusions = fuse_decoder(model_ir)
         timings.optimize = time.perf_counter() - begin
         if verbose:
             tied = [n for n in timings.notes if "tied" in n]
@@ -152,6 +160,7 @@ def export_to_ir(
                 f"[to_onnx] optimisation: {timings.optimize:.1f}s, "
                 f"{len(timings.notes) - len(tied)} weights pre-transposed, "
                 f"{len(tied)} tied weights read by Gemm"
+                + (f", fusions {timings.fusions}" if fuse else "")
             )
     return model_ir
 
@@ -171,6 +180,7 @@ def to_onnx(
     dim_names: Mapping[str, str] | None = None,
     external_data: bool | None = None,
     timings: ExportTimings | None = None,
+    fuse: bool = False,
 ) -> onnx.ModelProto:
     """Exports ``model`` to ONNX and writes it to ``filename`` (atomically).
 
@@ -191,6 +201,8 @@ def to_onnx(
     :param external_data: weights in ``<filename>.data``: True, False, or None for
         "when they weigh more than 100 MB"
     :param timings: filled with the duration of each step when given
+    :param fuse: with ``optimize``, fuses the patterns of a transformers decoder
+        (:func:`diag.export.fusions.fuse_decoder`; needs opset >= 23 for most)
     :return: the :class:`onnx.ModelProto`; when the weights were written as external
         data, the proto references them (load with :func:`onnx.load` to get them)
     """
@@ -205,6 +217,7 @@ def to_onnx(
         optimize=optimize,
         verbose=verbose,
         timings=timings,
+        fuse=fuse,
     )
     rename_io(model_ir, input_names, output_names, dims=dim_names)
     begin = time.perf_counter()
