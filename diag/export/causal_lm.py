@@ -44,7 +44,6 @@ from diag.export.rename import rename_io
 from diag.export.save import save_model_atomic
 from diag.export.validate import ValidationReport, takes_position_ids, validate_causal_lm
 
-
 #: the opset of :func:`export_causal_lm`: ``Attention`` (grouped-query heads and the
 #: cache in one op), ``RMSNormalization`` and ``RotaryEmbedding`` exist from 23 on
 DEFAULT_OPSET = 23
