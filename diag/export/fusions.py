@@ -15,12 +15,15 @@ similar is left alone:
 * ``attention_past``: ``Attention(q, Concat(past_k, k), Concat(past_v, v))`` whose
   concatenations are the ``present`` outputs -> ``Attention(q, k, v, past_k, past_v)``
   with ``present`` as its own outputs (one kernel, no separate copy);
+* ``attention_3d``: ``Attention`` and ``RotaryEmbedding`` on ``[batch, seq, heads *
+  head_dim]`` tensors (``q_num_heads``/``kv_num_heads``, ``num_heads``): the
+  ``Reshape``/``Transpose`` into heads and back disappear;
 * ``packed_matmul``: the matrix products of one input by several weights (q, k, v;
   gate, up) -> one product by the concatenated weights and a ``Split``: a larger
   matrix-vector product keeps the memory bus busier than three small ones, and costs
   one synchronisation of the threads instead of three.
 
-It needs opset >= 23 for the first three (older graphs keep those patterns); the
+It needs opset >= 23 for the first four (older graphs keep those patterns); the
 numbers of each fusion are returned so that callers can report them.
 
 Example::
@@ -356,6 +359,144 @@ def fuse_attention_past(graph: ir.Graph) -> int:
     return count
 
 
+# ------------------------------------------------------------- Attention on 3D tensors
+def _heads_view(value: ir.Value) -> tuple[ir.Value, int, list[ir.Node]] | None:
+    """``(x3, heads, nodes)`` when ``value`` is ``Transpose(Reshape(x3, [b, s, heads,
+    d]), [0, 2, 1, 3])``: the split of ``[batch, seq, heads * d]`` into heads."""
+    transpose = _producer(value, "Transpose")
+    if transpose is None or list(_attr(transpose, "perm", [])) != [0, 2, 1, 3]:
+        return None
+    reshape = _producer(transpose.inputs[0], "Reshape")
+    if reshape is None or _rank(reshape.inputs[0]) != 3:
+        return None
+    shape = reshape.outputs[0].shape
+    if shape is None or len(shape) != 4 or not isinstance(shape[2], int):
+        return None
+    if not (_single_use(reshape.outputs[0]) and _single_use(transpose.outputs[0])):
+        return None
+    return reshape.inputs[0], shape[2], [reshape, transpose]
+
+
+def _merge_heads_users(value: ir.Value) -> tuple[ir.Value | None, ir.Node, list[ir.Node]] | None:
+    """``(row_scale, reshape, nodes)`` when ``value`` only goes through an optional
+    ``Mul`` by a ``[b, 1, s, 1]`` tensor, ``Transpose([0, 2, 1, 3])`` and a ``Reshape``
+    back to ``[batch, seq, heads * d]``."""
+    nodes: list[ir.Node] = []
+    scale = None
+    uses = value.uses()
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    node = uses[0].node
+    if node.op_type == "Mul":
+        scale = _other(node, value)
+        if scale is None or scale.shape is None or len(scale.shape) != 4:
+            return None
+        if scale.shape[1] != 1 or scale.shape[3] != 1:
+            return None
+        nodes.append(node)
+        if not _single_use(node.outputs[0]):
+            return None
+        node = node.outputs[0].uses()[0].node
+    if node.op_type != "Transpose" or list(_attr(node, "perm", [])) != [0, 2, 1, 3]:
+        return None
+    nodes.append(node)
+    if not _single_use(node.outputs[0]):
+        return None
+    reshape = node.outputs[0].uses()[0].node
+    if reshape.op_type != "Reshape" or _rank(reshape.outputs[0]) != 3:
+        return None
+    nodes.append(reshape)
+    return scale, reshape, nodes
+
+
+def fuse_attention_3d(graph: ir.Graph) -> int:
+    """``Attention`` (and ``RotaryEmbedding``) on ``[batch, seq, heads * d]`` tensors:
+    the reshapes and transpositions into heads and back disappear (8 nodes a layer)."""
+    count = 0
+    squeezed: dict[int, ir.Value] = {}
+    for node in list(graph):
+        if node.op_type != "Attention" or node.graph is None or len(node.inputs) < 3:
+            continue
+        if _rank(node.inputs[0]) != 4 or any(o.uses() for o in node.outputs[3:]):
+            continue
+        removed: list[ir.Node] = []
+        flat: list[tuple[ir.Value, int, ir.Node | None]] = []
+        for value in node.inputs[:3]:
+            rotary = _producer(value, "RotaryEmbedding")
+            if rotary is not None and (len(rotary.inputs) != 3 or not _single_use(value)):
+                rotary = None
+            view = _heads_view(rotary.inputs[0] if rotary is not None else value)
+            if view is None:
+                break
+            x3, heads, nodes = view
+            removed.extend(nodes)
+            flat.append((x3, heads, rotary))
+        if len(flat) != 3:
+            continue
+        post = _merge_heads_users(node.outputs[0])
+        if post is None:
+            continue
+        scale, reshape, post_nodes = post
+        (q3, q_heads, q_rot), (k3, kv_heads, k_rot), (v3, v_heads, v_rot) = flat
+        if v_rot is not None or v_heads != kv_heads:
+            continue
+        new_nodes: list[ir.Node] = []
+        rotated = []
+        for x3, heads, rot in ((q3, q_heads, q_rot), (k3, kv_heads, k_rot)):
+            if rot is None:
+                rotated.append(x3)
+                continue
+            attrs = {k: v for k, v in rot.attributes.items()}
+            attrs["num_heads"] = heads
+            new_rot = ir.node(
+                "RotaryEmbedding", [x3, *rot.inputs[1:]], attributes=attrs, name=f"{rot.name}_3d"
+            )
+            new_rot.outputs[0].shape, new_rot.outputs[0].type = x3.shape, x3.type
+            new_nodes.append(new_rot)
+            removed.append(rot)
+            rotated.append(new_rot.outputs[0])
+        attrs = {k: v for k, v in node.attributes.items()}
+        attrs["q_num_heads"], attrs["kv_num_heads"] = q_heads, kv_heads
+        inputs = [rotated[0], rotated[1], v3, *node.inputs[3:]]
+        fused = ir.node(
+            "Attention",
+            inputs,
+            attributes=attrs,
+            num_outputs=len(node.outputs),
+            name=f"{node.name}_3d",
+        )
+        new_nodes.append(fused)
+        result = fused.outputs[0]
+        result.shape, result.type = reshape.outputs[0].shape, reshape.outputs[0].type
+        if scale is not None:
+            # [b, 1, s, 1] -> [b, s, 1], once for all layers
+            if id(scale) not in squeezed:
+                axes = ir.Value(
+                    name=f"{scale.name}_axes", const_value=ir.tensor(np.array([1], np.int64))
+                )
+                axes.shape, axes.type = ir.Shape([1]), ir.TensorType(ir.DataType.INT64)
+                graph.register_initializer(axes)
+                squeeze = ir.node("Squeeze", [scale, axes], name=f"{scale.name}_3d")
+                squeeze.outputs[0].type = scale.type
+                if scale.producer() is not None:
+                    graph.insert_after(scale.producer(), squeeze)
+                else:
+                    graph.insert_before(next(iter(graph)), squeeze)
+                squeezed[id(scale)] = squeeze.outputs[0]
+            mul = ir.node("Mul", [result, squeezed[id(scale)]], name=f"{node.name}_3d_rows")
+            mul.outputs[0].shape, mul.outputs[0].type = result.shape, result.type
+            new_nodes.append(mul)
+            result = mul.outputs[0]
+        graph.insert_before(node, new_nodes)
+        for old, new in zip(node.outputs[1:], fused.outputs[1:], strict=True):
+            new.shape, new.type = old.shape, old.type
+            _replace(old, new)
+        _replace(reshape.outputs[0], result)
+        graph.remove([*post_nodes[::-1], node, *removed[::-1]], safe=True)
+        count += 1
+    return count
+
+
 # ---------------------------------------------------------------------- packed MatMuls
 def pack_matmuls(graph: ir.Graph, min_group: int = 2) -> int:
     """One ``MatMul`` (and a ``Split``) for the products of one input by several 2D
@@ -406,6 +547,10 @@ def pack_matmuls(graph: ir.Graph, min_group: int = 2) -> int:
             )
             graph.insert_before(first, [matmul, split])
             matmul.outputs[0].type = first.outputs[0].type
+            shape = first.outputs[0].shape
+            if shape is not None and len(shape) > 0:
+                total = sum(a.shape[1] for a in arrays)
+                matmul.outputs[0].shape = ir.Shape([*list(shape)[:-1], total])
             for member, out in zip(members, split.outputs, strict=True):
                 out.shape, out.type = member.outputs[0].shape, member.outputs[0].type
                 _replace(member.outputs[0], out)
@@ -421,10 +566,11 @@ FUSIONS: dict[str, Callable[[ir.Graph], int]] = {
     "rms_norm": fuse_rms_norm,
     "rotary": fuse_rotary,
     "attention_past": fuse_attention_past,
+    "attention_3d": fuse_attention_3d,
     "packed_matmul": pack_matmuls,
 }
 #: fusions that emit ops of opset 23
-_OPSET23 = {"rms_norm", "rotary", "attention_past"}
+_OPSET23 = {"rms_norm", "rotary", "attention_past", "attention_3d"}
 
 
 def fuse_decoder(model: ir.Model, fusions: list[str] | None = None) -> dict[str, int]:

@@ -71,6 +71,7 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23):
         "rms_norm": 2 * layers + 1,
         "rotary": 2 * layers,
         "attention_past": layers,
+        "attention_3d": layers,
         "packed_matmul": 2 * layers,
     }
     ops = collections.Counter(n.op_type for n in fused_ir.graph)
@@ -78,9 +79,9 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23):
     assert ops["RotaryEmbedding"] == 2 * layers
     # q/k/v, o, gate/up, down per layer, and the lm_head (not tied in the tiny llama)
     assert ops["Attention"] == layers and ops["MatMul"] == 4 * layers + 1
-    assert ops["Pow"] == ops["Reciprocal"] == ops["Neg"] == 0
-    # ~53 nodes per layer before, ~20 after
-    assert nodes_before - len(list(fused_ir.graph)) >= 30 * layers
+    assert ops["Pow"] == ops["Reciprocal"] == ops["Neg"] == ops["Transpose"] == 0
+    # ~53 nodes per layer before, ~14 after
+    assert nodes_before - len(list(fused_ir.graph)) >= 35 * layers
     # the cache outputs are now the attention's own outputs, under the same names
     after = _session(fused_ir)
     assert [o.name for o in after.get_outputs()] == [o.name for o in before.get_outputs()]
@@ -100,13 +101,20 @@ def test_fusions_can_be_chosen_and_unknown_ones_are_refused(llama23):
     assert not any(n.op_type == "RotaryEmbedding" for n in copy_ir.graph)
     with pytest.raises(ValueError, match="unknown fusions \\['flash'\\]; known"):
         fuse_decoder(copy_ir, ["flash"])
-    assert list(FUSIONS) == ["rms_norm", "rotary", "attention_past", "packed_matmul"]
+    assert list(FUSIONS) == [
+        "rms_norm",
+        "rotary",
+        "attention_past",
+        "attention_3d",
+        "packed_matmul",
+    ]
 
 
 def test_opset_18_keeps_its_patterns_but_packs_matmuls():
     _, model_ir = _export("llama", 18)
     counts = fuse_decoder(model_ir)
     assert counts["rms_norm"] == counts["rotary"] == counts["attention_past"] == 0
+    assert counts["attention_3d"] == 0
     assert counts["packed_matmul"] > 0
     assert not any(n.op_type in ("RMSNormalization", "RotaryEmbedding") for n in model_ir.graph)
 
