@@ -21,7 +21,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+import contextlib
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -109,8 +111,15 @@ class GenerationStream:
         s.result.sequences
     """
 
-    def __init__(self, events: Generator[StepEvent, None, GenerateResult]):
+    def __init__(
+        self,
+        events: Generator[StepEvent, None, GenerateResult],
+        step_context: Callable[[], AbstractContextManager[Any]] | None = None,
+    ):
         self._events = events
+        # entered around each step only: the caller's code between two events runs
+        # with its own settings (onnx_generate passes single_torch_thread)
+        self._step_context = step_context or contextlib.nullcontext
         self.result: GenerateResult | None = None
 
     def __iter__(self) -> GenerationStream:
@@ -120,7 +129,8 @@ class GenerationStream:
         if self.result is not None:
             raise StopIteration
         try:
-            return next(self._events)
+            with self._step_context():
+                return next(self._events)
         except StopIteration as stop:
             self.result = stop.value
             raise
@@ -141,10 +151,12 @@ def stream_decode(
     *,
     generator: torch.Generator | None = None,
     tokenizer: Any | None = None,
+    step_context: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> GenerationStream:
     """:func:`~diag.generation.decoding.decode` as an iterator of step events.
 
-    Nothing runs until the first ``next``.
+    Nothing runs until the first ``next``; ``step_context`` (a context manager factory)
+    is entered around each step.
 
     Example::
 
@@ -152,4 +164,4 @@ def stream_decode(
             print(event.text[0], end="")
     """
     events = iter_decode(backend, input_ids, attention_mask, options, generator=generator)
-    return GenerationStream(with_text(events, tokenizer))
+    return GenerationStream(with_text(events, tokenizer), step_context=step_context)

@@ -229,7 +229,15 @@ def onnx_generate(
                 "return_session=True needs the generation to finish; with stream=True keep "
                 "the session with get_backend(...) and pass it to onnx_generate instead."
             )
-        return stream_decode(backend, ids, mask, options, generator=generator, tokenizer=tokenizer)
+        return stream_decode(
+            backend,
+            ids,
+            mask,
+            options,
+            generator=generator,
+            tokenizer=tokenizer,
+            step_context=single_torch_thread,
+        )
     with single_torch_thread():
         if streamer is not None and tokenizer is not None and not hasattr(streamer, "put"):
             # a plain callback gets the text deltas too, as with diag.generate

@@ -167,3 +167,34 @@ def test_smollm2_sampling_eos_and_streaming(smollm2, smol_session):
     n = res.num_generated_tokens[row]
     assert res.new_tokens[row, n - 1].item() == tokenizer.eos_token_id
     assert "".join(deltas) == res.texts(tokenizer)[0]
+
+
+def test_stream_runs_each_step_with_one_torch_thread(bigram_lm):
+    """Between ONNX Runtime steps torch works on one thread (its spinning OpenMP workers
+    would take ORT's cores), and the caller's code between two events keeps its own
+    setting, with stream=True as without it."""
+    import onnxruntime as ort
+
+    model, _ = bigram_lm()
+    inside: list[int] = []
+
+    class Spy(OrtBackend):
+        def __call__(self, *args):
+            inside.append(torch.get_num_threads())
+            return super().__call__(*args)
+
+    spy = Spy(ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        between = []
+        stream = onnx_generate(spy, torch.tensor([[1, 2]]), max_new_tokens=4, stream=True)
+        for _ in stream:
+            between.append(torch.get_num_threads())
+        plain = onnx_generate(spy, torch.tensor([[1, 2]]), max_new_tokens=4)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert inside == [1] * 8
+    assert between == [2] * 4 and after == 2
+    assert torch.equal(stream.result.sequences, plain)
