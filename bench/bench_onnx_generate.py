@@ -21,6 +21,11 @@ Usage::
     python bench/bench_onnx_generate.py --quick    # 20 new tokens, 1 repeat: a smoke check
     python bench/bench_onnx_generate.py --profile  # + ONNX Runtime time per operator type
 
+The kernel floor: a session holding only the model's matrix products (same weight
+shapes, layouts and operators) shows what ONNX Runtime's own kernels need to read the
+weights once; ``onnx decode / kernel floor`` is the share of the step spent in them,
+``kernel floor / bandwidth bound`` how close the kernels come to the probe.
+
 The machine may be shared: read the ratios (measured in the same run), and the load
 printed with them, rather than absolute figures across runs.
 """
@@ -100,6 +105,58 @@ def read_bandwidth(size_bytes: int = 2**30, repeat: int = 7, threads: int | None
     finally:
         torch.set_num_threads(before)
     return size_bytes / best
+
+
+def matmul_floor_session(onnx_path: str, threads: int, spinning: bool):
+    """A session of the exported model's matrix products alone (same weight shapes,
+    layouts and operators, random values, no other node): what ONNX Runtime's kernels
+    need to read the weights once. Returns ``(session, feeds(batch))``."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    rng = np.random.default_rng(0)
+    nodes, inits, dims = [], [], set()
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or node.input[1] not in shapes:
+            continue
+        shape = shapes[node.input[1]]
+        if len(shape) != 2:
+            continue
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        k = shape[1] if trans_b else shape[0]
+        i = len(nodes)
+        inits.append(numpy_helper.from_array(rng.standard_normal(shape, np.float32), f"w{i}"))
+        attrs = {"transB": 1} if node.op_type == "Gemm" else {}
+        nodes.append(helper.make_node(node.op_type, [f"x{k}", f"w{i}"], [f"y{i}"], **attrs))
+        dims.add(k)
+    nodes.append(helper.make_node("Concat", [n.output[0] for n in nodes], ["y"], axis=-1))
+    inputs = [
+        helper.make_tensor_value_info(f"x{k}", onnx.TensorProto.FLOAT, ["batch", k])
+        for k in sorted(dims)
+    ]
+    output = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", None])
+    graph = helper.make_graph(nodes, "matmul_floor", inputs, [output], inits)
+    floor = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = make_session(floor, intra_op_num_threads=threads, allow_spinning=spinning)
+
+    def feeds(batch: int) -> dict:
+        return {f"x{k}": rng.standard_normal((batch, k), np.float32) for k in dims}
+
+    return session, feeds, len(nodes) - 1
+
+
+def time_step(fn, repeat: int = 20) -> float:
+    """Median seconds of ``fn()`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
 
 
 def weight_bytes_per_token(model: torch.nn.Module) -> int:
@@ -220,12 +277,19 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
         make_session(onnx_path, intra_op_num_threads=threads, allow_spinning=spinning)
     )
 
-    rows = []
+    floor_session, floor_feeds, floor_products = matmul_floor_session(
+        os.fspath(onnx_path), threads, spinning
+    )
+    rows, floors, bandwidths = [], {}, []
     for b in args.batch:
         rows.extend(bench(model, tokenizer, session, b, new_tokens, repeat, warmup, args.functions))
+        # measured right after the batch's runs: this VM's bandwidth drifts over minutes
+        feeds = floor_feeds(b)
+        floors[b] = time_step(lambda feeds=feeds: floor_session.run(None, feeds))
+        bandwidths.append(read_bandwidth(threads=threads))
     df = pandas.DataFrame(rows)
 
-    bandwidth = read_bandwidth(threads=threads)
+    bandwidth = statistics.median(bandwidths)
     per_token = weight_bytes_per_token(model)
     bound = bandwidth / per_token
 
@@ -241,6 +305,11 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
         "onnx / diag.generate (decode, batch 1)": value("onnx_generate", b1, "decode_tok/s")
         / value("diag.generate", b1, "decode_tok/s"),
         "onnx decode batch 1 / bandwidth bound": value("onnx_generate", b1, "decode_tok/s") / bound,
+        "kernel floor batch 1 / bandwidth bound": b1 / floors[b1] / bound,
+        "onnx decode batch 1 / kernel floor": value("onnx_generate", b1, "decode_tok/s")
+        / (b1 / floors[b1]),
+        f"onnx decode batch {bmax} / kernel floor": value("onnx_generate", bmax, "decode_tok/s")
+        / (bmax / floors[bmax]),
         f"onnx decode batch {bmax} / batch {b1}": value("onnx_generate", bmax, "decode_tok/s")
         / value("onnx_generate", b1, "decode_tok/s"),
         f"onnx e2e batch {bmax} / batch {b1}": value("onnx_generate", bmax, "e2e_tok/s")
@@ -258,6 +327,11 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
         f"\nbandwidth bound, batch 1: {per_token / 2**20:.0f} MiB of weights per token / "
         f"{bandwidth / 2**30:.1f} GiB/s measured = {bound:.1f} tokens/s"
     )
+    for b, seconds in floors.items():
+        print(
+            f"kernel floor, batch {b}: the model's {floor_products} matrix products alone "
+            f"take {1e3 * seconds:.2f} ms = {b / seconds:.1f} tokens/s"
+        )
     for name, ratio in ratios.items():
         print(f"{name:45s} {ratio:6.2f}")
 
