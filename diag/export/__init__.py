@@ -4,7 +4,9 @@
   and caches exportable with :func:`torch.export.export`;
 * :func:`to_onnx`: export any model, timed, optimised, written atomically;
 * :func:`export_causal_lm`: export a causal LM in one call, following the export
-  contract (:mod:`diag.export.contract`), validated against torch, cached.
+  contract (:mod:`diag.export.contract`), validated against torch, cached;
+* :func:`fuse_decoder`: rewrite a decoder's RMSNorm, rotary, attention and projections
+  into the ONNX ops made for them (``export_causal_lm`` does it by default).
 
 Example::
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from diag.export.causal_lm import ExportResult, export_causal_lm
 from diag.export.export_patches import PatchReport, torch_export_patches
+from diag.export.fusions import fuse_decoder
 from diag.export.onnx_export import ExportTimings, to_onnx
 from diag.export.validate import ExportValidationError, ValidationReport, validate_causal_lm
 
@@ -27,6 +30,7 @@ __all__ = [
     "PatchReport",
     "ValidationReport",
     "export_causal_lm",
+    "fuse_decoder",
     "to_onnx",
     "torch_export_patches",
     "validate_causal_lm",
