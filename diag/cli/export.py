@@ -44,6 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the exported model next to the torch model and compare (default: --verify)",
     )
     parser.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rewrite RMSNorm, rotary, attention and projections into the ONNX ops made "
+        "for them (default: --fuse; --no-fuse keeps the exporter's graph)",
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help="ONNX opset (default: 23, the first with Attention, RMSNormalization and "
+        "RotaryEmbedding)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="export again even when the folder already holds an export of this model",
@@ -63,7 +77,16 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args.model)
     os.makedirs(output, exist_ok=True)
     filename = os.path.join(output, "model.onnx")
-    exported = export_model(model, filename=filename, verify=args.verify, force=args.force)
+    if args.opset is not None and not 18 <= args.opset <= 23:
+        args.parser.error(f"--opset {args.opset}: diag exports with opsets 18 to 23")
+    exported = export_model(
+        model,
+        filename=filename,
+        verify=args.verify,
+        force=args.force,
+        fuse=args.fuse,
+        opset=args.opset,
+    )
     # what a runtime needs next to the graph: the tokenizer and the decoding defaults
     tokenizer.save_pretrained(output)
     if getattr(model, "generation_config", None) is not None:

@@ -82,8 +82,11 @@ def export_model(
     filename: str | None = None,
     verify: bool = True,
     force: bool = False,
+    fuse: bool = True,
+    opset: int | None = None,
 ) -> ExportedModel:
-    """Exports ``model`` with :func:`diag.export_causal_lm` (reusing its cache).
+    """Exports ``model`` with :func:`diag.export_causal_lm` (reusing its cache);
+    ``fuse`` and ``opset`` are passed on.
 
     A validation failure does not raise: the result says ``passed=False`` and holds the
     library's message, and the file is kept (the library only refuses to cache it).
@@ -93,7 +96,9 @@ def export_model(
     _quiet_exporter_logs()
     with progress(total=1, desc="export to ONNX") as bar:
         try:
-            result = export_causal_lm(model, filename, verify=verify, force=force)
+            result = export_causal_lm(
+                model, filename, verify=verify, force=force, fuse=fuse, opset=opset
+            )
         except ExportValidationError as exc:
             bar.update(1)
             if filename is None:

@@ -127,10 +127,29 @@ def test_export_writes_model_and_passes(tmp_path, capsys):
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
     assert [i.name for i in model.graph.input][:2] == ["input_ids", "attention_mask"]
     assert model.graph.output[0].name == "logits"
+    # fused by default: the decoder's patterns became the ONNX ops made for them
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Attention", "RMSNormalization", "RotaryEmbedding"} <= ops
 
     # a second call finds the export in the folder and says so
     assert main(["export", "--model", "tiny:llama", "--output", str(out)]) == 0
     assert "reused the export already in the folder" in capsys.readouterr().out
+
+
+def test_export_without_fusions_at_opset_18(tmp_path, capsys):
+    import onnx
+
+    out = tmp_path / "plain"
+    argv = ["export", "-m", "tiny:llama", "-o", str(out), "--no-fuse", "--opset", "18"]
+    assert main(argv) == 0
+    assert "validation: PASS" in capsys.readouterr().out
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    assert "Attention" not in ops and "RMSNormalization" not in ops and "Softmax" in ops
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    with pytest.raises(SystemExit):
+        main(["export", "-m", "tiny:llama", "-o", str(out), "--opset", "12"])
+    assert "--opset 12: diag exports with opsets 18 to 23" in capsys.readouterr().err
 
 
 def test_unknown_tiny_architecture_is_a_one_line_error(capsys):
