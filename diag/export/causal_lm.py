@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import time
@@ -107,6 +108,36 @@ def _check_model(model: Any) -> None:
         )
 
 
+def generation_config_json(model: torch.nn.Module) -> str | None:
+    """The model's ``generation_config`` as compact JSON, only the fields it sets
+    (``to_diff_dict``: ``GenerationConfig(**json.loads(text))`` gives it back), or None
+    when the model has none.
+
+    Example::
+
+        >>> from diag.models import get_untrained_model_with_inputs
+        >>> model = get_untrained_model_with_inputs("llama")["model"]
+        >>> json.loads(generation_config_json(model))["eos_token_id"]
+        2
+    """
+    config = getattr(model, "generation_config", None)
+    if config is None or not hasattr(config, "to_json_string"):
+        return None
+    # to_json_string turns what json cannot write (sets, nested configs) into plain values
+    content = json.loads(config.to_json_string(use_diff=True))
+    return json.dumps(content, sort_keys=True, separators=(",", ":"))
+
+
+def _write_generation_config(model_ir: ir.Model, model: torch.nn.Module) -> None:
+    """Stores the generation config in the model's metadata: onnx_generate reads it as
+    its defaults (eos, pad, sampling), as model.generate reads model.generation_config."""
+    from diag.ort.generate import GENERATION_CONFIG_METADATA
+
+    text = generation_config_json(model)
+    if text is not None:
+        model_ir.metadata_props[GENERATION_CONFIG_METADATA] = text
+
+
 def _fix_mask_dim(model_ir: ir.Model) -> None:
     """Names the attention mask's second dimension after the present length."""
     inputs = {v.name: v for v in model_ir.graph.inputs}
@@ -173,6 +204,7 @@ def _export(
         )
     rename_io(model_ir, input_names, output_names)
     _fix_mask_dim(model_ir)
+    _write_generation_config(model_ir, model)
     begin = time.perf_counter()
     written = save_model_atomic(model_ir, filename)
     timings.save = time.perf_counter() - begin
@@ -210,8 +242,13 @@ def export_causal_lm(
         instead of ~1,600 (SmolLM2); False keeps the exporter's graph
     :return: an :class:`ExportResult` (usable as a path)
 
-    The key covers the model class and config, a hash of the weights, the exporter, the
-    opset and the versions of diag, torch, transformers, onnx, onnxscript and onnx-ir.
+    The model's ``generation_config`` goes into the file's metadata
+    (:func:`generation_config_json`): :func:`diag.onnx_generate` then stops at the
+    model's eos and pads with its pad token without being told.
+
+    The key covers the model class and config, its generation config, a hash of the
+    weights, the exporter, the opset and the versions of diag, torch, transformers,
+    onnx, onnxscript and onnx-ir.
     """
     _check_model(model)
     _check_exporter(exporter)
@@ -223,6 +260,8 @@ def export_causal_lm(
         "opset": opset,
         "with_position_ids": with_position_ids,
         "fuse": bool(fuse),
+        # written in the file's metadata: another eos or pad needs another file
+        "generation_config": generation_config_json(model),
     }
     parts = export_key_parts(model, options)
     key = key_of_parts(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections import Counter
 
@@ -194,7 +195,13 @@ def test_cached_export_is_reused_and_force_exports_again(exports, monkeypatch):
     changed = copy.deepcopy(model)
     with torch.no_grad():
         changed.model.norm.weight.add_(1)
-    options = {"exporter": "onnx-dynamo", "opset": 23, "with_position_ids": True, "fuse": True}
+    options = {
+        "exporter": "onnx-dynamo",
+        "opset": 23,
+        "with_position_ids": True,
+        "fuse": True,
+        "generation_config": causal_lm_module.generation_config_json(model),
+    }
     assert export_key(changed, options) != result.key == export_key(model, options)
     assert not is_cached(result.filename, export_key(changed, options))
     assert export_key(model, {**options, "opset": 18}) != result.key
@@ -247,6 +254,9 @@ def test_smollm2_exports_and_validates(smollm2, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.onnx.data", "model.onnx.json"]
     proto = onnx.load(result.filename, load_external_data=False)
     assert len(proto.graph.input) == 3 + 2 * model.config.num_hidden_layers
+    # the generation config travels in the metadata: onnx_generate stops at eos 2
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["generation_config"])["eos_token_id"] == 2
     check_graph_is_lean(result.filename)
     # tied lm_head: the 49152 x 576 embedding is stored once, read by Gather and Gemm
     embedding = [i for i in proto.graph.initializer if list(i.dims) == [49152, 576]]
