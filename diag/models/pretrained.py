@@ -473,13 +473,51 @@ def _load_known(name: str, dtype: torch.dtype, progress: bool, with_model: bool 
         return _from_folder(folder, dtype, with_model)
 
 
+@contextmanager
+def _transformers_progress(enabled: bool) -> Iterator[None]:
+    """Hides transformers' own progress bars (``Loading weights``, downloads) in the
+    block when ``enabled`` is False, then puts back the state found: a caller's global
+    choice (``transformers.utils.logging.disable_progress_bar()``) is left alone.
+
+    The switch is process-wide: another thread loading a model at the same time loses
+    its bars for that long, which is harmless.
+
+    Example::
+
+        with _transformers_progress(False):
+            AutoModelForCausalLM.from_pretrained(folder)  # prints nothing
+    """
+    if enabled:
+        yield
+        return
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hub_was_disabled = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # switches huggingface_hub's bars off too
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+        # transformers switches the hub's bars with its own: restore them on their own
+        if are_progress_bars_disabled() != hub_was_disabled:
+            (disable_progress_bars if hub_was_disabled else enable_progress_bars)()
+
+
 def load_tokenizer(name: str = DEFAULT_TOKENIZER_MODEL, progress: bool = True) -> Any:
     """The tokenizer of a known model (built into the cache if needed).
 
     >>> load_tokenizer().eos_token_id  # doctest: +SKIP
     2
     """
-    return _load_known(name, torch.float32, progress, with_model=False)[1]
+    with _transformers_progress(progress):
+        return _load_known(name, torch.float32, progress, with_model=False)[1]
 
 
 def load_pretrained(
@@ -499,7 +537,8 @@ def load_pretrained(
         * the path of a local Hugging Face folder;
         * anything else is a hub id (needs access to the Hugging Face hub).
     :param dtype: dtype of the weights
-    :param progress: show progress bars while fetching and converting
+    :param progress: show progress bars while fetching, converting and loading
+        (False also hides transformers' ``Loading weights`` bar, for this call only)
     :return: ``(model, tokenizer)``, the model in eval mode
 
     >>> model, tokenizer = load_pretrained("tiny:qwen2")  # doctest: +SKIP
@@ -511,7 +550,12 @@ def load_pretrained(
             f"load_pretrained expects a name or a path, got {type(name_or_path).__name__}; "
             f"use {_HUB_ID_HINT}."
         )
-    name = os.fspath(name_or_path)
+    with _transformers_progress(progress):
+        return _load_pretrained(os.fspath(name_or_path), dtype, progress)
+
+
+def _load_pretrained(name: str, dtype: torch.dtype, progress: bool) -> tuple[Any, Any]:
+    """:func:`load_pretrained` once the progress bars are set."""
     if name in KNOWN_MODELS:
         return _load_known(name, dtype, progress)
     if name.startswith("tiny:"):
