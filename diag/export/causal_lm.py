@@ -63,6 +63,8 @@ class ExportResult:
     validation: ValidationReport | None = None
     validation_time: float = 0.0
     patches: list[str] = field(default_factory=list)
+    #: how many times each fusion fired (:func:`diag.export.fusions.fuse_decoder`)
+    fusions: dict[str, int] = field(default_factory=dict)
 
     def __fspath__(self) -> str:
         return self.filename
@@ -238,8 +240,8 @@ def export_causal_lm(
     :param verbose: prints the patches, the steps and the validation table
     :param exporter: ``"onnx-dynamo"``
     :param fuse: rewrites the decoder's patterns into fused ops
-        (:func:`diag.export.fusions.fuse_decoder`): a decode step runs ~800 kernels
-        instead of ~1,600 (SmolLM2); False keeps the exporter's graph
+        (:func:`diag.export.fusions.fuse_decoder`): a decode step runs ~560 kernels
+        instead of ~2,400 (SmolLM2); False keeps the exporter's graph
     :return: an :class:`ExportResult` (usable as a path)
 
     The model's ``generation_config`` goes into the file's metadata
@@ -296,6 +298,7 @@ def export_causal_lm(
             validation=validation,
             validation_time=validation_time,
             patches=side.get("patches", []),
+            fusions=side.get("fusions") or {},
         )
 
     was_training = model.training
@@ -339,4 +342,5 @@ def export_causal_lm(
         validation=validation,
         validation_time=validation_time,
         patches=patches,
+        fusions=dict(timings.fusions),
     )

@@ -179,6 +179,8 @@ def test_cached_export_is_reused_and_force_exports_again(exports, monkeypatch):
     mtime = os.stat(result.filename).st_mtime_ns
     again = export_causal_lm(model, result.filename)
     assert again.cached and calls == [] and again.key == result.key
+    # what the export did is remembered: the fusions of two tiny llama layers
+    assert result.fusions["rms_norm"] == 5 and again.fusions == result.fusions
     assert again.validation.as_dict() == result.validation.as_dict()
     assert os.stat(result.filename).st_mtime_ns == mtime
 
