@@ -14,6 +14,13 @@ For each it reports the largest absolute difference per output group (``logits``
 ``present.key``, ``present.value``) and raises :class:`ExportValidationError` when
 one exceeds the tolerance.
 
+A sliding-window layer keeps its last ``sliding_window - 1`` positions in torch and
+the whole past in the exported model: ONNX Runtime is fed the whole past and torch
+the cache cut to the window, so an input set longer than the window (``decode``: 10
+positions) checks that the exported mask hides what torch dropped. Feeding the cut
+cache instead would give the layers pasts of different lengths (gemma2: the full
+layer keeps everything), which the exported graph rejects.
+
 The tolerance is ``atol`` (float32: 1e-4 absolute), unless float32 itself cannot be
 that precise: for a deep model, two correct float32 implementations (torch and ONNX
 Runtime use other kernels, other summation orders) differ by more than 1e-4 on logits
@@ -143,10 +150,16 @@ def make_step_inputs(
     with_position_ids: bool = True,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
-) -> dict[str, Any]:
+    with_full_past: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[torch.Tensor, torch.Tensor]]]:
     """Inputs of one step of any shape, ``past`` may be 0, the first row may be
     left-padded: ``input_ids``, ``attention_mask``, ``position_ids`` (positions of the
-    real tokens) and ``past_key_values`` (a DynamicCache built like the model builds it)."""
+    real tokens) and ``past_key_values`` (a DynamicCache built like the model builds it).
+
+    A sliding-window layer of that cache keeps only its last ``sliding_window - 1``
+    positions, whereas the exported model takes (and returns) the whole past:
+    ``with_full_past=True`` also returns the ``(key, value)`` pairs of every layer
+    uncut, the past to feed ONNX Runtime."""
     from diag.helpers.cache_helper import make_dynamic_cache
     from diag.models.inputs import decoder_dims
 
@@ -172,17 +185,21 @@ def make_step_inputs(
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         inputs[contract.POSITION_IDS] = positions[:, past:].contiguous()
     inputs["past_key_values"] = make_dynamic_cache(pairs, config=config)
-    return inputs
+    return (inputs, pairs) if with_full_past else inputs
 
 
-def _feeds(inputs: dict[str, Any], input_names: Sequence[str]) -> dict[str, np.ndarray]:
+def _feeds(
+    inputs: dict[str, Any], input_names: Sequence[str], full_past: Sequence[Any] | None = None
+) -> dict[str, np.ndarray]:
     from diag.helpers.cache_helper import cache_to_list
 
     feeds: dict[str, np.ndarray] = {}
     for name in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
         if name in inputs:
             feeds[name] = inputs[name].cpu().numpy()
-    for i, (k, v) in enumerate(cache_to_list(inputs["past_key_values"])):
+    # the cache's sliding layers hold the window only; the ONNX model wants the whole past
+    pairs = cache_to_list(inputs["past_key_values"]) if full_past is None else full_past
+    for i, (k, v) in enumerate(pairs):
         feeds[contract.past_key_name(i)] = k.detach().cpu().numpy()
         feeds[contract.past_value_name(i)] = v.detach().cpu().numpy()
     missing = set(input_names) - set(feeds)
@@ -237,14 +254,17 @@ def compare_one(
     name: str,
     atol: float = 1e-4,
     reference: Any = None,
+    full_past: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs torch and ONNX Runtime on ``inputs``; returns one row per output group.
 
     ``reference`` is a callable returning a float64 copy of the model; it is called
-    only when a group exceeds ``atol``, to measure the float32 noise."""
+    only when a group exceeds ``atol``, to measure the float32 noise. ``full_past``:
+    the uncut past of every layer fed to ONNX Runtime (see :func:`make_step_inputs`),
+    None: the cache's tensors."""
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
-    feeds = _feeds(inputs, input_names)
+    feeds = _feeds(inputs, input_names, full_past)
     logits, keys, values = _run_torch(model, inputs)
     got = dict(zip(output_names, session.run(None, feeds), strict=True))
     ids = inputs[contract.INPUT_IDS]
@@ -325,7 +345,7 @@ def validate_causal_lm(
     if dummy_inputs is not None:
         report.rows.extend(compare_one(model, session, dummy_inputs, "dummy", atol, ref))
     for k, spec in enumerate(input_sets):
-        inputs = make_step_inputs(
+        inputs, full_past = make_step_inputs(
             model.config,
             spec.batch,
             spec.seq,
@@ -334,8 +354,11 @@ def validate_causal_lm(
             with_position_ids=with_position_ids,
             dtype=dtype,
             seed=k + 1,
+            with_full_past=True,
         )
-        report.rows.extend(compare_one(model, session, inputs, spec.name, atol, ref))
+        report.rows.extend(
+            compare_one(model, session, inputs, spec.name, atol, ref, full_past=full_past)
+        )
     copies.clear()
     if verbose:
         print(report.table())

@@ -17,6 +17,12 @@ gemma2 alternates a sliding-window layer and a full-attention layer; its window 
 covers every position, so its sliding cache layer never drops tokens in the lengths
 used here but still has the sliding layer class.
 
+Variants (:data:`TINY_VARIANTS`) override a few fields of an architecture's config:
+``mistral-sw8`` (every layer slides over 8 positions: mistral applies
+``sliding_window`` to all its layers) and ``gemma2-sw8`` (window 8 on its sliding
+layer), so that short tests go past the window and the sliding cache drops tokens.
+They are not in :func:`list_tiny_models` (the suite runs every architecture of it).
+
 Example::
 
     >>> from diag.models import get_untrained_model_with_inputs
@@ -39,6 +45,12 @@ from diag.models.inputs import make_dummy_inputs
 
 _CONFIG_PACKAGE = "diag.models.configs"
 
+# name -> (architecture, fields overriding its config)
+TINY_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mistral-sw8": ("mistral", {"sliding_window": 8}),
+    "gemma2-sw8": ("gemma2", {"sliding_window": 8}),
+}
+
 
 def list_tiny_models() -> list[str]:
     """Names of the architectures of the tiny model zoo.
@@ -53,17 +65,24 @@ def list_tiny_models() -> list[str]:
 def get_tiny_config(name: str) -> PretrainedConfig:
     """Returns the config of the tiny model ``name`` (a fresh object each call).
 
+    ``name`` may also be a variant of :data:`TINY_VARIANTS`:
+
     >>> get_tiny_config("qwen2").num_hidden_layers
     2
+    >>> get_tiny_config("mistral-sw8").sliding_window
+    8
     """
     known = list_tiny_models()
+    overrides: dict[str, Any] = {}
+    if isinstance(name, str) and name in TINY_VARIANTS:
+        name, overrides = TINY_VARIANTS[name]
     if not isinstance(name, str) or name not in known:
         raise ValueError(
-            f"Unknown tiny model {name!r}; known architectures: {', '.join(known)}. "
-            "Use load_pretrained(...) for a real model."
+            f"Unknown tiny model {name!r}; known architectures: {', '.join(known)}, "
+            f"variants: {', '.join(TINY_VARIANTS)}. Use load_pretrained(...) for a real model."
         )
     text = resources.files(_CONFIG_PACKAGE).joinpath(f"{name}.json").read_text(encoding="utf-8")
-    kwargs = json.loads(text)
+    kwargs = {**json.loads(text), **overrides}
     model_type = kwargs.pop("model_type")
     return AutoConfig.for_model(model_type, **kwargs)
 
@@ -130,6 +149,7 @@ def get_untrained_model_with_inputs(
 
 
 __all__ = [
+    "TINY_VARIANTS",
     "get_tiny_config",
     "get_untrained_model_with_inputs",
     "list_tiny_models",
