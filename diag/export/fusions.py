@@ -128,6 +128,13 @@ def _replace(old: ir.Value, new: ir.Value) -> None:
         ir.convenience.replace_all_uses_with(old, new)
 
 
+def _inherit(nodes: ir.Node | list[ir.Node], origin: ir.Node) -> None:
+    """Gives new nodes the metadata of the node they replace: the exporter's module
+    scopes and stack trace (:func:`diag.localize_layer` maps layers through them)."""
+    for node in nodes if isinstance(nodes, list) else [nodes]:
+        node.metadata_props.update(origin.metadata_props)
+
+
 def _opset(model: ir.Model) -> int:
     return int(model.graph.opset_imports.get("", model.opset_imports.get("", 0)))
 
@@ -188,6 +195,7 @@ def fuse_rms_norm(graph: ir.Graph) -> int:
             attributes={"axis": -1, "epsilon": eps, "stash_type": 1},
             name=f"{node.name}_rms_norm",
         )
+        _inherit(fused, node)
         graph.insert_before(node, fused)
         _replace(node.outputs[0], fused.outputs[0])
         fused.outputs[0].shape, fused.outputs[0].type = node.outputs[0].shape, node.outputs[0].type
@@ -282,6 +290,8 @@ def fuse_rotary(graph: ir.Graph) -> int:
             cos = ir.node("Cos", [freqs], name=f"{freqs.name}_cos_half")
             sin = ir.node("Sin", [freqs], name=f"{freqs.name}_sin_half")
             producer = freqs.producer()
+            if producer is not None:
+                _inherit([cos, sin], producer)
             if producer is None:
                 graph.insert_before(next(iter(graph)), [cos, sin])
             else:
@@ -296,6 +306,7 @@ def fuse_rotary(graph: ir.Graph) -> int:
             attributes={"interleaved": 0},
             name=f"{node.name}_rotary",
         )
+        _inherit(fused, node)
         graph.insert_before(node, fused)
         _replace(node.outputs[0], fused.outputs[0])
         fused.outputs[0].shape, fused.outputs[0].type = node.outputs[0].shape, node.outputs[0].type
@@ -348,6 +359,7 @@ def fuse_attention_past(graph: ir.Graph) -> int:
             num_outputs=3,
             name=f"{node.name}_with_past",
         )
+        _inherit(fused, node)
         graph.insert_before(node, fused)
         for old, new in zip(
             (node.outputs[0], key_cat.outputs[0], value_cat.outputs[0]), fused.outputs, strict=True
@@ -479,6 +491,7 @@ def fuse_attention_3d(graph: ir.Graph) -> int:
                 squeeze = ir.node("Squeeze", [scale, axes], name=f"{scale.name}_3d")
                 squeeze.outputs[0].type = scale.type
                 if scale.producer() is not None:
+                    _inherit(squeeze, scale.producer())
                     graph.insert_after(scale.producer(), squeeze)
                 else:
                     graph.insert_before(next(iter(graph)), squeeze)
@@ -487,6 +500,7 @@ def fuse_attention_3d(graph: ir.Graph) -> int:
             mul.outputs[0].shape, mul.outputs[0].type = result.shape, result.type
             new_nodes.append(mul)
             result = mul.outputs[0]
+        _inherit(new_nodes, node)
         graph.insert_before(node, new_nodes)
         for old, new in zip(node.outputs[1:], fused.outputs[1:], strict=True):
             new.shape, new.type = old.shape, old.type
@@ -545,6 +559,7 @@ def pack_matmuls(graph: ir.Graph, min_group: int = 2) -> int:
                 num_outputs=len(members),
                 name=f"{first.name}_split",
             )
+            _inherit([matmul, split], first)
             graph.insert_before(first, [matmul, split])
             matmul.outputs[0].type = first.outputs[0].type
             shape = first.outputs[0].shape

@@ -82,6 +82,13 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23):
     assert ops["Pow"] == ops["Reciprocal"] == ops["Neg"] == ops["Transpose"] == 0
     # ~53 nodes per layer before, ~14 after
     assert nodes_before - len(list(fused_ir.graph)) >= 35 * layers
+    # the fused nodes keep the exporter's module scopes (diag.localize_layer reads them)
+    for node in fused_ir.graph:
+        if node.op_type in ("RMSNormalization", "RotaryEmbedding", "Attention", "Split"):
+            scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
+            assert "model" in scopes, (node.op_type, node.name)
+    attention = next(n for n in fused_ir.graph if n.op_type == "Attention")
+    assert "self_attn" in attention.metadata_props["pkg.torch.onnx.name_scopes"]
     # the cache outputs are now the attention's own outputs, under the same names
     after = _session(fused_ir)
     assert [o.name for o in after.get_outputs()] == [o.name for o in before.get_outputs()]
