@@ -179,7 +179,11 @@ def bench(
     repeat: int,
     warmup: int,
     names: list[str] | None = None,
+    between: Any = None,
 ) -> list[dict]:
+    """Times the functions, alternating them ``repeat`` times; ``between()`` runs after
+    each round (the kernel floor and the bandwidth probe: measured in the same minutes
+    as the functions, this VM's memory bandwidth drifting by 2x within minutes)."""
     enc = tokenizer(PROMPTS[:batch], return_tensors="pt", padding=True, padding_side="left")
     ids, mask = enc["input_ids"], enc["attention_mask"]
     kwargs = dict(
@@ -218,6 +222,8 @@ def bench(
             prefill, decode, total, out = _timed(fn)
             times[name].append((prefill, decode, total))
             outputs[name] = out
+        if between is not None:
+            between()
     rows = []
     for name, values in times.items():
         prefill = statistics.median(v[0] for v in values)
@@ -282,11 +288,17 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     )
     rows, floors, bandwidths = [], {}, []
     for b in args.batch:
-        rows.extend(bench(model, tokenizer, session, b, new_tokens, repeat, warmup, args.functions))
-        # measured right after the batch's runs: this VM's bandwidth drifts over minutes
         feeds = floor_feeds(b)
-        floors[b] = time_step(lambda feeds=feeds: floor_session.run(None, feeds))
-        bandwidths.append(read_bandwidth(threads=threads))
+        floor_times: list[float] = []
+
+        def between(feeds=feeds, floor_times=floor_times) -> None:
+            floor_times.append(time_step(lambda: floor_session.run(None, feeds), repeat=10))
+            bandwidths.append(read_bandwidth(threads=threads, repeat=3))
+
+        rows.extend(
+            bench(model, tokenizer, session, b, new_tokens, repeat, warmup, args.functions, between)
+        )
+        floors[b] = statistics.median(floor_times)
     df = pandas.DataFrame(rows)
 
     bandwidth = statistics.median(bandwidths)
