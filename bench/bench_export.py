@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"graph: {len(result.timings.notes) - len(tied)} weights pre-transposed, "
             f"tied weights read by Gemm(transB=1): {[n.split(':')[0] for n in tied]}"
         )
+    if result.fusions:
+        import onnx
+
+        nodes = len(onnx.load(result.filename, load_external_data=False).graph.node)
+        print(f"fusions: {result.fusions}; {nodes} nodes")
     if result.validation is not None:
         print(result.validation.table())
     if hasattr(os, "getloadavg"):
