@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+import onnx
+
 # run from a checkout without installing the package
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         begin = time.perf_counter()
         result = export_causal_lm(model, filename, verify=not args.no_verify, force=True)
         wall = time.perf_counter() - begin
+        nodes = len(onnx.load(result.filename, load_external_data=False).graph.node)
         sizes = {
             f: os.path.getsize(os.path.join(os.path.dirname(filename), f))
             for f in os.listdir(os.path.dirname(filename))
@@ -77,9 +80,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"tied weights read by Gemm(transB=1): {[n.split(':')[0] for n in tied]}"
         )
     if result.fusions:
-        import onnx
-
-        nodes = len(onnx.load(result.filename, load_external_data=False).graph.node)
         print(f"fusions: {result.fusions}; {nodes} nodes")
     if result.validation is not None:
         print(result.validation.table())
