@@ -135,6 +135,17 @@ def _inherit(nodes: ir.Node | list[ir.Node], origin: ir.Node) -> None:
         node.metadata_props.update(origin.metadata_props)
 
 
+def _substitute(graph: ir.Graph, chain: list[ir.Node], fused: ir.Node) -> None:
+    """Puts the one-output node ``fused`` in place of ``chain``, whose last node
+    produces the value every user of the pattern reads."""
+    last = chain[-1]
+    _inherit(fused, last)
+    graph.insert_before(last, fused)
+    fused.outputs[0].shape, fused.outputs[0].type = last.outputs[0].shape, last.outputs[0].type
+    _replace(last.outputs[0], fused.outputs[0])
+    graph.remove(chain, safe=True)
+
+
 def _opset(model: ir.Model) -> int:
     return int(model.graph.opset_imports.get("", model.opset_imports.get("", 0)))
 
@@ -195,11 +206,7 @@ def fuse_rms_norm(graph: ir.Graph) -> int:
             attributes={"axis": -1, "epsilon": eps, "stash_type": 1},
             name=f"{node.name}_rms_norm",
         )
-        _inherit(fused, node)
-        graph.insert_before(node, fused)
-        _replace(node.outputs[0], fused.outputs[0])
-        fused.outputs[0].shape, fused.outputs[0].type = node.outputs[0].shape, node.outputs[0].type
-        graph.remove(chain, safe=True)
+        _substitute(graph, chain, fused)
         count += 1
     return count
 
@@ -306,11 +313,7 @@ def fuse_rotary(graph: ir.Graph) -> int:
             attributes={"interleaved": 0},
             name=f"{node.name}_rotary",
         )
-        _inherit(fused, node)
-        graph.insert_before(node, fused)
-        _replace(node.outputs[0], fused.outputs[0])
-        fused.outputs[0].shape, fused.outputs[0].type = node.outputs[0].shape, node.outputs[0].type
-        graph.remove(chain, safe=True)
+        _substitute(graph, chain, fused)
         count += 1
     return count
 
