@@ -2,7 +2,9 @@
 memory-bandwidth bound of batch-1 decoding, measured in one run.
 
 SmolLM2-135M-Instruct in float32, greedy, ``--new-tokens`` new tokens per row with eos
-held back (``min_new_tokens``: every row yields all of them), at batch 1 and batch 8
+ignored (``eos_token_id=[]`` for the three functions: every row yields all of them, and
+no logits processor runs; ``min_new_tokens`` would add transformers' processor, ~1 ms a
+step on this machine, to every function), at batch 1 and batch 8
 (eight different prompts, left-padded). For each function and batch: the prefill time
 (prompt to first token), the decode throughput (the tokens after the first, all rows,
 per second), the end-to-end throughput (all new tokens / wall time); the ONNX session
@@ -188,7 +190,7 @@ def bench(
     ids, mask = enc["input_ids"], enc["attention_mask"]
     kwargs = dict(
         max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
+        eos_token_id=[],
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
     )

@@ -129,6 +129,9 @@ def generate(
     then ``model.generation_config``, then transformers' defaults, e.g. ``top_k=50``
     when sampling, 20 new tokens). Other ``GenerationConfig`` names (``min_new_tokens``,
     ``no_repeat_ngram_size``, ``min_p``, ``max_length``...) go through ``kwargs``.
+    None always means "not given": ``model.generate(eos_token_id=None)`` clears the
+    model's eos and generates past it, ``diag.generate(eos_token_id=None)`` keeps the
+    model's eos. To ignore eos in both, pass ``eos_token_id=[]``.
 
     ``input_ids`` may also be text, a list of texts, chat messages or a list of
     conversations when ``tokenizer`` is given. ``generator`` makes sampling use that
