@@ -1,4 +1,4 @@
-"""What the sub-commands print and write: the latency report, and atomic file writes.
+"""What the sub-commands print: the latency report, and file-name slugs.
 
 Example::
 
@@ -11,8 +11,6 @@ Example::
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,41 +92,6 @@ class LatencyReport:
         ]
         width = max(len(name) for name, _ in rows) + 4
         return "\n".join(f"{name:<{width}}{value}" for name, value in rows)
-
-
-def write_atomically(path: str, write: Callable[[str], None]) -> str:
-    """Calls ``write(tmp_path)`` on a temporary file in the folder of ``path``, then
-    renames it to ``path``: a reader never sees a half-written file and a failure leaves
-    the previous file untouched. Returns the absolute path.
-
-    >>> import os, tempfile
-    >>> d = tempfile.mkdtemp()
-    >>> p = write_atomically(os.path.join(d, "a.txt"), lambda t: open(t, "w").write("x"))
-    >>> open(p).read(), sorted(os.listdir(d))
-    ('x', ['a.txt'])
-    """
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f"{ext}.tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates the file private (0600); give it the usual permissions
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def slug(name: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas
 
 from diag.cli.backends import BACKEND_LABELS
-from diag.cli.report import write_atomically
+from diag.helpers.atomic_write import write_atomically
 
 COLUMNS = [
     "backend",

@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from importlib import metadata
 from typing import Any
 
 import torch
+
+from diag.helpers.atomic_write import write_text_atomically
 
 SIDECAR_SUFFIX = ".json"
 _PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "onnx-ir")
@@ -139,19 +140,8 @@ def read_sidecar(filename: str | os.PathLike) -> dict[str, Any] | None:
 
 def write_sidecar(filename: str | os.PathLike, content: dict[str, Any]) -> str:
     """Writes the sidecar atomically; returns its path."""
-    path = sidecar_path(filename)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sidecar-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=1, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    text = json.dumps(content, indent=1, sort_keys=True, default=str)
+    return write_text_atomically(sidecar_path(filename), text)
 
 
 def is_cached(filename: str | os.PathLike, key: str) -> bool:

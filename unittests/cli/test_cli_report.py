@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from diag.cli.backends import Generation, cut_after_eos
 from diag.cli.parity import find_divergence, first_divergent_step, max_logit_diff
-from diag.cli.report import LatencyReport, slug, write_atomically
+from diag.cli.report import LatencyReport, slug
 
 
 def test_latency_report_figures():
@@ -59,25 +57,6 @@ def test_find_divergence_reports_both_sides():
     assert max_logit_diff(ref, other, steps=2) == pytest.approx(6.0)
     assert max_logit_diff(ref, other, steps=1) == 0.0
     assert find_divergence(ref, ref, _Tok()) is None
-
-
-def test_write_atomically_keeps_old_file_on_failure(tmp_path):
-    path = tmp_path / "sub" / "a.csv"
-    write_atomically(str(path), lambda tmp: open(tmp, "w").write("old"))
-    assert path.read_text() == "old"
-    umask = os.umask(0)
-    os.umask(umask)
-    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
-
-    def broken(tmp):
-        with open(tmp, "w") as f:
-            f.write("half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        write_atomically(str(path), broken)
-    assert path.read_text() == "old"
-    assert os.listdir(path.parent) == ["a.csv"]
 
 
 def test_slug():
