@@ -173,6 +173,22 @@ def add_max_new_tokens_argument(parser: argparse.ArgumentParser, default: int) -
     )
 
 
+def add_chat_and_warmup_arguments(parser: argparse.ArgumentParser, warmup_help: str) -> None:
+    """``--chat`` and ``--warmup N`` (``warmup_help`` says what the untimed calls are)."""
+    parser.add_argument(
+        "--chat",
+        action="store_true",
+        help="send every prompt as a user message through the tokenizer's chat template",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
+        help=f"{warmup_help} (default: 1)",
+    )
+
+
 def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
     """The decoding options, named after :class:`transformers.GenerationConfig`."""
     group = parser.add_argument_group("decoding options")

@@ -23,11 +23,11 @@ import argparse
 import os
 
 from diag.cli.args import (
+    add_chat_and_warmup_arguments,
     add_max_new_tokens_argument,
     add_model_argument,
     add_prompt_argument,
     check_model_name,
-    non_negative_int,
     positive_int,
     prompts_of,
 )
@@ -58,17 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder receiving the CSV and the PNG (default: the current folder)",
     )
-    parser.add_argument(
-        "--chat",
-        action="store_true",
-        help="send every prompt as a user message through the tokenizer's chat template",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=non_negative_int,
-        default=1,
-        metavar="N",
-        help="untimed calls (2 tokens) per backend before the timed ones (default: 1)",
+    add_chat_and_warmup_arguments(
+        parser, "untimed calls (2 tokens) per backend before the timed ones"
     )
     parser.add_argument(
         "--top",

@@ -18,12 +18,12 @@ import time
 
 from diag.cli.args import (
     BACKENDS,
+    add_chat_and_warmup_arguments,
     add_decoding_arguments,
     add_model_argument,
     add_prompt_argument,
     check_decoding_arguments,
     check_model_name,
-    non_negative_int,
     prompts_of,
 )
 
@@ -48,17 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch = diag.generate, onnx = diag.onnx_generate, hf = model.generate "
         "(default: torch)",
     )
-    parser.add_argument(
-        "--chat",
-        action="store_true",
-        help="send every prompt as a user message through the tokenizer's chat template",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=non_negative_int,
-        default=1,
-        metavar="N",
-        help="untimed generation calls (2 tokens) before the timed one (default: 1)",
+    add_chat_and_warmup_arguments(
+        parser, "untimed generation calls (2 tokens) before the timed one"
     )
     parser.add_argument(
         "--force-export",
