@@ -18,6 +18,18 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 TINY_ARCHITECTURES = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gpt2"]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a whole module (:func:`diag.ort.generate.single_torch_thread`,
+    the setting restored afterwards). Modules of small models or of ``[batch, vocab]``
+    rows take it: on a loaded 2-core machine two torch threads spin-waiting on each
+    other, or on ONNX Runtime's pool, make every small op many times slower."""
+    from diag.ort.generate import single_torch_thread
+
+    with single_torch_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """``(model, tokenizer)`` of SmolLM2-135M-Instruct, float32, eval mode."""

@@ -7,7 +7,7 @@ import torch
 
 from diag.generation import StepEvent, TextDeltas, generate, prepare_prompt, stream
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 CODE = "def fibonacci(n):"
 CHATS = [
@@ -15,16 +15,6 @@ CHATS = [
     [{"role": "user", "content": "Write a Python function that returns the square of a number."}],
     [{"role": "user", "content": "Hi"}],
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # on a loaded 2-core machine two threads spin-waiting on each other make batched
-    # matmuls many times slower; one thread keeps this module's time predictable
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_greedy_equals_model_generate(smollm2):

@@ -22,14 +22,8 @@ ARCHS = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gpt2"]
 SAMPLING_ARCHS = ["llama", "gemma2", "gpt2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the tiny models are too small to gain from a second thread, and on a loaded
-    # machine two threads spin-waiting on each other make every matmul far slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# the tiny models are too small to gain from a second thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 KNOBS = {

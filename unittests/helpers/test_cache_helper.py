@@ -5,9 +5,7 @@ import torch
 from transformers import (
     DynamicCache,
     EncoderDecoderCache,
-    Gemma2Config,
     Gemma2ForCausalLM,
-    LlamaConfig,
     LlamaForCausalLM,
     StaticCache,
 )
@@ -22,17 +20,6 @@ from diag.helpers.cache_helper import (
     make_static_cache,
     map_cache_tensors,
 )
-
-
-def _llama_config(n_layers: int = 2) -> LlamaConfig:
-    return LlamaConfig(
-        num_hidden_layers=n_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_size=32,
-        intermediate_size=64,
-        vocab_size=100,
-    )
 
 
 def _pairs(n_layers: int, past: int, batch: int = 1, heads: int = 2, dim: int = 8):
@@ -67,7 +54,7 @@ def test_no_layers():
     assert cache_to_list(cache) == []
 
 
-def test_bad_inputs():
+def test_bad_inputs(llama_config):
     with pytest.raises(TypeError, match="pair"):
         make_dynamic_cache([torch.zeros(1, 2, 3, 4)])
     with pytest.raises(ValueError, match="batch, kv_heads, past, head_dim"):
@@ -75,7 +62,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="disagree"):
         make_dynamic_cache([(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 5, 4))])
     with pytest.raises(ValueError, match="describes 2 cache layers but 3"):
-        make_dynamic_cache(_pairs(3, 2), config=_llama_config(2))
+        make_dynamic_cache(_pairs(3, 2), config=llama_config(2))
     with pytest.raises(TypeError, match="cache_to_list"):
         make_dynamic_cache(make_dynamic_cache(_pairs(1, 2)))
     with pytest.raises(TypeError, match="layers"):
@@ -90,8 +77,8 @@ def test_is_cache():
 
 
 @pytest.mark.parametrize("past", [0, 5])
-def test_llama_accepts_cache(past):
-    config = _llama_config(2)
+def test_llama_accepts_cache(past, llama_config):
+    config = llama_config(2)
     torch.manual_seed(1)
     model = LlamaForCausalLM(config).eval()
     cache = make_dynamic_cache(_pairs(2, past), config=config)
@@ -119,17 +106,8 @@ def test_llama_accepts_cache(past):
             torch.testing.assert_close(v, rv)
 
 
-def test_sliding_window_config():
-    config = Gemma2Config(
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_size=32,
-        intermediate_size=64,
-        vocab_size=100,
-        head_dim=8,
-        sliding_window=4,
-    )
+def test_sliding_window_config(sliding_config):
+    config = sliding_config
     torch.manual_seed(2)
     model = Gemma2ForCausalLM(config).eval()
     prefix = torch.randint(0, 100, (1, 6))
@@ -164,8 +142,8 @@ def test_sliding_window_config():
     torch.testing.assert_close(out.logits, full, atol=1e-5, rtol=1e-5)
 
 
-def test_static_cache():
-    config = _llama_config(2)
+def test_static_cache(llama_config):
+    config = llama_config(2)
     pairs = _pairs(2, 3)
     cache = make_static_cache(pairs, config, max_cache_len=10)
     assert isinstance(cache, StaticCache)
@@ -205,16 +183,8 @@ def test_cache_parts_and_leaves():
     assert cache_to_list(ed)[0][0].shape[2] == 2
 
 
-def test_map_cache_tensors_keeps_class_and_original():
-    config = Gemma2Config(
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_size=32,
-        head_dim=8,
-        sliding_window=4,
-    )
-    cache = make_dynamic_cache(_pairs(2, 6), config=config)
+def test_map_cache_tensors_keeps_class_and_original(sliding_config):
+    cache = make_dynamic_cache(_pairs(2, 6), config=sliding_config)
     half = map_cache_tensors(cache, lambda t, name: t.half() if t.is_floating_point() else t)
     assert type(half) is DynamicCache
     assert [type(la).__name__ for la in half.layers] == [type(la).__name__ for la in cache.layers]

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
 from diag.helpers.max_diff import max_diff
@@ -111,17 +111,9 @@ def test_dtype_and_nan():
     assert d["n"] == 5
 
 
-def test_torch_against_onnxruntime_flat_outputs():
-    config = LlamaConfig(
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_size=32,
-        intermediate_size=64,
-        vocab_size=100,
-    )
+def test_torch_against_onnxruntime_flat_outputs(llama_config):
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(llama_config(2)).eval()
     with torch.no_grad():
         out = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True)
     # what an exported model returns: logits, present.0.key, present.0.value, ...

@@ -5,7 +5,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 import onnxruntime as ort
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from diag.helpers.cache_helper import (
     make_dynamic_cache,
@@ -126,10 +126,8 @@ def test_dynamic_cache():
     )
 
 
-def test_other_caches():
-    config = LlamaConfig(
-        num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, hidden_size=32
-    )
+def test_other_caches(llama_config):
+    config = llama_config(1)
     k = torch.zeros(1, 2, 3, 8)
     assert (
         string_type(make_static_cache([(k, k)], config, max_cache_len=5), with_shape=True)
@@ -143,16 +141,8 @@ def test_other_caches():
     )
 
 
-def test_model_output():
-    config = LlamaConfig(
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_size=32,
-        intermediate_size=64,
-        vocab_size=100,
-    )
-    model = LlamaForCausalLM(config).eval()
+def test_model_output(llama_config):
+    model = LlamaForCausalLM(llama_config(2)).eval()
     with torch.no_grad():
         out = model(input_ids=torch.zeros((1, 3), dtype=torch.int64), use_cache=True)
     assert string_type(out, with_shape=True) == (

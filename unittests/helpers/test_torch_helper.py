@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import DynamicCache, Gemma2Config, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
@@ -61,17 +61,9 @@ def test_to_any_by_name_and_device():
         to_any(_inputs(), 16)
 
 
-def test_to_any_sliding_cache_and_model_output():
-    config = Gemma2Config(
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_size=32,
-        head_dim=8,
-        sliding_window=4,
-    )
+def test_to_any_sliding_cache_and_model_output(sliding_config):
     k = torch.randn(1, 2, 6, 8)
-    cache = make_dynamic_cache([(k, k), (k, k)], config=config)
+    cache = make_dynamic_cache([(k, k), (k, k)], config=sliding_config)
     output = CausalLMOutputWithPast(logits=torch.zeros(1, 2, 5), past_key_values=cache)
     out = to_any(output, torch.float16)
     assert type(out) is CausalLMOutputWithPast
@@ -91,16 +83,8 @@ def test_to_any_numpy():
     assert out["b"].dtype == np.int64
 
 
-def test_get_weight_type():
-    config = LlamaConfig(
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_size=32,
-        intermediate_size=64,
-        vocab_size=100,
-    )
-    model = LlamaForCausalLM(config)
+def test_get_weight_type(llama_config):
+    model = LlamaForCausalLM(llama_config(1))
     assert get_weight_type(model) == torch.float32
     model = model.to(torch.bfloat16)
     # norms kept in float32 do not outvote the bfloat16 matrices

@@ -96,13 +96,7 @@ def bigram_lm():
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
+def _one_torch_thread(one_torch_thread):
     """The torch side of these tests works on ``[batch, vocab]`` rows and tiny models:
-    one thread is faster, and leaves the cores to ONNX Runtime's own thread pool
-    (two pools spinning on two cores slow each other down badly)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    one thread leaves the cores to ONNX Runtime's own thread pool."""
     yield
-    torch.set_num_threads(before)
