@@ -130,12 +130,12 @@ def generation_config_json(model: torch.nn.Module) -> str | None:
     return json.dumps(content, sort_keys=True, separators=(",", ":"))
 
 
-def _write_generation_config(model_ir: ir.Model, model: torch.nn.Module) -> None:
-    """Stores the generation config in the model's metadata: onnx_generate reads it as
-    its defaults (eos, pad, sampling), as model.generate reads model.generation_config."""
+def _write_generation_config(model_ir: ir.Model, text: str | None) -> None:
+    """Stores the generation config (:func:`generation_config_json`) in the model's
+    metadata: onnx_generate reads it as its defaults (eos, pad, sampling), as
+    model.generate reads model.generation_config."""
     from diag.ort.generate import GENERATION_CONFIG_METADATA
 
-    text = generation_config_json(model)
     if text is not None:
         model_ir.metadata_props[GENERATION_CONFIG_METADATA] = text
 
@@ -160,7 +160,8 @@ def _export(
     verbose: int,
     timings: ExportTimings,
     exporter: str,
-    fuse: bool = True,
+    fuse: bool,
+    generation_config: str | None,
 ) -> tuple[dict[str, Any], list[str], list[str], list[str], list[str]]:
     from diag.models.inputs import make_dummy_inputs
 
@@ -206,7 +207,7 @@ def _export(
         )
     rename_io(model_ir, input_names, output_names)
     _fix_mask_dim(model_ir)
-    _write_generation_config(model_ir, model)
+    _write_generation_config(model_ir, generation_config)
     begin = time.perf_counter()
     written = save_model_atomic(model_ir, filename)
     timings.save = time.perf_counter() - begin
@@ -306,7 +307,7 @@ def export_causal_lm(
     try:
         timings = ExportTimings()
         inputs, input_names, output_names, extra_files, patches = _export(
-            model, filename, opset, verbose, timings, exporter, fuse
+            model, filename, opset, verbose, timings, exporter, fuse, options["generation_config"]
         )
         validation = None
         begin = time.perf_counter()
