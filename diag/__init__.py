@@ -38,8 +38,10 @@ _LAZY: dict[str, str] = {
     "torch_export_patches": "diag.export",
     "to_onnx": "diag.export",
     "export_causal_lm": "diag.export",
-    # onnxruntime
+    # onnxruntime, and the contract it reads an exported model against
     "onnx_generate": "diag.ort",
+    "read_contract": "diag.contract",
+    "ContractError": "diag.contract",
     # diagnosis
     "compare_teacher_forced": "diag.diagnose",
     "first_divergence": "diag.diagnose",

@@ -1,5 +1,8 @@
 """Fixtures shared by the whole test suite.
 
+``bigram_lm`` builds hand-written ONNX models that follow (or break) the export
+contract, for the contract and ONNX Runtime tests.
+
 Tests that use the real model (SmolLM2-135M-Instruct) take the ``smollm2`` fixture and
 are marked ``slow``; CI runs them too.
 """
@@ -8,8 +11,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 
 # Two cores here: more threads only fight each other.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -37,3 +43,89 @@ def smollm2():
 
     model, tokenizer = load_pretrained("smollm2-135m-instruct")
     return model.eval(), tokenizer
+
+
+def build_bigram_lm(
+    num_layers: int = 2,
+    vocab: int = 16,
+    heads: int = 2,
+    head_dim: int = 4,
+    *,
+    seed: int = 0,
+    past_type: int = TensorProto.FLOAT,
+    present_type: int | None = None,
+    ids_type: int = TensorProto.INT64,
+    with_position_ids: bool = True,
+    num_present_layers: int | None = None,
+    rename: dict[str, str] | None = None,
+) -> tuple[onnx.ModelProto, np.ndarray]:
+    """A causal LM small enough to write by hand and to check by hand.
+
+    ``logits = E[input_ids]`` (so greedy decoding follows ``next = argmax E[prev]``) and
+    each layer's cache grows by ``K[input_ids]`` per step: ``present.i.* =
+    Concat(past_key_values.i.*, ...)`` along the length axis, as the contract says.
+    The keyword arguments break the contract on purpose. Returns the model and ``E``.
+    """
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((vocab, vocab)).astype(np.float32)
+    kv = rng.standard_normal((vocab, heads, head_dim)).astype(np.float32)
+    present_type = past_type if present_type is None else present_type
+    num_present_layers = num_layers if num_present_layers is None else num_present_layers
+    inits = [numpy_helper.from_array(table, "E"), numpy_helper.from_array(kv, "K")]
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids64"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["E", "ids64"], ["logits"]),
+        helper.make_node("Gather", ["K", "ids64"], ["kv_bshd"]),
+        helper.make_node("Transpose", ["kv_bshd"], ["kv_new32"], perm=[0, 2, 1, 3]),
+        helper.make_node("Cast", ["kv_new32"], ["kv_new"], to=past_type),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", ids_type, ["batch", "seq_length"]),
+        helper.make_tensor_value_info(
+            "attention_mask", TensorProto.INT64, ["batch", "total_length"]
+        ),
+    ]
+    if with_position_ids:
+        inputs.append(
+            helper.make_tensor_value_info(
+                "position_ids", TensorProto.INT64, ["batch", "seq_length"]
+            )
+        )
+    outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq_length", vocab])
+    ]
+    for i in range(num_layers):
+        for kind in ("key", "value"):
+            past = f"past_key_values.{i}.{kind}"
+            inputs.append(
+                helper.make_tensor_value_info(
+                    past, past_type, ["batch", heads, "past_length", head_dim]
+                )
+            )
+            if i < num_present_layers:
+                present = f"present.{i}.{kind}"
+                nodes.append(helper.make_node("Concat", [past, "kv_new"], [present + "_"], axis=2))
+                nodes.append(helper.make_node("Cast", [present + "_"], [present], to=present_type))
+                outputs.append(
+                    helper.make_tensor_value_info(
+                        present, present_type, ["batch", heads, "total_length", head_dim]
+                    )
+                )
+    graph = helper.make_graph(nodes, "bigram_lm", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    for old, new in (rename or {}).items():
+        for v in list(model.graph.input) + list(model.graph.output):
+            if v.name == old:
+                v.name = new
+        for node in model.graph.node:
+            node.input[:] = [new if n == old else n for n in node.input]
+            node.output[:] = [new if n == old else n for n in node.output]
+    onnx.checker.check_model(model)
+    return model, table
+
+
+@pytest.fixture(scope="session")
+def bigram_lm():
+    """The factory :func:`build_bigram_lm`."""
+    return build_bigram_lm

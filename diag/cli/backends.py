@@ -156,6 +156,7 @@ class TorchRunner:
         options: DecodingArgs,
         output_logits: bool = False,
     ) -> Generation:
+        # imported here, as in the other runners: a run loads the backends it uses only
         from diag.generation import generate
 
         generator = torch.Generator().manual_seed(options.seed)

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
 
+    # imported here: `--help` and the argument checks answer before torch is loaded
     from diag.cli.exporting import export_model
     from diag.cli.loading import load_model
 

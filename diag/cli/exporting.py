@@ -91,6 +91,7 @@ def export_model(
     A validation failure does not raise: the result says ``passed=False`` and holds the
     library's message, and the file is kept (the library only refuses to cache it).
     """
+    # imported here, as below: the exporter is loaded by the commands that export
     from diag.export import ExportValidationError, export_causal_lm
 
     _quiet_exporter_logs()

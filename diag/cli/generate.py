@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     import dataclasses
 
+    # imported here: `--help` and the argument checks answer before torch is loaded
     from diag.cli.backends import BACKEND_LABELS, DecodingArgs, make_runner
     from diag.cli.loading import encode_prompts, eos_token_ids, load_model, progress
     from diag.cli.report import LatencyReport

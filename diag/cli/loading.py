@@ -32,6 +32,7 @@ def progress(*args: Any, **kwargs: Any) -> Any:
 def load_model(name_or_path: str) -> tuple[Any, Any]:
     """Loads ``(model, tokenizer)`` with :func:`diag.models.load_pretrained`, the model in
     eval mode and the tokenizer ready for batches (left padding, a pad token)."""
+    # imported here: transformers is loaded when a model is, not with the CLI
     from diag.models import load_pretrained
 
     check_model_name(name_or_path)

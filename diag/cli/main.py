@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from diag import __version__
 from diag.cli import compare, export, generate
 
 #: sub-command name -> module with ``HELP``, ``DESCRIPTION``, ``add_arguments``, ``run``
@@ -46,8 +47,6 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command line, one sub-parser per command."""
-    from diag import __version__
-
     parser = OneLineErrorParser(
         prog="diag",
         description=(

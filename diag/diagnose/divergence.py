@@ -214,6 +214,7 @@ def first_divergence(
         if div:
             print(div)  # step, both sides' top-5, margins, verdict
     """
+    # imported here: diag.generation imports transformers, which `import diag.diagnose` skips
     from diag.generation.decoding import check_inputs, decode
     from diag.generation.options import resolve_options
 

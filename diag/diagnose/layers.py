@@ -73,7 +73,8 @@ import onnx
 import pandas as pd
 import torch
 
-from diag.export import contract
+from diag import contract
+from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype
 
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 _NAMESPACE = "namespace"
@@ -295,6 +296,8 @@ def _normalize_inputs(inputs: Any) -> dict[str, Any]:
     past = inputs.get("past_key_values")
     past_len = 0
     if past is not None:
+        # imported here, as below: cache_helper imports transformers, which
+        # `import diag.diagnose` skips
         from diag.helpers.cache_helper import cache_to_list, is_cache, make_dynamic_cache
 
         if not is_cache(past):
@@ -313,15 +316,6 @@ def _normalize_inputs(inputs: Any) -> dict[str, Any]:
     return feeds
 
 
-_ONNX_TO_NP = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32,
-}
-
-
 def _onnx_feeds(proto: onnx.ModelProto, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
     from diag.helpers.cache_helper import cache_to_list
 
@@ -336,7 +330,7 @@ def _onnx_feeds(proto: onnx.ModelProto, feeds: dict[str, Any]) -> dict[str, np.n
     k = 0
     for inp in graph_inputs:
         name = inp.name
-        elem = _ONNX_TO_NP.get(inp.type.tensor_type.elem_type, np.float32)
+        elem = onnx_dtype_to_numpy_dtype(inp.type.tensor_type.elem_type)
         if name in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
             out[name] = feeds[name].numpy().astype(elem)
             continue
@@ -561,7 +555,7 @@ def localize_layer(
 
     :param model: the torch causal LM (a transformers ``*ForCausalLM``)
     :param onnx_model_path: its export (path or ``onnx.ModelProto``), following
-        :mod:`diag.export.contract`
+        :mod:`diag.contract`
     :param inputs: ``{"input_ids": ..., "attention_mask": ..., "position_ids": ...,
         "past_key_values": ...}`` (only ``input_ids`` required; a missing cache means an
         empty one, a missing mask means all ones, missing positions follow the mask) or

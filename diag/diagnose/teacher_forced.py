@@ -138,6 +138,7 @@ def compare_teacher_forced(
         df = compare_teacher_forced(model, "model.onnx", ids, max_new_tokens=10)
         df["max_abs_diff"].max(), df["argmax_agree"].all()
     """
+    # imported here: diag.generation imports transformers, which `import diag.diagnose` skips
     from diag.generation.decoding import check_inputs, prompt_position_ids
 
     if max_new_tokens is not None and (

@@ -4,7 +4,7 @@
   and caches exportable with :func:`torch.export.export`;
 * :func:`to_onnx`: export any model, timed, optimised, written atomically;
 * :func:`export_causal_lm`: export a causal LM in one call, following the export
-  contract (:mod:`diag.export.contract`), validated against torch, cached;
+  contract (:mod:`diag.contract`), validated against torch, cached;
 * :func:`fuse_decoder`: rewrite a decoder's RMSNorm, rotary, attention and projections
   into the ONNX ops made for them (``export_causal_lm`` does it by default).
 

@@ -3,7 +3,7 @@
 It builds the dummy inputs and dynamic shapes
 (:func:`diag.models.make_dummy_inputs`), exports under
 :func:`diag.export.torch_export_patches`, names inputs and outputs after the
-export contract (:mod:`diag.export.contract`), writes the model atomically, checks it
+export contract (:mod:`diag.contract`), writes the model atomically, checks it
 against torch on several input sets (:func:`diag.export.validate.validate_causal_lm`)
 and stores a key in a sidecar so that the next call with the same model reuses the
 file.
@@ -30,7 +30,7 @@ from typing import Any
 import onnx_ir as ir
 import torch
 
-from diag.export import contract
+from diag import contract
 from diag.export.export_cache import (
     cache_dir,
     export_key_parts,
@@ -85,6 +85,8 @@ def _model_name(model: torch.nn.Module) -> str:
 
 
 def _num_layers(model: torch.nn.Module) -> int:
+    # imported here, as below: diag.models imports transformers, which `import diag.export`
+    # (to_onnx, fuse_decoder: any model) skips
     from diag.models.inputs import decoder_dims
 
     return decoder_dims(model.config).num_layers
@@ -134,10 +136,8 @@ def _write_generation_config(model_ir: ir.Model, text: str | None) -> None:
     """Stores the generation config (:func:`generation_config_json`) in the model's
     metadata: onnx_generate reads it as its defaults (eos, pad, sampling), as
     model.generate reads model.generation_config."""
-    from diag.ort.generate import GENERATION_CONFIG_METADATA
-
     if text is not None:
-        model_ir.metadata_props[GENERATION_CONFIG_METADATA] = text
+        model_ir.metadata_props[contract.GENERATION_CONFIG_METADATA] = text
 
 
 def _fix_mask_dim(model_ir: ir.Model) -> None:
@@ -183,8 +183,8 @@ def _export(
             for k, v in inputs.items()
         }
     num_layers = _num_layers(model)
-    input_names = contract.input_names(num_layers, with_position_ids=with_position_ids)
-    output_names = contract.output_names(num_layers)
+    input_names = contract.DIAG_LAYOUT.input_names(num_layers, with_position_ids=with_position_ids)
+    output_names = contract.DIAG_LAYOUT.output_names(num_layers)
     with torch_export_patches(verbose=verbose) as report:
         model_ir = export_to_ir(
             model,
@@ -294,8 +294,8 @@ def export_causal_lm(
             filename=filename,
             key=key,
             cached=True,
-            input_names=contract.input_names(num_layers, with_position_ids),
-            output_names=contract.output_names(num_layers),
+            input_names=contract.DIAG_LAYOUT.input_names(num_layers, with_position_ids),
+            output_names=contract.DIAG_LAYOUT.output_names(num_layers),
             validation=validation,
             validation_time=validation_time,
             patches=side.get("patches", []),

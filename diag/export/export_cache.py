@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+import diag
 from diag.helpers.atomic_write import write_text_atomically
 
 SIDECAR_SUFFIX = ".json"
@@ -37,6 +38,7 @@ _PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "onnx-ir")
 def cache_dir() -> str:
     """Root folder of diag's caches: ``$DIAG_CACHE`` or ``~/.cache/diag``
     (the same root as the model zoo's, :func:`diag.models.pretrained.cache_root`)."""
+    # imported here: diag.models imports transformers, which `import diag.export` skips
     from diag.models.pretrained import cache_root
 
     return os.path.abspath(cache_root())
@@ -44,8 +46,6 @@ def cache_dir() -> str:
 
 def versions() -> dict[str, str]:
     """Versions of diag and of the packages an export depends on."""
-    import diag
-
     found = {"diag": diag.__version__, "diag.export": export_code_hash()}
     for name in _PACKAGES:
         try:
@@ -55,20 +55,27 @@ def versions() -> dict[str, str]:
     return found
 
 
-def export_code_hash() -> str:
-    """SHA-256 (16 hex digits) of the source files of :mod:`diag.export`.
+#: the packages whose code decides what an export writes: the exporter and the contract
+_HASHED_PACKAGES = ("export", "contract")
 
-    The version number of diag does not move with every change of a patch or an
-    optimisation pass; this hash does, so such a change invalidates cached exports.
+
+def export_code_hash() -> str:
+    """SHA-256 (16 hex digits) of the source files of :mod:`diag.export` and
+    :mod:`diag.contract`.
+
+    The version number of diag does not move with every change of a patch, an
+    optimisation pass or a name of the contract; this hash does, so such a change
+    invalidates cached exports.
     """
-    root = os.path.dirname(os.path.abspath(__file__))
+    diag_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     digest = hashlib.sha256()
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
-        for name in sorted(files):
-            if name.endswith(".py"):
-                with open(os.path.join(folder, name), "rb") as f:
-                    digest.update(name.encode() + b"\0" + f.read())
+    for package in _HASHED_PACKAGES:
+        for folder, dirs, files in sorted(os.walk(os.path.join(diag_root, package))):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    with open(os.path.join(folder, name), "rb") as f:
+                        digest.update(name.encode() + b"\0" + f.read())
     return digest.hexdigest()[:16]
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from diag.export.cache_pytree import register_cache_pytrees, unregister_cache_pytrees
 from diag.export.patch import Patch
+from diag.export.patches import TORCH_PATCHES, TRANSFORMERS_PATCHES
 
 
 @dataclass
@@ -43,8 +44,6 @@ class PatchReport:
 
 def selected_patches(patch_transformers: bool = True, patch_torch: bool = True) -> list[Patch]:
     """The built-in patches of the chosen kinds, in the order they are applied."""
-    from diag.export.patches import TORCH_PATCHES, TRANSFORMERS_PATCHES
-
     patches: list[Patch] = []
     if patch_torch:
         patches.extend(TORCH_PATCHES)

@@ -3,7 +3,7 @@
 The exporter names graph inputs after the flattened arguments
 (``past_key_values_0``...) and outputs after the nodes producing them
 (``linear_14``, ``cat_3``...). :func:`rename_io` gives them the names of the export
-contract (:mod:`diag.export.contract`).
+contract (:mod:`diag.contract`).
 
 Example::
 

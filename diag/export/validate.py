@@ -53,7 +53,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from diag.export import contract
+from diag import contract
+from diag.helpers.max_diff import max_diff
 
 # a difference within this many times the float32 noise is rounding, not an export error
 NOISE_FACTOR = 8.0
@@ -160,6 +161,7 @@ def make_step_inputs(
     positions, whereas the exported model takes (and returns) the whole past:
     ``with_full_past=True`` also returns the ``(key, value)`` pairs of every layer
     uncut, the past to feed ONNX Runtime."""
+    # imported here, as below: they import transformers, which `import diag.export` skips
     from diag.helpers.cache_helper import make_dynamic_cache
     from diag.models.inputs import decoder_dims
 
@@ -221,8 +223,6 @@ def _aligned(expected: torch.Tensor, got: np.ndarray) -> np.ndarray:
 def _max_abs(expected: Any, got: Any) -> float:
     """Largest absolute difference (:func:`diag.max_diff`), inf on a shape mismatch
     or a NaN on one side only."""
-    from diag.helpers.max_diff import max_diff
-
     return float(max_diff(expected, got)["abs"])
 
 
@@ -309,7 +309,7 @@ def validate_causal_lm(
     """Compares the ONNX model ``filename`` with ``model`` on several input sets.
 
     :param model: the torch causal LM the file was exported from
-    :param filename: the exported model (following :mod:`diag.export.contract`)
+    :param filename: the exported model (following :mod:`diag.contract`)
     :param dummy_inputs: the export inputs, checked first when given (not modified)
     :param input_sets: the other shapes to check
     :param atol: tolerance on the absolute difference; None picks it from the model's

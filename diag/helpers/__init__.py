@@ -1,6 +1,7 @@
 """Helpers shared by the whole library: describe (:func:`string_type`), compare
-(:func:`max_diff`), convert (:func:`to_any`, :func:`get_weight_type`) and build caches
-(:func:`make_dynamic_cache`, :func:`cache_to_list`...).
+(:func:`max_diff`), convert (:func:`to_any`, :func:`get_weight_type`, the dtype table
+of :mod:`diag.helpers.dtypes`) and build caches (:func:`make_dynamic_cache`,
+:func:`cache_to_list`...).
 
 The cache helpers are resolved lazily so that importing the others does not import
 transformers::
@@ -18,14 +19,10 @@ from typing import Any
 
 # Imported eagerly: two modules carry the name of their function, and a lazy name would
 # be shadowed by the submodule once `diag.helpers.string_type` is imported.
+from diag.helpers.dtypes import onnx_dtype_to_torch_dtype, torch_dtype_to_onnx_dtype
 from diag.helpers.max_diff import max_diff
 from diag.helpers.string_type import string_type
-from diag.helpers.torch_helper import (
-    get_weight_type,
-    onnx_dtype_to_torch_dtype,
-    to_any,
-    torch_dtype_to_onnx_dtype,
-)
+from diag.helpers.torch_helper import get_weight_type, to_any
 
 # public name -> module that defines it (these import transformers)
 _LAZY: dict[str, str] = {

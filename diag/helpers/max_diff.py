@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diag.helpers.dtypes import onnx_dtype_to_torch_dtype
 from diag.helpers.string_type import _is_cache, _is_model_output, _is_ortvalue, string_type
 
 _LEAF_NUMBERS = (bool, int, float, np.generic)
@@ -41,8 +42,6 @@ def _dtype_name(obj: Any) -> str | None:
     if isinstance(obj, np.ndarray):
         return obj.dtype.name
     if _is_ortvalue(obj):
-        from diag.helpers.torch_helper import onnx_dtype_to_torch_dtype
-
         try:
             return str(onnx_dtype_to_torch_dtype(obj.element_type())).replace("torch.", "")
         except ValueError:
@@ -102,6 +101,7 @@ def _flatten(obj: Any, path: str) -> list[tuple[str, Any]]:
     if _is_leaf(obj):
         return [(path, obj)]
     if _is_cache(obj):
+        # imported here: cache_helper imports transformers, which diag.helpers skips
         from diag.helpers.cache_helper import cache_leaves
 
         return [(p, t) for p, t in cache_leaves(obj, path) if t is not None]
@@ -227,6 +227,7 @@ class _Walker:
                 self.walk(a, b, _join(path, i))
             return
         if ke.startswith("cache:") and kg.startswith("cache:"):
+            # imported here: cache_helper imports transformers, which diag.helpers skips
             from diag.helpers.cache_helper import cache_to_list
 
             try:

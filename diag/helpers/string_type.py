@@ -61,32 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diag.helpers.torch_helper import _TORCH_TO_ONNX
-
-# numpy dtype name -> ONNX element type (ml_dtypes gives numpy a bfloat16 and float8 types)
-_NUMPY_TO_ONNX: dict[str, int] = {
-    "float32": 1,
-    "uint8": 2,
-    "int8": 3,
-    "uint16": 4,
-    "int16": 5,
-    "int32": 6,
-    "int64": 7,
-    "object": 8,
-    "str": 8,
-    "bool": 9,
-    "float16": 10,
-    "float64": 11,
-    "uint32": 12,
-    "uint64": 13,
-    "complex64": 14,
-    "complex128": 15,
-    "bfloat16": 16,
-    "float8_e4m3fn": 17,
-    "float8_e4m3fnuz": 18,
-    "float8_e5m2": 19,
-    "float8_e5m2fnuz": 20,
-}
+from diag.helpers.dtypes import numpy_dtype_to_onnx_dtype, torch_dtype_to_onnx_dtype
 
 
 def _fmt(value: float, integral: bool) -> str:
@@ -111,8 +86,9 @@ def _stats(values: np.ndarray | torch.Tensor) -> str:
     try:
         if values.dtype.kind in "biu":
             return _torch_stats(torch.from_numpy(np.asarray(values, dtype=np.int64)))
-        if values.dtype.kind == "f" or values.dtype.name in _NUMPY_TO_ONNX:
-            # covers ml_dtypes' bfloat16 / float8 too, which numpy knows as kind "V"
+        # the second test covers ml_dtypes' bfloat16 / float8 too, which numpy knows as
+        # kind "V"; it raises a ValueError for a dtype without an ONNX element type
+        if values.dtype.kind == "f" or numpy_dtype_to_onnx_dtype(values.dtype):
             return _torch_stats(torch.from_numpy(np.asarray(values, dtype=np.float64)))
     except (TypeError, ValueError):
         pass
@@ -147,15 +123,19 @@ def _shape(shape: tuple[Any, ...], with_shape: bool) -> str:
 
 
 def _torch_code(dtype: torch.dtype) -> str:
-    code = _TORCH_TO_ONNX.get(dtype)
-    return str(code) if code is not None else str(dtype).replace("torch.", "")
+    try:
+        return str(torch_dtype_to_onnx_dtype(dtype))
+    except ValueError:
+        return str(dtype).replace("torch.", "")
 
 
 def _numpy_code(dtype: np.dtype) -> str:
-    code = _NUMPY_TO_ONNX.get(dtype.name)
-    if code is None and dtype.kind in "SU":
-        code = 8
-    return str(code) if code is not None else dtype.name
+    if dtype.kind in "SU":
+        return "8"  # ONNX STRING, whatever the width numpy gives the strings
+    try:
+        return str(numpy_dtype_to_onnx_dtype(dtype))
+    except ValueError:
+        return dtype.name
 
 
 def _is_ortvalue(obj: Any) -> bool:
@@ -236,6 +216,7 @@ def string_type(obj: Any, with_shape: bool = False, with_min_max: bool = False) 
     if isinstance(obj, torch.device):
         return f"device({obj})"
     if _is_cache(obj):
+        # imported here: cache_helper imports transformers, which diag.helpers skips
         from diag.helpers.cache_helper import cache_parts
 
         try:

@@ -1,6 +1,6 @@
-"""Small torch utilities: recursive conversion (:func:`to_any`), the dtype of a model's
-weights (:func:`get_weight_type`) and the mapping between torch dtypes and ONNX element
-types (:func:`torch_dtype_to_onnx_dtype`, :func:`onnx_dtype_to_torch_dtype`).
+"""Small torch utilities: recursive conversion (:func:`to_any`) and the dtype of a
+model's weights (:func:`get_weight_type`). The dtype conversions between torch, numpy
+and ONNX live in :mod:`diag.helpers.dtypes`.
 
 Example::
 
@@ -20,57 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# ONNX element types (onnx.TensorProto.DataType), kept here to avoid importing onnx for a table
-_TORCH_TO_ONNX: dict[torch.dtype, int] = {
-    torch.float32: 1,
-    torch.uint8: 2,
-    torch.int8: 3,
-    torch.uint16: 4,
-    torch.int16: 5,
-    torch.int32: 6,
-    torch.int64: 7,
-    torch.bool: 9,
-    torch.float16: 10,
-    torch.float64: 11,
-    torch.uint32: 12,
-    torch.uint64: 13,
-    torch.complex64: 14,
-    torch.complex128: 15,
-    torch.bfloat16: 16,
-}
-for _name, _code in [
-    ("float8_e4m3fn", 17),
-    ("float8_e4m3fnuz", 18),
-    ("float8_e5m2", 19),
-    ("float8_e5m2fnuz", 20),
-]:
-    if hasattr(torch, _name):
-        _TORCH_TO_ONNX[getattr(torch, _name)] = _code
-_ONNX_TO_TORCH: dict[int, torch.dtype] = {v: k for k, v in _TORCH_TO_ONNX.items()}
-
-
-def torch_dtype_to_onnx_dtype(dtype: torch.dtype) -> int:
-    """Returns the ONNX element type (``onnx.TensorProto.FLOAT`` = 1, ...) of a torch dtype.
-
-    >>> torch_dtype_to_onnx_dtype(torch.int64), torch_dtype_to_onnx_dtype(torch.bfloat16)
-    (7, 16)
-    """
-    try:
-        return _TORCH_TO_ONNX[dtype]
-    except KeyError:
-        raise ValueError(f"torch dtype {dtype} has no ONNX element type.") from None
-
-
-def onnx_dtype_to_torch_dtype(elem_type: int) -> torch.dtype:
-    """Returns the torch dtype of an ONNX element type.
-
-    >>> onnx_dtype_to_torch_dtype(10)
-    torch.float16
-    """
-    try:
-        return _ONNX_TO_TORCH[int(elem_type)]
-    except KeyError:
-        raise ValueError(f"ONNX element type {elem_type} has no torch dtype.") from None
+from diag.helpers.dtypes import torch_dtype_to_numpy_dtype
 
 
 def _parse_target(dtype_or_device: Any) -> torch.dtype | torch.device:
@@ -107,9 +57,6 @@ def _convert_tensor(t: torch.Tensor, target: torch.dtype | torch.device) -> torc
     return t.to(target) if t.is_floating_point() else t
 
 
-_NUMPY_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
-
-
 def _to_any(obj: Any, target: torch.dtype | torch.device) -> Any:
     # imported here: cache_helper imports transformers, which torch_helper users may not need
     from diag.helpers.cache_helper import is_cache, map_cache_tensors
@@ -120,8 +67,11 @@ def _to_any(obj: Any, target: torch.dtype | torch.device) -> Any:
         return obj
     if isinstance(obj, np.ndarray):
         # numpy lives on the CPU; only a floating dtype numpy knows can be applied
-        if isinstance(target, torch.dtype) and obj.dtype.kind == "f" and target in _NUMPY_FLOATS:
-            return obj.astype(_NUMPY_FLOATS[target])
+        if isinstance(target, torch.dtype) and obj.dtype.kind == "f":
+            try:
+                return obj.astype(torch_dtype_to_numpy_dtype(target))
+            except ValueError:  # bfloat16, float8: numpy has no such dtype of its own
+                return obj
         return obj
     if is_cache(obj):
         return map_cache_tensors(obj, lambda t, _name: _convert_tensor(t, target))
@@ -206,9 +156,4 @@ def get_weight_type(model: torch.nn.Module) -> torch.dtype:
     return counts.most_common(1)[0][0]
 
 
-__all__ = [
-    "get_weight_type",
-    "onnx_dtype_to_torch_dtype",
-    "to_any",
-    "torch_dtype_to_onnx_dtype",
-]
+__all__ = ["get_weight_type", "to_any"]

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from diag.contract import DIM_BATCH, DIM_PAST, DIM_SEQ
 from diag.helpers.cache_helper import make_dynamic_cache
 
 # preferred example values of the dynamic dimensions (batch, seq, past); bumped when
@@ -215,9 +216,9 @@ def make_dummy_inputs(
         )
     inputs["past_key_values"] = make_dynamic_cache(pairs, config=config)
 
-    d_batch = torch.export.Dim("batch", min=1, max=1024)
-    d_seq = torch.export.Dim("seq_length", min=1, max=8192)
-    d_past = torch.export.Dim("past_length", min=1, max=8192)
+    d_batch = torch.export.Dim(DIM_BATCH, min=1, max=1024)
+    d_seq = torch.export.Dim(DIM_SEQ, min=1, max=8192)
+    d_past = torch.export.Dim(DIM_PAST, min=1, max=8192)
     dynamic_shapes: dict[str, Any] = {
         "input_ids": {0: d_batch, 1: d_seq},
         # past + seq: a sum of two Dims is not a valid derived Dim, export infers it

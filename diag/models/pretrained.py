@@ -52,6 +52,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diag.helpers.atomic_write import write_atomically, write_text_atomically
+from diag.models.untrained import get_tiny_config, make_untrained_model
 
 MANIFEST = "diag_manifest.json"
 _MANIFEST_FORMAT = 1
@@ -539,8 +540,6 @@ def _load_pretrained(name: str, dtype: torch.dtype, progress: bool) -> tuple[Any
     if name in KNOWN_MODELS:
         return _load_known(name, dtype, progress)
     if name.startswith("tiny:"):
-        from diag.models.untrained import get_tiny_config, make_untrained_model
-
         config = get_tiny_config(name[len("tiny:") :])
         model = make_untrained_model(config, dtype=dtype)
         return model, load_tokenizer(progress=progress)

@@ -1,5 +1,7 @@
 """ONNX Runtime: the step backend with IO binding and ``onnx_generate``.
 
+Models are read against diag's contract (:mod:`diag.contract`).
+
 Example::
 
     from diag.ort import onnx_generate
@@ -7,18 +9,14 @@ Example::
 """
 
 from diag.ort.backend import OrtBackend, OrtPast
-from diag.ort.contract import ContractError, ContractInfo, read_contract
 from diag.ort.generate import get_backend, onnx_generate
 from diag.ort.session import default_session_options, make_session
 
 __all__ = [
-    "ContractError",
-    "ContractInfo",
     "OrtBackend",
     "OrtPast",
     "default_session_options",
     "get_backend",
     "make_session",
     "onnx_generate",
-    "read_contract",
 ]

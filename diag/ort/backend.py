@@ -1,7 +1,7 @@
 """The ONNX Runtime :class:`~diag.generation.backend.StepBackend`.
 
 One step = one ``run_with_iobinding`` on a session that follows the export contract
-(:mod:`diag.export.contract`). The cache never leaves ONNX Runtime: the ``present.*``
+(:mod:`diag.contract`). The cache never leaves ONNX Runtime: the ``present.*``
 OrtValues a step returns are bound, as they are, as the next step's
 ``past_key_values.*`` inputs (no copy, no numpy, no device round trip). Only the last
 position's logits come back to Python each step, as a torch tensor that views the
@@ -24,15 +24,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from diag.export import contract as C
-from diag.ort.contract import ContractInfo, read_contract
+from diag.contract import ContractInfo, read_contract
 from diag.ort.session import provider_device
-
-_NUMPY_FLOATS = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.DOUBLE: np.float64,
-}
 
 
 class OrtPast(tuple):
@@ -112,9 +105,6 @@ class OrtBackend:
         )
         self._on_cpu = self.device_type == "cpu"
         self._empty_past: dict[int, OrtPast] = {}
-        self._int_names = [C.INPUT_IDS, C.ATTENTION_MASK] + (
-            [C.POSITION_IDS] if self.contract.has_position_ids else []
-        )
         #: inputs of the last step (numpy arrays and OrtValues), for debugging
         self.last_feeds: dict[str, Any] = {}
 
@@ -183,10 +173,11 @@ class OrtBackend:
             )
         feeds: dict[str, Any] = {}
         self.last_feeds = feeds
-        feeds[C.INPUT_IDS] = self._bind_int(C.INPUT_IDS, input_ids)
-        feeds[C.ATTENTION_MASK] = self._bind_int(C.ATTENTION_MASK, attention_mask)
+        ids, mask, positions = self.contract.layout.token_inputs
+        feeds[ids] = self._bind_int(ids, input_ids)
+        feeds[mask] = self._bind_int(mask, attention_mask)
         if self.contract.has_position_ids:
-            feeds[C.POSITION_IDS] = self._bind_int(C.POSITION_IDS, position_ids)
+            feeds[positions] = self._bind_int(positions, position_ids)
         # Binding an output to a device (no buffer) lets ONNX Runtime allocate it at
         # the right shape; rebinding every step matters: the binding otherwise keeps
         # the previous step's tensors and expects the same shapes.

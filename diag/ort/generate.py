@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +25,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from diag.contract import metadata_generation_config
 from diag.generation.decoding import decode
 from diag.generation.generate import prepare_prompt
 from diag.generation.options import resolve_options
@@ -33,10 +33,6 @@ from diag.generation.result import GenerateResult
 from diag.generation.streaming import GenerationStream, stream_decode
 from diag.ort.backend import OrtBackend
 from diag.ort.session import Providers, make_session
-
-#: key of the ONNX metadata entry holding the model's generation config (JSON), read as
-#: the defaults of the decoding options, like ``model.generation_config`` for torch
-GENERATION_CONFIG_METADATA = "generation_config"
 
 
 def get_backend(
@@ -85,19 +81,6 @@ def get_backend(
 
 def _as_list(providers: Providers) -> list:
     return [providers] if isinstance(providers, str) else list(providers or [])
-
-
-def metadata_generation_config(session: ort.InferenceSession) -> dict[str, Any] | None:
-    """The generation config stored in the model's metadata, if any (a dict)."""
-    meta = session.get_modelmeta().custom_metadata_map
-    text = meta.get(GENERATION_CONFIG_METADATA)
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _as_torch(x: Any, what: str) -> Any:

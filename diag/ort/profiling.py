@@ -16,6 +16,10 @@ from typing import Any
 import pandas
 import torch
 
+from diag.ort.backend import OrtBackend
+from diag.ort.generate import onnx_generate
+from diag.ort.session import make_session
+
 
 def read_profile(filename: str | os.PathLike) -> pandas.DataFrame:
     """Kernel time per operator type from an ONNX Runtime profile (JSON trace).
@@ -54,10 +58,6 @@ def profile_by_op_type(
     ``model`` is anything :func:`diag.ort.make_session` takes. The trace file is
     removed afterwards.
     """
-    from diag.ort.backend import OrtBackend
-    from diag.ort.generate import onnx_generate
-    from diag.ort.session import make_session
-
     session = make_session(model, providers, intra_op_num_threads=threads, enable_profiling=True)
     result = onnx_generate(
         OrtBackend(session), input_ids, max_new_tokens=new_tokens, return_result=True

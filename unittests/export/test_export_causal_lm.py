@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from diag.export import ExportValidationError, contract, export_causal_lm
+from diag import contract
+from diag.export import ExportValidationError, export_causal_lm
 from diag.export import causal_lm as causal_lm_module
 from diag.export.export_cache import export_key, is_cached, read_sidecar, write_sidecar
 from diag.export.validate import NOISE_FACTOR, make_step_inputs, validate_causal_lm
@@ -66,10 +67,10 @@ def test_tiny_architecture_exports_and_validates(exports, name):
     n = decoder_dims(model.config).num_layers
     proto = onnx.load(result.filename, load_external_data=False)
     with_pos = contract.POSITION_IDS in [i.name for i in proto.graph.input]
-    assert [i.name for i in proto.graph.input] == contract.input_names(
+    assert [i.name for i in proto.graph.input] == contract.DIAG_LAYOUT.input_names(
         n, with_position_ids=with_pos
     )
-    assert [o.name for o in proto.graph.output] == contract.output_names(n)
+    assert [o.name for o in proto.graph.output] == contract.DIAG_LAYOUT.output_names(n)
     table = result.validation.as_dict()
     assert set(table) == {"dummy", "prefill", "decode", "left_padding", "prefill_left_padding"}
     for input_set, row in table.items():

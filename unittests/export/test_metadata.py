@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from diag.contract import GENERATION_CONFIG_METADATA, metadata_generation_config
 from diag.export import export_causal_lm
 from diag.export.causal_lm import generation_config_json
 from diag.export.export_cache import export_key
 from diag.models import get_untrained_model_with_inputs
 from diag.ort import get_backend, onnx_generate
-from diag.ort.generate import GENERATION_CONFIG_METADATA, metadata_generation_config
 
 MAX_NEW = 8
 PAD = 7

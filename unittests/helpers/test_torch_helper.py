@@ -7,12 +7,7 @@ from transformers import DynamicCache, LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
-from diag.helpers.torch_helper import (
-    get_weight_type,
-    onnx_dtype_to_torch_dtype,
-    to_any,
-    torch_dtype_to_onnx_dtype,
-)
+from diag.helpers.torch_helper import get_weight_type, to_any
 
 
 def _inputs():
@@ -81,6 +76,9 @@ def test_to_any_numpy():
     out = to_any({"a": np.zeros(2, dtype=np.float32), "b": np.zeros(2, dtype=np.int64)}, "float16")
     assert out["a"].dtype == np.float16
     assert out["b"].dtype == np.int64
+    # numpy has no bfloat16 of its own: the array stays as it is
+    out = to_any({"a": np.zeros(2, dtype=np.float32)}, "bfloat16")
+    assert out["a"].dtype == np.float32
 
 
 def test_get_weight_type(llama_config):
@@ -94,31 +92,3 @@ def test_get_weight_type(llama_config):
         get_weight_type(torch.nn.ReLU())
     with pytest.raises(TypeError, match="nn.Module"):
         get_weight_type({"a": 1})
-
-
-def test_dtype_mapping():
-    from onnx import TensorProto
-
-    expected = {
-        torch.float32: TensorProto.FLOAT,
-        torch.uint8: TensorProto.UINT8,
-        torch.int8: TensorProto.INT8,
-        torch.int16: TensorProto.INT16,
-        torch.int32: TensorProto.INT32,
-        torch.int64: TensorProto.INT64,
-        torch.bool: TensorProto.BOOL,
-        torch.float16: TensorProto.FLOAT16,
-        torch.float64: TensorProto.DOUBLE,
-        torch.bfloat16: TensorProto.BFLOAT16,
-        torch.float8_e4m3fn: TensorProto.FLOAT8E4M3FN,
-        torch.float8_e5m2: TensorProto.FLOAT8E5M2,
-    }
-    assert {d: torch_dtype_to_onnx_dtype(d) for d in expected} == expected
-    assert torch_dtype_to_onnx_dtype(torch.float32) == 1
-    assert torch_dtype_to_onnx_dtype(torch.int64) == 7
-    assert torch_dtype_to_onnx_dtype(torch.float16) == 10
-    assert torch_dtype_to_onnx_dtype(torch.bfloat16) == 16
-    for dtype in [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool]:
-        assert onnx_dtype_to_torch_dtype(torch_dtype_to_onnx_dtype(dtype)) == dtype
-    with pytest.raises(ValueError, match="no torch dtype"):
-        onnx_dtype_to_torch_dtype(8)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import diag
+from diag.contract import ContractError
 from diag.export import export_causal_lm
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import ContractError, OrtBackend, get_backend, onnx_generate
+from diag.ort import OrtBackend, get_backend, onnx_generate
 from unittests.conftest import TINY_ARCHITECTURES  # noqa: F401  (the list is the source of truth)
 
 ARCHITECTURES = TINY_ARCHITECTURES

@@ -1,14 +1,16 @@
-"""The export contract as ONNX Runtime sees it: what is read, what is refused."""
+"""A session read against diag's layout: what is read, what is refused."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto
 
-from diag.ort import ContractError, onnx_generate, read_contract
+from diag.contract import DIAG_LAYOUT, ContractError, read_contract
+from diag.ort import onnx_generate
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -18,6 +20,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 def test_read_contract(bigram_lm):
     model, _ = bigram_lm(num_layers=3, vocab=11, heads=2, head_dim=4)
     info = read_contract(_session(model))
+    assert info.layout is DIAG_LAYOUT
     assert info.num_layers == 3
     assert info.has_position_ids
     assert info.past_names[:3] == [
@@ -31,6 +34,16 @@ def test_read_contract(bigram_lm):
     assert info.past_shapes == [(2, 4)] * 6
     assert info.past_elem_types == [TensorProto.FLOAT] * 6
     assert info.vocab_size == 11
+    assert {k: v.name for k, v in info.int_types.items()} == {
+        "input_ids": "int64",
+        "attention_mask": "int64",
+        "position_ids": "int64",
+    }
+
+
+def test_int32_ids_are_read(bigram_lm):
+    model, _ = bigram_lm(ids_type=TensorProto.INT32)
+    assert read_contract(_session(model)).int_types["input_ids"] == np.int32
 
 
 def test_without_position_ids(bigram_lm):
@@ -73,6 +86,15 @@ def test_without_position_ids(bigram_lm):
             {"num_layers": 0},
             ["no cache inputs 'past_key_values.{i}.key/value'", "no cache outputs"],
         ),
+        (
+            # only what the name pattern writes is a cache name
+            {"rename": {"past_key_values.1.key": "past_key_values.01.key"}},
+            [
+                "unexpected input 'past_key_values.01.key' (cache inputs must be named "
+                "'past_key_values.{i}.key' / 'past_key_values.{i}.value')",
+                "missing input 'past_key_values.1.key'",
+            ],
+        ),
     ],
 )
 def test_contract_errors(bigram_lm, kwargs, expected):
@@ -84,6 +106,7 @@ def test_contract_errors(bigram_lm, kwargs, expected):
         assert part in message
     # says what to do about it
     assert "diag.export_causal_lm" in message
+    assert DIAG_LAYOUT.describe() in message
     # onnx_generate fails the same way, before running anything
     with pytest.raises(ContractError):
         onnx_generate(model, torch.tensor([[1, 2]]), max_new_tokens=2)

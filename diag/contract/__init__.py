@@ -1,0 +1,66 @@
+"""diag's contract: how an exported decoder takes its inputs and returns its cache.
+
+The exporter (:mod:`diag.export`) writes models that follow it and the ONNX Runtime
+engine (:mod:`diag.ort`) and the diagnosis (:mod:`diag.diagnose`) read models against
+it; the three import it from here and none imports another for it.
+
+* :mod:`diag.contract.names`: the ONNX names (inputs, outputs, cache patterns) and the
+  dynamic dimensions;
+* :mod:`diag.contract.layout`: :class:`Layout`, the description of a decoder's inputs
+  and outputs, and :data:`DIAG_LAYOUT`, diag's own, with the contract in full;
+* :mod:`diag.contract.read`: :func:`read_contract`, a session checked against a
+  layout, :class:`ContractInfo` what it found, :class:`ContractError` why not;
+* :mod:`diag.contract.metadata`: the metadata entries (the generation config).
+
+Example::
+
+    >>> from diag.contract import DIAG_LAYOUT, past_key_name
+    >>> DIAG_LAYOUT.input_names(1)
+    ['input_ids', 'attention_mask', 'position_ids', 'past_key_values.0.key', 'past_key_values.0.value']
+    >>> past_key_name(3)
+    'past_key_values.3.key'
+"""
+
+from diag.contract.layout import DIAG_LAYOUT, Layout
+from diag.contract.metadata import GENERATION_CONFIG_METADATA, metadata_generation_config
+from diag.contract.names import (
+    ATTENTION_MASK,
+    DIM_BATCH,
+    DIM_PAST,
+    DIM_SEQ,
+    INPUT_IDS,
+    LOGITS,
+    PAST,
+    POSITION_IDS,
+    PRESENT,
+    CacheNames,
+    past_key_name,
+    past_value_name,
+    present_key_name,
+    present_value_name,
+)
+from diag.contract.read import ContractError, ContractInfo, read_contract
+
+__all__ = [
+    "ATTENTION_MASK",
+    "CacheNames",
+    "ContractError",
+    "ContractInfo",
+    "DIAG_LAYOUT",
+    "DIM_BATCH",
+    "DIM_PAST",
+    "DIM_SEQ",
+    "GENERATION_CONFIG_METADATA",
+    "INPUT_IDS",
+    "LOGITS",
+    "Layout",
+    "PAST",
+    "POSITION_IDS",
+    "PRESENT",
+    "metadata_generation_config",
+    "past_key_name",
+    "past_value_name",
+    "present_key_name",
+    "present_value_name",
+    "read_contract",
+]

@@ -1,0 +1,33 @@
+"""The metadata entries of diag's contract: what :func:`diag.export_causal_lm` stores
+in the ONNX model besides the graph, and how an engine reads it back.
+
+Example::
+
+    config = metadata_generation_config(session)  # None when the model has none
+    config["eos_token_id"]
+    # 2
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: key of the ONNX metadata entry holding the model's generation config (JSON), read as
+#: the defaults of the decoding options, like ``model.generation_config`` for torch
+GENERATION_CONFIG_METADATA = "generation_config"
+
+
+def metadata_generation_config(session: Any) -> dict[str, Any] | None:
+    """The generation config stored in the metadata of ``session`` (an
+    ``onnxruntime.InferenceSession``), as a dict, or None when there is none (or it is
+    not a JSON object)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    text = meta.get(GENERATION_CONFIG_METADATA)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
