@@ -103,19 +103,19 @@ PRESENT = CacheNames("present.{layer}.{kind}")
 
 def past_key_name(layer: int) -> str:
     """Name of the input holding layer ``layer``'s past keys."""
-    return PAST.name(layer, PAST.kinds[0])
+    return PAST.name(layer, "key")
 
 
 def past_value_name(layer: int) -> str:
     """Name of the input holding layer ``layer``'s past values."""
-    return PAST.name(layer, PAST.kinds[1])
+    return PAST.name(layer, "value")
 
 
 def present_key_name(layer: int) -> str:
     """Name of the output holding layer ``layer``'s keys after the step."""
-    return PRESENT.name(layer, PRESENT.kinds[0])
+    return PRESENT.name(layer, "key")
 
 
 def present_value_name(layer: int) -> str:
     """Name of the output holding layer ``layer``'s values after the step."""
-    return PRESENT.name(layer, PRESENT.kinds[1])
+    return PRESENT.name(layer, "value")
