@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from diag.diagnose import Divergence, first_divergence
+from diag.diagnose import Divergence, find_divergence, first_divergence
+from diag.diagnose.divergence import first_divergent_step
 
 
 class ScriptedBackend:
@@ -46,15 +47,15 @@ def test_near_tie_is_reported_benign():
         ScriptedBackend(a), ScriptedBackend(b), torch.tensor([[1, 2]]), max_new_tokens=steps
     )
     assert div and div.step == 3 and div.batch_index == 0
-    assert (div.torch_token, div.onnx_token) == (3, 4)
+    assert (div.reference_token, div.other_token) == (3, 4)
     assert div.common_prefix == [0, 1, 2]
-    assert div.torch_margin == pytest.approx(1e-6, abs=2e-7)
-    assert div.onnx_margin < 5e-6
+    assert div.reference_margin == pytest.approx(1e-6, abs=2e-7)
+    assert div.other_margin < 5e-6
     assert div.typical_diff == pytest.approx(1e-6, rel=0.01)
     assert div.near_tie is True
     assert "near tie" in str(div) and "benign" in str(div)
-    assert [c.token_id for c in div.torch_top[:2]] == [3, 4]
-    assert [c.token_id for c in div.onnx_top[:2]] == [4, 3]
+    assert [c.token_id for c in div.reference_top[:2]] == [3, 4]
+    assert [c.token_id for c in div.other_top[:2]] == [4, 3]
 
 
 def test_earliest_row_of_a_batch_and_no_divergence_result():
@@ -66,7 +67,7 @@ def test_earliest_row_of_a_batch_and_no_divergence_result():
     ids = torch.tensor([[1, 2], [3, 4]])
     div = first_divergence(ScriptedBackend(a), ScriptedBackend(b), ids, max_new_tokens=steps)
     assert (div.step, div.batch_index, div.per_row) == (2, 1, [4, 2])
-    assert div.onnx_token == 0 and div.onnx_top[0].logit == 9.0
+    assert div.other_token == 0 and div.other_top[0].logit == 9.0
     assert div.near_tie is False  # margin 4 against a typical difference of 0
     same = first_divergence(
         ScriptedBackend(a), ScriptedBackend(a.clone()), ids, max_new_tokens=steps
@@ -81,7 +82,7 @@ def test_good_export_has_no_divergence(tiny_model, tiny_onnx, prompt, greedy_str
     div = first_divergence(tiny_model, tiny_onnx, prompt, max_new_tokens=len(greedy_stream))
     assert isinstance(div, Divergence)
     assert not div.diverged and div.step is None
-    assert div.torch_tokens == greedy_stream == div.onnx_tokens
+    assert div.reference_tokens == greedy_stream == div.other_tokens
     assert "no divergence" in str(div)
 
 
@@ -102,21 +103,24 @@ def test_broken_embedding_diverges_where_the_streams_differ(
     )
     assert div.step == actual == broken_embedding.first_bad_step
     assert div.step > 0  # mid-way, not at the prefill
-    assert div.torch_tokens == greedy_stream
-    assert div.onnx_tokens == onnx_stream
+    assert div.reference_tokens == greedy_stream
+    assert div.other_tokens == onnx_stream
     assert div.common_prefix == greedy_stream[: div.step]
-    assert (div.torch_token, div.onnx_token) == (greedy_stream[actual], onnx_stream[actual])
+    assert (div.reference_token, div.other_token) == (greedy_stream[actual], onnx_stream[actual])
     assert (
-        div.torch_top[0].token_id == div.torch_token and div.onnx_top[0].token_id == div.onnx_token
+        div.reference_top[0].token_id == div.reference_token
+        and div.other_top[0].token_id == div.other_token
     )
-    assert len(div.torch_top) == 5 and div.torch_top[0].text == f"<{div.torch_token}>"
-    assert div.torch_top[0].logit - div.torch_top[1].logit == pytest.approx(div.torch_margin)
+    assert len(div.reference_top) == 5 and div.reference_top[0].text == f"<{div.reference_token}>"
+    assert div.reference_top[0].logit - div.reference_top[1].logit == pytest.approx(
+        div.reference_margin
+    )
     assert div.typical_diff < 1e-4 < div.max_abs_diff
     assert div.near_tie is False
     text = str(div)
     assert f"first divergence at step {actual}" in text and "not a near tie" in text
     d = div.to_dict()
-    assert d["step"] == actual and d["torch_top"][0]["token_id"] == div.torch_token
+    assert d["step"] == actual and d["reference_top"][0]["token_id"] == div.reference_token
 
 
 def test_bad_arguments(tiny_model, tiny_onnx, prompt):
@@ -161,3 +165,68 @@ def test_first_step_flip_at_rounding_level_is_a_near_tie():
     )
     assert div.step == 0 and div.typical_diff is None
     assert div.near_tie is True and div.verdict.startswith("near tie")
+
+
+def test_first_divergent_step():
+    assert first_divergent_step([1, 2, 3], [1, 2, 3]) is None
+    assert first_divergent_step([1, 2, 3], [1, 5, 3]) == 1
+    assert first_divergent_step([1, 2, 2], [1, 2]) == 2
+
+
+class _Tok:
+    def decode(self, ids):
+        return f"t{ids[0]}"
+
+
+def test_find_divergence_on_generations_already_made():
+    """What diag compare gives: the rows' tokens and the logits each side kept."""
+    ref_logits = [torch.tensor([[0.0, 3.0, 1.0, 2.9]]), torch.tensor([[5.0, 0.0, 0.0, 0.0]])]
+    other_logits = [torch.tensor([[0.0, 3.0, 1.0, 2.9]]), torch.tensor([[0.0, 0.0, 0.0, 6.0]])]
+    div = find_divergence(
+        [[1, 0]], [[1, 3]], ref_logits, other_logits, names=("hf", "onnx"), tokenizer=_Tok(),
+        num_candidates=2,
+    )  # fmt: skip
+    assert (div.step, div.reference_token, div.other_token) == (1, 0, 3)
+    assert (div.reference, div.other, div.common_prefix) == ("hf", "onnx", [1])
+    assert div.reference_top[0].token_id == 0 and len(div.reference_top) == 2
+    assert div.other_top[0].token_id == 3 and div.other_top[0].logit == 6.0
+    assert div.reference_margin == pytest.approx(5.0)
+    assert div.other_margin == pytest.approx(6.0)
+    # step 0 agreed exactly: margins of 5 and 6 are far above that usual difference
+    assert (div.typical_diff, div.max_abs_diff, div.largest_diff) == (0.0, 6.0, 6.0)
+    assert div.near_tie is False and div.verdict.startswith("not a near tie")
+    text = str(div)
+    assert "first divergence at step 1, after 1 identical tokens" in text
+    assert "  hf   chose 0 't0' (margin over its 2nd: 5)" in text
+    assert "  onnx top: 3 't3' (6) | " in text
+    assert "onnx computes something different from hf" in text
+    same = find_divergence([[1, 0]], [[1, 0]], ref_logits, ref_logits, names=("hf", "onnx"))
+    assert not same and same.step is None and same.largest_diff == 0.0
+    assert str(same) == "no divergence: hf and onnx generated the same 2 tokens"
+
+
+def test_largest_diff_stops_at_each_rows_divergence():
+    ref = [torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])]
+    other = [torch.tensor([[1.0, 0.5], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [9.0, 0.0]])]
+    # row 1 diverges at step 0 (diff 1); the 9 of its step 1 comes after it and does not
+    # count; row 0 agrees on both steps (diff 0.5 at step 0)
+    div = find_divergence([[0, 0], [0, 1]], [[0, 0], [1, 0]], ref, other)
+    assert (div.step, div.batch_index, div.per_row) == (0, 1, [None, 0])
+    assert div.largest_diff == 1.0 and div.max_abs_diff == 1.0
+
+
+def test_find_divergence_without_logits_or_after_a_stop():
+    div = find_divergence([[4, 5, 2]], [[4, 7, 2]], names=("hf", "torch"))
+    assert (div.step, div.reference_token, div.other_token) == (1, 5, 7)
+    assert div.reference_top == [] and div.reference_margin is None and div.largest_diff is None
+    assert div.near_tie is None and div.verdict is None
+    assert "logits not available" in str(div)
+    # one side stopped (eos 2) where the other went on: no logits on its side there
+    logits = [torch.tensor([[0.0, 1.0, 2.0]])] * 2
+    div = find_divergence([[1, 2]], [[1, 2, 0]], logits, logits + [torch.zeros(1, 3)])
+    assert (div.step, div.reference_token, div.other_token) == (2, None, 0)
+    assert div.reference_top == [] and len(div.other_top) == 3
+    assert div.near_tie is None and div.largest_diff == 0.0
+    assert "  torch stopped" in str(div)
+    with pytest.raises(ValueError, match="rows"):
+        find_divergence([[1]], [[1], [2]])
