@@ -18,7 +18,8 @@ Example::
     print(diag.localize_layer(model, "model.onnx", {"input_ids": ids}).culprit)
 """
 
-from diag.diagnose.divergence import Candidate, Divergence, find_divergence, first_divergence
+from diag.diagnose.divergence import Candidate, Divergence, find_divergence
+from diag.diagnose.free_running import first_divergence
 from diag.diagnose.layers import LayerLocalization, localize_layer, model_stages
 from diag.diagnose.metrics import step_metrics
 from diag.diagnose.plot import plot_layers, plot_teacher_forced

@@ -1,10 +1,11 @@
 """The first step where two generations stop choosing the same tokens, and why.
 
-Two sides generate from the same prompt: torch and ONNX in :func:`first_divergence`,
-``model.generate`` and each diag backend in ``python -m diag compare``. Their raw
-logits are kept at every step. The first position where the two token streams differ
-is the divergence; at that step both sides had read exactly the same tokens, so their
-logits are comparable and tell why they chose differently:
+Two sides generate from the same prompt: torch and ONNX in
+:func:`~diag.diagnose.free_running.first_divergence`, ``model.generate`` and each diag
+backend in ``python -m diag compare``. Their raw logits are kept at every step. The
+first position where the two token streams differ is the divergence; at that step both
+sides had read exactly the same tokens, so their logits are comparable and tell why
+they chose differently:
 
 * each side's top-k candidates, with their logits;
 * each side's *margin*, the gap between its best and second best logit
@@ -18,12 +19,13 @@ logits are comparable and tell why they chose differently:
   hesitated between two tokens and rounding picked another one: a near tie, benign
   (frequent in float16). When the margins are larger, the other side is suspect.
 
-:func:`find_divergence` does this on generations already made (their tokens and
-logits); :func:`first_divergence` runs both generations first.
+:func:`find_divergence` makes the :class:`Divergence` of two generations already made
+(their tokens and logits). The report type, its rule and its finder are one model read
+together, hence one module of about 380 lines.
 
 Example::
 
-    div = first_divergence(model, "model.onnx", input_ids, max_new_tokens=30, tokenizer=tok)
+    div = find_divergence(ref_rows, other_rows, ref_logits, other_logits, names=("hf", "onnx"))
     print(div)        # readable report
     div.step          # None when the token streams agree
 """
@@ -37,9 +39,6 @@ from typing import Any
 import torch
 
 from diag.diagnose.metrics import margin, max_abs_diff
-from diag.generation.decoding import check_inputs, decode
-from diag.generation.options import resolve_options
-from diag.ort.step_backend import as_step_backend
 
 #: a divergence is called a near tie when both margins stay below this multiple of the
 #: usual logits difference between the sides
@@ -69,7 +68,7 @@ class Divergence:
     ``step`` is None when the streams agree (the object is then falsy). Steps count the
     new tokens: step 0 is the token chosen from the prefill logits. The ``reference_*``
     fields describe the side named ``reference``, the ``other_*`` fields the side named
-    ``other`` (torch and onnx in :func:`first_divergence`).
+    ``other`` (torch and onnx in :func:`~diag.diagnose.free_running.first_divergence`).
     """
 
     #: first differing step, None when both generated the same tokens
@@ -376,93 +375,12 @@ def find_divergence(
     )
 
 
-def _row_streams(result: Any) -> list[list[int]]:
-    return [
-        result.new_tokens[row, :n].tolist() for row, n in enumerate(result.num_generated_tokens)
-    ]
-
-
-def first_divergence(
-    model: Any,
-    onnx_model_or_session: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    max_new_tokens: int = 20,
-    *,
-    tokenizer: Any = None,
-    num_candidates: int = 5,
-    seed: int | None = None,
-    providers: Any = None,
-    **decoding: Any,
-) -> Divergence:
-    """Generates with both backends and reports the first step where their tokens differ.
-
-    :param model: the transformers causal LM (or a torch StepBackend)
-    :param onnx_model_or_session: a path, an ``onnx.ModelProto``, an
-        ``onnxruntime.InferenceSession`` or an :class:`~diag.ort.backend.OrtBackend`
-    :param input_ids: the prompt ``[batch, seq]`` (left-padded for batches)
-    :param attention_mask: ``[batch, seq]``, 0 on the padding
-    :param max_new_tokens: length of the generations
-    :param tokenizer: adds the text of the tokens to the report
-    :param num_candidates: number of candidates reported per side (not ``top_k``,
-        which is the sampling option of that name)
-    :param seed: seeds both sides' sampling generators identically (sampling only)
-    :param providers: ONNX Runtime providers when a path / ModelProto is given
-    :param decoding: other decoding options, ``GenerationConfig`` names
-        (``do_sample``, ``temperature``, ``eos_token_id``, ``repetition_penalty``...);
-        greedy (``do_sample=False``) unless given, whatever the model's
-        ``generation_config`` says
-    :return: a :class:`Divergence` (sides ``torch`` and ``onnx``), falsy when both
-        streams agree
-
-    Example::
-
-        div = first_divergence(model, "model.onnx", ids, max_new_tokens=40, tokenizer=tok)
-        if div:
-            print(div)  # step, both sides' top-5, margins, verdict
-    """
-    if not isinstance(num_candidates, int) or num_candidates < 1:
-        raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}.")
-    if "output_logits" in decoding or "output_scores" in decoding:
-        raise ValueError("first_divergence sets output_logits itself; do not pass it.")
-    input_ids, attention_mask = check_inputs(input_ids, attention_mask)
-    decoding.setdefault("do_sample", False)
-    if decoding["do_sample"] and seed is None:
-        raise ValueError(
-            "first_divergence with do_sample=True needs a seed: both sides must draw the same "
-            "random numbers for their tokens to be comparable."
-        )
-    defaults = getattr(model, "generation_config", None)
-    options = resolve_options(
-        defaults=defaults, max_new_tokens=max_new_tokens, output_logits=True, **decoding
-    )
-    torch_backend = as_step_backend(model)
-    ort_backend = as_step_backend(onnx_model_or_session, providers, what="onnx_model_or_session")
-
-    def gen(backend: Any) -> Any:
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return decode(backend, input_ids, attention_mask, options, generator=generator)
-
-    pt = gen(torch_backend)
-    ox = gen(ort_backend)
-    return find_divergence(
-        _row_streams(pt),
-        _row_streams(ox),
-        pt.logits,
-        ox.logits,
-        names=("torch", "onnx"),
-        tokenizer=tokenizer,
-        num_candidates=num_candidates,
-    )
-
-
 __all__ = [
     "NEAR_TIE_FACTOR",
     "NOISE_RTOL",
     "Candidate",
     "Divergence",
     "find_divergence",
-    "first_divergence",
     "first_divergent_step",
     "near_tie_verdict",
     "top_candidates",
