@@ -45,6 +45,7 @@ _LAZY: dict[str, str] = {
     # diagnosis
     "compare_teacher_forced": "diag.diagnose",
     "first_divergence": "diag.diagnose",
+    "find_divergence": "diag.diagnose",
     "localize_layer": "diag.diagnose",
     "plot_teacher_forced": "diag.diagnose",
     "plot_layers": "diag.diagnose",

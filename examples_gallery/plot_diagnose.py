@@ -158,8 +158,8 @@ div = diag.first_divergence(model, broken, inputs.input_ids, inputs.attention_ma
                             max_new_tokens=MAX_NEW_TOKENS, tokenizer=tokenizer)  # fmt: skip
 print(div)
 if div:
-    print("torch:", repr(tokenizer.decode(div.torch_tokens)))
-    print("onnx: ", repr(tokenizer.decode(div.onnx_tokens)))
+    print("torch:", repr(tokenizer.decode(div.reference_tokens)))
+    print("onnx: ", repr(tokenizer.decode(div.other_tokens)))
 
 # %%
 # Which layer?

@@ -4,9 +4,10 @@ Runs ``model.generate`` (the reference), :func:`diag.generate` and
 :func:`diag.onnx_generate` greedily on the same prompts, checks that they generate the
 same tokens, prints a table (backend, duration, new tokens, tokens/s, parity, largest
 logit difference to the reference), and writes it as a CSV with a bar plot (PNG) into
-``--output``. When a backend diverges, it names the prompt, the first divergent step and
-the top candidates of both sides there, with their logits. The exit code is 1 when
-parity fails.
+``--output``. When a backend diverges, it names the prompt, the first divergent step,
+the top candidates of both sides there, with their logits, and whether it is a near tie
+(:func:`diag.find_divergence` makes that verdict from the logits the generations kept).
+The exit code is 1 when parity fails.
 
 Example::
 
@@ -87,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
     from diag.cli.backends import DecodingArgs, make_runner
     from diag.cli.loading import encode_prompts, eos_token_ids, load_model, progress
-    from diag.cli.parity import find_divergence, max_logit_diff
     from diag.cli.report import slug
     from diag.cli.tables import comparison_table, save_bar_plot, save_csv
+    from diag.diagnose.divergence import find_divergence
 
     model, tokenizer = load_model(args.model)
     options = DecodingArgs(
@@ -115,22 +116,29 @@ def run(args: argparse.Namespace) -> int:
             runners[name](batch.input_ids, batch.attention_mask, options, output_logits=True)
         )
 
-    divergences = []
+    # the parity verdict is diagnose's, on the tokens and logits generated above
+    divergences = []  # (prompt index, Divergence)
     diffs: dict[str, float] = {REFERENCE: 0.0}
     for name in ORDER:
         if name == REFERENCE:
             continue
-        worst = 0.0
+        largest: list[float | None] = []
         for i in range(len(prompts)):
             ref, gen = generations[REFERENCE][i], generations[name][i]
-            div = find_divergence(ref, gen, tokenizer, prompt_index=i, k=args.top)
-            if div is not None:
-                divergences.append(div)
-            # after a divergence the prefixes differ: compare the logits up to it
-            worst = max(
-                worst, max_logit_diff(ref, gen, steps=None if div is None else div.step + 1)
+            div = find_divergence(
+                ref.new_tokens,
+                gen.new_tokens,
+                ref.step_logits,
+                gen.step_logits,
+                names=(REFERENCE, name),
+                tokenizer=tokenizer,
+                num_candidates=args.top,
             )
-        diffs[name] = worst
+            if div:
+                divergences.append((i, div))
+            # after a divergence the prefixes differ: largest_diff stops at it
+            largest.append(div.largest_diff)
+        diffs[name] = float("nan") if None in largest else max(largest, default=0.0)
 
     print(
         f"model: {args.model}, {len(prompts)} prompt(s), greedy, max_new_tokens={args.max_new_tokens}"
@@ -141,10 +149,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"----- prompt {i + 1} ({REFERENCE}, {len(ref.new_tokens[0])} new tokens) -----")
         print(f"{prompt}\n>>> {text}" if args.chat else f"{prompt}{text}")
     print("-----")
-    for div in divergences:
-        print(div.format())
+    for i, div in divergences:
+        print(f"{div.other} diverges from {div.reference} on prompt {i + 1}: {div}")
 
-    failed = {d.backend for d in divergences}
+    failed = {div.other for _, div in divergences}
     table = comparison_table(
         generations, reference=REFERENCE, failed=failed, max_logit_diffs=diffs, order=ORDER
     )

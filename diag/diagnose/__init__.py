@@ -3,7 +3,9 @@
 * :func:`compare_teacher_forced`: both backends read the same tokens step by step;
   per-step logits difference, argmax agreement, top-k overlap, KL divergence.
 * :func:`first_divergence`: free-running generation on both sides; the first step
-  where the tokens differ, each side's top-k candidates and margins.
+  where the tokens differ, each side's top-k candidates and margins, and whether it
+  is a near tie. :func:`find_divergence` does the same on two generations already
+  made (``python -m diag compare`` uses it for its parity verdict).
 * :func:`localize_layer`: one input, hidden states compared after every decoder
   layer; the first layer beyond the tolerance.
 * :func:`plot_teacher_forced`, :func:`plot_layers`: matplotlib views of the above.
@@ -16,16 +18,19 @@ Example::
     print(diag.localize_layer(model, "model.onnx", {"input_ids": ids}).culprit)
 """
 
-from diag.diagnose.divergence import Candidate, Divergence, first_divergence
+from diag.diagnose.divergence import Candidate, Divergence, find_divergence
+from diag.diagnose.free_running import first_divergence
 from diag.diagnose.layers import LayerLocalization, localize_layer, model_stages
+from diag.diagnose.metrics import step_metrics
 from diag.diagnose.plot import plot_layers, plot_teacher_forced
-from diag.diagnose.teacher_forced import compare_teacher_forced, step_metrics
+from diag.diagnose.teacher_forced import compare_teacher_forced
 
 __all__ = [
     "Candidate",
     "Divergence",
     "LayerLocalization",
     "compare_teacher_forced",
+    "find_divergence",
     "first_divergence",
     "localize_layer",
     "model_stages",

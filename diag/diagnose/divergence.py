@@ -1,43 +1,50 @@
-"""The first step where torch and ONNX stop generating the same tokens.
+"""The first step where two generations stop choosing the same tokens, and why.
 
-Both backends generate freely with the same decoding loop
-(:func:`diag.generation.decoding.decode`, greedy by default) and their raw logits are
-kept at every step. The first position where the two token streams differ is the
-divergence; at that step both sides had read exactly the same tokens, so their logits
-are comparable and tell why they chose differently:
+Two sides generate from the same prompt: torch and ONNX in
+:func:`~diag.diagnose.free_running.first_divergence`, ``model.generate`` and each diag
+backend in ``python -m diag compare``. Their raw logits are kept at every step. The
+first position where the two token streams differ is the divergence; at that step both
+sides had read exactly the same tokens, so their logits are comparable and tell why
+they chose differently:
 
 * each side's top-k candidates, with their logits;
-* each side's *margin*, the gap between its best and second best logit;
-* a verdict. The *usual difference* between the runtimes is the median max absolute
-  logits difference on the steps before, where the tokens agreed (the difference at
-  the divergence step itself when it is the first step). When that difference is more
-  than :data:`NOISE_RTOL` (1%) of the logits' scale, no rounding explains it: the
-  exported model computes something else. Otherwise, when both margins are within
-  :data:`NEAR_TIE_FACTOR` times the usual difference, the models hesitated between
-  two tokens and rounding picked another one: a near tie, benign (frequent in
-  float16). When the margins are larger, the export is suspect.
+* each side's *margin*, the gap between its best and second best logit
+  (:func:`diag.diagnose.metrics.margin`);
+* a verdict (:func:`near_tie_verdict`). The *usual difference* between the sides is
+  the median max absolute logits difference on the steps before, where the tokens
+  agreed (the difference at the divergence step itself when it is the first step).
+  When that difference is more than :data:`NOISE_RTOL` (1%) of the logits' scale, no
+  rounding explains it: the two sides compute something else. Otherwise, when both
+  margins are within :data:`NEAR_TIE_FACTOR` times the usual difference, the models
+  hesitated between two tokens and rounding picked another one: a near tie, benign
+  (frequent in float16). When the margins are larger, the other side is suspect.
+
+:func:`find_divergence` makes the :class:`Divergence` of two generations already made
+(their tokens and logits). The report type, its rule and its finder are one model read
+together, hence one module of about 380 lines.
 
 Example::
 
-    div = first_divergence(model, "model.onnx", input_ids, max_new_tokens=30, tokenizer=tok)
+    div = find_divergence(ref_rows, other_rows, ref_logits, other_logits, names=("hf", "onnx"))
     print(div)        # readable report
     div.step          # None when the token streams agree
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from diag.diagnose._backends import make_backends
+from diag.diagnose.metrics import margin, max_abs_diff
 
 #: a divergence is called a near tie when both margins stay below this multiple of the
-#: usual logits difference between the runtimes
+#: usual logits difference between the sides
 NEAR_TIE_FACTOR = 10.0
-#: a usual difference above this fraction of the logits' scale (max |logit| of torch)
-#: is more than rounding: float32 stays near 1e-6, float16 / bfloat16 near 1e-3
+#: a usual difference above this fraction of the logits' scale (max |logit| of the
+#: reference) is more than rounding: float32 stays near 1e-6, float16 / bfloat16 near 1e-3
 NOISE_RTOL = 1e-2
 
 
@@ -56,42 +63,53 @@ class Candidate:
 
 @dataclass
 class Divergence:
-    """Where (and why) two token streams first differ; see :func:`first_divergence`.
+    """Where (and why) two token streams first differ; see :func:`find_divergence`.
 
     ``step`` is None when the streams agree (the object is then falsy). Steps count the
-    new tokens: step 0 is the token chosen from the prefill logits.
+    new tokens: step 0 is the token chosen from the prefill logits. The ``reference_*``
+    fields describe the side named ``reference``, the ``other_*`` fields the side named
+    ``other`` (torch and onnx in :func:`~diag.diagnose.free_running.first_divergence`).
     """
 
     #: first differing step, None when both generated the same tokens
     step: int | None
     #: the batch row where it happens first (the lowest row among the earliest)
     batch_index: int | None
-    #: number of steps compared (the shorter stream's length for that row)
+    #: number of steps compared: the shorter stream's length for that row (the longest
+    #: stream when the streams agree)
     num_steps: int
-    #: tokens each side chose at ``step``
-    torch_token: int | None = None
-    onnx_token: int | None = None
-    torch_text: str | None = None
-    onnx_text: str | None = None
-    #: the top-k candidates of each side at ``step``
-    torch_top: list[Candidate] = field(default_factory=list)
-    onnx_top: list[Candidate] = field(default_factory=list)
+    #: names of the two sides
+    reference: str = "torch"
+    other: str = "onnx"
+    #: tokens each side chose at ``step`` (None: that side had stopped)
+    reference_token: int | None = None
+    other_token: int | None = None
+    reference_text: str | None = None
+    other_text: str | None = None
+    #: the top-k candidates of each side at ``step`` (empty without its logits)
+    reference_top: list[Candidate] = field(default_factory=list)
+    other_top: list[Candidate] = field(default_factory=list)
     #: best minus second best logit, each side
-    torch_margin: float | None = None
-    onnx_margin: float | None = None
-    #: max |logits torch - logits onnx| at ``step``
+    reference_margin: float | None = None
+    other_margin: float | None = None
+    #: max |logits reference - logits other| at ``step``
     max_abs_diff: float | None = None
     #: median of that difference over the steps before (where the tokens agreed)
     typical_diff: float | None = None
-    #: True: a near tie, benign rounding; False: the export is suspect (see ``verdict``)
+    #: the largest max |logits difference| over the steps where both sides had read the
+    #: same tokens: every row's steps up to its own divergence included, all its steps
+    #: when it agrees; None without logits
+    largest_diff: float | None = None
+    #: True: a near tie, benign rounding; False: the other side is suspect (see
+    #: ``verdict``); None when a side has no logits at ``step``
     near_tie: bool | None = None
     #: the explanation of ``near_tie``, one sentence
     verdict: str | None = None
     #: the tokens both generated before ``step`` (row ``batch_index``)
     common_prefix: list[int] = field(default_factory=list)
     #: the whole new-token streams of row ``batch_index`` (row 0 when no divergence)
-    torch_tokens: list[int] = field(default_factory=list)
-    onnx_tokens: list[int] = field(default_factory=list)
+    reference_tokens: list[int] = field(default_factory=list)
+    other_tokens: list[int] = field(default_factory=list)
     #: first differing step of every batch row (None for rows that agree)
     per_row: list[int | None] = field(default_factory=list)
 
@@ -107,194 +125,263 @@ class Divergence:
         return asdict(self)
 
     def __str__(self) -> str:
+        ref, other = self.reference, self.other
         if self.step is None:
             rows = f" in all {len(self.per_row)} rows" if len(self.per_row) > 1 else ""
-            return f"no divergence: torch and onnx generated the same {self.num_steps} tokens{rows}"
+            return (
+                f"no divergence: {ref} and {other} generated the same {self.num_steps} tokens{rows}"
+            )
         row = f" (batch row {self.batch_index})" if len(self.per_row) > 1 else ""
+        width = max(len(ref), len(other))
 
-        def tok(token: int | None, text: str | None) -> str:
-            return f"{token} {text!r}" if text is not None else f"{token}"
+        def chose(name: str, token: int | None, text: str | None, gap: float | None) -> str:
+            if token is None:
+                return f"  {name:<{width}} stopped"
+            what = f"{token} {text!r}" if text is not None else f"{token}"
+            gap_text = "logits not available" if gap is None else f"{gap:.4g}"
+            return f"  {name:<{width}} chose {what} (margin over its 2nd: {gap_text})"
+
+        def top(name: str, candidates: list[Candidate]) -> str:
+            listed = " | ".join(str(c) for c in candidates) or "logits not available"
+            return f"  {name:<{width}} top: {listed}"
 
         lines = [
             f"first divergence at step {self.step}{row}, after {len(self.common_prefix)} identical tokens",
-            f"  torch chose {tok(self.torch_token, self.torch_text)} (margin over its 2nd: {self.torch_margin:.4g})",
-            f"  onnx  chose {tok(self.onnx_token, self.onnx_text)} (margin over its 2nd: {self.onnx_margin:.4g})",
-            f"  max |logits torch - onnx| at this step: {self.max_abs_diff:.3g}"
-            + (
-                f" (typical before: {self.typical_diff:.3g})"
-                if self.typical_diff is not None
-                else ""
-            ),
-            "  torch top: " + " | ".join(str(c) for c in self.torch_top),
-            "  onnx  top: " + " | ".join(str(c) for c in self.onnx_top),
+            chose(ref, self.reference_token, self.reference_text, self.reference_margin),
+            chose(other, self.other_token, self.other_text, self.other_margin),
         ]
+        if self.max_abs_diff is not None:
+            lines.append(
+                f"  max |logits {ref} - {other}| at this step: {self.max_abs_diff:.3g}"
+                + (
+                    f" (typical before: {self.typical_diff:.3g})"
+                    if self.typical_diff is not None
+                    else ""
+                )
+            )
+        lines += [top(ref, self.reference_top), top(other, self.other_top)]
         if self.verdict:
             lines.append(f"  verdict: {self.verdict}")
         return "\n".join(lines)
 
 
-def _top(logits: torch.Tensor, k: int, tokenizer: Any) -> list[Candidate]:
+def first_divergent_step(reference: Sequence[int], other: Sequence[int]) -> int | None:
+    """Index of the first new token where ``other`` differs from ``reference``, None if
+    they are equal. A stream that stops earlier (eos) differs at its end.
+
+    >>> first_divergent_step([5, 6, 7], [5, 6, 8]), first_divergent_step([5, 6], [5, 6])
+    (2, None)
+    >>> first_divergent_step([1, 2, 3], [1, 2])
+    2
+    """
+    for step, (a, b) in enumerate(zip(reference, other, strict=False)):
+        if a != b:
+            return step
+    if len(reference) != len(other):
+        return min(len(reference), len(other))
+    return None
+
+
+def top_candidates(logits: torch.Tensor, k: int = 5, tokenizer: Any = None) -> list[Candidate]:
+    """The ``k`` tokens with the largest logits in ``logits`` ``[vocab]``, best first,
+    with their text when a ``tokenizer`` is given.
+
+    >>> [c.token_id for c in top_candidates(torch.tensor([0.5, 3.0, 1.0]), k=2)]
+    [1, 2]
+    """
     values, ids = logits.float().topk(min(k, logits.shape[-1]))
-    texts = [tokenizer.decode([i]) for i in ids.tolist()] if tokenizer is not None else None
     return [
-        Candidate(int(i), float(v), texts[j] if texts else None)
-        for j, (i, v) in enumerate(zip(ids.tolist(), values.tolist(), strict=True))
+        Candidate(int(i), float(v), tokenizer.decode([int(i)]) if tokenizer is not None else None)
+        for i, v in zip(ids.tolist(), values.tolist(), strict=True)
     ]
 
 
-def _margin(logits: torch.Tensor) -> float:
-    top2 = logits.float().topk(min(2, logits.shape[-1])).values
-    return float(top2[0] - top2[-1])
-
-
-def _verdict(
-    t_logits: torch.Tensor, t_margin: float, o_margin: float, typical: float | None, diff: float
+def near_tie_verdict(
+    reference_logits: torch.Tensor,
+    reference_margin: float,
+    other_margin: float,
+    typical_diff: float | None,
+    step_diff: float,
+    names: tuple[str, str] = ("torch", "onnx"),
 ) -> tuple[bool, str]:
-    """``(near_tie, explanation)``, see the module docstring."""
-    noise = typical if typical is not None else diff
-    where = "on the agreeing steps before" if typical is not None else "at this first step"
-    scale = max(1.0, float(t_logits.float().abs().max()))
+    """``(near_tie, explanation)`` of a divergence, the rule of the module docstring.
+
+    ``typical_diff`` is the usual difference on the agreeing steps before (None at the
+    first step: ``step_diff``, the difference at the divergence step, stands for it).
+
+    >>> near_tie_verdict(torch.tensor([5.0, 5.0 - 1e-6]), 1e-6, 2e-6, 1e-6, 3e-6)[0]
+    True
+    >>> near_tie_verdict(torch.tensor([5.0, 1.0]), 4.0, 3.0, 1e-6, 5.0)[1][:19]
+    'not a near tie, a m'
+    """
+    ref, other = names
+    noise = typical_diff if typical_diff is not None else step_diff
+    where = "on the agreeing steps before" if typical_diff is not None else "at this first step"
+    scale = max(1.0, float(reference_logits.float().abs().max()))
+    suspect = (
+        f"{other} computes something different from {ref}"
+        " (see compare_teacher_forced and localize_layer)"
+    )
     if noise > NOISE_RTOL * scale:
         return False, (
             f"not rounding, the logits differ by {noise:.3g} {where}, {noise / scale:.1%} of "
-            f"their scale ({scale:.3g}); the exported model computes something different "
-            "(see compare_teacher_forced and localize_layer)"
+            f"their scale ({scale:.3g}); {suspect}"
         )
-    if max(t_margin, o_margin) <= NEAR_TIE_FACTOR * noise:
+    if max(reference_margin, other_margin) <= NEAR_TIE_FACTOR * noise:
         return True, (
             f"near tie, both margins are within {NEAR_TIE_FACTOR:g}x the usual difference "
-            f"between the runtimes ({noise:.3g}); rounding chose another token (benign)"
+            f"between {ref} and {other} ({noise:.3g}); rounding chose another token (benign)"
         )
     return False, (
-        f"not a near tie, a margin is far above the usual difference between the runtimes "
-        f"({noise:.3g}); the exported model computes something different at this step "
-        "(see compare_teacher_forced and localize_layer)"
+        f"not a near tie, a margin is far above the usual difference between {ref} and "
+        f"{other} ({noise:.3g}); {suspect} at this step"
     )
 
 
-def _row_stream(result: Any, row: int) -> list[int]:
-    return result.new_tokens[row, : result.num_generated_tokens[row]].tolist()
+def _step_logits(logits: Sequence[torch.Tensor] | None, step: int, row: int) -> torch.Tensor | None:
+    if logits is None or step >= len(logits):
+        return None
+    return logits[step][row]
 
 
-def first_divergence(
-    model: Any,
-    onnx_model_or_session: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    max_new_tokens: int = 20,
+def _row_diffs(
+    reference_logits: Sequence[torch.Tensor],
+    other_logits: Sequence[torch.Tensor],
+    row: int,
+    steps: int,
+) -> list[float]:
+    """max |difference| of row ``row`` at each of the first ``steps`` steps both sides have."""
+    steps = min(steps, len(reference_logits), len(other_logits))
+    return [
+        float(max_abs_diff(reference_logits[s][row], other_logits[s][row])) for s in range(steps)
+    ]
+
+
+def find_divergence(
+    reference_tokens: Sequence[Sequence[int]],
+    other_tokens: Sequence[Sequence[int]],
+    reference_logits: Sequence[torch.Tensor] | None = None,
+    other_logits: Sequence[torch.Tensor] | None = None,
     *,
+    names: tuple[str, str] = ("torch", "onnx"),
     tokenizer: Any = None,
     num_candidates: int = 5,
-    seed: int | None = None,
-    providers: Any = None,
-    **decoding: Any,
 ) -> Divergence:
-    """Generates with both backends and reports the first step where their tokens differ.
+    """The first :class:`Divergence` between two generations that are already made.
 
-    :param model: the transformers causal LM (or a torch StepBackend)
-    :param onnx_model_or_session: a path, an ``onnx.ModelProto``, an
-        ``onnxruntime.InferenceSession`` or an :class:`~diag.ort.backend.OrtBackend`
-    :param input_ids: the prompt ``[batch, seq]`` (left-padded for batches)
-    :param attention_mask: ``[batch, seq]``, 0 on the padding
-    :param max_new_tokens: length of the generations
+    :param reference_tokens: the new tokens of every row of the reference side, each row
+        up to its end (eos included)
+    :param other_tokens: the same for the other side, as many rows
+    :param reference_logits: the raw logits of every step, ``[rows, vocab]`` each (what
+        ``output_logits=True`` keeps); None when not kept: the report then has the
+        tokens only
+    :param other_logits: the same for the other side
+    :param names: the names of the two sides in the report
     :param tokenizer: adds the text of the tokens to the report
-    :param num_candidates: number of candidates reported per side (not ``top_k``,
-        which is the sampling option of that name)
-    :param seed: seeds both sides' sampling generators identically (sampling only)
-    :param providers: ONNX Runtime providers when a path / ModelProto is given
-    :param decoding: other decoding options, ``GenerationConfig`` names
-        (``do_sample``, ``temperature``, ``eos_token_id``, ``repetition_penalty``...);
-        greedy (``do_sample=False``) unless given, whatever the model's
-        ``generation_config`` says
+    :param num_candidates: number of candidates reported per side
     :return: a :class:`Divergence`, falsy when both streams agree
 
-    Example::
+    Example (two :class:`~diag.generation.result.GenerateResult` made with
+    ``output_logits=True``)::
 
-        div = first_divergence(model, "model.onnx", ids, max_new_tokens=40, tokenizer=tok)
-        if div:
-            print(div)  # step, both sides' top-5, margins, verdict
+        rows = lambda r: [r.new_tokens[i, :n].tolist()
+                          for i, n in enumerate(r.num_generated_tokens)]
+        div = find_divergence(rows(a), rows(b), a.logits, b.logits, names=("a", "b"))
     """
-    # imported here: diag.generation imports transformers, which `import diag.diagnose` skips
-    from diag.generation.decoding import check_inputs, decode
-    from diag.generation.options import resolve_options
-
+    if len(reference_tokens) != len(other_tokens):
+        raise ValueError(
+            f"the two sides have {len(reference_tokens)} and {len(other_tokens)} rows; "
+            "compare generations of the same prompts."
+        )
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}.")
-    if "output_logits" in decoding or "output_scores" in decoding:
-        raise ValueError("first_divergence sets output_logits itself; do not pass it.")
-    input_ids, attention_mask = check_inputs(input_ids, attention_mask)
-    decoding.setdefault("do_sample", False)
-    if decoding["do_sample"] and seed is None:
-        raise ValueError(
-            "first_divergence with do_sample=True needs a seed: both sides must draw the same "
-            "random numbers for their tokens to be comparable."
-        )
-    defaults = getattr(model, "generation_config", None)
-    options = resolve_options(
-        defaults=defaults, max_new_tokens=max_new_tokens, output_logits=True, **decoding
-    )
-    torch_backend, ort_backend = make_backends(model, onnx_model_or_session, providers)
-
-    def gen(backend: Any) -> Any:
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return decode(backend, input_ids, attention_mask, options, generator=generator)
-
-    pt = gen(torch_backend)
-    ox = gen(ort_backend)
-
-    per_row: list[int | None] = []
-    for row in range(pt.batch_size):
-        a, b = _row_stream(pt, row), _row_stream(ox, row)
-        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
-        if first is None and len(a) != len(b):
-            # one side stopped (eos) where the other went on: the shorter one's end
-            first = min(len(a), len(b))
-        per_row.append(first)
+    ref_name, other_name = names
+    streams = [(list(a), list(b)) for a, b in zip(reference_tokens, other_tokens, strict=True)]
+    per_row = [first_divergent_step(a, b) for a, b in streams]
+    largest = None
+    if reference_logits is not None and other_logits is not None:
+        diffs = [
+            d
+            for row, (a, b) in enumerate(streams)
+            for d in _row_diffs(
+                reference_logits,
+                other_logits,
+                row,
+                min(len(a), len(b)) if per_row[row] is None else per_row[row] + 1,
+            )
+        ]
+        largest = max(diffs, default=0.0)
 
     found = [(s, r) for r, s in enumerate(per_row) if s is not None]
     if not found:
+        a, b = streams[0] if streams else ([], [])
         return Divergence(
             step=None,
             batch_index=None,
-            num_steps=len(pt.logits),
-            torch_tokens=_row_stream(pt, 0),
-            onnx_tokens=_row_stream(ox, 0),
+            num_steps=max((len(x) for x, _ in streams), default=0),
+            reference=ref_name,
+            other=other_name,
+            largest_diff=largest,
+            reference_tokens=a,
+            other_tokens=b,
             per_row=per_row,
         )
     step, row = min(found)
-    a, b = _row_stream(pt, row), _row_stream(ox, row)
-    t_logits, o_logits = pt.logits[step][row], ox.logits[step][row]
-    diffs = [float((pt.logits[i][row] - ox.logits[i][row]).abs().max()) for i in range(step + 1)]
-    typical = float(torch.tensor(diffs[:-1]).median()) if step > 0 else None
-    t_margin, o_margin = _margin(t_logits), _margin(o_logits)
-    near_tie, verdict = _verdict(t_logits, t_margin, o_margin, typical, diffs[-1])
-    t_tok = a[step] if step < len(a) else None
-    o_tok = b[step] if step < len(b) else None
+    a, b = streams[row]
+    ref_step = _step_logits(reference_logits, step, row)
+    other_step = _step_logits(other_logits, step, row)
+    ref_margin = float(margin(ref_step.double())) if ref_step is not None else None
+    other_margin = float(margin(other_step.double())) if other_step is not None else None
+    step_diff = typical = near_tie = verdict = None
+    if ref_step is not None and other_step is not None:
+        diffs = _row_diffs(reference_logits, other_logits, row, step + 1)
+        step_diff = diffs[-1]
+        typical = float(torch.tensor(diffs[:-1]).median()) if step > 0 else None
+        near_tie, verdict = near_tie_verdict(
+            ref_step, ref_margin, other_margin, typical, step_diff, names
+        )
+    ref_token = a[step] if step < len(a) else None
+    other_token = b[step] if step < len(b) else None
 
     def text(token: int | None) -> str | None:
         return tokenizer.decode([token]) if tokenizer is not None and token is not None else None
+
+    def top(logits: torch.Tensor | None) -> list[Candidate]:
+        return [] if logits is None else top_candidates(logits, num_candidates, tokenizer)
 
     return Divergence(
         step=step,
         batch_index=row,
         num_steps=min(len(a), len(b)),
-        torch_token=t_tok,
-        onnx_token=o_tok,
-        torch_text=text(t_tok),
-        onnx_text=text(o_tok),
-        torch_top=_top(t_logits, num_candidates, tokenizer),
-        onnx_top=_top(o_logits, num_candidates, tokenizer),
-        torch_margin=t_margin,
-        onnx_margin=o_margin,
-        max_abs_diff=diffs[-1],
+        reference=ref_name,
+        other=other_name,
+        reference_token=ref_token,
+        other_token=other_token,
+        reference_text=text(ref_token),
+        other_text=text(other_token),
+        reference_top=top(ref_step),
+        other_top=top(other_step),
+        reference_margin=ref_margin,
+        other_margin=other_margin,
+        max_abs_diff=step_diff,
         typical_diff=typical,
+        largest_diff=largest,
         near_tie=near_tie,
         verdict=verdict,
         common_prefix=a[:step],
-        torch_tokens=a,
-        onnx_tokens=b,
+        reference_tokens=a,
+        other_tokens=b,
         per_row=per_row,
     )
 
 
-__all__ = ["NEAR_TIE_FACTOR", "NOISE_RTOL", "Candidate", "Divergence", "first_divergence"]
+__all__ = [
+    "NEAR_TIE_FACTOR",
+    "NOISE_RTOL",
+    "Candidate",
+    "Divergence",
+    "find_divergence",
+    "first_divergent_step",
+    "near_tie_verdict",
+    "top_candidates",
+]

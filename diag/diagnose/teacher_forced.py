@@ -21,54 +21,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from diag.diagnose._backends import make_backends
-
-
-def step_metrics(
-    expected: torch.Tensor, got: torch.Tensor, top_k: int = 5
-) -> dict[str, torch.Tensor]:
-    """Compares two ``[batch, vocab]`` logits tensors row by row.
-
-    Returns ``[batch]`` tensors: ``max_abs_diff``, ``torch_argmax``, ``onnx_argmax``,
-    ``argmax_agree``, ``topk_overlap`` (fraction of the ``top_k`` best tokens of
-    ``expected`` that are also among the ``top_k`` best of ``got``), ``kl_div``
-    (KL(expected || got) of the softmax distributions, in nats) and ``torch_margin``
-    (gap between the best and second best logit of ``expected``).
-
-    >>> a = torch.tensor([[2.0, 1.0, 0.0]])
-    >>> m = step_metrics(a, a + torch.tensor([[0.0, 1.5, 0.0]]), top_k=2)
-    >>> bool(m["argmax_agree"][0]), float(m["max_abs_diff"][0]), float(m["topk_overlap"][0])
-    (False, 1.5, 1.0)
-    """
-    if expected.shape != got.shape or expected.dim() != 2:
-        raise ValueError(
-            f"both logits must be [batch, vocab] with the same shape, got {tuple(expected.shape)} "
-            f"and {tuple(got.shape)}; do the torch model and the ONNX file have the same vocabulary?"
-        )
-    a = expected.detach().to(torch.float64)
-    b = got.detach().to(torch.float64)
-    k = min(top_k, a.shape[-1])
-    top_a = a.topk(k, dim=-1).indices
-    top_b = b.topk(k, dim=-1).indices
-    overlap = (top_a[:, :, None] == top_b[:, None, :]).any(-1).sum(-1).double() / k
-    log_pa = torch.log_softmax(a, -1)
-    log_pb = torch.log_softmax(b, -1)
-    # KL(p || q) = sum p (log p - log q); zero-probability terms of p contribute nothing
-    kl = torch.where(log_pa.isinf(), 0.0, log_pa.exp() * (log_pa - log_pb)).sum(-1).clamp(min=0)
-    top2 = a.topk(min(2, a.shape[-1]), dim=-1).values
-    margin = top2[:, 0] - top2[:, -1]
-    diff = (a - b).abs()
-    # a NaN anywhere is a difference, not something max() may hide
-    max_diff = torch.where(diff.isnan().any(-1), torch.inf, diff.nan_to_num(0).amax(-1))
-    return {
-        "max_abs_diff": max_diff,
-        "torch_argmax": top_a[:, 0],
-        "onnx_argmax": top_b[:, 0],
-        "argmax_agree": top_a[:, 0] == top_b[:, 0],
-        "topk_overlap": overlap,
-        "kl_div": kl,
-        "torch_margin": margin,
-    }
+from diag.diagnose.metrics import step_metrics
+from diag.generation.decoding import check_inputs, prompt_position_ids
+from diag.ort.step_backend import as_step_backend
 
 
 def _forced_tokens(tokens: Any, batch: int, max_new_tokens: int | None) -> torch.Tensor | None:
@@ -138,9 +93,6 @@ def compare_teacher_forced(
         df = compare_teacher_forced(model, "model.onnx", ids, max_new_tokens=10)
         df["max_abs_diff"].max(), df["argmax_agree"].all()
     """
-    # imported here: diag.generation imports transformers, which `import diag.diagnose` skips
-    from diag.generation.decoding import check_inputs, prompt_position_ids
-
     if max_new_tokens is not None and (
         isinstance(max_new_tokens, bool)
         or not isinstance(max_new_tokens, int)
@@ -153,7 +105,8 @@ def compare_teacher_forced(
     batch, prompt_length = input_ids.shape
     forced = _forced_tokens(tokens, batch, max_new_tokens)
     n_steps = forced.shape[1] if forced is not None else (max_new_tokens or 20)
-    torch_backend, ort_backend = make_backends(model, onnx_model_or_session, providers)
+    torch_backend = as_step_backend(model)
+    ort_backend = as_step_backend(onnx_model_or_session, providers, what="onnx_model_or_session")
 
     mask = attention_mask
     position_ids = prompt_position_ids(mask)
@@ -195,4 +148,4 @@ def compare_teacher_forced(
     return df
 
 
-__all__ = ["compare_teacher_forced", "step_metrics"]
+__all__ = ["compare_teacher_forced"]

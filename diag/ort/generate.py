@@ -62,9 +62,7 @@ def get_backend(
         return model_or_session
     if isinstance(model_or_session, ort.InferenceSession):
         return OrtBackend(model_or_session, vocab_size=vocab_size)
-    if isinstance(model_or_session, (str, os.PathLike, onnx.ModelProto)) or type(
-        model_or_session
-    ).__module__.startswith("onnx_ir"):
+    if is_onnx_model(model_or_session):
         session = make_session(model_or_session, providers, session_options=session_options)
         return OrtBackend(session, vocab_size=vocab_size)
     if isinstance(model_or_session, torch.nn.Module):
@@ -76,6 +74,18 @@ def get_backend(
         "model_or_session must be a path to an .onnx file, an onnx.ModelProto, an "
         "onnx_ir.Model, an onnxruntime.InferenceSession or the session returned by "
         f"onnx_generate(..., return_session=True); got {type(model_or_session).__name__}."
+    )
+
+
+def is_onnx_model(obj: Any) -> bool:
+    """True for what :func:`get_backend` creates a session from: a path, an
+    ``onnx.ModelProto`` or an ``onnx_ir.Model``.
+
+    >>> is_onnx_model("model.onnx"), is_onnx_model(42)
+    (True, False)
+    """
+    return isinstance(obj, (str, os.PathLike, onnx.ModelProto)) or type(obj).__module__.startswith(
+        "onnx_ir"
     )
 
 

@@ -221,20 +221,24 @@ def test_compare_names_the_divergence_and_fails(tmp_path, capsys, monkeypatch):
     argv = ["compare", "-m", "tiny:llama", "-n", "6", "-o", str(tmp_path), "--warmup", "0"]
     assert main(argv) == 1
     out = capsys.readouterr().out
-    match = re.search(r"torch diverges from hf on prompt 1 at step (\d+)", out)
+    # the report of diag.diagnose, after the prompt it is about
+    match = re.search(r"torch diverges from hf on prompt 1: first divergence at step (\d+)", out)
     assert match, out
     step = int(match.group(1))
     assert 0 <= step < 6
     lines = out.splitlines()
     index = next(i for i, line in enumerate(lines) if line.startswith("torch diverges"))
-    hf_line, torch_line = lines[index + 1], lines[index + 2]
-    assert hf_line.lstrip().startswith("hf") and "top candidates:" in hf_line
-    assert torch_line.lstrip().startswith("torch") and "top candidates:" in torch_line
+    chose = {line.split()[0]: line for line in lines[index + 1 : index + 3]}
+    tops = {line.split()[0]: line for line in lines[index + 4 : index + 6]}
+    assert sorted(chose) == sorted(tops) == ["hf", "torch"], out
     # each side chose its own best candidate
-    for line in (hf_line, torch_line):
-        chosen = re.search(r"chose (\d+)", line).group(1)
-        first = re.search(r"top candidates: '.*?' \((\d+)\)", line).group(1)
+    for name in ("hf", "torch"):
+        assert "margin over its 2nd" in chose[name] and " top: " in tops[name]
+        chosen = re.search(r"chose (\d+) ", chose[name]).group(1)
+        first = re.search(r" top: (\d+) '", tops[name]).group(1)
         assert chosen == first
+    # a perturbed output layer is far beyond rounding
+    assert "verdict: not rounding" in out or "verdict: not a near tie" in out
     assert "parity FAILED for torch" in out
     table = pandas.read_csv(tmp_path / "diag_compare_tiny-llama.csv")
     assert list(table["parity"]) == ["reference", "FAIL", "OK"]

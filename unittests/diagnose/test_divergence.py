@@ -1,163 +1,90 @@
-from __future__ import annotations
+"""find_divergence and its rule, on tokens and logits written by the tests."""
 
-import json
+from __future__ import annotations
 
 import pytest
 import torch
 
-from diag.diagnose import Divergence, first_divergence
+from diag.diagnose import find_divergence
+from diag.diagnose.divergence import NEAR_TIE_FACTOR, first_divergent_step, near_tie_verdict
 
 
-class ScriptedBackend:
-    """A StepBackend whose logits come from a table: ``table[step]`` is ``[batch, vocab]``.
-
-    It ignores the tokens it reads, so both sides of a test see exactly the logits the
-    test wrote, whatever they choose.
-    """
-
-    def __init__(self, table: torch.Tensor):
-        self.table = table
-        self.vocab_size = table.shape[-1]
-
-    def __call__(self, input_ids, attention_mask, position_ids, past):
-        step = 0 if past is None else past
-        return self.table[step].clone(), step + 1
+def test_first_divergent_step():
+    assert first_divergent_step([1, 2, 3], [1, 2, 3]) is None
+    assert first_divergent_step([1, 2, 3], [1, 5, 3]) == 1
+    assert first_divergent_step([1, 2, 2], [1, 2]) == 2
 
 
-def _table(steps: int, batch: int, vocab: int) -> torch.Tensor:
-    # a clear winner (margin 1) at every step: token (step + row) % vocab
-    t = torch.zeros(steps, batch, vocab)
-    for s in range(steps):
-        for r in range(batch):
-            t[s, r, (s + r) % vocab] = 5.0
-            t[s, r, (s + r + 1) % vocab] = 4.0
-    return t
+class _Tok:
+    def decode(self, ids):
+        return f"t{ids[0]}"
 
 
-def test_near_tie_is_reported_benign():
-    steps, vocab = 6, 8
-    a = _table(steps, 1, vocab)
-    # step 3: tokens 3 and 4 tie within 1e-6 on the torch side
-    a[3, 0, 4] = 5.0 - 1e-6
-    b = a.clone()
-    b += 1e-6 * torch.linspace(-1, 1, vocab)  # the usual rounding noise, ~1e-6
-    b[3, 0, 4] += 3e-6  # enough to swap the tie
-    div = first_divergence(
-        ScriptedBackend(a), ScriptedBackend(b), torch.tensor([[1, 2]]), max_new_tokens=steps
-    )
-    assert div and div.step == 3 and div.batch_index == 0
-    assert (div.torch_token, div.onnx_token) == (3, 4)
-    assert div.common_prefix == [0, 1, 2]
-    assert div.torch_margin == pytest.approx(1e-6, abs=2e-7)
-    assert div.onnx_margin < 5e-6
-    assert div.typical_diff == pytest.approx(1e-6, rel=0.01)
-    assert div.near_tie is True
-    assert "near tie" in str(div) and "benign" in str(div)
-    assert [c.token_id for c in div.torch_top[:2]] == [3, 4]
-    assert [c.token_id for c in div.onnx_top[:2]] == [4, 3]
-
-
-def test_earliest_row_of_a_batch_and_no_divergence_result():
-    steps, vocab = 6, 8
-    a = _table(steps, 2, vocab)
-    b = a.clone()
-    b[4, 0, 7] = 9.0  # row 0 diverges at step 4
-    b[2, 1, 0] = 9.0  # row 1 at step 2
-    ids = torch.tensor([[1, 2], [3, 4]])
-    div = first_divergence(ScriptedBackend(a), ScriptedBackend(b), ids, max_new_tokens=steps)
-    assert (div.step, div.batch_index, div.per_row) == (2, 1, [4, 2])
-    assert div.onnx_token == 0 and div.onnx_top[0].logit == 9.0
-    assert div.near_tie is False  # margin 4 against a typical difference of 0
-    same = first_divergence(
-        ScriptedBackend(a), ScriptedBackend(a.clone()), ids, max_new_tokens=steps
-    )
-    assert not same and same.step is None and same.per_row == [None, None]
-    assert same.num_steps == steps
-    assert str(same).startswith("no divergence")
-    json.dumps(same.to_dict())
-
-
-def test_good_export_has_no_divergence(tiny_model, tiny_onnx, prompt, greedy_stream):
-    div = first_divergence(tiny_model, tiny_onnx, prompt, max_new_tokens=len(greedy_stream))
-    assert isinstance(div, Divergence)
-    assert not div.diverged and div.step is None
-    assert div.torch_tokens == greedy_stream == div.onnx_tokens
-    assert "no divergence" in str(div)
-
-
-def test_broken_embedding_diverges_where_the_streams_differ(
-    tiny_model, broken_embedding, prompt, greedy_stream, ort_greedy_stream, max_new_tokens
-):
-    class Tok:
-        def decode(self, ids):
-            return f"<{ids[0]}>"
-
-    div = first_divergence(
-        tiny_model, broken_embedding.path, prompt, max_new_tokens=max_new_tokens, tokenizer=Tok()
-    )
-    # where the streams really differ: transformers' generate against a plain ORT loop
-    onnx_stream = ort_greedy_stream(broken_embedding.path, prompt, max_new_tokens)
-    actual = next(
-        i for i, (x, y) in enumerate(zip(greedy_stream, onnx_stream, strict=True)) if x != y
-    )
-    assert div.step == actual == broken_embedding.first_bad_step
-    assert div.step > 0  # mid-way, not at the prefill
-    assert div.torch_tokens == greedy_stream
-    assert div.onnx_tokens == onnx_stream
-    assert div.common_prefix == greedy_stream[: div.step]
-    assert (div.torch_token, div.onnx_token) == (greedy_stream[actual], onnx_stream[actual])
-    assert (
-        div.torch_top[0].token_id == div.torch_token and div.onnx_top[0].token_id == div.onnx_token
-    )
-    assert len(div.torch_top) == 5 and div.torch_top[0].text == f"<{div.torch_token}>"
-    assert div.torch_top[0].logit - div.torch_top[1].logit == pytest.approx(div.torch_margin)
-    assert div.typical_diff < 1e-4 < div.max_abs_diff
-    assert div.near_tie is False
+def test_find_divergence_on_generations_already_made():
+    """What diag compare gives: the rows' tokens and the logits each side kept."""
+    ref_logits = [torch.tensor([[0.0, 3.0, 1.0, 2.9]]), torch.tensor([[5.0, 0.0, 0.0, 0.0]])]
+    other_logits = [torch.tensor([[0.0, 3.0, 1.0, 2.9]]), torch.tensor([[0.0, 0.0, 0.0, 6.0]])]
+    div = find_divergence(
+        [[1, 0]], [[1, 3]], ref_logits, other_logits, names=("hf", "onnx"), tokenizer=_Tok(),
+        num_candidates=2,
+    )  # fmt: skip
+    assert (div.step, div.reference_token, div.other_token) == (1, 0, 3)
+    assert (div.reference, div.other, div.common_prefix) == ("hf", "onnx", [1])
+    assert div.reference_top[0].token_id == 0 and len(div.reference_top) == 2
+    assert div.other_top[0].token_id == 3 and div.other_top[0].logit == 6.0
+    assert div.reference_margin == pytest.approx(5.0)
+    assert div.other_margin == pytest.approx(6.0)
+    # step 0 agreed exactly: margins of 5 and 6 are far above that usual difference
+    assert (div.typical_diff, div.max_abs_diff, div.largest_diff) == (0.0, 6.0, 6.0)
+    assert div.near_tie is False and div.verdict.startswith("not a near tie")
     text = str(div)
-    assert f"first divergence at step {actual}" in text and "not a near tie" in text
-    d = div.to_dict()
-    assert d["step"] == actual and d["torch_top"][0]["token_id"] == div.torch_token
+    assert "first divergence at step 1, after 1 identical tokens" in text
+    assert "  hf   chose 0 't0' (margin over its 2nd: 5)" in text
+    assert "  onnx top: 3 't3' (6) | " in text
+    assert "onnx computes something different from hf" in text
+    same = find_divergence([[1, 0]], [[1, 0]], ref_logits, ref_logits, names=("hf", "onnx"))
+    assert not same and same.step is None and same.largest_diff == 0.0
+    assert str(same) == "no divergence: hf and onnx generated the same 2 tokens"
 
 
-def test_bad_arguments(tiny_model, tiny_onnx, prompt):
-    with pytest.raises(ValueError, match="seed"):
-        first_divergence(tiny_model, tiny_onnx, prompt, max_new_tokens=2, do_sample=True)
-    with pytest.raises(ValueError, match="output_logits"):
-        first_divergence(tiny_model, tiny_onnx, prompt, max_new_tokens=2, output_logits=True)
-    with pytest.raises(TypeError, match="unknown decoding option"):
-        first_divergence(tiny_model, tiny_onnx, prompt, max_new_tokens=2, temprature=0.5)
+def test_largest_diff_stops_at_each_rows_divergence():
+    ref = [torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])]
+    other = [torch.tensor([[1.0, 0.5], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [9.0, 0.0]])]
+    # row 1 diverges at step 0 (diff 1); the 9 of its step 1 comes after it and does not
+    # count; row 0 agrees on both steps (diff 0.5 at step 0)
+    div = find_divergence([[0, 0], [0, 1]], [[0, 0], [1, 0]], ref, other)
+    assert (div.step, div.batch_index, div.per_row) == (0, 1, [None, 0])
+    assert div.largest_diff == 1.0 and div.max_abs_diff == 1.0
 
 
-def test_sampling_with_a_seed_agrees_on_a_good_export(tiny_model, tiny_onnx, prompt):
-    div = first_divergence(
-        tiny_model, tiny_onnx, prompt, max_new_tokens=6, do_sample=True, top_k=5, seed=3
-    )
-    assert not div, str(div)
+def test_find_divergence_without_logits_or_after_a_stop():
+    div = find_divergence([[4, 5, 2]], [[4, 7, 2]], names=("hf", "torch"))
+    assert (div.step, div.reference_token, div.other_token) == (1, 5, 7)
+    assert div.reference_top == [] and div.reference_margin is None and div.largest_diff is None
+    assert div.near_tie is None and div.verdict is None
+    assert "logits not available" in str(div)
+    # one side stopped (eos 2) where the other went on: no logits on its side there
+    logits = [torch.tensor([[0.0, 1.0, 2.0]])] * 2
+    div = find_divergence([[1, 2]], [[1, 2, 0]], logits, logits + [torch.zeros(1, 3)])
+    assert (div.step, div.reference_token, div.other_token) == (2, None, 0)
+    assert div.reference_top == [] and len(div.other_top) == 3
+    assert div.near_tie is None and div.largest_diff == 0.0
+    assert "  torch stopped" in str(div)
+    with pytest.raises(ValueError, match="rows"):
+        find_divergence([[1]], [[1], [2]])
 
 
-def test_differences_beyond_rounding_are_never_a_near_tie():
-    steps, vocab = 6, 8
-    a = _table(steps, 1, vocab)
-    a[3, 0, 4] = 5.0 - 0.05  # a close call at step 3
-    b = a + 0.3 * torch.linspace(-1, 1, vocab)  # off by 0.3 on a scale of 5 at every step
-    div = first_divergence(
-        ScriptedBackend(a), ScriptedBackend(b), torch.tensor([[1]]), max_new_tokens=steps
-    )
-    assert div.step == 3
-    assert div.typical_diff == pytest.approx(0.3)
-    # the margins (<= 0.05) are within 10x the difference, but 0.3 is 6% of the logits scale
-    assert div.near_tie is False
-    assert div.verdict.startswith("not rounding")
-    assert "6.0% of their scale" in str(div)
-
-
-def test_first_step_flip_at_rounding_level_is_a_near_tie():
-    a = _table(3, 1, 8)
-    a[0, 0, 1] = 5.0 - 1e-6
-    b = a.clone()
-    b[0, 0, 1] += 2e-6
-    div = first_divergence(
-        ScriptedBackend(a), ScriptedBackend(b), torch.tensor([[1]]), max_new_tokens=3
-    )
-    assert div.step == 0 and div.typical_diff is None
-    assert div.near_tie is True and div.verdict.startswith("near tie")
+def test_near_tie_verdict_branches():
+    logits = torch.tensor([5.0, 4.9, 0.0])  # scale 5
+    # margins within NEAR_TIE_FACTOR x the usual difference: rounding
+    near, why = near_tie_verdict(logits, 0.1, 0.05, 0.1 / NEAR_TIE_FACTOR, 0.02, ("a", "b"))
+    assert near is True and why.startswith("near tie") and "between a and b (0.01)" in why
+    # the same margins with a tenfold smaller usual difference: suspect
+    near, why = near_tie_verdict(logits, 0.1, 0.05, 0.001, 0.02, ("a", "b"))
+    assert near is False and why.startswith("not a near tie") and "b computes" in why
+    # a usual difference above NOISE_RTOL of the scale: never a near tie
+    near, why = near_tie_verdict(logits, 0.1, 0.05, 0.06, 0.06, ("a", "b"))
+    assert near is False and "1.2% of their scale (5)" in why
+    # at the first step, the difference there stands for the usual one
+    near, why = near_tie_verdict(logits, 0.1, 0.05, None, 0.02, ("a", "b"))
+    assert near is True and "(0.02)" in why
