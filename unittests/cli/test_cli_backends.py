@@ -71,3 +71,13 @@ def test_an_option_not_given_takes_the_models_default(sampling_model, backend):
     wide = runner(ids, torch.ones_like(ids), _options("--top-k", "0", "--seed", str(SEED)))
     assert wide.new_tokens[0] == _reference(sampling_model, top_k=0)
     assert wide.new_tokens[0] != sampled.new_tokens[0]
+
+
+@pytest.mark.parametrize("backend", ["hf", "torch"])
+def test_several_sequences_on_a_greedy_model_fail_like_model_generate(backend):
+    # without --do-sample the model's config decides; this one is greedy: both refuse
+    model = get_untrained_model_with_inputs("llama")["model"]
+    ids = _prompt()
+    options = _options("--num-return-sequences", "2")
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        make_runner(backend, model)(ids, torch.ones_like(ids), options)
