@@ -36,18 +36,28 @@ from diag.compat.transformers_api import generation_global_defaults, unset_max_l
 
 
 class _Unset(enum.Enum):
+    """``UNSET``, the default of every decoding keyword of :func:`diag.generate`,
+    :func:`diag.onnx_generate` and :func:`~diag.generation.resolve_options`: "not
+    given", the value then comes from ``generation_config``, the model's generation
+    config or transformers' defaults. ``None`` is a value like any other, taken as
+    ``model.generate`` takes it.
+
+    Example::
+
+        diag.generate(model, ids, top_k=diag.UNSET)  # same as leaving top_k out
+    """
+
     # an enum member: one object, kept by copy, deepcopy and pickle, so `is UNSET` holds
     UNSET = "UNSET"
 
     def __repr__(self) -> str:
         return "UNSET"
 
+    __str__ = __repr__
 
-#: The default of every decoding keyword of :func:`diag.generate`,
-#: :func:`diag.onnx_generate` and :func:`resolve_options`: "not given", the value then
-#: comes from ``generation_config``, the model's generation config or transformers'
-#: defaults. ``None`` is a value like any other, passed on as ``model.generate`` takes
-#: it. Typed ``Any`` so that a parameter's annotation says which values a caller passes.
+
+#: "not given" (see :class:`_Unset`); typed ``Any`` so that the annotation of a
+#: parameter defaulting to it says which values a caller passes
 UNSET: Any = _Unset.UNSET
 
 

@@ -55,7 +55,7 @@ def test_unset_has_a_readable_repr_and_survives_copies():
     import inspect
     import pickle
 
-    assert repr(UNSET) == "UNSET"
+    assert repr(UNSET) == str(UNSET) == "UNSET"
     assert copy.deepcopy(UNSET) is UNSET and pickle.loads(pickle.dumps(UNSET)) is UNSET
     for function in (diag.generate, diag.onnx_generate):
         top_k = inspect.signature(function).parameters["top_k"]
