@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     # generation (torch) and the shared decoding core
     "generate": "diag.generation",
     "GenerateResult": "diag.generation",
+    "UNSET": "diag.generation",
     # export
     "torch_export_patches": "diag.export",
     "to_onnx": "diag.export",

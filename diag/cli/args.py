@@ -189,54 +189,92 @@ def add_chat_and_warmup_arguments(parser: argparse.ArgumentParser, warmup_help: 
     )
 
 
+#: the decoding options of :func:`add_decoding_arguments` that a command passes only
+#: when the user gives them (their parser default, None, means "not given": the
+#: model's generation config applies, as in ``model.generate``)
+DECODING_OPTIONS = (
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "num_return_sequences",
+)
+
+_MODEL_DEFAULT = "default: the model's generation config, else transformers'"
+
+
 def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
-    """The decoding options, named after :class:`transformers.GenerationConfig`."""
+    """The decoding options, named after :class:`transformers.GenerationConfig`.
+
+    Apart from ``--max-new-tokens`` (the command's default), an option not given is not
+    passed on: the model's generation config decides (:func:`given_decoding_options`).
+    """
     group = parser.add_argument_group("decoding options")
     add_max_new_tokens_argument(group, max_new_tokens)
     group.add_argument(
         "--do-sample",
-        action="store_true",
-        help="sample the next token instead of taking the most likely one (greedy)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sample the next token instead of taking the most likely one (greedy); "
+        f"--no-do-sample forces greedy decoding ({_MODEL_DEFAULT}: greedy)",
     )
     group.add_argument(
         "--temperature",
         type=positive_float,
-        default=1.0,
-        help="divides the logits before sampling (default: 1.0)",
+        default=None,
+        help=f"divides the logits before sampling ({_MODEL_DEFAULT}: 1.0)",
     )
     group.add_argument(
         "--top-k",
         type=non_negative_int,
-        default=0,
-        help="sample among the k most likely tokens; 0 disables it (default: 0)",
+        default=None,
+        help=f"sample among the k most likely tokens; 0 disables it ({_MODEL_DEFAULT}: 50)",
     )
     group.add_argument(
         "--top-p",
         type=probability,
-        default=1.0,
+        default=None,
         help="sample among the most likely tokens whose probabilities sum to p, in (0, 1] "
-        "(default: 1.0, disabled)",
+        f"({_MODEL_DEFAULT}: 1.0, disabled)",
     )
     group.add_argument(
         "--repetition-penalty",
         type=positive_float,
-        default=1.0,
-        help="penalizes the tokens already present, > 1 to discourage them (default: 1.0)",
+        default=None,
+        help="penalizes the tokens already present, > 1 to discourage them "
+        f"({_MODEL_DEFAULT}: 1.0)",
     )
     group.add_argument(
         "--num-return-sequences",
         type=positive_int,
-        default=1,
-        help="sequences generated per prompt; > 1 needs --do-sample (default: 1)",
+        default=None,
+        help=f"sequences generated per prompt; > 1 needs sampling ({_MODEL_DEFAULT}: 1)",
     )
     group.add_argument(
         "--seed", type=int, default=0, help="seed of the random generator (default: 0)"
     )
 
 
+def given_decoding_options(args: argparse.Namespace) -> dict[str, object]:
+    """The decoding options given on the command line (the others stay out).
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_decoding_arguments(parser)
+    >>> given_decoding_options(parser.parse_args(["--top-k", "7", "--no-do-sample"]))
+    {'do_sample': False, 'top_k': 7}
+    """
+    return {name: getattr(args, name) for name in DECODING_OPTIONS if getattr(args, name) is not None}
+
+
 def check_decoding_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks the combinations of decoding options that a single type cannot check."""
-    if args.num_return_sequences > 1 and not args.do_sample:
+    """Checks the combinations of decoding options that a single type cannot check.
+
+    Without ``--do-sample`` nor ``--no-do-sample`` the model's generation config may
+    sample: then the library checks the combination once the model is loaded.
+    """
+    several = args.num_return_sequences is not None and args.num_return_sequences > 1
+    if several and args.do_sample is False:
         parser.error(
             f"--num-return-sequences {args.num_return_sequences} needs --do-sample: "
             "greedy decoding returns the same sequence every time"

@@ -24,6 +24,9 @@ from typing import Any
 
 import torch
 
+from diag.cli.args import DECODING_OPTIONS
+from diag.generation.options import UNSET
+
 #: the order the command line shows the backends in; ``hf`` is the reference
 BACKEND_LABELS = {
     "hf": "model.generate",
@@ -34,40 +37,37 @@ BACKEND_LABELS = {
 
 @dataclass
 class DecodingArgs:
-    """Decoding options given on the command line, the same for every backend.
+    """Decoding options of the command line, the same for every backend.
 
-    ``top_k=0`` disables top-k (as in transformers); the sampling options count only
-    with ``do_sample``.
+    ``max_new_tokens`` is the command's, ``eos_token_id`` the ids the command stops on
+    and cuts the rows at (the model's, else the tokenizer's), ``pad_token_id`` the
+    tokenizer's. The other options (:data:`diag.cli.args.DECODING_OPTIONS`) are those
+    the user gave; one left to
+    :data:`~diag.generation.options.UNSET` is not passed, so the model's generation
+    config decides it, in every backend alike.
     """
 
     max_new_tokens: int
     eos_token_id: list[int] = field(default_factory=list)
-    pad_token_id: int | None = None
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    num_return_sequences: int = 1
+    pad_token_id: int | None = UNSET
+    do_sample: bool = UNSET
+    temperature: float = UNSET
+    top_k: int = UNSET
+    top_p: float = UNSET
+    repetition_penalty: float = UNSET
+    num_return_sequences: int = UNSET
     seed: int = 0
 
     def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments in :class:`transformers.GenerationConfig` names.
-
-        Every option that matters is given explicitly, so that neither a model's own
-        ``generation_config`` nor a library default changes what a backend does.
-        """
-        kw: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "repetition_penalty": self.repetition_penalty,
-            "num_return_sequences": self.num_return_sequences,
-            "eos_token_id": list(self.eos_token_id) or None,
-            "pad_token_id": self.pad_token_id,
-        }
-        if self.do_sample:
-            kw.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
-        # greedy ignores the sampling options: passing them only makes transformers warn
+        """Keyword arguments in :class:`transformers.GenerationConfig` names: only what
+        was given (an empty ``eos_token_id`` is not passed: the model has no eos then)."""
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens}
+        if self.eos_token_id:
+            kw["eos_token_id"] = list(self.eos_token_id)
+        for name in ("pad_token_id", *DECODING_OPTIONS):
+            value = getattr(self, name)
+            if value is not UNSET:
+                kw[name] = value
         return kw
 
 

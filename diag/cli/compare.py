@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         eos_token_id=eos_token_ids(model, tokenizer),
         pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,  # parity is checked on greedy decoding, whatever the model says
     )
     runners = {name: make_runner(name, model, force_export=args.force_export) for name in ORDER}
     runners["onnx"].export()

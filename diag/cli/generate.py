@@ -24,6 +24,7 @@ from diag.cli.args import (
     add_prompt_argument,
     check_decoding_arguments,
     check_model_name,
+    given_decoding_options,
     prompts_of,
 )
 
@@ -79,13 +80,9 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         eos_token_id=eos_token_ids(model, tokenizer),
         pad_token_id=tokenizer.pad_token_id,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        num_return_sequences=args.num_return_sequences,
         seed=args.seed,
+        # only what the user gave: the model's generation config decides the rest
+        **given_decoding_options(args),
     )
     runner = make_runner(args.backend, model, force_export=args.force_export)
     batch = encode_prompts(tokenizer, prompts, chat=args.chat)
@@ -100,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     texts = tokenizer.batch_decode(generation.new_tokens, skip_special_tokens=True)
     decode_seconds = time.perf_counter() - begin
 
-    per_prompt = options.num_return_sequences
+    # the model's generation config may set num_return_sequences: count the rows
+    per_prompt = len(texts) // len(prompts)
     print(f"model: {args.model}, backend: {args.backend} ({BACKEND_LABELS[args.backend]})")
     for i, text in enumerate(texts):
         prompt = prompts[i // per_prompt]

@@ -9,7 +9,11 @@ the installed code can tell):
   :func:`cache_argument`, read from ``inspect.signature(model.forward)``;
 * the output field holding the cache after the step: ``past_key_values`` up to
   5.23, ``cache`` from 5.24 on (the old attribute warns): :func:`output_cache`, read
-  from the output's dataclass fields.
+  from the output's dataclass fields;
+* the global generation defaults (``top_k=50``, ``max_length=20``...): listed by
+  ``GenerationConfig._get_default_generation_params`` from 5.0 on, the attributes of
+  a fresh ``GenerationConfig()`` before: :func:`generation_global_defaults`, and the
+  ``max_length`` that ``model.generate`` reads as "not set": :func:`unset_max_length`.
 
 The ONNX names of the export contract (``past_key_values.{i}.key``,
 ``present.{i}.key``) do not change with these: they are the names other tools use.
@@ -24,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -100,3 +105,32 @@ __all__ = [
     "output_cache",
     "require_cache_argument",
 ]
+
+
+def generation_global_defaults() -> dict[str, Any]:
+    """transformers' global generation defaults, what ``model.generate`` takes for an
+    option that neither the call nor the model sets (``top_k=50``, ``max_length=20``...).
+
+    From 5.0 on they are ``GenerationConfig._get_default_generation_params()`` (a fresh
+    config holds None and generate applies them); before, the attributes of a fresh
+    ``GenerationConfig()``.
+    """
+    from transformers import GenerationConfig
+
+    getter = getattr(GenerationConfig, "_get_default_generation_params", None)
+    if getter is not None:
+        return dict(getter())
+    return GenerationConfig().to_dict()
+
+
+@functools.cache
+def unset_max_length() -> int | None:
+    """The ``max_length`` of a configuration that ``model.generate`` reads as "not set",
+    then generating 20 new tokens after the prompt: that of a fresh ``GenerationConfig()``.
+
+    Up to 4.x every configuration holds ``max_length=20`` and 20 means "not set"; from
+    5.0 on a fresh one holds None, and a configuration's 20 counts the prompt.
+    """
+    from transformers import GenerationConfig
+
+    return GenerationConfig().max_length

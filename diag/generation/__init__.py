@@ -9,7 +9,7 @@ Example::
 from diag.generation.backend import StepBackend
 from diag.generation.decoding import StepEvent, decode, iter_decode, prompt_position_ids
 from diag.generation.generate import generate, prepare_prompt, stream
-from diag.generation.options import DecodingOptions, resolve_options
+from diag.generation.options import UNSET, DecodingOptions, resolve_options
 from diag.generation.result import GenerateResult
 from diag.generation.sampling import build_logits_processor, choose_tokens
 from diag.generation.streaming import GenerationStream, TextDeltas, stream_decode
@@ -23,6 +23,7 @@ __all__ = [
     "StepEvent",
     "TextDeltas",
     "TorchBackend",
+    "UNSET",
     "build_logits_processor",
     "choose_tokens",
     "decode",

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from diag.generation.decoding import decode
-from diag.generation.options import resolve_options
+from diag.generation.options import UNSET, resolve_options
 from diag.generation.result import GenerateResult
 from diag.generation.streaming import GenerationStream, stream_decode
 from diag.generation.torch_backend import TorchBackend
@@ -103,18 +103,18 @@ def generate(
     input_ids: Any,
     attention_mask: torch.Tensor | None = None,
     *,
-    max_new_tokens: int | None = None,
-    eos_token_id: int | list[int] | None = None,
-    pad_token_id: int | None = None,
-    do_sample: bool | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
-    num_return_sequences: int | None = None,
+    max_new_tokens: int | None = UNSET,
+    eos_token_id: int | list[int] | None = UNSET,
+    pad_token_id: int | None = UNSET,
+    do_sample: bool | None = UNSET,
+    temperature: float | None = UNSET,
+    top_k: int | None = UNSET,
+    top_p: float | None = UNSET,
+    repetition_penalty: float | None = UNSET,
+    num_return_sequences: int = UNSET,
     generator: torch.Generator | None = None,
-    output_scores: bool | None = None,
-    output_logits: bool | None = None,
+    output_scores: bool | None = UNSET,
+    output_logits: bool | None = UNSET,
     streamer: Any = None,
     generation_config: Any = None,
     tokenizer: Any = None,
@@ -124,14 +124,18 @@ def generate(
 ) -> torch.Tensor | GenerateResult | GenerationStream:
     """Generates like ``model.generate`` with the loop written out.
 
-    Parameters keep transformers' ``GenerationConfig`` names; a parameter left to None
-    takes the value ``model.generate`` would take (``generation_config`` argument,
-    then ``model.generation_config``, then transformers' defaults, e.g. ``top_k=50``
-    when sampling, 20 new tokens). Other ``GenerationConfig`` names (``min_new_tokens``,
-    ``no_repeat_ngram_size``, ``min_p``, ``max_length``...) go through ``kwargs``.
-    None always means "not given": ``model.generate(eos_token_id=None)`` clears the
-    model's eos and generates past it, ``diag.generate(eos_token_id=None)`` keeps the
-    model's eos. To ignore eos in both, pass ``eos_token_id=[]``.
+    The decoding parameters keep transformers' ``GenerationConfig`` names; other
+    ``GenerationConfig`` names (``min_new_tokens``, ``no_repeat_ngram_size``,
+    ``min_p``, ``max_length``...) go through ``kwargs``. A parameter left to
+    :data:`diag.UNSET` (the default) is not given and takes the value
+    ``model.generate`` would take: the ``generation_config`` argument, then
+    ``model.generation_config``, then transformers' defaults (``top_k=50`` when
+    sampling, 20 new tokens). Any value given, ``None`` included, means what it means
+    to ``model.generate``: ``eos_token_id=None`` generates past the model's eos,
+    ``top_k=None`` (like ``temperature``, ``top_p``, ``repetition_penalty``,
+    ``min_new_tokens``... set to None) turns that processor off, ``do_sample=None`` is
+    greedy, ``max_new_tokens=None`` falls back on ``max_length``, ``pad_token_id=None``
+    on the first eos; ``num_return_sequences=None`` raises, as ``model.generate`` does.
 
     ``input_ids`` may also be text, a list of texts, chat messages or a list of
     conversations when ``tokenizer`` is given. ``generator`` makes sampling use that
@@ -148,6 +152,7 @@ def generate(
         ids = tokenizer("def fib(n):", return_tensors="pt").input_ids
         tokens = diag.generate(model, ids, max_new_tokens=50)
         torch.equal(tokens, model.generate(ids, max_new_tokens=50))  # True
+        no_eos = diag.generate(model, ids, max_new_tokens=50, eos_token_id=None)  # all 50
         torch.manual_seed(0)
         res = diag.generate(model, "def fib(n):", tokenizer=tokenizer, do_sample=True,
                             top_p=0.9, max_new_tokens=50, return_result=True)

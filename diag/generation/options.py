@@ -8,6 +8,14 @@ the ``generation_config`` argument, then the model's own ``generation_config`` (
 ``diag.generate(model, ids, max_new_tokens=N)`` chooses the tokens
 ``model.generate(ids, max_new_tokens=N)`` chooses.
 
+A keyword left to :data:`UNSET` is not given; any other value, ``None`` included, is
+given and means what it means to ``model.generate``, which sets the keywords it gets
+on its configuration, ``None`` too: ``top_k=None`` disables top-k (where leaving it
+unset samples with transformers' ``top_k=50``), ``eos_token_id=None`` generates past
+the model's eos, ``max_new_tokens=None`` falls back on ``max_length``,
+``pad_token_id=None`` on the first eos; ``num_return_sequences``, ``num_beams`` and
+``max_length`` (without ``max_new_tokens``) reject ``None``, here with a clear error.
+
 Example::
 
     opts = resolve_options(model.generation_config, max_new_tokens=20, do_sample=True)
@@ -17,21 +25,54 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import GenerationConfig
 
+from diag.compat.transformers_api import generation_global_defaults, unset_max_length
+
+
+class _Unset(enum.Enum):
+    """``UNSET``, the default of every decoding keyword of :func:`diag.generate`,
+    :func:`diag.onnx_generate` and :func:`~diag.generation.resolve_options`: "not
+    given", the value then comes from ``generation_config``, the model's generation
+    config or transformers' defaults. ``None`` is a value like any other, taken as
+    ``model.generate`` takes it.
+
+    Example::
+
+        diag.generate(model, ids, top_k=diag.UNSET)  # same as leaving top_k out
+    """
+
+    # an enum member: one object, kept by copy, deepcopy and pickle, so `is UNSET` holds
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    __str__ = __repr__
+
+
+#: "not given" (see :class:`_Unset`); typed ``Any`` so that the annotation of a
+#: parameter defaulting to it says which values a caller passes
+UNSET: Any = _Unset.UNSET
+
 
 @dataclass
 class DecodingOptions:
     """What the decoding loop needs to know, named as in ``GenerationConfig``.
 
-    ``max_new_tokens`` wins over ``max_length`` (prompt + new tokens, like
-    transformers). ``eos_token_id`` may be an int or a list of ints. When
-    ``pad_token_id`` is None and an eos is known, the first eos pads finished rows,
-    as in transformers.
+    The values are resolved (:func:`resolve_options` turns keywords into them): the
+    defaults are transformers' global defaults, and ``None`` means what it means to
+    ``model.generate``: the processor it configures is off (``top_k``, ``temperature``,
+    ``repetition_penalty``, ``min_new_tokens``...), ``do_sample=None`` is greedy,
+    ``eos_token_id=None`` has no eos. ``max_new_tokens`` wins over ``max_length``
+    (prompt + new tokens, like transformers); with both None, 20 new tokens.
+    ``eos_token_id`` may be an int or a list of ints. When ``pad_token_id`` is None and
+    an eos is known, the first eos pads finished rows, as in transformers.
 
     Example::
 
@@ -44,7 +85,7 @@ class DecodingOptions:
     min_length: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
-    do_sample: bool = False
+    do_sample: bool | None = False
     temperature: float | None = 1.0
     top_k: int | None = 50
     top_p: float | None = 1.0
@@ -55,10 +96,19 @@ class DecodingOptions:
     repetition_penalty: float | None = 1.0
     no_repeat_ngram_size: int | None = 0
     num_return_sequences: int = 1
-    output_scores: bool = False
-    output_logits: bool = False
+    output_scores: bool | None = False
+    output_logits: bool | None = False
     #: keyword arguments the caller did not set (kept to explain what came from where)
     defaults_used: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        unset = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is UNSET]
+        if unset:
+            raise TypeError(
+                f"DecodingOptions holds resolved values, not UNSET ({unset}); build it with "
+                "resolve_options(...), which replaces UNSET by the default, or leave the "
+                "field out."
+            )
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -109,6 +159,12 @@ class DecodingOptions:
             raise ValueError(
                 f"num_return_sequences must be an int >= 1, got {self.num_return_sequences!r}."
             )
+        if self.num_return_sequences > 1 and not self.do_sample:
+            # model.generate raises too: greedy would return the same sequence every time
+            raise ValueError(
+                f"num_return_sequences={self.num_return_sequences} needs do_sample=True: "
+                "greedy decoding returns the same sequence every time."
+            )
         if self.do_sample:
             if self.temperature is not None and not self.temperature > 0:
                 raise ValueError(
@@ -144,7 +200,8 @@ class DecodingOptions:
 
 
 #: ``GenerationConfig`` attributes the loop does not implement, with their neutral value;
-#: a different value raises instead of being silently ignored.
+#: a different value raises instead of being silently ignored (None is neutral too,
+#: except where :data:`_NONE_REJECTED` says that ``model.generate`` fails on it).
 _UNSUPPORTED: dict[str, Any] = {
     "num_beams": 1,
     "num_beam_groups": 1,
@@ -171,6 +228,11 @@ _UNSUPPORTED: dict[str, Any] = {
     "encoder_no_repeat_ngram_size": 0,
 }
 
+#: keywords ``model.generate`` fails on when they are given as None (it compares them
+#: with numbers), with the value to pass instead; ``max_length`` fails only when
+#: ``max_new_tokens`` is None as well
+_NONE_REJECTED: dict[str, Any] = {"num_return_sequences": 1, "num_beams": 1, "max_length": 20}
+
 _FIELDS = {f.name for f in dataclasses.fields(DecodingOptions)} - {"defaults_used"}
 
 
@@ -186,12 +248,15 @@ def _as_dict(config: GenerationConfig | dict | None, what: str) -> dict[str, Any
     )
 
 
-def _global_defaults() -> dict[str, Any]:
-    getter = getattr(GenerationConfig, "_get_default_generation_params", None)
-    if getter is not None:
-        return dict(getter())
-    # older transformers: the defaults are the attribute values of a fresh config
-    return GenerationConfig().to_dict()
+def _set_values(config: GenerationConfig | dict | None, what: str) -> dict[str, Any]:
+    """The values a configuration layer sets: None there means "not set" (transformers
+    fills a None attribute of the ``generation_config`` argument from the model's)."""
+    values = {k: v for k, v in _as_dict(config, what).items() if v is not None}
+    if "max_length" in values and values["max_length"] == unset_max_length():
+        # model.generate takes that value for "not set" (20 new tokens, see
+        # DecodingOptions.num_new_tokens), not for 20 tokens with the prompt
+        del values["max_length"]
+    return values
 
 
 def resolve_options(
@@ -201,14 +266,18 @@ def resolve_options(
 ) -> DecodingOptions:
     """Merges the layers the way ``model.generate`` does and returns checked options.
 
-    Priority: ``kwargs`` (None means "not given") > ``generation_config`` > ``defaults``
-    (typically ``model.generation_config``) > transformers' global defaults.
+    Priority: ``kwargs`` > ``generation_config`` > ``defaults`` (typically
+    ``model.generation_config``) > transformers' global defaults. A keyword set to
+    :data:`UNSET` is not given; every other value, None included, wins as it does in
+    ``model.generate`` (see the module's docstring). In the two configurations, None
+    means "not set".
 
     Example::
 
         opts = resolve_options({"do_sample": True}, model.generation_config, top_p=0.9)
+        resolve_options(GenerationConfig(top_k=7), do_sample=True, top_k=None).top_k  # None: off
     """
-    explicit = {k: v for k, v in kwargs.items() if v is not None}
+    explicit = {k: v for k, v in kwargs.items() if v is not UNSET}
     unknown = sorted(k for k in explicit if k not in _FIELDS and k not in _UNSUPPORTED)
     if unknown:
         known = GenerationConfig().to_dict()
@@ -220,12 +289,8 @@ def resolve_options(
             )
     layers = [
         explicit,
-        {
-            k: v
-            for k, v in _as_dict(generation_config, "generation_config").items()
-            if v is not None
-        },
-        {k: v for k, v in _as_dict(defaults, "defaults").items() if v is not None},
+        _set_values(generation_config, "generation_config"),
+        _set_values(defaults, "defaults"),
     ]
     merged: dict[str, Any] = {}
     for layer in layers:
@@ -233,9 +298,19 @@ def resolve_options(
             merged.setdefault(k, v)
     # max_length counts only when someone set it; the global default (20) means
     # "20 new tokens", handled by DecodingOptions.num_new_tokens
-    for k, v in _global_defaults().items():
+    for k, v in generation_global_defaults().items():
         if k != "max_length":
             merged.setdefault(k, v)
+
+    for name, instead in _NONE_REJECTED.items():
+        if name in explicit and explicit[name] is None:
+            if name == "max_length" and merged.get("max_new_tokens") is not None:
+                continue  # max_new_tokens decides the length, max_length is not read
+            raise ValueError(
+                f"{name}=None is rejected by model.generate too; leave {name} out to take "
+                f"the default (generation_config, the model's, transformers'), or pass a "
+                f"value such as {instead!r}."
+            )
 
     for name, neutral in _UNSUPPORTED.items():
         value = merged.get(name)

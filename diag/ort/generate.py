@@ -28,7 +28,7 @@ import torch
 from diag.contract import metadata_generation_config
 from diag.generation.decoding import decode
 from diag.generation.generate import prepare_prompt
-from diag.generation.options import resolve_options
+from diag.generation.options import UNSET, resolve_options
 from diag.generation.result import GenerateResult
 from diag.generation.streaming import GenerationStream, stream_decode
 from diag.ort.backend import OrtBackend
@@ -135,20 +135,20 @@ def onnx_generate(
     input_ids: Any,
     attention_mask: torch.Tensor | None = None,
     *,
-    eos_token_id: int | list[int] | None = None,
-    max_new_tokens: int | None = 100,
+    eos_token_id: int | list[int] | None = UNSET,
+    max_new_tokens: int | None = UNSET,
     return_session: bool = False,
     providers: Providers = None,
-    pad_token_id: int | None = None,
-    do_sample: bool | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
-    num_return_sequences: int | None = None,
+    pad_token_id: int | None = UNSET,
+    do_sample: bool | None = UNSET,
+    temperature: float | None = UNSET,
+    top_k: int | None = UNSET,
+    top_p: float | None = UNSET,
+    repetition_penalty: float | None = UNSET,
+    num_return_sequences: int = UNSET,
     generator: torch.Generator | None = None,
-    output_scores: bool | None = None,
-    output_logits: bool | None = None,
+    output_scores: bool | None = UNSET,
+    output_logits: bool | None = UNSET,
     streamer: Any = None,
     generation_config: Any = None,
     tokenizer: Any = None,
@@ -168,12 +168,16 @@ def onnx_generate(
     (``["CUDAExecutionProvider"]`` keeps the cache and every step on the GPU).
 
     The decoding options are :func:`diag.generate`'s, with transformers'
-    ``GenerationConfig`` names; the defaults come from ``generation_config``, then from
-    a ``generation_config`` JSON entry in the model's metadata when there is one, then
-    from transformers. There is no torch model here: pass
-    ``generation_config=model.generation_config`` to decode exactly like
-    ``model.generate``. ``input_ids`` may be text, chat messages or lists of them with a
-    ``tokenizer`` (left-padded).
+    ``GenerationConfig`` names, and mean the same: one left to :data:`diag.UNSET` (the
+    default) is not given and comes from ``generation_config``, then from a
+    ``generation_config`` JSON entry in the model's metadata when there is one (the
+    model's generation config, written by :func:`diag.export_causal_lm`), then from
+    transformers (20 new tokens); any value given, ``None`` included, means what it
+    means to ``model.generate`` (``eos_token_id=None``: no eos, ``top_k=None``: no
+    top-k...). There is no torch model here: the metadata stands for
+    ``model.generation_config``, or pass ``generation_config=model.generation_config``.
+    ``input_ids`` may be text, chat messages or lists of them with a ``tokenizer``
+    (left-padded).
 
     Returns the ``[batch * num_return_sequences, prompt + new]`` LongTensor, the
     :class:`~diag.generation.result.GenerateResult` with ``return_result=True``, a

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from diag.cli.args import DECODING_OPTIONS, given_decoding_options
 from diag.cli.main import COMMANDS, build_parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,7 +80,10 @@ def test_help_does_not_import_torch():
         (["generate", "--prompt", "x", "--top-k", "many"], "expects an integer, got 'many'"),
         (["generate", "--prompt", "x", "--repetition-penalty", "nan"], "expects a finite number"),
         (["generate", "--prompt", "x", "--backend", "tf"], "argument --backend/-b: invalid choice"),
-        (["generate", "--prompt", "x", "--num-return-sequences", "2"], "needs --do-sample"),
+        (
+            ["generate", "--prompt", "x", "--num-return-sequences", "2", "--no-do-sample"],
+            "needs --do-sample",
+        ),
         (["generate"], "give at least one prompt"),
         (["compare", "--prompt", ""], "--prompt/-p: must not be empty"),
         (["compare", "--max-new-tokens", "-3"], "--max-new-tokens/-n: must be >= 1"),
@@ -139,4 +143,24 @@ def test_parser_defaults():
         ["generate", "-p", "a", "-p", "b", "--do-sample", "--top-k", "7", "--top-p", "0.5"]
     )
     assert (args.prompts, args.do_sample, args.top_k, args.top_p) == (["a", "b"], True, 7, 0.5)
-    assert args.backend == "torch" and args.temperature == 1.0
+    assert args.backend == "torch" and args.temperature is None
+
+
+def test_only_the_decoding_options_given_are_passed():
+    parser = build_parser()
+    args = parser.parse_args(["generate", "-p", "a"])
+    # not given: left to the model's generation config
+    assert given_decoding_options(args) == {}
+    args = parser.parse_args(["generate", "-p", "a", "--top-k", "0", "--no-do-sample"])
+    assert given_decoding_options(args) == {"top_k": 0, "do_sample": False}
+    argv = ["generate", "-p", "a", "--do-sample", "--temperature", "0.5", "--top-p", "0.9"]
+    argv += ["--repetition-penalty", "1.2", "--num-return-sequences", "3"]
+    given = given_decoding_options(parser.parse_args(argv))
+    assert given == {
+        "do_sample": True,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "repetition_penalty": 1.2,
+        "num_return_sequences": 3,
+    }
+    assert sorted(given) == sorted(set(DECODING_OPTIONS) - {"top_k"})

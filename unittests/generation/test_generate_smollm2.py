@@ -105,3 +105,20 @@ def test_text_deltas_hold_back_incomplete_characters(smollm2):
         pieces.append(delta[0])
     pieces.extend(deltas.flush()[:1])
     assert "".join(pieces) == tokenizer.decode(tokens)
+
+
+def test_eos_none_generates_past_the_eos_like_model_generate(smollm2):
+    # the case: model.generate(eos_token_id=None) ran to max_new_tokens while
+    # diag.generate stopped on the model's eos (40 vs 30 new tokens)
+    model, tokenizer = smollm2
+    ids, mask = prepare_prompt(CHATS[0], None, tokenizer)
+    expected = model.generate(ids, attention_mask=mask, max_new_tokens=40, eos_token_id=None)
+    res = generate(model, ids, mask, max_new_tokens=40, eos_token_id=None, return_result=True)
+    assert torch.equal(res.sequences, expected)
+    assert res.num_generated_tokens == [40] and res.finish_reasons == ["length"]
+    # left out, the model's eos stops both
+    stopped = generate(model, ids, mask, max_new_tokens=40, return_result=True)
+    assert stopped.finish_reasons == ["stop"] and stopped.num_generated_tokens[0] < 40
+    assert torch.equal(
+        stopped.sequences, model.generate(ids, attention_mask=mask, max_new_tokens=40)
+    )

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from diag.generation import DecodingOptions, resolve_options
+import diag
+from diag.generation import UNSET, DecodingOptions, resolve_options
 from diag.generation.decoding import check_inputs, prompt_position_ids
 
 
@@ -30,9 +31,63 @@ def test_layers_kwargs_over_config_over_model_defaults():
     assert "temperature" in opts.defaults_used and "top_p" not in opts.defaults_used
 
 
-def test_none_keyword_means_not_given():
-    opts = resolve_options(GenerationConfig(top_k=7), top_k=None)
-    assert opts.top_k == 7
+def test_unset_keyword_means_not_given_and_none_is_a_value():
+    config = GenerationConfig(top_k=7, eos_token_id=3, max_new_tokens=9)
+    unset = resolve_options(
+        config, do_sample=True, top_k=UNSET, eos_token_id=UNSET, max_new_tokens=UNSET
+    )
+    assert (unset.top_k, unset.eos_token_ids, unset.max_new_tokens) == (7, [3], 9)
+    assert {"top_k", "eos_token_id", "max_new_tokens"} <= set(unset.defaults_used)
+    given = resolve_options(
+        config, do_sample=True, top_k=None, eos_token_id=None, max_new_tokens=None
+    )
+    # None is set, as model.generate sets it: no top-k, no eos, max_length decides
+    assert (given.top_k, given.eos_token_ids, given.max_new_tokens) == (None, [], None)
+    assert given.num_new_tokens(prompt_length=5) == 20
+    assert not {"top_k", "eos_token_id", "max_new_tokens"} & set(given.defaults_used)
+    # without a configuration, None is not transformers' default either (top_k=50)
+    assert resolve_options(do_sample=True, top_k=None).top_k is None
+    assert resolve_options(do_sample=True).top_k == 50
+
+
+def test_unset_has_a_readable_repr_and_survives_copies():
+    import copy
+    import inspect
+    import pickle
+
+    assert repr(UNSET) == str(UNSET) == "UNSET"
+    assert copy.deepcopy(UNSET) is UNSET and pickle.loads(pickle.dumps(UNSET)) is UNSET
+    for function in (diag.generate, diag.onnx_generate):
+        top_k = inspect.signature(function).parameters["top_k"]
+        assert top_k.default is UNSET and str(top_k).endswith(" = UNSET")
+    assert diag.UNSET is UNSET
+    with pytest.raises(TypeError, match="resolved values, not UNSET"):
+        DecodingOptions(top_k=UNSET)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_return_sequences=None),
+        dict(num_beams=None),
+        dict(max_length=None),
+        dict(max_length=None, max_new_tokens=None),
+    ],
+)
+def test_none_that_model_generate_rejects_raises(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"{name}=None is rejected by model.generate too"):
+        resolve_options(**kwargs)
+
+
+def test_max_length_none_is_fine_with_max_new_tokens():
+    assert resolve_options(max_length=None, max_new_tokens=4).num_new_tokens(5) == 4
+
+
+def test_greedy_with_several_sequences_raises_like_model_generate():
+    with pytest.raises(ValueError, match="num_return_sequences=2 needs do_sample=True"):
+        resolve_options(num_return_sequences=2).validate()
+    resolve_options(num_return_sequences=2, do_sample=True).validate()
 
 
 def test_max_length_and_max_new_tokens():
