@@ -8,6 +8,8 @@ Commands
 * ``diag export``: exports a model to ONNX and prints the validation report.
 * ``diag compare``: the main job; runs the three backends on the same prompts, checks
   that they generate the same tokens, prints a table and writes a CSV and a bar plot.
+* ``diag versions`` (or ``diag --version``): diag's version and the installed releases of
+  torch, transformers, onnx, onnxruntime, onnxscript and onnx-ir against the tested ones.
 
 Example::
 

@@ -4,6 +4,9 @@ Example::
 
     >>> main(["--version"])  # doctest: +SKIP
     diag 0.1.0
+    package       installed   tested  status
+    torch         2.13.0+cpu  2.13.0  tested
+    ...
 
 Errors the user can fix (a bad option value, a missing model, an export that fails its
 check) end in one line on stderr, ``diag: error: <message>``, and a non-zero exit code;
@@ -17,14 +20,14 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from diag import __version__
-from diag.cli import compare, export, generate
+from diag.cli import compare, export, generate, versions
 
 #: sub-command name -> module with ``HELP``, ``DESCRIPTION``, ``add_arguments``, ``run``
 COMMANDS: dict[str, ModuleType] = {
     "generate": generate,
     "export": export,
     "compare": compare,
+    "versions": versions,
 }
 
 # Exit codes: 1 = the command ran and found a problem (parity fails), 2 = usage error
@@ -55,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run 'diag <command> --help' for the options of a command.",
     )
-    parser.add_argument("--version", action="version", version=f"diag {__version__}")
+    # the same report as `diag versions`: which releases are installed matters as much
+    # as diag's own version when something breaks
+    parser.add_argument("--version", action=versions.VersionsAction)
     subparsers = parser.add_subparsers(
         dest="command", metavar="<command>", title="commands", parser_class=OneLineErrorParser
     )

@@ -253,6 +253,9 @@ def export_causal_lm(
     weights, the exporter, the opset and the versions of diag, torch, transformers,
     onnx, onnxscript and onnx-ir.
     """
+    from diag.compat.versions import warn_if_transformers_untested
+
+    warn_if_transformers_untested()  # once per process: a newer transformers may break it
     _check_model(model)
     _check_exporter(exporter)
     if opset is None:
