@@ -90,12 +90,14 @@ def test_a_stray_config_attribute_does_not_matter():
     assert _layout_shapes(cache_layout(model)) == [(4, 16, 16, "DynamicLayer")] * 2
 
 
-def test_a_cache_of_linear_attention_layers_is_refused():
+def test_a_cache_of_convolution_layers_is_refused():
+    # lfm2 mixes convolution and attention layers: a LinearAttentionLayer from
+    # transformers 5, its own Lfm2HybridConvCache (no layers) in 4.57
     config = AutoConfig.for_model(
-        "jamba", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=128, vocab_size=100, attn_layer_period=2,
-        attn_layer_offset=1, expert_layer_period=4, num_experts=1, pad_token_id=0,
+        "lfm2", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=128, vocab_size=100,
+        layer_types=["conv", "full_attention"], pad_token_id=0,
     )  # fmt: skip
     model = AutoModelForCausalLM.from_config(config).eval()
-    with pytest.raises(UnsupportedCacheError, match="layer 0 of its cache .*key/value layers"):
+    with pytest.raises(UnsupportedCacheError, match="Lfm2ForCausalLM.*key/value layers"):
         cache_layout(model)
