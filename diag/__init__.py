@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     # model zoo
     "get_untrained_model_with_inputs": "diag.models",
     "load_pretrained": "diag.models",
+    "cache_layout": "diag.models",
     # generation (torch) and the shared decoding core
     "generate": "diag.generation",
     "GenerateResult": "diag.generation",

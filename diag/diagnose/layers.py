@@ -316,8 +316,11 @@ def _normalize_inputs(inputs: Any) -> dict[str, Any]:
     return feeds
 
 
-def _onnx_feeds(proto: onnx.ModelProto, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+def _onnx_feeds(
+    proto: onnx.ModelProto, feeds: dict[str, Any], model: torch.nn.Module
+) -> dict[str, np.ndarray]:
     from diag.helpers.cache_helper import cache_to_list
+    from diag.models.cache_layout import cache_layout
 
     graph_inputs = [
         i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}
@@ -325,6 +328,9 @@ def _onnx_feeds(proto: onnx.ModelProto, feeds: dict[str, Any]) -> dict[str, np.n
     ids = feeds["input_ids"]
     batch = ids.shape[0]
     pairs = cache_to_list(feeds["past_key_values"]) if "past_key_values" in feeds else []
+    if not pairs:
+        # no past: the prefill's empty past, of the shapes of the model's own cache
+        pairs = cache_layout(model).random_pairs(batch, 0)
     flat_past = [t for kv in pairs for t in kv]
     out: dict[str, np.ndarray] = {}
     k = 0
@@ -335,19 +341,13 @@ def _onnx_feeds(proto: onnx.ModelProto, feeds: dict[str, Any]) -> dict[str, np.n
             out[name] = feeds[name].numpy().astype(elem)
             continue
         # the cache inputs, in contract order: key 0, value 0, key 1, ...
-        if k < len(flat_past):
-            out[name] = flat_past[k].detach().float().numpy().astype(elem)
-        else:
-            dims = [
-                d.dim_value if d.HasField("dim_value") else None
-                for d in inp.type.tensor_type.shape.dim
-            ]
-            if len(dims) != 4 or dims[1] is None or dims[3] is None:
-                raise ValueError(
-                    f"localize_layer cannot build an empty past for ONNX input {name!r} of shape "
-                    f"{dims}: pass inputs['past_key_values'] explicitly."
-                )
-            out[name] = np.zeros((batch, dims[1], 0, dims[3]), dtype=elem)
+        if k >= len(flat_past):
+            raise ValueError(
+                f"the ONNX model has more cache inputs ({name!r}...) than the {len(flat_past)} "
+                f"key/value tensors of {type(model).__name__}'s cache: was it exported from "
+                "this model?"
+            )
+        out[name] = flat_past[k].detach().float().numpy().astype(elem)
         k += 1
     return out
 
@@ -598,7 +598,7 @@ def localize_layer(
         else proto.graph.output[0].name
     )
     wanted = sorted({n for names in cands.values() for n in names} | {logits_name})
-    ort_feeds = _onnx_feeds(proto, feeds)
+    ort_feeds = _onnx_feeds(proto, feeds, model)
     sess = _session_with_outputs(proto, wanted, providers)
     del proto  # the session holds its own copy of the weights
     values = dict(zip(wanted, sess.run(wanted, ort_feeds), strict=True))

@@ -211,6 +211,8 @@ def _cache_classes() -> list[tuple[type, Any, Any, Any]]:
     walking the class hierarchy so that subclasses added by a new release are included."""
     from transformers import cache_utils
 
+    from diag.helpers.cache_helper import is_key_value_layer
+
     def subclasses(cls: type) -> list[type]:
         out = [cls]
         for sub in cls.__subclasses__():
@@ -232,9 +234,7 @@ def _cache_classes() -> list[tuple[type, Any, Any, Any]]:
         for c in subclasses(cls):
             # layers that keep more state than keys/values (quantized, indexed, linear attention)
             # cannot round-trip through [keys, values]: leave them out
-            if c.__module__ == cache_utils.__name__ and any(
-                w in c.__name__ for w in ("Quantized", "Indexed", "LinearAttention")
-            ):
+            if c.__module__ == cache_utils.__name__ and not is_key_value_layer(c):
                 continue
             found.append((c, flatten_layer, unflatten_layer, flatten_layer_with_keys))
     enc = getattr(cache_utils, "EncoderDecoderCache", None)

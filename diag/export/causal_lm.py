@@ -44,6 +44,7 @@ from diag.export.onnx_export import ExportTimings, _check_exporter, export_to_ir
 from diag.export.rename import rename_io
 from diag.export.save import save_model_atomic
 from diag.export.validate import ValidationReport, takes_position_ids, validate_causal_lm
+from diag.models.cache_layout import CacheLayout, cache_layout
 
 #: the opset of :func:`export_causal_lm`: ``Attention`` (grouped-query heads and the
 #: cache in one op), ``RMSNormalization`` and ``RotaryEmbedding`` exist from 23 on
@@ -84,14 +85,6 @@ def _model_name(model: torch.nn.Module) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
-def _num_layers(model: torch.nn.Module) -> int:
-    # imported here, as below: diag.models imports transformers, which `import diag.export`
-    # (to_onnx, fuse_decoder: any model) skips
-    from diag.models.inputs import decoder_dims
-
-    return decoder_dims(model.config).num_layers
-
-
 def _check_model(model: Any) -> None:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -101,8 +94,8 @@ def _check_model(model: Any) -> None:
     if getattr(model, "config", None) is None:
         raise TypeError(
             f"{type(model).__name__} has no `config`: export_causal_lm needs a model of "
-            "transformers (it reads the number of layers and heads from its config); use "
-            "diag.to_onnx for other models."
+            "transformers (it rebuilds the cache from its config); use diag.to_onnx for "
+            "other models."
         )
     params = inspect.signature(model.forward).parameters
     if "past_key_values" not in params or "input_ids" not in params:
@@ -162,13 +155,13 @@ def _export(
     exporter: str,
     fuse: bool,
     generation_config: str | None,
+    layout: CacheLayout,
 ) -> tuple[dict[str, Any], list[str], list[str], list[str], list[str]]:
     from diag.models.inputs import make_dummy_inputs
 
     with_position_ids = takes_position_ids(model)
-    dtype = next(model.parameters()).dtype
     inputs, dynamic_shapes = make_dummy_inputs(
-        model.config, dtype=dtype, with_position_ids=with_position_ids
+        model, with_position_ids=with_position_ids, layout=layout
     )
     device = next(model.parameters()).device
     if device.type != "cpu":
@@ -182,9 +175,8 @@ def _export(
             )
             for k, v in inputs.items()
         }
-    num_layers = _num_layers(model)
-    input_names = contract.DIAG_LAYOUT.input_names(num_layers, with_position_ids=with_position_ids)
-    output_names = contract.DIAG_LAYOUT.output_names(num_layers)
+    input_names = contract.DIAG_LAYOUT.input_names(layout.num_layers, with_position_ids=with_position_ids)
+    output_names = contract.DIAG_LAYOUT.output_names(layout.num_layers)
     with torch_export_patches(verbose=verbose) as report:
         model_ir = export_to_ir(
             model,
@@ -258,6 +250,11 @@ def export_causal_lm(
     warn_if_transformers_untested()  # once per process: a newer transformers may break it
     _check_model(model)
     _check_exporter(exporter)
+    # the cache's shapes come from the model's own cache, not from config attributes
+    # that some architectures do not use (multi-query falcon, latent attention...);
+    # an unsupported cache fails here, before anything is hashed or traced
+    layout = cache_layout(model)
+    num_layers = layout.num_layers
     if opset is None:
         opset = DEFAULT_OPSET
     with_position_ids = takes_position_ids(model)
@@ -274,7 +271,6 @@ def export_causal_lm(
     if filename is None:
         filename = os.path.join(cache_dir(), "onnx", f"{_model_name(model)}-{key}", "model.onnx")
     filename = os.path.abspath(os.fspath(filename))
-    num_layers = _num_layers(model)
 
     if not force and is_cached(filename, key):
         side = read_sidecar(filename) or {}
@@ -310,7 +306,15 @@ def export_causal_lm(
     try:
         timings = ExportTimings()
         inputs, input_names, output_names, extra_files, patches = _export(
-            model, filename, opset, verbose, timings, exporter, fuse, options["generation_config"]
+            model,
+            filename,
+            opset,
+            verbose,
+            timings,
+            exporter,
+            fuse,
+            options["generation_config"],
+            layout,
         )
         validation = None
         begin = time.perf_counter()

@@ -97,6 +97,24 @@ def _check_exporter(exporter: str) -> None:
         )
 
 
+def _check_no_complex(program: torch.export.ExportedProgram, model: torch.nn.Module) -> None:
+    """ONNX has no complex type: a graph computing with complex numbers (rotary
+    embeddings written with ``torch.polar`` / ``view_as_complex``, as deepseek_v2's)
+    fails deep in the translation with a message about decompositions. Say it here,
+    naming the first complex value and the module that makes it."""
+    for node in program.graph.nodes:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor) and value.is_complex():
+            stack = node.meta.get("nn_module_stack") or {}
+            where = list(stack.values())[-1][0] if stack else "the model"
+            raise TypeError(
+                f"{type(model).__name__} computes with complex numbers ({node.target} gives "
+                f"a {value.dtype} tensor in {where!r}): ONNX has no complex type, so the "
+                "graph cannot be exported. Rotary embeddings written with torch.polar / "
+                "view_as_complex do this; a real-valued rotation (cos / sin) exports."
+            )
+
+
 def export_to_ir(
     model: torch.nn.Module,
     args: tuple[Any, ...] = (),
@@ -126,6 +144,7 @@ def export_to_ir(
         timings.torch_export = time.perf_counter() - begin
         if verbose:
             print(f"[to_onnx] torch.export: {timings.torch_export:.1f}s")
+        _check_no_complex(program, model)
 
         begin = time.perf_counter()
         onnx_program = torch.onnx.export(

@@ -48,13 +48,16 @@ import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from diag import contract
 from diag.helpers.max_diff import max_diff
+
+if TYPE_CHECKING:
+    from diag.models.cache_layout import CacheLayout
 
 # a difference within this many times the float32 noise is rounding, not an export error
 NOISE_FACTOR = 8.0
@@ -143,19 +146,23 @@ def takes_position_ids(model: torch.nn.Module) -> bool:
 
 
 def make_step_inputs(
-    config: Any,
+    model: torch.nn.Module,
     batch: int,
     seq: int,
     past: int,
     left_padding: int = 0,
     with_position_ids: bool = True,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     seed: int = 0,
     with_full_past: bool = False,
+    layout: CacheLayout | None = None,
 ) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Inputs of one step of any shape, ``past`` may be 0, the first row may be
-    left-padded: ``input_ids``, ``attention_mask``, ``position_ids`` (positions of the
-    real tokens) and ``past_key_values`` (a DynamicCache built like the model builds it).
+    """Inputs of one step of ``model`` of any shape, ``past`` may be 0, the first row
+    may be left-padded: ``input_ids``, ``attention_mask``, ``position_ids`` (positions
+    of the real tokens) and ``past_key_values`` (a DynamicCache built like the model
+    builds it, of the shapes of its own cache:
+    :func:`diag.models.cache_layout.cache_layout`, or ``layout`` when given; ``dtype``
+    None: the cache's dtype).
 
     A sliding-window layer of that cache keeps only its last ``sliding_window - 1``
     positions, whereas the exported model takes (and returns) the whole past:
@@ -163,30 +170,27 @@ def make_step_inputs(
     uncut, the past to feed ONNX Runtime."""
     # imported here, as below: they import transformers, which `import diag.export` skips
     from diag.helpers.cache_helper import make_dynamic_cache
-    from diag.models.inputs import decoder_dims
+    from diag.models.cache_layout import cache_layout
 
-    dims = decoder_dims(config)
     if left_padding >= past + seq:
         raise ValueError(
             f"left_padding={left_padding} leaves no real token in {past + seq} positions"
         )
+    if layout is None:
+        layout = cache_layout(model)
     gen = torch.Generator().manual_seed(seed)
-    shape = (batch, dims.num_kv_heads, past, dims.head_dim)
-    pairs = [
-        (torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype))
-        for _ in range(dims.num_layers)
-    ]
+    pairs = layout.random_pairs(batch, past, generator=gen, dtype=dtype)
     mask = torch.ones((batch, past + seq), dtype=torch.int64)
     mask[0, :left_padding] = 0
     inputs: dict[str, Any] = {
-        contract.INPUT_IDS: torch.randint(0, dims.vocab_size, (batch, seq), generator=gen),
+        contract.INPUT_IDS: torch.randint(0, layout.vocab_size, (batch, seq), generator=gen),
         contract.ATTENTION_MASK: mask,
     }
     if with_position_ids:
         # padding tokens get position 0 (what generate does), real ones count from 0
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         inputs[contract.POSITION_IDS] = positions[:, past:].contiguous()
-    inputs["past_key_values"] = make_dynamic_cache(pairs, config=config)
+    inputs["past_key_values"] = make_dynamic_cache(pairs, config=model.config)
     return (inputs, pairs) if with_full_past else inputs
 
 
@@ -325,6 +329,8 @@ def validate_causal_lm(
 
     import onnxruntime as ort
 
+    from diag.models.cache_layout import cache_layout
+
     dtype = next(model.parameters()).dtype
     if atol is None:
         atol = TOLERANCES.get(dtype, 1e-2)
@@ -342,11 +348,12 @@ def validate_causal_lm(
         return copies[0]
 
     ref = reference if noise_floor else None
+    layout = cache_layout(model)
     if dummy_inputs is not None:
         report.rows.extend(compare_one(model, session, dummy_inputs, "dummy", atol, ref))
     for k, spec in enumerate(input_sets):
         inputs, full_past = make_step_inputs(
-            model.config,
+            model,
             spec.batch,
             spec.seq,
             spec.past,
@@ -355,6 +362,7 @@ def validate_causal_lm(
             dtype=dtype,
             seed=k + 1,
             with_full_past=True,
+            layout=layout,
         )
         report.rows.extend(
             compare_one(model, session, inputs, spec.name, atol, ref, full_past=full_past)

@@ -94,9 +94,35 @@ def _check_pairs(pairs: Sequence[KVPair], where: str) -> list[KVPair]:
     return checked
 
 
-def _num_cache_layers(config: Any) -> int:
-    # DynamicCache(config=...) creates one layer per entry of the text config's layers
-    return len(DynamicCache(config=config).layers)
+#: words in the names of transformers' cache layer classes that keep more state than
+#: their keys and values (quantized, indexed, linear-attention or hybrid layers): such a
+#: layer cannot be rebuilt from ``(key, value)`` pairs nor exported as one
+_MORE_THAN_KEY_VALUE = ("Quantized", "Indexed", "LinearAttention")
+
+
+def is_key_value_layer(layer_class: type) -> bool:
+    """Whether a cache layer class holds nothing but keys and values (``DynamicLayer``,
+    ``DynamicSlidingWindowLayer``, ``StaticLayer``...), so that a list of ``(key,
+    value)`` pairs describes it entirely.
+
+    >>> from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+    >>> is_key_value_layer(DynamicLayer), is_key_value_layer(DynamicSlidingWindowLayer)
+    (True, True)
+    """
+    return not any(word in layer_class.__name__ for word in _MORE_THAN_KEY_VALUE)
+
+
+def cache_layers_for_config(config: Any) -> list[Any]:
+    """The empty layers ``DynamicCache(config=config)`` creates, one per layer of the
+    text config, of the class the config asks for (what a model's forward starts
+    from when given no cache, and what :func:`make_dynamic_cache` fills).
+
+    >>> from transformers import AutoConfig
+    >>> cfg = AutoConfig.for_model("gemma2", num_hidden_layers=2, sliding_window=8)
+    >>> [type(layer).__name__ for layer in cache_layers_for_config(cfg)]
+    ['DynamicSlidingWindowLayer', 'DynamicLayer']
+    """
+    return list(DynamicCache(config=config).layers)
 
 
 def make_dynamic_cache(pairs: Sequence[KVPair], config: Any = None) -> DynamicCache:
@@ -130,7 +156,7 @@ def make_dynamic_cache(pairs: Sequence[KVPair], config: Any = None) -> DynamicCa
         # DynamicCache(ddp_cache_data) without config creates plain DynamicLayer-s;
         # an empty list would give a cache that grows lazily, which is what we want too
         return DynamicCache(pairs) if pairs else DynamicCache()
-    n_layers = _num_cache_layers(config)
+    n_layers = len(cache_layers_for_config(config))
     if len(pairs) != n_layers:
         raise ValueError(
             f"make_dynamic_cache: the config describes {n_layers} cache layers but "
@@ -305,6 +331,8 @@ def map_cache_tensors(cache: Any, fn: Callable[[torch.Tensor, str], torch.Tensor
 
 
 __all__ = [
+    "cache_layers_for_config",
+    "is_key_value_layer",
     "cache_leaves",
     "cache_parts",
     "cache_to_list",

@@ -7,11 +7,14 @@ dummy inputs, and the real SmolLM2-135M-Instruct fetched from PyPI.
 ['attention_mask', 'input_ids', 'past_key_values', 'position_ids']
 """
 
+from diag.models.cache_layout import CacheLayout, cache_layout
 from diag.models.inputs import make_dummy_inputs
 from diag.models.pretrained import load_pretrained
 from diag.models.untrained import get_untrained_model_with_inputs, list_tiny_models
 
 __all__ = [
+    "CacheLayout",
+    "cache_layout",
     "get_untrained_model_with_inputs",
     "list_tiny_models",
     "load_pretrained",

@@ -1,17 +1,29 @@
 """Tiny untrained causal LMs built from configs kept in the package (no hub needed).
 
 Each architecture has a JSON config in ``diag/models/configs/<arch>.json``: 2 layers,
-hidden size 128 (64 for gpt2), 8 attention heads over 4 key/value heads where the
-architecture supports grouped-query attention, head size 16, a vocabulary of 49152
-tokens (the size of SmolLM2's tokenizer, so a tiny model can be paired with it) and
-512 positions. ``bos=1``, ``eos=2``, ``pad=2`` like SmolLM2.
+hidden size 128 (64 for gpt2 and gpt_neox), 8 attention heads over 4 key/value heads
+where the architecture supports grouped-query attention (4 heads for gpt2, gpt_neox
+and deepseek_v3), head size 16, a vocabulary of 49152 tokens (the size of SmolLM2's
+tokenizer, so a tiny model can be paired with it) and 512 positions. ``bos=1``,
+``eos=2``, ``pad=2`` like SmolLM2.
+
+Three architectures cache other heads or head sizes than their config's attributes
+say, which is why diag reads the cache's shapes from the model
+(:func:`diag.models.cache_layout.cache_layout`):
+
+* ``falcon`` (``multi_query=True``): one key/value head for its 8 query heads, while
+  ``config.num_kv_heads`` says 8;
+* ``deepseek_v3`` (multi-head latent attention): keys of 32 values (the compressed
+  latent of ``kv_lora_rank=32`` and one head from transformers 5, ``qk_nope + qk_rope``
+  per head in 4.57) and values of 16, while ``config.head_dim`` says 16;
+* ``gpt_neox``: no key/value head attribute at all, every head cached.
 
 The weights are random but deterministic (seeded). Their scale is raised above the
 usual ``initializer_range=0.02`` (0.1, and 0.3 for gpt2) so that greedy decoding picks
 varied tokens with clear margins between the top logits: with the default scale some
 seeds repeat one or a few tokens (gpt2 always does), and a model repeating one token
 would make every parity test between two runtimes pass trivially. With these scales
-30 greedy tokens hold 24 to 30 distinct ones over the seeds 0-5 for every architecture.
+30 greedy tokens hold 22 to 30 distinct ones over the seeds 0-5 for every architecture.
 
 gemma2 alternates a sliding-window layer and a full-attention layer; its window (512)
 covers every position, so its sliding cache layer never drops tokens in the lengths
@@ -137,7 +149,7 @@ def get_untrained_model_with_inputs(
     config = get_tiny_config(name)
     model = make_untrained_model(config, dtype=dtype, seed=seed)
     inputs, dynamic_shapes = make_dummy_inputs(
-        model.config, batch=batch, seq=seq, past=past, dtype=dtype, seed=seed
+        model, batch=batch, seq=seq, past=past, dtype=dtype, seed=seed
     )
     return {
         "model": model,

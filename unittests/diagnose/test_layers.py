@@ -98,7 +98,7 @@ def test_residual_stream_fallback_without_metadata(tiny_model, broken_layer, tin
 def test_with_a_cache_and_padding(tiny_model, tiny_onnx):
     from diag.models.inputs import make_dummy_inputs
 
-    inputs, _ = make_dummy_inputs(tiny_model.config, batch=2, seq=3, past=5)
+    inputs, _ = make_dummy_inputs(tiny_model, batch=2, seq=3, past=5)
     length = inputs["past_key_values"].get_seq_length()
     report = localize_layer(tiny_model, tiny_onnx, inputs)
     assert report.culprit is None, str(report)

@@ -172,6 +172,33 @@ def test_sdpa_patch_zeroes_fully_masked_rows_only():
     torch.testing.assert_close(sdpa(q, k, v, is_causal=True), original(q, k, v, is_causal=True))
 
 
+def test_sdpa_patch_broadcast_kv_heads_as_gqa():
+    (patch,) = [p for p in TORCH_PATCHES if p.name == "sdpa_broadcast_kv_heads_as_gqa"]
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("enable_gqa", False))
+        return torch.nn.functional.scaled_dot_product_attention(*args, **kwargs)
+
+    sdpa = patch.factory(recording)
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 3, 8)
+    k, v = torch.randn(2, 1, 3, 8), torch.randn(2, 1, 3, 8)
+    mask = torch.ones(2, 1, 3, 3, dtype=torch.bool).tril()
+    # one key/value head for four query heads: what eager broadcasting computes
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(sdpa(q, k, v, attn_mask=mask), expected)
+    # two key/value heads for four query heads: each serves its group
+    k2, v2 = torch.randn(2, 2, 3, 8), torch.randn(2, 2, 3, 8)
+    grouped = torch.nn.functional.scaled_dot_product_attention(
+        q, k2.repeat_interleave(2, dim=1), v2.repeat_interleave(2, dim=1), attn_mask=mask
+    )
+    torch.testing.assert_close(sdpa(q, k2, v2, attn_mask=mask), grouped)
+    # as many heads: left alone
+    sdpa(q, q, q, attn_mask=mask)
+    assert calls == [True, True, False]
+
+
 # --- pytree round trips ---
 
 

@@ -16,14 +16,15 @@ from diag.export.fusions import FUSIONS, fuse_decoder
 from diag.export.onnx_export import export_to_ir
 from diag.export.validate import make_step_inputs
 from diag.models import get_untrained_model_with_inputs
-from diag.models.inputs import decoder_dims, make_dummy_inputs
+from diag.models.cache_layout import cache_layout
+from diag.models.inputs import make_dummy_inputs
 
 FLOAT = ir.TensorType(ir.DataType.FLOAT)
 
 
 def _export(name: str, opset: int) -> tuple[torch.nn.Module, ir.Model]:
     model = get_untrained_model_with_inputs(name)["model"].eval()
-    inputs, dynamic_shapes = make_dummy_inputs(model.config, with_position_ids=True)
+    inputs, dynamic_shapes = make_dummy_inputs(model, with_position_ids=True)
     with torch_export_patches():
         model_ir = export_to_ir(
             model, (), kwargs=inputs, dynamic_shapes=dynamic_shapes, opset=opset
@@ -42,7 +43,7 @@ def _feeds(session: ort.InferenceSession, model: torch.nn.Module) -> list[dict[s
     """A step with a past and left padding, a decode step, a prefill: numpy feeds."""
     feeds = []
     for batch, seq, past, pad in ((2, 4, 6, 3), (2, 1, 9, 0), (1, 5, 0, 0)):
-        inputs = make_step_inputs(model.config, batch, seq, past, left_padding=pad)
+        inputs = make_step_inputs(model, batch, seq, past, left_padding=pad)
         flat = [inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"]]
         for layer in inputs["past_key_values"].layers:
             flat.extend([layer.keys, layer.values])
@@ -58,7 +59,7 @@ def llama23():
 
 def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23):
     model, model_ir = llama23
-    layers = decoder_dims(model.config).num_layers
+    layers = cache_layout(model).num_layers
     before = _session(model_ir)
     fused_ir = ir.from_proto(ir.serde.serialize_model(model_ir))
     nodes_before = len(list(fused_ir.graph))

@@ -74,6 +74,23 @@ def test_to_onnx_bad_arguments():
         to_onnx(model, (torch.randn(1, 2),), input_names=["a", "b", "c"])
 
 
+class ComplexRotation(torch.nn.Module):
+    """A rotation written with complex numbers, like deepseek_v2's rotary embedding."""
+
+    def forward(self, x):
+        angles = torch.polar(torch.ones_like(x[..., ::2]), x[..., ::2])
+        rotated = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2)) * angles
+        return torch.view_as_real(rotated).flatten(-2)
+
+
+def test_complex_numbers_are_refused_with_the_reason(tmp_path):
+    x = torch.randn(2, 8)
+    assert ComplexRotation()(x).shape == (2, 8)
+    with pytest.raises(TypeError, match="ComplexRotation computes with complex numbers"):
+        to_onnx(ComplexRotation(), (x,), filename=str(tmp_path / "m.onnx"))
+    assert not os.path.exists(tmp_path / "m.onnx")
+
+
 def test_tied_weight_read_by_gemm_and_stored_once(tmp_path):
     torch.manual_seed(1)
     model = TiedLM()

@@ -8,6 +8,15 @@ values of the padded positions differ between torch and ONNX Runtime. The
 replacement multiplies the output by "does this row attend to anything": a no-op in
 eager, and it makes the exported graph agree with torch at every position.
 
+``sdpa_broadcast_kv_heads_as_gqa``: multi-query attention written by hand (falcon
+with ``multi_query=True``) calls :func:`torch.nn.functional.scaled_dot_product_attention`
+with one key/value head for all the query heads and lets eager torch broadcast it.
+The ONNX translation (opset >= 23: the ``Attention`` op) accepts fewer key/value heads
+only with ``enable_gqa=True`` and fails otherwise; when the query heads are a multiple
+of the key/value heads the replacement passes ``enable_gqa=True``, which computes the
+same values in torch (each key/value head serves its group of query heads) and
+exports without copying the cache.
+
 Example::
 
     >>> import torch
@@ -40,6 +49,21 @@ def _sdpa_zero_fully_masked_rows(original: Callable[..., Any]) -> Callable[..., 
     return scaled_dot_product_attention
 
 
+def _sdpa_broadcast_kv_heads_as_gqa(original: Callable[..., Any]) -> Callable[..., Any]:
+    def scaled_dot_product_attention(query, key, value, *args, **kwargs):
+        q_heads, kv_heads = query.shape[-3], key.shape[-3]
+        if (
+            not kwargs.get("enable_gqa", False)
+            and query.dim() == 4
+            and kv_heads != q_heads
+            and q_heads % kv_heads == 0
+        ):
+            kwargs["enable_gqa"] = True
+        return original(query, key, value, *args, **kwargs)
+
+    return scaled_dot_product_attention
+
+
 TORCH_PATCHES: list[Patch] = [
     Patch(
         name="sdpa_zero_fully_masked_rows",
@@ -48,6 +72,16 @@ TORCH_PATCHES: list[Patch] = [
         why=(
             "a query row that masks every key (left padding) gives zeros in eager torch "
             "but the mean of the values in the ONNX translation"
+        ),
+        kind="torch",
+    ),
+    Patch(
+        name="sdpa_broadcast_kv_heads_as_gqa",
+        target="torch.nn.functional:scaled_dot_product_attention",
+        factory=_sdpa_broadcast_kv_heads_as_gqa,
+        why=(
+            "one key/value head broadcast over every query head (multi-query falcon) "
+            "runs in eager torch but the ONNX translation needs enable_gqa=True for it"
         ),
         kind="torch",
     ),
