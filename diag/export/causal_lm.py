@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -102,10 +101,11 @@ def _check_model(model: Any) -> None:
             "transformers (it reads the number of layers and heads from its config); use "
             "diag.to_onnx for other models."
         )
-    params = inspect.signature(model.forward).parameters
-    if "past_key_values" not in params or "input_ids" not in params:
+    from diag.compat.transformers_api import cache_argument, forward_parameters
+
+    if cache_argument(model) is None or "input_ids" not in forward_parameters(model):
         raise TypeError(
-            f"{type(model).__name__}.forward does not take input_ids and past_key_values: "
+            f"{type(model).__name__}.forward does not take input_ids and a key/value cache: "
             "export_causal_lm exports decoder-only causal LMs with a key/value cache."
         )
 
@@ -163,23 +163,24 @@ def _export(
     fuse: bool,
     generation_config: str | None,
 ) -> tuple[dict[str, Any], list[str], list[str], list[str], list[str]]:
+    from diag.compat.transformers_api import cache_argument
     from diag.models.inputs import make_dummy_inputs
 
     with_position_ids = takes_position_ids(model)
     dtype = next(model.parameters()).dtype
+    # the keys of kwargs and dynamic_shapes must be the forward's own names for torch.export
     inputs, dynamic_shapes = make_dummy_inputs(
-        model.config, dtype=dtype, with_position_ids=with_position_ids
+        model.config,
+        dtype=dtype,
+        with_position_ids=with_position_ids,
+        cache_name=cache_argument(model),
     )
     device = next(model.parameters()).device
     if device.type != "cpu":
-        from diag.helpers.cache_helper import map_cache_tensors
+        from diag.helpers.cache_helper import is_cache, map_cache_tensors
 
         inputs = {
-            k: (
-                map_cache_tensors(v, lambda t, _: t.to(device))
-                if k == "past_key_values"
-                else v.to(device)
-            )
+            k: (map_cache_tensors(v, lambda t, _: t.to(device)) if is_cache(v) else v.to(device))
             for k, v in inputs.items()
         }
     num_layers = _num_layers(model)

@@ -22,7 +22,8 @@ Example::
     >>> inputs, ds = make_dummy_inputs(cfg)
     >>> inputs["input_ids"].shape, inputs["attention_mask"].shape
     (torch.Size([2, 3]), torch.Size([2, 8]))
-    >>> len(ds["past_key_values"])  # key_0, value_0, key_1, value_1
+    >>> from diag.compat.transformers_api import config_cache_argument
+    >>> len(ds[config_cache_argument(cfg)])  # key_0, value_0, key_1, value_1
     4
 """
 
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from diag.compat.transformers_api import config_cache_argument
 from diag.helpers.cache_helper import make_dynamic_cache
 
 # preferred example values of the dynamic dimensions (batch, seq, past); bumped when
@@ -158,6 +160,7 @@ def make_dummy_inputs(
     dtype: torch.dtype = torch.float32,
     with_position_ids: bool = True,
     seed: int | None = 0,
+    cache_name: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Builds the inputs of one decoding step with a non-empty cache, and the
     ``dynamic_shapes`` to export a model with them.
@@ -170,12 +173,16 @@ def make_dummy_inputs(
     :param dtype: dtype of the cache tensors (the model's dtype)
     :param with_position_ids: adds ``position_ids`` = ``arange(past, past + seq)``
     :param seed: seed of the random tokens and cache values (None: global RNG)
+    :param cache_name: the key of the cache, the forward's cache argument
+        (:func:`diag.compat.transformers_api.cache_argument` of the model); None takes
+        the one of the class transformers builds for ``config``
+        (``"cache"`` from transformers 5.24 on, ``"past_key_values"`` before)
     :return: ``(inputs, dynamic_shapes)``; ``inputs`` holds ``input_ids``,
-        ``attention_mask`` (all ones), ``position_ids`` and ``past_key_values`` (a
+        ``attention_mask`` (all ones), ``position_ids`` and the cache (a
         :class:`transformers.DynamicCache`); ``dynamic_shapes`` maps the same keys to
         :class:`torch.export.Dim` s named ``batch``, ``seq_length``, ``past_length``
         (the mask's second dimension is ``past_length + seq_length``, left to
-        ``Dim.DYNAMIC`` so export infers the relation), and ``past_key_values`` to a
+        ``Dim.DYNAMIC`` so export infers the relation), and the cache to a
         flat list of ``2 * num_layers`` dicts in the order key_0, value_0, key_1, ...
 
     Explicit values that collide (two dynamic dimensions equal, a dimension < 2 or
@@ -184,8 +191,8 @@ def make_dummy_inputs(
     >>> from transformers import AutoConfig
     >>> cfg = AutoConfig.for_model("llama", num_hidden_layers=1, hidden_size=64,
     ...     num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=100)
-    >>> inputs, ds = make_dummy_inputs(cfg)  # batch 2 collides with kv heads: bumped
-    >>> tuple(inputs["input_ids"].shape), inputs["past_key_values"].get_seq_length()
+    >>> inputs, ds = make_dummy_inputs(cfg, cache_name="cache")  # batch 2 = kv heads: bumped
+    >>> tuple(inputs["input_ids"].shape), inputs["cache"].get_seq_length()
     ((3, 4), 5)
     """
     dims = decoder_dims(config)
@@ -213,7 +220,8 @@ def make_dummy_inputs(
         inputs["position_ids"] = (
             torch.arange(past, past + seq, dtype=torch.int64).expand(batch, seq).contiguous()
         )
-    inputs["past_key_values"] = make_dynamic_cache(pairs, config=config)
+    cache_name = cache_name or config_cache_argument(config)
+    inputs[cache_name] = make_dynamic_cache(pairs, config=config)
 
     d_batch = torch.export.Dim("batch", min=1, max=1024)
     d_seq = torch.export.Dim("seq_length", min=1, max=8192)
@@ -225,7 +233,7 @@ def make_dummy_inputs(
     }
     if with_position_ids:
         dynamic_shapes["position_ids"] = {0: d_batch, 1: d_seq}
-    dynamic_shapes["past_key_values"] = [
+    dynamic_shapes[cache_name] = [
         {0: d_batch, 2: d_past} for _ in range(2 * dims.num_layers)
     ]
     return inputs, dynamic_shapes

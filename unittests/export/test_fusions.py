@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from diag.compat.transformers_api import cache_input
 from diag.export import torch_export_patches
 from diag.export.fusions import FUSIONS, fuse_decoder
 from diag.export.onnx_export import export_to_ir
@@ -44,7 +45,7 @@ def _feeds(session: ort.InferenceSession, model: torch.nn.Module) -> list[dict[s
     for batch, seq, past, pad in ((2, 4, 6, 3), (2, 1, 9, 0), (1, 5, 0, 0)):
         inputs = make_step_inputs(model.config, batch, seq, past, left_padding=pad)
         flat = [inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"]]
-        for layer in inputs["past_key_values"].layers:
+        for layer in cache_input(inputs).layers:
             flat.extend([layer.keys, layer.values])
         names = [i.name for i in session.get_inputs()]
         feeds.append({n: t.numpy() for n, t in zip(names, flat, strict=True)})

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from diag.compat.transformers_api import output_cache
 from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
 from diag.helpers.max_diff import max_diff
 
@@ -118,7 +119,7 @@ def test_torch_against_onnxruntime_flat_outputs(llama_config):
         out = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True)
     # what an exported model returns: logits, present.0.key, present.0.value, ...
     flat = [out.logits.numpy().copy()]
-    for k, v in cache_to_list(out.past_key_values):
+    for k, v in cache_to_list(output_cache(out)):
         flat.extend([k.numpy().copy(), v.numpy().copy()])
     flat[4][0, 1, 2, 3] -= 0.125  # present.1.value
     ort_flat = [ort.OrtValue.ortvalue_from_numpy(a) for a in flat]

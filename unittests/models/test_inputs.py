@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, GPT2Config, LlamaConfig
+from transformers import AutoConfig, GPT2Config, LlamaConfig, LlamaForCausalLM
 
+from diag.compat.transformers_api import cache_argument, cache_input
 from diag.helpers.cache_helper import cache_to_list
 from diag.models import make_dummy_inputs
 from diag.models.inputs import decoder_dims
@@ -25,7 +26,7 @@ def _smollm2_like_config():
 
 def _dims(inputs):
     batch, seq = inputs["input_ids"].shape
-    key = cache_to_list(inputs["past_key_values"])[0][0]
+    key = cache_to_list(cache_input(inputs))[0][0]
     return batch, seq, key.shape[2], inputs["attention_mask"].shape[1], key.shape
 
 
@@ -39,7 +40,9 @@ def test_default_tiny_shapes():
         vocab_size=1000,
     )
     inputs, ds = make_dummy_inputs(cfg)
-    assert list(inputs) == ["input_ids", "attention_mask", "position_ids", "past_key_values"]
+    # the cache under the name LlamaForCausalLM.forward takes in the installed release
+    cache_name = cache_argument(LlamaForCausalLM)
+    assert list(inputs) == ["input_ids", "attention_mask", "position_ids", cache_name]
     batch, seq, past, total, key_shape = _dims(inputs)
     assert (batch, seq, past, total) == (2, 3, 5, 8)
     assert key_shape == (2, 4, 5, 16)
@@ -48,7 +51,7 @@ def test_default_tiny_shapes():
     assert inputs["attention_mask"].dtype == torch.int64
     assert int(inputs["attention_mask"].min()) == 1
     assert inputs["position_ids"].tolist() == [[5, 6, 7], [5, 6, 7]]
-    pairs = cache_to_list(inputs["past_key_values"])
+    pairs = cache_to_list(cache_input(inputs))
     assert len(pairs) == 2
     # random, not constant, and keys differ from values
     assert float(pairs[0][0].std()) > 0.5
@@ -58,13 +61,13 @@ def test_default_tiny_shapes():
     names = {
         key: {axis: getattr(dim, "__name__", str(dim)) for axis, dim in spec.items()}
         for key, spec in ds.items()
-        if key != "past_key_values"
+        if key != cache_name
     }
     assert names["input_ids"] == {0: "batch", 1: "seq_length"}
     assert names["position_ids"] == {0: "batch", 1: "seq_length"}
     assert names["attention_mask"][0] == "batch"
     assert ds["attention_mask"][1] is torch.export.Dim.DYNAMIC
-    cache_ds = ds["past_key_values"]
+    cache_ds = cache_input(ds)
     assert len(cache_ds) == 4
     assert all(sorted(d) == [0, 2] for d in cache_ds)
     assert {d[0].__name__ for d in cache_ds} == {"batch"}
@@ -80,7 +83,7 @@ def test_dims_distinct_for_smollm2_config():
     assert len(set(values)) == 4
     assert min(values) >= 2
     assert not set(values) & {3, 64}
-    assert len(ds["past_key_values"]) == 6
+    assert len(cache_input(ds)) == 6
 
 
 def test_gpt2_config_and_no_position_ids():
@@ -88,8 +91,8 @@ def test_gpt2_config_and_no_position_ids():
     assert decoder_dims(cfg).num_kv_heads == 4 and decoder_dims(cfg).head_dim == 16
     inputs, ds = make_dummy_inputs(cfg, with_position_ids=False)
     assert "position_ids" not in inputs and "position_ids" not in ds
-    assert len(cache_to_list(inputs["past_key_values"])) == 3
-    assert cache_to_list(inputs["past_key_values"])[2][1].shape == (2, 4, 5, 16)
+    assert len(cache_to_list(cache_input(inputs))) == 3
+    assert cache_to_list(cache_input(inputs))[2][1].shape == (2, 4, 5, 16)
 
 
 def test_seed_and_explicit_sizes():
@@ -103,10 +106,10 @@ def test_seed_and_explicit_sizes():
     assert _dims(a)[:4] == (3, 4, 6, 10)
     assert torch.equal(a["input_ids"], b["input_ids"])
     assert torch.equal(
-        cache_to_list(a["past_key_values"])[0][0], cache_to_list(b["past_key_values"])[0][0]
+        cache_to_list(cache_input(a))[0][0], cache_to_list(cache_input(b))[0][0]
     )
     assert not torch.equal(
-        cache_to_list(a["past_key_values"])[0][0], cache_to_list(c["past_key_values"])[0][0]
+        cache_to_list(cache_input(a))[0][0], cache_to_list(cache_input(c))[0][0]
     )
     # the default batch (2) equals the 2 kv heads here: another value is picked
     d, _ = make_dummy_inputs(cfg)

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from diag.compat.transformers_api import cache_argument, cache_input, output_cache
 from diag.helpers.cache_helper import cache_to_list
 from diag.models import get_untrained_model_with_inputs, list_tiny_models
 from diag.models.untrained import get_tiny_config
@@ -25,15 +26,17 @@ def test_forward_on_dummy_inputs(name):
     assert not model.training
     assert config.vocab_size == 49152
     assert config.num_hidden_layers == 2
-    pairs = cache_to_list(inputs["past_key_values"])
+    # under the name the forward takes in the installed release
+    assert cache_argument(model) in inputs and cache_argument(model) in data["dynamic_shapes"]
+    pairs = cache_to_list(cache_input(inputs))
     assert len(pairs) == 2
     assert all(k.shape[:3] == (2, k.shape[1], 5) for k, _ in pairs)
     # the forward appends to the cache it is given: keep the inputs intact
     with torch.no_grad():
         out = model(**copy.deepcopy(inputs))
     assert out.logits.shape == (2, 3, 49152)
-    assert out.past_key_values.get_seq_length() == 8
-    assert inputs["past_key_values"].get_seq_length() == 5
+    assert output_cache(out).get_seq_length() == 8
+    assert cache_input(inputs).get_seq_length() == 5
     assert torch.isfinite(out.logits).all()
     # same seed, same weights and inputs
     again = get_untrained_model_with_inputs(name)
@@ -53,13 +56,13 @@ def test_dynamic_dims_distinct(name):
     data = get_untrained_model_with_inputs(name)
     batch, seq = data["inputs"]["input_ids"].shape
     cache_len = data["inputs"]["attention_mask"].shape[1]
-    key = cache_to_list(data["inputs"]["past_key_values"])[0][0]
+    key = cache_to_list(cache_input(data["inputs"]))[0][0]
     past, kv_heads, head_dim = key.shape[2], key.shape[1], key.shape[3]
     dynamic = [batch, seq, past, cache_len]
     assert dynamic == [2, 3, 5, 8]
     assert len(set(dynamic)) == 4
     assert not set(dynamic) & {1, kv_heads, head_dim}
-    assert len(data["dynamic_shapes"]["past_key_values"]) == 2 * data["config"].num_hidden_layers
+    assert len(cache_input(data["dynamic_shapes"])) == 2 * data["config"].num_hidden_layers
 
 
 @pytest.mark.parametrize("name", TINY_ARCHITECTURES)
@@ -86,13 +89,13 @@ def test_global_rng_untouched():
 def test_dtype():
     data = get_untrained_model_with_inputs("llama", dtype=torch.float16)
     assert next(data["model"].parameters()).dtype == torch.float16
-    key, value = cache_to_list(data["inputs"]["past_key_values"])[0]
+    key, value = cache_to_list(cache_input(data["inputs"]))[0]
     assert key.dtype == value.dtype == torch.float16
 
 
 def test_sliding_window_layers_follow_config():
     data = get_untrained_model_with_inputs("gemma2")
-    layers = [type(layer).__name__ for layer in data["inputs"]["past_key_values"].layers]
+    layers = [type(layer).__name__ for layer in cache_input(data["inputs"]).layers]
     assert layers == ["DynamicSlidingWindowLayer", "DynamicLayer"]
 
 
