@@ -31,6 +31,15 @@ the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.
   every checkpoint (from its module ``transformers.core_model_loading``), 4.57 only
   ``Loading checkpoint shards`` for sharded ones: :func:`shows_loading_weights_bar`,
   by whether that module exists;
+* the defaults of ``GenerationConfig``: 5.x leaves every field None and keeps the
+  defaults in ``GenerationConfig._get_default_generation_params()``, 4.57 stores them
+  as the values of a fresh config (so ``max_length=20`` there means "unset", 20 new
+  tokens): :func:`generation_defaults` and :func:`generation_config_values`, by
+  ``hasattr``;
+* ``RepetitionPenaltyLogitsProcessor(prompt_ignore_length=...)``: 5.x's generate
+  passes the left-padding length of every row (a tensor), 4.57's takes an int only and
+  its generate passes nothing: :func:`repetition_penalty_ignores_padding`, by
+  building one with a tensor;
 * ``DynamicCache(config=...)``: the config decides the layer classes (sliding
   window...) in every supported release; :func:`new_dynamic_cache` checks the
   constructor's signature and falls back to a plain cache where it has none;
@@ -65,6 +74,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -256,6 +266,65 @@ def new_dynamic_cache(config: Any = None) -> Any:
     return DynamicCache(config=config)
 
 
+def generation_defaults() -> dict[str, Any]:
+    """The values ``model.generate`` uses for what nobody set (``max_length=20``,
+    ``do_sample=False``, ...).
+
+    >>> generation_defaults()["max_length"]
+    20
+    """
+    from transformers import GenerationConfig
+
+    getter = getattr(GenerationConfig, "_get_default_generation_params", None)
+    if getter is not None:
+        return dict(getter())
+    # 4.57: the defaults are the attribute values of a fresh config
+    return GenerationConfig().to_dict()
+
+
+def generation_config_values(config: Any) -> dict[str, Any]:
+    """The fields of a ``GenerationConfig`` that were set (the model's or the user's):
+    every non-None value in 5.x, whose unset fields are None; in 4.57, where a fresh
+    config holds the defaults as values, the values that differ from them
+    (``to_diff_dict``), as its generate treats ``max_length=20`` as unset.
+
+    >>> from transformers import GenerationConfig
+    >>> generation_config_values(GenerationConfig(eos_token_id=2, max_length=20))["eos_token_id"]
+    2
+    """
+    from transformers import GenerationConfig
+
+    if hasattr(GenerationConfig, "_get_default_generation_params"):
+        values = config.to_dict()
+    else:
+        values = config.to_diff_dict()
+    return {k: v for k, v in values.items() if v is not None}
+
+
+_REPETITION_IGNORES_PADDING: list[bool] = []
+
+
+def repetition_penalty_ignores_padding() -> bool:
+    """Whether ``RepetitionPenaltyLogitsProcessor`` takes the per-row left-padding
+    lengths (5.x, whose generate passes them so that padding tokens are not penalised);
+    4.57 takes an int only and its generate passes nothing.
+
+    >>> isinstance(repetition_penalty_ignores_padding(), bool)
+    True
+    """
+    if not _REPETITION_IGNORES_PADDING:
+        import torch
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        try:
+            RepetitionPenaltyLogitsProcessor(1.5, prompt_ignore_length=torch.tensor([0, 1]))
+            takes = True
+        except (TypeError, ValueError):
+            takes = False
+        _REPETITION_IGNORES_PADDING.append(takes)
+    return _REPETITION_IGNORES_PADDING[0]
+
+
 def shows_loading_weights_bar() -> bool:
     """Whether ``from_pretrained`` shows a ``Loading weights`` progress bar for a
     one-file checkpoint (5.x, its ``core_model_loading`` module), which
@@ -288,7 +357,18 @@ def load_tokenizer(folder: str | os.PathLike) -> Any:
     has_json = os.path.isfile(os.path.join(folder, "tokenizer.json"))
     if saved_class is None or hasattr(transformers, saved_class) or not has_json:
         return AutoTokenizer.from_pretrained(folder)
-    return transformers.PreTrainedTokenizerFast.from_pretrained(folder)
+    # the class mismatch is what this call is for: its logged warning says nothing new
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        # the inputs 5.x's class gives (4.x's fast tokenizer adds token_type_ids, which
+        # a causal LM's generate rejects)
+        return transformers.PreTrainedTokenizerFast.from_pretrained(
+            folder, model_input_names=["input_ids", "attention_mask"]
+        )
+    finally:
+        logger.setLevel(level)
 
 
 __all__ = [
@@ -300,11 +380,14 @@ __all__ = [
     "cache_input_name",
     "config_cache_argument",
     "forward_parameters",
+    "generation_config_values",
+    "generation_defaults",
     "load_tokenizer",
     "new_dynamic_cache",
     "output_cache",
     "output_cache_field",
     "parameter_names",
+    "repetition_penalty_ignores_padding",
     "require_cache_argument",
     "same_parameters",
     "shows_loading_weights_bar",

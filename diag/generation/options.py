@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
+from diag.compat.transformers_api import generation_config_values, generation_defaults
+
 
 @dataclass
 class DecodingOptions:
@@ -178,7 +180,7 @@ def _as_dict(config: GenerationConfig | dict | None, what: str) -> dict[str, Any
     if config is None:
         return {}
     if isinstance(config, GenerationConfig):
-        return config.to_dict()
+        return generation_config_values(config)
     if isinstance(config, dict):
         return dict(config)
     raise TypeError(
@@ -187,11 +189,7 @@ def _as_dict(config: GenerationConfig | dict | None, what: str) -> dict[str, Any
 
 
 def _global_defaults() -> dict[str, Any]:
-    getter = getattr(GenerationConfig, "_get_default_generation_params", None)
-    if getter is not None:
-        return dict(getter())
-    # older transformers: the defaults are the attribute values of a fresh config
-    return GenerationConfig().to_dict()
+    return generation_defaults()
 
 
 def resolve_options(
