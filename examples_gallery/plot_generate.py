@@ -33,6 +33,7 @@ import pandas
 import torch
 
 import diag
+from diag.compat.transformers_api import cache_argument, output_cache
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")  # where the figures are saved
@@ -104,8 +105,8 @@ print(tokenizer.decode(expected[0], skip_special_tokens=True))
 # Two kinds of forward calls make a generation:
 #
 # * the **prefill** runs the whole prompt at once and returns the logits of every
-#   position plus the key/value cache (``past_key_values``): the keys and values
-#   of every layer for every token seen so far;
+#   position plus the key/value cache: the keys and values of every layer for
+#   every token seen so far;
 # * each **decode** step feeds only the last chosen token with that cache and gets
 #   the next logits and the grown cache back. Without the cache, every step would
 #   recompute the attention of the whole sequence.
@@ -113,6 +114,12 @@ print(tokenizer.decode(expected[0], skip_special_tokens=True))
 # The next token is the ``argmax`` of the last position's logits (greedy). The loop
 # stops after the eos token or after ``max_new_tokens`` tokens, like
 # ``model.generate`` (which keeps the eos token in its output).
+#
+# The forward takes the cache as ``cache`` from transformers 5.24 on and as
+# ``past_key_values`` before (the old name still works there, with a warning), and the
+# output holds it under the same name: :mod:`diag.compat.transformers_api` knows which.
+
+cache_name = cache_argument(model)
 
 
 @torch.no_grad()
@@ -125,7 +132,7 @@ def greedy_generate(model, input_ids, eos_token_id, max_new_tokens):
         if next_id.item() == eos_token_id or step == max_new_tokens - 1:
             break
         # decode: one new token in, the cache carries everything before it
-        out = model(input_ids=next_id, past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=next_id, **{cache_name: output_cache(out)}, use_cache=True)
     return tokens
 
 
@@ -137,7 +144,7 @@ def greedy_generate(model, input_ids, eos_token_id, max_new_tokens):
 with torch.no_grad():
     prefill = model(input_ids=inputs.input_ids, use_cache=True)
 print("logits:", diag.string_type(prefill.logits, with_shape=True))
-print("cache: ", diag.string_type(prefill.past_key_values, with_shape=True)[:200], "...")
+print("cache: ", diag.string_type(output_cache(prefill), with_shape=True)[:200], "...")
 
 # %%
 # Now the loop, timed.

@@ -74,6 +74,7 @@ import pandas as pd
 import torch
 
 from diag import contract
+from diag.compat.transformers_api import cache_input, cache_input_name, require_cache_argument
 from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype
 
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
@@ -265,9 +266,10 @@ def _run_torch(
             handles.append(st.module.register_forward_hook(hook_for(st.name)))
     try:
         kwargs = dict(feeds)
-        if kwargs.get("past_key_values") is not None:
+        if cache_input(kwargs) is not None:
             # the model appends to the cache it is given: keep the caller's intact
-            kwargs["past_key_values"] = copy.deepcopy(kwargs["past_key_values"])
+            name = cache_input_name(kwargs)
+            kwargs[name] = copy.deepcopy(kwargs[name])
         with torch.no_grad():
             out = model(**kwargs)
     finally:
@@ -280,20 +282,21 @@ def _run_torch(
 # -- inputs ----------------------------------------------------------------------------------
 
 
-def _normalize_inputs(inputs: Any) -> dict[str, Any]:
+def _normalize_inputs(inputs: Any, model: torch.nn.Module) -> dict[str, Any]:
     if isinstance(inputs, torch.Tensor):
         inputs = {"input_ids": inputs}
     if not isinstance(inputs, dict) or "input_ids" not in inputs:
         raise TypeError(
             "localize_layer expects `inputs` as a dict with at least 'input_ids' (and optionally "
-            "'attention_mask', 'position_ids', 'past_key_values'), or an input_ids tensor; got "
+            "'attention_mask', 'position_ids' and the cache: 'cache' or 'past_key_values'), "
+            "or an input_ids tensor; got "
             f"{type(inputs).__name__}."
         )
     ids = inputs["input_ids"]
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
         raise ValueError("inputs['input_ids'] must be a 2D int64 tensor [batch, seq].")
     feeds: dict[str, Any] = {"input_ids": ids.to(torch.int64)}
-    past = inputs.get("past_key_values")
+    past = cache_input(inputs)
     past_len = 0
     if past is not None:
         # imported here, as below: cache_helper imports transformers, which
@@ -303,7 +306,8 @@ def _normalize_inputs(inputs: Any) -> dict[str, Any]:
         if not is_cache(past):
             past = make_dynamic_cache(list(past))
         past_len = cache_to_list(past)[0][0].shape[2] if cache_to_list(past) else 0
-        feeds["past_key_values"] = past
+        # under the name the model's forward takes, whichever the caller used
+        feeds[require_cache_argument(model, "localize_layer")] = past
     mask = inputs.get("attention_mask")
     if mask is None:
         mask = torch.ones(ids.shape[0], past_len + ids.shape[1], dtype=torch.int64)
@@ -327,7 +331,8 @@ def _onnx_feeds(
     ]
     ids = feeds["input_ids"]
     batch = ids.shape[0]
-    pairs = cache_to_list(feeds["past_key_values"]) if "past_key_values" in feeds else []
+    past = cache_input(feeds)
+    pairs = cache_to_list(past) if past is not None else []
     if not pairs:
         # no past: the prefill's empty past, of the shapes of the model's own cache
         pairs = cache_layout(model).random_pairs(batch, 0)
@@ -557,9 +562,10 @@ def localize_layer(
     :param onnx_model_path: its export (path or ``onnx.ModelProto``), following
         :mod:`diag.contract`
     :param inputs: ``{"input_ids": ..., "attention_mask": ..., "position_ids": ...,
-        "past_key_values": ...}`` (only ``input_ids`` required; a missing cache means an
-        empty one, a missing mask means all ones, missing positions follow the mask) or
-        an ``input_ids`` tensor
+        "cache": ...}`` (only ``input_ids`` required; the cache under ``cache`` or
+        ``past_key_values``, either name on any transformers release; a missing cache
+        means an empty one, a missing mask means all ones, missing positions follow the
+        mask) or an ``input_ids`` tensor
     :param tol: a stage agrees when its ``scaled_diff`` is at most ``tol``: at every
         position (token), ``max |onnx - torch|`` divided by ``max(1, RMS of torch's
         vector at that position)``, see :func:`scaled_difference`
@@ -579,7 +585,7 @@ def localize_layer(
     if not tol > 0:
         raise ValueError(f"tol must be a positive float, got {tol!r}.")
     proto = _load_proto(onnx_model_path)
-    feeds = _normalize_inputs(inputs)
+    feeds = _normalize_inputs(inputs, model)
     stages = model_stages(model)
 
     method = "module scopes"

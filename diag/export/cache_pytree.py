@@ -17,6 +17,12 @@ matching ``dynamic_shapes``):
 * :class:`~transformers.EncoderDecoderCache`: its two caches.
 * the layer classes themselves (``DynamicLayer``...): ``[keys, values]``.
 
+The layers' attributes differ between transformers releases (5.x static layers keep
+their filled length in a ``cumulative_length`` tensor, 4.57's full static layer keeps
+none; 5.x sliding layers hold a ``_sliding_window_tensor``, 4.57's do not): the
+context records which of the attributes derived from the tensors the flattened layer
+had, and unflattening rebuilds exactly those, so one code serves every release.
+
 No tensor is created while unflattening a cache inside a trace: a tensor created
 there would become a constant the exporter cannot place. A sliding-window layer is
 rebuilt with ``cumulative_length`` = the number of positions it holds (what
@@ -82,10 +88,16 @@ def _tracing() -> bool:
     return any(check() for check in checks if check is not None)
 
 
+def _has_length_leaf(layer_cls: type, derived: tuple[str, ...]) -> bool:
+    # a static layer's filled length is a leaf (a tensor in 5.x, an int in 4.57's
+    # sliding static layer) when the layer has one at all (4.57's full static layer: none)
+    return _is_static_layer(layer_cls) and "cumulative_length" in derived
+
+
 def _layer_leaves(layer: Any) -> list[Any]:
     leaves = [getattr(layer, "keys", None), getattr(layer, "values", None)]
-    if _is_static_layer(type(layer)):
-        leaves.append(getattr(layer, "cumulative_length", None))
+    if _is_static_layer(type(layer)) and hasattr(layer, "cumulative_length"):
+        leaves.append(layer.cumulative_length)
     return leaves
 
 
@@ -96,39 +108,49 @@ def _layer_context(layer: Any) -> tuple[Any, ...]:
     if type(length) is int and isinstance(keys, torch.Tensor) and type(keys.shape[-2]) is int:
         # a sliding layer cut to its window remembers more positions than it holds
         offset = length - keys.shape[-2]
+    # which derived attributes this release's layer has: rebuilt, and only those
+    derived = tuple(sorted(k for k in vars(layer) if k in _DERIVED))
     return (
         type(layer),
         _static_attrs(layer),
         bool(getattr(layer, "is_initialized", False)),
         offset,
+        derived,
     )
 
 
 def _build_layer(context: tuple[Any, ...], leaves: list[Any]) -> Any:
-    cls, attrs, initialized, offset = context
+    cls, attrs, initialized, offset, derived = context
     layer = cls.__new__(cls)
     for k, v in attrs:
         setattr(layer, k, v)
     keys, values = leaves[0], leaves[1]
     layer.keys, layer.values = keys, values
     layer.is_initialized = initialized
+    rebuilt: dict[str, Any] = {}
     if isinstance(keys, torch.Tensor):
-        layer.dtype, layer.device = keys.dtype, keys.device
+        rebuilt.update(dtype=keys.dtype, device=keys.device)
     if _is_static_layer(cls):
-        layer.cumulative_length = leaves[2]
+        if _has_length_leaf(cls, derived):
+            rebuilt["cumulative_length"] = leaves[2]
         if isinstance(keys, torch.Tensor):
-            layer.batch_size, layer.num_heads = keys.shape[:2]
-            layer.k_head_dim, layer.v_head_dim = keys.shape[-1], values.shape[-1]
+            rebuilt.update(batch_size=keys.shape[0], num_heads=keys.shape[1])
+            rebuilt.update(k_head_dim=keys.shape[-1], v_head_dim=values.shape[-1])
     elif hasattr(layer, "sliding_window"):
-        layer.cumulative_length = (keys.shape[-2] if isinstance(keys, torch.Tensor) else 0) + offset
+        length = keys.shape[-2] if isinstance(keys, torch.Tensor) else 0
+        rebuilt["cumulative_length"] = length + offset
         # created eagerly only: inside a trace it would be a constant the exporter cannot lift
         if not _tracing():
-            layer._sliding_window_tensor = torch.tensor(layer.sliding_window, dtype=torch.long)
+            window = torch.tensor(layer.sliding_window, dtype=torch.long)
+            rebuilt["_sliding_window_tensor"] = window
+    for name, value in rebuilt.items():
+        if name in derived:
+            setattr(layer, name, value)
     return layer
 
 
-def _leaves_per_layer(cls: type) -> int:
-    return 3 if _is_static_layer(cls) else 2
+def _leaves_per_layer(context: tuple[Any, ...]) -> int:
+    return 3 if _has_length_leaf(context[0], context[4]) else 2
 
 
 # --- layered caches (DynamicCache, StaticCache and subclasses) ---
@@ -152,7 +174,7 @@ def unflatten_cache(leaves: Any, context: tuple[Any, ...]) -> Any:
     layers = []
     pos = 0
     for layer_context in layer_contexts:
-        n = _leaves_per_layer(layer_context[0])
+        n = _leaves_per_layer(layer_context)
         layers.append(_build_layer(layer_context, leaves[pos : pos + n]))
         pos += n
     cache = cls.__new__(cls)

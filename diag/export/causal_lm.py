@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -97,10 +96,11 @@ def _check_model(model: Any) -> None:
             "transformers (it rebuilds the cache from its config); use diag.to_onnx for "
             "other models."
         )
-    params = inspect.signature(model.forward).parameters
-    if "past_key_values" not in params or "input_ids" not in params:
+    from diag.compat.transformers_api import cache_argument, forward_parameters
+
+    if cache_argument(model) is None or "input_ids" not in forward_parameters(model):
         raise TypeError(
-            f"{type(model).__name__}.forward does not take input_ids and past_key_values: "
+            f"{type(model).__name__}.forward does not take input_ids and a key/value cache: "
             "export_causal_lm exports decoder-only causal LMs with a key/value cache."
         )
 
@@ -165,14 +165,10 @@ def _export(
     )
     device = next(model.parameters()).device
     if device.type != "cpu":
-        from diag.helpers.cache_helper import map_cache_tensors
+        from diag.helpers.cache_helper import is_cache, map_cache_tensors
 
         inputs = {
-            k: (
-                map_cache_tensors(v, lambda t, _: t.to(device))
-                if k == "past_key_values"
-                else v.to(device)
-            )
+            k: (map_cache_tensors(v, lambda t, _: t.to(device)) if is_cache(v) else v.to(device))
             for k, v in inputs.items()
         }
     input_names = contract.DIAG_LAYOUT.input_names(layout.num_layers, with_position_ids=with_position_ids)

@@ -8,7 +8,9 @@ rather than set on its owner is deleted again, not copied onto the owner).
 
 A target that does not exist in the installed version of torch or transformers is
 not an error: :meth:`Patch.apply` returns a note saying why it was skipped, so that a
-new release never breaks ``import diag``.
+new release never breaks ``import diag``. Nor is a target whose shape differs from
+what the patch was written for: a patch's ``check(original)`` returns the reason it
+does not apply to the installed release (or None), and the patch is skipped with it.
 
 Example::
 
@@ -74,6 +76,9 @@ class Patch:
     :param why: one sentence saying what breaks without it
     :param kind: ``"torch"`` or ``"transformers"``, what
         :func:`diag.export.torch_export_patches` switches on and off
+    :param check: ``check(original) -> reason or None``: why the patch does not apply
+        to the installed release (the original takes other arguments...), None when it
+        does
     """
 
     name: str
@@ -81,6 +86,7 @@ class Patch:
     factory: Callable[[Any], Any]
     why: str
     kind: str = "transformers"
+    check: Callable[[Any], str | None] | None = None
     _saved: list[tuple[Any, str, Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -100,6 +106,9 @@ class Patch:
         original = getattr(owner, attr)
         if isinstance(previous, (staticmethod, classmethod)):
             original = previous.__func__
+        reason = self.check(original) if self.check is not None else None
+        if reason is not None:
+            return f"skipped {self.name!r}: {reason}"
         replacement = self.factory(original)
         if isinstance(previous, staticmethod):
             replacement = staticmethod(replacement)

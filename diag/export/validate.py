@@ -44,7 +44,6 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +53,13 @@ import numpy as np
 import torch
 
 from diag import contract
+from diag.compat.transformers_api import (
+    cache_input,
+    cache_input_name,
+    forward_parameters,
+    output_cache,
+    require_cache_argument,
+)
 from diag.helpers.max_diff import max_diff
 
 if TYPE_CHECKING:
@@ -142,7 +148,7 @@ class ValidationReport:
 
 def takes_position_ids(model: torch.nn.Module) -> bool:
     """Whether ``model.forward`` accepts ``position_ids``."""
-    return "position_ids" in inspect.signature(model.forward).parameters
+    return "position_ids" in forward_parameters(model)
 
 
 def make_step_inputs(
@@ -159,8 +165,9 @@ def make_step_inputs(
 ) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[torch.Tensor, torch.Tensor]]]:
     """Inputs of one step of ``model`` of any shape, ``past`` may be 0, the first row
     may be left-padded: ``input_ids``, ``attention_mask``, ``position_ids`` (positions
-    of the real tokens) and ``past_key_values`` (a DynamicCache built like the model
-    builds it, of the shapes of its own cache:
+    of the real tokens) and the cache (a DynamicCache built like the model builds it, under the
+    forward's cache argument: ``cache`` from transformers 5.24 on, ``past_key_values``
+    before; of the shapes of its own cache:
     :func:`diag.models.cache_layout.cache_layout`, or ``layout`` when given; ``dtype``
     None: the cache's dtype).
 
@@ -190,7 +197,7 @@ def make_step_inputs(
         # padding tokens get position 0 (what generate does), real ones count from 0
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         inputs[contract.POSITION_IDS] = positions[:, past:].contiguous()
-    inputs["past_key_values"] = make_dynamic_cache(pairs, config=model.config)
+    inputs[require_cache_argument(model, "make_step_inputs")] = make_dynamic_cache(pairs, config=model.config)
     return (inputs, pairs) if with_full_past else inputs
 
 
@@ -204,7 +211,7 @@ def _feeds(
         if name in inputs:
             feeds[name] = inputs[name].cpu().numpy()
     # the cache's sliding layers hold the window only; the ONNX model wants the whole past
-    pairs = cache_to_list(inputs["past_key_values"]) if full_past is None else full_past
+    pairs = cache_to_list(cache_input(inputs)) if full_past is None else full_past
     for i, (k, v) in enumerate(pairs):
         feeds[contract.past_key_name(i)] = k.detach().cpu().numpy()
         feeds[contract.past_value_name(i)] = v.detach().cpu().numpy()
@@ -242,12 +249,14 @@ def _run_torch(model: torch.nn.Module, inputs: dict[str, Any], dtype: torch.dtyp
     for k in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
         if k in torch_inputs:
             torch_inputs[k] = torch_inputs[k].to(device)
-    torch_inputs["past_key_values"] = map_cache_tensors(
-        inputs["past_key_values"], lambda t, _: t.to(device=device, dtype=dtype or t.dtype)
+    # under the model's own name, whichever the inputs used
+    torch_inputs.pop(cache_input_name(inputs), None)
+    torch_inputs[require_cache_argument(model, "validate_causal_lm")] = map_cache_tensors(
+        cache_input(inputs), lambda t, _: t.to(device=device, dtype=dtype or t.dtype)
     )
     with torch.no_grad():
         out = model(**torch_inputs, use_cache=True)
-    present = cache_to_list(out.past_key_values)
+    present = cache_to_list(output_cache(out))
     return out.logits, [k for k, _ in present], [v for _, v in present]
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from diag.compat.transformers_api import generation_global_defaults, unset_max_length
+from diag.compat.transformers_api import generation_config_values, generation_defaults
 
 
 class _Unset(enum.Enum):
@@ -240,7 +240,7 @@ def _as_dict(config: GenerationConfig | dict | None, what: str) -> dict[str, Any
     if config is None:
         return {}
     if isinstance(config, GenerationConfig):
-        return config.to_dict()
+        return generation_config_values(config)
     if isinstance(config, dict):
         return dict(config)
     raise TypeError(
@@ -251,12 +251,9 @@ def _as_dict(config: GenerationConfig | dict | None, what: str) -> dict[str, Any
 def _set_values(config: GenerationConfig | dict | None, what: str) -> dict[str, Any]:
     """The values a configuration layer sets: None there means "not set" (transformers
     fills a None attribute of the ``generation_config`` argument from the model's)."""
-    values = {k: v for k, v in _as_dict(config, what).items() if v is not None}
-    if "max_length" in values and values["max_length"] == unset_max_length():
-        # model.generate takes that value for "not set" (20 new tokens, see
-        # DecodingOptions.num_new_tokens), not for 20 tokens with the prompt
-        del values["max_length"]
-    return values
+    # (a GenerationConfig of 4.57 also holds the global defaults as values, max_length=20
+    # meaning "not set": generation_config_values keeps only what differs from them)
+    return {k: v for k, v in _as_dict(config, what).items() if v is not None}
 
 
 def resolve_options(
@@ -298,7 +295,7 @@ def resolve_options(
             merged.setdefault(k, v)
     # max_length counts only when someone set it; the global default (20) means
     # "20 new tokens", handled by DecodingOptions.num_new_tokens
-    for k, v in generation_global_defaults().items():
+    for k, v in generation_defaults().items():
         if k != "max_length":
             merged.setdefault(k, v)
 

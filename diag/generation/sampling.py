@@ -33,6 +33,7 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
+from diag.compat.transformers_api import repetition_penalty_ignores_padding
 from diag.generation.options import DecodingOptions
 
 
@@ -62,7 +63,9 @@ def build_logits_processor(
         # transformers drops an all-ones mask before building the processors: then no
         # position is ignored, which is what the argmax below gives too (zeros)
         padding_lengths = None
-        if attention_mask is not None and not bool((attention_mask == 1).all()):
+        # 4.57's generate penalises the padding tokens too (its processor takes no lengths)
+        padded = attention_mask is not None and not bool((attention_mask == 1).all())
+        if padded and repetition_penalty_ignores_padding():
             padding_lengths = (attention_mask != 0).int().argmax(dim=1)
         processors.append(
             RepetitionPenaltyLogitsProcessor(

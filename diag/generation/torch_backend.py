@@ -3,11 +3,17 @@ transformers causal LM with a ``DynamicCache``."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from transformers import DynamicCache
+
+from diag.compat.transformers_api import (
+    forward_parameters,
+    new_dynamic_cache,
+    output_cache,
+    require_cache_argument,
+)
 
 
 class TorchBackend:
@@ -41,23 +47,19 @@ class TorchBackend:
             emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
             vocab = emb.weight.shape[0] if emb is not None else None
         self.vocab_size: int | None = int(vocab) if vocab is not None else None
-        params = inspect.signature(model.forward).parameters
+        params = forward_parameters(model)
+        # "cache" from transformers 5.24 on, "past_key_values" before (the old name warns)
+        self._cache_argument = require_cache_argument(model, "the torch backend")
         self._extra: dict[str, Any] = {"use_cache": True}
         if "logits_to_keep" in params:
             self._extra["logits_to_keep"] = 1
         self._accepts_position_ids = "position_ids" in params
         self._use_mask = True
-        # the cache needs the config for sliding-window / hybrid layers (gemma2/3, ...)
-        self._cache_takes_config = "config" in inspect.signature(DynamicCache.__init__).parameters
 
     def new_cache(self) -> DynamicCache:
-        """An empty cache laid out for this model's layers."""
-        if self._cache_takes_config:
-            config = self.model.config
-            if hasattr(config, "get_text_config"):
-                config = config.get_text_config(decoder=True)
-            return DynamicCache(config=config)
-        return DynamicCache()
+        """An empty cache laid out for this model's layers (sliding-window and hybrid
+        layers of gemma2/3... follow the config)."""
+        return new_dynamic_cache(self.model.config)
 
     def __call__(
         self,
@@ -71,13 +73,13 @@ class TorchBackend:
             self._use_mask = not bool((attention_mask == 1).all())
             past = self.new_cache()
         kwargs = dict(self._extra)
+        kwargs[self._cache_argument] = past
         if self._accepts_position_ids:
             kwargs["position_ids"] = position_ids
         with torch.inference_mode():
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=attention_mask if self._use_mask else None,
-                past_key_values=past,
                 **kwargs,
             )
-        return out.logits[:, -1, :].float(), out.past_key_values
+        return out.logits[:, -1, :].float(), output_cache(out)

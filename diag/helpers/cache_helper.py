@@ -1,9 +1,11 @@
-"""Build, read and rebuild the key/value cache classes of transformers (5.x).
+"""Build, read and rebuild the key/value cache classes of transformers (4.57 and 5.x).
 
-In transformers 5 a cache (:class:`transformers.DynamicCache`,
+In every supported release a cache (:class:`transformers.DynamicCache`,
 :class:`transformers.StaticCache`) is a list of *layers* (``cache.layers``), each with
 ``.keys`` and ``.values`` tensors of shape ``[batch, kv_heads, past, head_dim]``; the
-``key_cache`` / ``value_cache`` attributes of transformers 4 are gone. Sliding-window
+``key_cache`` / ``value_cache`` attributes of older transformers are gone. What
+differs between the supported releases (the layers' other attributes and method
+signatures) is listed in :mod:`diag.compat.transformers_api`; nothing here depends on it. Sliding-window
 layers (gemma2, gemma3, mistral with ``sliding_window``...) are
 :class:`transformers.cache_utils.DynamicSlidingWindowLayer` and keep at most
 ``sliding_window - 1`` positions. An :class:`transformers.EncoderDecoderCache` holds two

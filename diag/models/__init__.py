@@ -3,8 +3,8 @@ dummy inputs, and the real SmolLM2-135M-Instruct fetched from PyPI.
 
 >>> from diag.models import get_untrained_model_with_inputs, list_tiny_models
 >>> data = get_untrained_model_with_inputs(list_tiny_models()[0])
->>> sorted(data["inputs"])
-['attention_mask', 'input_ids', 'past_key_values', 'position_ids']
+>>> sorted(data["inputs"])  # the cache under the forward's name (transformers 5.24 on)
+['attention_mask', 'cache', 'input_ids', 'position_ids']
 """
 
 from diag.models.cache_layout import CacheLayout, cache_layout

@@ -429,9 +429,12 @@ def ensure_model_folder(name: str = DEFAULT_TOKENIZER_MODEL, progress: bool = Tr
 
 
 def _from_folder(folder: Path, dtype: torch.dtype, with_model: bool = True) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    from diag.compat.transformers_api import load_tokenizer
+
+    # the cache may have been written by another transformers release
+    tokenizer = load_tokenizer(folder)
     model = None
     if with_model:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()

@@ -39,8 +39,9 @@ Example::
 
     >>> from diag.models import get_untrained_model_with_inputs
     >>> data = get_untrained_model_with_inputs("llama")
+    >>> from diag.compat.transformers_api import output_cache
     >>> out = data["model"](**data["inputs"])
-    >>> tuple(out.logits.shape), out.past_key_values.get_seq_length()
+    >>> tuple(out.logits.shape), output_cache(out).get_seq_length()
     ((2, 3, 49152), 8)
 """
 
@@ -51,8 +52,9 @@ from importlib import resources
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM
 
+from diag.compat.transformers_api import PreTrainedConfig
 from diag.models.inputs import make_dummy_inputs
 
 _CONFIG_PACKAGE = "diag.models.configs"
@@ -74,7 +76,7 @@ def list_tiny_models() -> list[str]:
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-def get_tiny_config(name: str) -> PretrainedConfig:
+def get_tiny_config(name: str) -> PreTrainedConfig:
     """Returns the config of the tiny model ``name`` (a fresh object each call).
 
     ``name`` may also be a variant of :data:`TINY_VARIANTS`:
@@ -100,7 +102,7 @@ def get_tiny_config(name: str) -> PretrainedConfig:
 
 
 def make_untrained_model(
-    config: PretrainedConfig, dtype: torch.dtype = torch.float32, seed: int = 0
+    config: PreTrainedConfig, dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> torch.nn.Module:
     """Builds a model with random weights from ``config``, deterministic for a seed,
     without touching the caller's global random state, in eval mode.
@@ -134,7 +136,8 @@ def get_untrained_model_with_inputs(
     :param dtype: dtype of the weights and of the cache
     :param seed: seed of the weights and of the dummy inputs
     :return: a dict with ``model`` (eval mode), ``inputs`` (``input_ids``,
-        ``attention_mask``, ``position_ids``, ``past_key_values``: a non-empty
+        ``attention_mask``, ``position_ids`` and, under the forward's cache argument
+        (``cache`` from transformers 5.24 on, ``past_key_values`` before), a non-empty
         :class:`transformers.DynamicCache`), ``dynamic_shapes`` (see
         :func:`diag.models.make_dummy_inputs`), ``config`` and ``name``
 

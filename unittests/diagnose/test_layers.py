@@ -6,6 +6,7 @@ import onnx
 import pytest
 import torch
 
+from diag.compat.transformers_api import cache_input
 from diag.diagnose import localize_layer, model_stages
 
 N_LAYERS = 4
@@ -99,11 +100,11 @@ def test_with_a_cache_and_padding(tiny_model, tiny_onnx):
     from diag.models.inputs import make_dummy_inputs
 
     inputs, _ = make_dummy_inputs(tiny_model, batch=2, seq=3, past=5)
-    length = inputs["past_key_values"].get_seq_length()
+    length = cache_input(inputs).get_seq_length()
     report = localize_layer(tiny_model, tiny_onnx, inputs)
     assert report.culprit is None, str(report)
     # the caller's cache is left as it was
-    assert inputs["past_key_values"].get_seq_length() == length
+    assert cache_input(inputs).get_seq_length() == length
     ids = torch.tensor([[2, 2, 5, 6, 7], [8, 9, 10, 11, 12]])
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     report = localize_layer(tiny_model, tiny_onnx, {"input_ids": ids, "attention_mask": mask})

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from diag import contract
+from diag.compat.transformers_api import cache_argument, output_cache
 from diag.export import ExportValidationError, export_causal_lm
 from diag.export import causal_lm as causal_lm_module
 from diag.export.export_cache import export_key, is_cached, read_sidecar, write_sidecar
@@ -150,7 +151,7 @@ def test_two_steps_fed_back_match_torch(exports):
             input_ids=torch.from_numpy(next_ids),
             attention_mask=torch.from_numpy(mask),
             position_ids=torch.from_numpy(feeds2["position_ids"]),
-            past_key_values=expected.past_key_values,
+            **{cache_argument(model): output_cache(expected)},
         )
     np.testing.assert_allclose(out2["logits"], expected2.logits.numpy(), atol=1e-4)
     assert out2["present.0.key"].shape == (2, 4, 6, 16)

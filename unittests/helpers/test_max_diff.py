@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from diag.compat.transformers_api import output_cache, output_cache_field
 from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
 from diag.helpers.max_diff import max_diff
 
@@ -118,14 +119,15 @@ def test_torch_against_onnxruntime_flat_outputs(llama_config):
         out = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True)
     # what an exported model returns: logits, present.0.key, present.0.value, ...
     flat = [out.logits.numpy().copy()]
-    for k, v in cache_to_list(out.past_key_values):
+    for k, v in cache_to_list(output_cache(out)):
         flat.extend([k.numpy().copy(), v.numpy().copy()])
     flat[4][0, 1, 2, 3] -= 0.125  # present.1.value
     ort_flat = [ort.OrtValue.ortvalue_from_numpy(a) for a in flat]
     d = max_diff(out, ort_flat)
     assert d["mismatches"] == []
     assert d["dtypes"] == []
-    assert d["argm"] == ("past_key_values.value_cache[1]", (0, 1, 2, 3))
+    # named after the output's cache field: "cache" from transformers 5.24 on
+    assert d["argm"] == (f"{output_cache_field(out)}.value_cache[1]", (0, 1, 2, 3))
     assert d["abs"] == pytest.approx(0.125, abs=1e-6)
     assert d["n"] == 300 + 4 * 48
     d = max_diff(out, flat[:3])

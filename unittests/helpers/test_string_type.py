@@ -7,6 +7,7 @@ import onnxruntime as ort
 import torch
 from transformers import LlamaForCausalLM
 
+from diag.compat.transformers_api import output_cache_field
 from diag.helpers.cache_helper import (
     make_dynamic_cache,
     make_encoder_decoder_cache,
@@ -145,8 +146,9 @@ def test_model_output(llama_config):
     model = LlamaForCausalLM(llama_config(2)).eval()
     with torch.no_grad():
         out = model(input_ids=torch.zeros((1, 3), dtype=torch.int64), use_cache=True)
+    # the cache field is "cache" from transformers 5.24 on, "past_key_values" before
     assert string_type(out, with_shape=True) == (
-        "CausalLMOutputWithPast(logits:T1s1x3x100,past_key_values:DynamicCache("
+        f"CausalLMOutputWithPast(logits:T1s1x3x100,{output_cache_field(out)}:DynamicCache("
         "key_cache=#2[T1s1x2x3x8,T1s1x2x3x8], value_cache=#2[T1s1x2x3x8,T1s1x2x3x8]))"
     )
     assert string_type(model) == "LlamaForCausalLM"

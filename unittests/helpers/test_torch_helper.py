@@ -6,6 +6,7 @@ import torch
 from transformers import DynamicCache, LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from diag.compat.transformers_api import output_cache, output_cache_field
 from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
 from diag.helpers.torch_helper import get_weight_type, to_any
 
@@ -59,17 +60,18 @@ def test_to_any_by_name_and_device():
 def test_to_any_sliding_cache_and_model_output(sliding_config):
     k = torch.randn(1, 2, 6, 8)
     cache = make_dynamic_cache([(k, k), (k, k)], config=sliding_config)
-    output = CausalLMOutputWithPast(logits=torch.zeros(1, 2, 5), past_key_values=cache)
+    field = output_cache_field(CausalLMOutputWithPast)
+    output = CausalLMOutputWithPast(logits=torch.zeros(1, 2, 5), **{field: cache})
     out = to_any(output, torch.float16)
     assert type(out) is CausalLMOutputWithPast
     assert out.logits.dtype == torch.float16
     assert out.loss is None
-    assert [type(la).__name__ for la in out.past_key_values.layers] == [
+    assert [type(la).__name__ for la in output_cache(out).layers] == [
         "DynamicSlidingWindowLayer",
         "DynamicLayer",
     ]
-    assert out.past_key_values.get_seq_length() == 6
-    assert out.past_key_values.layers[0].keys.shape == (1, 2, 3, 8)
+    assert output_cache(out).get_seq_length() == 6
+    assert output_cache(out).layers[0].keys.shape == (1, 2, 3, 8)
 
 
 def test_to_any_numpy():

@@ -17,7 +17,14 @@ sdpa integration repeats the key/value heads to the number of query heads
 kernels). In an exported graph that is a copy of every layer's whole cache, times the
 number of query heads per key/value head, at every step. With ``enable_gqa=True`` the
 exported attention reads the cache once (opset >= 23: the ONNX ``Attention`` op takes
-the two head counts), and torch computes the same values.
+the two head counts), and torch computes the same values. The original takes
+``(attention_mask, key)`` in transformers 4.57 and ``(attention_mask, key, value)`` in
+5.x: the replacement takes the same parameters (the head sizes of key and value are
+compared where the release passes the value); another signature skips the patch.
+
+Both patches check the installed release first (``Patch.check``, through
+:mod:`diag.compat.transformers_api`) and are skipped with the reason when it does not
+have what they replace.
 
 Example::
 
@@ -30,7 +37,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from diag.compat.transformers_api import parameter_names, same_parameters
 from diag.export.patch import Patch
+
+# the parameters use_gqa_in_sdpa has had: (attention_mask, key) in 4.57, with value in 5.x
+_GQA_SIGNATURES = (["attention_mask", "key"], ["attention_mask", "key", "value"])
 
 
 def _as_full_layer(method: str) -> Callable[[Any], Any]:
@@ -42,11 +53,43 @@ def _as_full_layer(method: str) -> Callable[[Any], Any]:
     return factory
 
 
-def _gqa_in_sdpa(original: Any) -> Any:
-    def use_gqa_in_sdpa(attention_mask: Any, key: Any, value: Any) -> bool:
-        return key.shape[-1] == value.shape[-1]
+def _full_layer_fits(method: str) -> Callable[[Any], str | None]:
+    def check(original: Any) -> str | None:
+        from transformers.cache_utils import DynamicLayer
 
-    return use_gqa_in_sdpa
+        full = getattr(DynamicLayer, method, None)
+        if full is None:
+            return f"DynamicLayer has no {method} in this transformers release"
+        if not same_parameters(full, original):
+            return (
+                f"DynamicLayer.{method} and DynamicSlidingWindowLayer.{method} take different "
+                "arguments in this transformers release"
+            )
+        return None
+
+    return check
+
+
+def _gqa_signature_known(original: Any) -> str | None:
+    names = parameter_names(original)
+    if names not in _GQA_SIGNATURES:
+        return f"use_gqa_in_sdpa takes ({', '.join(names)}) in this transformers release"
+    return None
+
+
+def _gqa_in_sdpa(original: Any) -> Any:
+    if "value" in parameter_names(original):
+
+        def use_gqa_in_sdpa(attention_mask: Any, key: Any, value: Any) -> bool:
+            return key.shape[-1] == value.shape[-1]
+
+        return use_gqa_in_sdpa
+
+    def use_gqa_in_sdpa_without_value(attention_mask: Any, key: Any) -> bool:
+        # 4.57 passes no value: sdpa's enable_gqa only needs the head counts to divide
+        return True
+
+    return use_gqa_in_sdpa_without_value
 
 
 TRANSFORMERS_PATCHES: list[Patch] = [
@@ -54,6 +97,7 @@ TRANSFORMERS_PATCHES: list[Patch] = [
         name="sdpa_gqa_without_repeat_kv",
         target="transformers.integrations.sdpa_attention:use_gqa_in_sdpa",
         factory=_gqa_in_sdpa,
+        check=_gqa_signature_known,
         why=(
             "with a mask, transformers repeats the key/value heads (repeat_kv) before sdpa, "
             "a copy of the whole cache per layer and step in the exported graph; "
@@ -68,6 +112,7 @@ TRANSFORMERS_PATCHES += [
         name=f"sliding_layer_traced_as_full.{method}",
         target=f"transformers.cache_utils:DynamicSlidingWindowLayer.{method}",
         factory=_as_full_layer(method),
+        check=_full_layer_fits(method),
         why=(
             "the trace would bake the sliding layer's Python token counter and its cut "
             "to the window; the sliding mask still applies the window"
