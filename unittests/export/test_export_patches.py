@@ -176,8 +176,8 @@ def test_sdpa_patch_zeroes_fully_masked_rows_only():
     torch.testing.assert_close(sdpa(q, k, v, is_causal=True), original(q, k, v, is_causal=True))
 
 
-def test_sdpa_patch_broadcast_kv_heads_as_gqa():
-    (patch,) = [p for p in TORCH_PATCHES if p.name == "sdpa_broadcast_kv_heads_as_gqa"]
+def test_sdpa_patch_enable_gqa_from_head_counts():
+    (patch,) = [p for p in TORCH_PATCHES if p.name == "sdpa_enable_gqa_from_head_counts"]
     calls = []
 
     def recording(*args, **kwargs):
@@ -198,9 +198,12 @@ def test_sdpa_patch_broadcast_kv_heads_as_gqa():
         q, k2.repeat_interleave(2, dim=1), v2.repeat_interleave(2, dim=1), attn_mask=mask
     )
     torch.testing.assert_close(sdpa(q, k2, v2, attn_mask=mask), grouped)
-    # as many heads: left alone
-    sdpa(q, q, q, attn_mask=mask)
-    assert calls == [True, True, False]
+    # as many heads: no flag, even when the caller gives it (the ONNX translation
+    # refuses enable_gqa=True for equal head counts); same values as without it
+    plain = torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    torch.testing.assert_close(sdpa(q, q, q, attn_mask=mask), plain)
+    torch.testing.assert_close(sdpa(q, q, q, attn_mask=mask, enable_gqa=True), plain)
+    assert calls == [True, True, False, False]
 
 
 # --- pytree round trips ---

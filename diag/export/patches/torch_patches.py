@@ -8,14 +8,18 @@ values of the padded positions differ between torch and ONNX Runtime. The
 replacement multiplies the output by "does this row attend to anything": a no-op in
 eager, and it makes the exported graph agree with torch at every position.
 
-``sdpa_broadcast_kv_heads_as_gqa``: multi-query attention written by hand (falcon
-with ``multi_query=True``) calls :func:`torch.nn.functional.scaled_dot_product_attention`
-with one key/value head for all the query heads and lets eager torch broadcast it.
-The ONNX translation (opset >= 23: the ``Attention`` op) accepts fewer key/value heads
-only with ``enable_gqa=True`` and fails otherwise; when the query heads are a multiple
-of the key/value heads the replacement passes ``enable_gqa=True``, which computes the
-same values in torch (each key/value head serves its group of query heads) and
-exports without copying the cache.
+``sdpa_enable_gqa_from_head_counts``: the ONNX translation of
+:func:`torch.nn.functional.scaled_dot_product_attention` (opset >= 23: the
+``Attention`` op) reads ``enable_gqa`` literally: it accepts fewer key/value heads than
+query heads only with ``enable_gqa=True``, and refuses ``enable_gqa=True`` when the
+head counts are equal. Eager torch computes the same values either way. Two callers
+hit this: multi-query attention written by hand (falcon with ``multi_query=True``)
+passes one key/value head without the flag and lets eager torch broadcast it; the
+patch ``sdpa_gqa_without_repeat_kv`` on transformers 4.57 (whose ``use_gqa_in_sdpa``
+does not see the value, nor the query) passes the flag for every attention, equal
+heads included (deepseek_v3). The replacement sets the flag from the head counts:
+True when the query heads are a multiple of fewer key/value heads (each key/value head
+serves its group, exported without copying the cache), absent when they are equal.
 
 Example::
 
@@ -49,16 +53,15 @@ def _sdpa_zero_fully_masked_rows(original: Callable[..., Any]) -> Callable[..., 
     return scaled_dot_product_attention
 
 
-def _sdpa_broadcast_kv_heads_as_gqa(original: Callable[..., Any]) -> Callable[..., Any]:
+def _sdpa_enable_gqa_from_head_counts(original: Callable[..., Any]) -> Callable[..., Any]:
     def scaled_dot_product_attention(query, key, value, *args, **kwargs):
-        q_heads, kv_heads = query.shape[-3], key.shape[-3]
-        if (
-            not kwargs.get("enable_gqa", False)
-            and query.dim() == 4
-            and kv_heads != q_heads
-            and q_heads % kv_heads == 0
-        ):
-            kwargs["enable_gqa"] = True
+        if query.dim() == 4:
+            q_heads, kv_heads = query.shape[-3], key.shape[-3]
+            if kv_heads == q_heads:
+                # a no-op in torch, refused by the ONNX translation
+                kwargs.pop("enable_gqa", None)
+            elif q_heads % kv_heads == 0:
+                kwargs["enable_gqa"] = True
         return original(query, key, value, *args, **kwargs)
 
     return scaled_dot_product_attention
@@ -76,12 +79,13 @@ TORCH_PATCHES: list[Patch] = [
         kind="torch",
     ),
     Patch(
-        name="sdpa_broadcast_kv_heads_as_gqa",
+        name="sdpa_enable_gqa_from_head_counts",
         target="torch.nn.functional:scaled_dot_product_attention",
-        factory=_sdpa_broadcast_kv_heads_as_gqa,
+        factory=_sdpa_enable_gqa_from_head_counts,
         why=(
-            "one key/value head broadcast over every query head (multi-query falcon) "
-            "runs in eager torch but the ONNX translation needs enable_gqa=True for it"
+            "the ONNX translation needs enable_gqa=True for fewer key/value heads than "
+            "query heads (multi-query falcon broadcasts one without it) and refuses it "
+            "for equal head counts (4.57's use_gqa_in_sdpa sets it for every attention)"
         ),
         kind="torch",
     ),

@@ -86,7 +86,8 @@ def _gqa_in_sdpa(original: Any) -> Any:
         return use_gqa_in_sdpa
 
     def use_gqa_in_sdpa_without_value(attention_mask: Any, key: Any) -> bool:
-        # 4.57 passes no value: sdpa's enable_gqa only needs the head counts to divide
+        # 4.57 passes neither value nor query: the flag is set for every attention, and
+        # the torch patch sdpa_enable_gqa_from_head_counts drops it where the heads are equal
         return True
 
     return use_gqa_in_sdpa_without_value
