@@ -26,6 +26,10 @@ the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.
   have (it calls the same backend ``PreTrainedTokenizerFast``): :func:`load_tokenizer`
   checks ``hasattr(transformers, name)`` and loads such a folder with the installed
   class for ``tokenizer.json``, so that one model cache serves every release;
+* the rotary settings of a saved config: 5.x writes ``rope_parameters``, 4.57 reads
+  ``rope_theta`` / ``rope_scaling`` and ignores the former (a folder converted by 5.x
+  then loads with the default ``rope_theta``): :func:`load_config` copies them over
+  where the config class takes no ``rope_parameters``, by its ``__init__``'s signature;
 * the progress bar of ``from_pretrained``: 5.x shows a ``Loading weights`` bar for
   every checkpoint (from its module ``transformers.core_model_loading``), 4.57 only
   ``Loading checkpoint shards`` for sharded ones: :func:`shows_loading_weights_bar`,
@@ -347,6 +351,35 @@ def load_tokenizer(folder: str | os.PathLike) -> Any:
         logger.setLevel(level)
 
 
+def load_config(folder: str | os.PathLike) -> Any:
+    """``AutoConfig.from_pretrained(folder)``, also for a folder saved by another
+    release: 5.x writes the rotary settings as ``"rope_parameters": {"rope_theta": ...,
+    "rope_type": ...}``, which 4.57 does not read (its configs take ``rope_theta`` and
+    ``rope_scaling``, and would silently fall back to their default ``rope_theta``,
+    10000 instead of SmolLM2's 100000: another model). Where the loaded config has no
+    ``rope_parameters`` parameter (its class's ``__init__`` takes none: unknown keys
+    become plain attributes, so ``hasattr`` cannot tell), the saved ones are copied into
+    the names it reads.
+
+    Example::
+
+        config = load_config("~/.cache/diag/models/smollm2-135m-instruct")
+    """
+    from transformers import AutoConfig
+
+    folder = os.fspath(folder)
+    config = AutoConfig.from_pretrained(folder)
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        saved = json.load(f).get("rope_parameters")
+    if not isinstance(saved, dict) or "rope_parameters" in parameter_names(type(config).__init__):
+        return config
+    if "rope_theta" in saved:
+        config.rope_theta = saved["rope_theta"]
+    if saved.get("rope_type", "default") != "default":
+        config.rope_scaling = {k: v for k, v in saved.items() if k != "rope_theta"}
+    return config
+
+
 __all__ = [
     "CACHE_ARGUMENTS",
     "OUTPUT_CACHE_FIELDS",
@@ -357,6 +390,7 @@ __all__ = [
     "forward_parameters",
     "generation_config_values",
     "generation_defaults",
+    "load_config",
     "load_tokenizer",
     "new_dynamic_cache",
     "output_cache",

@@ -431,13 +431,14 @@ def ensure_model_folder(name: str = DEFAULT_TOKENIZER_MODEL, progress: bool = Tr
 def _from_folder(folder: Path, dtype: torch.dtype, with_model: bool = True) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
-    from diag.compat.transformers_api import load_tokenizer
+    from diag.compat.transformers_api import load_config, load_tokenizer
 
     # the cache may have been written by another transformers release
     tokenizer = load_tokenizer(folder)
     model = None
     if with_model:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+        config = load_config(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype).eval()
     return model, tokenizer
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import transformers
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.integrations import sdpa_attention
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -301,3 +302,30 @@ def test_localize_layer_takes_the_cache_under_either_name(llama_model, llama_onn
     renamed[other] = make_dynamic_cache(cache_to_list(inputs[name]))
     report = localize_layer(llama_model, llama_onnx, renamed)
     assert report.culprit is None, str(report)
+
+
+def test_load_config_reads_the_rotary_base_of_a_folder_written_by_5x(tmp_path):
+    # the config.json of a folder converted by transformers 5.x (SmolLM2's cache): the
+    # rotary base under rope_parameters, which 4.57 does not read by itself
+    import json
+
+    from diag.compat.transformers_api import load_config
+
+    saved = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 100,
+        "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = load_config(tmp_path)
+    model = transformers.LlamaForCausalLM(config)
+    inv_freq = model.model.rotary_emb.inv_freq
+    head_dim = 32 // 4
+    expected = 1.0 / (100000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    torch.testing.assert_close(inv_freq, expected)
