@@ -23,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from importlib import metadata
 from typing import Any
 
 import torch
 
 import diag
+from diag.compat.versions import installed_version
 from diag.helpers.atomic_write import write_text_atomically
 
 SIDECAR_SUFFIX = ".json"
@@ -48,10 +48,7 @@ def versions() -> dict[str, str]:
     """Versions of diag and of the packages an export depends on."""
     found = {"diag": diag.__version__, "diag.export": export_code_hash()}
     for name in _PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "missing"
+        found[name] = installed_version(name) or "missing"
     return found
 
 
