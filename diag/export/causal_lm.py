@@ -38,8 +38,8 @@ from diag.export.export_cache import (
     read_sidecar,
     write_sidecar,
 )
-from diag.export.export_patches import torch_export_patches
 from diag.export.onnx_export import ExportTimings, _check_exporter, export_to_ir
+from diag.export.patches import torch_export_patches
 from diag.export.rename import rename_io
 from diag.export.save import save_model_atomic
 from diag.export.validate import ValidationReport, takes_position_ids, validate_causal_lm

@@ -1,16 +1,30 @@
-"""The patches :func:`diag.export.torch_export_patches` applies, one module per library.
+"""Everything :func:`diag.torch_export_patches` applies, in one package.
 
-* :mod:`diag.export.patches.torch_patches`: torch functions whose traced graph does
+* :mod:`~diag.export.patches.patch`: :class:`Patch`, one reversible replacement of an
+  attribute (target, replacement, why, the check that it fits the installed release);
+* :mod:`~diag.export.patches.torch_patches`: torch functions whose traced graph does
   not compute what eager torch computes;
-* :mod:`diag.export.patches.transformers_patches`: transformers code that a trace
-  would specialise to the example inputs.
-
-Each is a list of :class:`diag.export.patch.Patch` (name, target, replacement, why).
+* :mod:`~diag.export.patches.transformers_patches`: transformers code that a trace
+  would specialise to the example inputs;
+* :mod:`~diag.export.patches.registry`: the built-in patches by kind
+  (:func:`selected_patches`);
+* :mod:`~diag.export.patches.context`: the context manager :func:`torch_export_patches`
+  (registers the cache pytree nodes, applies the patches, undoes everything on exit).
 """
 
 from __future__ import annotations
 
-from diag.export.patches.torch_patches import TORCH_PATCHES
-from diag.export.patches.transformers_patches import TRANSFORMERS_PATCHES
+from diag.export.patches.context import PatchReport, torch_export_patches
+from diag.export.patches.patch import Patch, PatchTargetMissing, resolve_target
+from diag.export.patches.registry import TORCH_PATCHES, TRANSFORMERS_PATCHES, selected_patches
 
-__all__ = ["TORCH_PATCHES", "TRANSFORMERS_PATCHES"]
+__all__ = [
+    "TORCH_PATCHES",
+    "TRANSFORMERS_PATCHES",
+    "Patch",
+    "PatchReport",
+    "PatchTargetMissing",
+    "resolve_target",
+    "selected_patches",
+    "torch_export_patches",
+]

@@ -5,7 +5,7 @@ Inside ``with torch_export_patches():``
 * the cache classes of transformers are pytree nodes
   (:mod:`diag.export.cache_pytree`), so a ``DynamicCache`` can be an input with
   dynamic shapes and an output of the exported program;
-* the patches of :mod:`diag.export.patches` are applied.
+* the patches of :mod:`diag.export.patches.registry` are applied.
 
 Everything is undone on exit, also when the body raises. A patch whose target does
 not exist in the installed torch / transformers is skipped with a note (printed with
@@ -28,8 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from diag.export.cache_pytree import register_cache_pytrees, unregister_cache_pytrees
-from diag.export.patch import Patch
-from diag.export.patches import TORCH_PATCHES, TRANSFORMERS_PATCHES
+from diag.export.patches.patch import Patch
+from diag.export.patches.registry import selected_patches
 
 
 @dataclass
@@ -40,16 +40,6 @@ class PatchReport:
     applied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     pytree_nodes: list[str] = field(default_factory=list)
-
-
-def selected_patches(patch_transformers: bool = True, patch_torch: bool = True) -> list[Patch]:
-    """The built-in patches of the chosen kinds, in the order they are applied."""
-    patches: list[Patch] = []
-    if patch_torch:
-        patches.extend(TORCH_PATCHES)
-    if patch_transformers:
-        patches.extend(TRANSFORMERS_PATCHES)
-    return patches
 
 
 @contextlib.contextmanager
@@ -65,7 +55,7 @@ def torch_export_patches(
         the transformers patches
     :param patch_torch: applies the torch patches
     :param verbose: prints what is patched (and skipped) when > 0
-    :param extra_patches: more :class:`~diag.export.patch.Patch` objects to apply
+    :param extra_patches: more :class:`~diag.export.patches.Patch` objects to apply
         after the built-in ones (undone the same way)
     :return: a :class:`PatchReport`, filled on enter
 

@@ -20,8 +20,13 @@ from transformers.integrations import sdpa_attention
 
 from diag.compat.transformers_api import output_cache_field, parameter_names
 from diag.export import torch_export_patches
-from diag.export.patch import Patch, PatchTargetMissing, resolve_target
-from diag.export.patches import TORCH_PATCHES, TRANSFORMERS_PATCHES
+from diag.export.patches import (
+    TORCH_PATCHES,
+    TRANSFORMERS_PATCHES,
+    Patch,
+    PatchTargetMissing,
+    resolve_target,
+)
 from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
 
 
