@@ -18,7 +18,7 @@ STAGES = (
 
 
 def test_scaled_difference_follows_each_token_magnitude():
-    from diag.diagnose.layers import scaled_difference
+    from diag.diagnose.layers.localize import scaled_difference
 
     ref = torch.ones(1, 3, 64)
     ref[0, 0, 5] = 25_000.0  # a massive activation on the first token (SmolLM2 has them)

@@ -1,0 +1,220 @@
+"""Which decoder layer makes an exported model differ from torch.
+
+:func:`localize_layer` runs one input through the torch model and through the ONNX
+model and compares, stage by stage, the embeddings, the output of every decoder layer,
+the final norm and the logits. The first stage whose difference exceeds the tolerance
+is the culprit: an export bug (a wrong weight, a broken attention mask, a bad
+rewriting) shows up in the first layer that computes it and spreads to every later one.
+
+The torch values come from forward hooks (:mod:`.torch_capture`), the ONNX ones are
+found in the file as it is and exposed as extra outputs (:mod:`.onnx_intermediates`).
+
+Tolerance
+---------
+
+Each stage gets a ``scaled_diff``: at every position (token), the max absolute
+difference divided by ``max(1, RMS)`` of torch's vector at that position
+(:func:`scaled_difference`); the stage agrees when it is at most ``tol``. Hidden
+states of real models have *massive activations* (SmolLM2: ~25,000 on one channel of
+the first token, ~10 elsewhere); their float32 rounding (~0.02 there) would trip an
+absolute tolerance on every healthy layer, while a tolerance relative to the whole
+tensor's maximum would hide real errors on the ordinary tokens.
+
+Example: see :func:`localize_layer`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+import torch
+
+from diag.diagnose.layers.inputs import normalize_inputs, onnx_feeds
+from diag.diagnose.layers.onnx_intermediates import (
+    candidates_from_residuals,
+    candidates_from_scopes,
+    load_model,
+    logits_name,
+    session_with_outputs,
+)
+from diag.diagnose.layers.stages import Stage, model_stages
+from diag.diagnose.layers.torch_capture import run_torch
+
+
+@dataclass
+class LayerLocalization:
+    """Result of :func:`localize_layer`.
+
+    ``table`` has one row per stage (``stage``, ``kind``, ``layer``, ``onnx_name``,
+    ``shape``, ``max_abs_diff``, ``scaled_diff`` (see :func:`scaled_difference`),
+    ``ok``); ``culprit`` is the name of
+    the first stage beyond the tolerance (None when every stage agrees) and
+    ``culprit_layer`` its decoder-layer index (None for other stages).
+    """
+
+    table: pd.DataFrame
+    culprit: str | None
+    culprit_layer: int | None
+    tol: float
+    method: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def agrees(self) -> bool:
+        """True when every stage is within the tolerance."""
+        return self.culprit is None
+
+    def __str__(self) -> str:
+        if self.culprit is None:
+            worst = float(self.table["max_abs_diff"].max()) if len(self.table) else 0.0
+            compared = int(self.table["ok"].notna().sum()) if len(self.table) else 0
+            head = f"all {compared} stages agree within tol={self.tol:g} (max abs diff {worst:.3g})"
+        else:
+            row = self.table[self.table["stage"] == self.culprit].iloc[0]
+            head = (
+                f"first stage beyond tol={self.tol:g}: {self.culprit} "
+                f"(max abs diff {row['max_abs_diff']:.3g}, scaled {row['scaled_diff']:.3g})"
+            )
+        cols = ["stage", "onnx_name", "max_abs_diff", "scaled_diff", "ok"]
+        text = f"{head}\n{self.table[cols].to_string(index=False)}"
+        unmatched = self.details.get("unmatched")
+        if unmatched:
+            text += f"\nnot found in the ONNX graph (not compared): {', '.join(unmatched)}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "culprit": self.culprit,
+            "culprit_layer": self.culprit_layer,
+            "tol": self.tol,
+            "method": self.method,
+            "table": self.table.to_dict(orient="records"),
+        }
+
+
+def scaled_difference(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
+    """``(max |got - expected|, scaled difference)`` of two ``[..., hidden]`` tensors.
+
+    The scaled difference is, over every position (every vector along the last
+    dimension), ``max |got - expected|`` divided by ``max(1, RMS(expected))`` of that
+    position. Hidden states have very different magnitudes from one token to another
+    (SmolLM2 has *massive activations* of ~25,000 on its first token while the others
+    stay near 10), and float32 rounding grows with the magnitude: a plain absolute
+    tolerance flags healthy layers, a tolerance relative to the largest value of the
+    whole tensor hides real errors on the ordinary tokens. Non-finite values give
+    ``inf``.
+
+    >>> e = torch.tensor([[[3.0, 4.0], [0.1, 0.0]]])  # RMS 3.54 and 0.07
+    >>> d = scaled_difference(e, e + torch.tensor([[[0.0, 0.354], [0.01, 0.0]]]))
+    >>> [round(x, 3) for x in d]  # the first position decides: 0.354 / 3.54
+    [0.354, 0.1]
+    """
+    if expected.numel() == 0:
+        return 0.0, 0.0
+    if not bool(torch.isfinite(got).all()):
+        return float("inf"), float("inf")
+    diff = (got.float() - expected.float()).abs()
+    rms = expected.float().pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1.0)
+    return float(diff.max()), float((diff / rms).max())
+
+
+def localize_layer(
+    model: torch.nn.Module,
+    onnx_model_path: str | os.PathLike | onnx.ModelProto,
+    inputs: dict[str, Any] | torch.Tensor,
+    tol: float = 1e-4,
+    *,
+    providers: list[str] | None = None,
+) -> LayerLocalization:
+    """Names the first stage (embedding, decoder layer, final norm, logits) where the
+    ONNX model and the torch model disagree on one input.
+
+    :param model: the torch causal LM (a transformers ``*ForCausalLM``)
+    :param onnx_model_path: its export (path or ``onnx.ModelProto``), following
+        :mod:`diag.contract`
+    :param inputs: ``{"input_ids": ..., "attention_mask": ..., "position_ids": ...,
+        "cache": ...}`` (only ``input_ids`` required; the cache under ``cache`` or
+        ``past_key_values``, either name on any transformers release; a missing cache
+        means an empty one, a missing mask means all ones, missing positions follow the
+        mask) or an ``input_ids`` tensor
+    :param tol: a stage agrees when its ``scaled_diff`` is at most ``tol``: at every
+        position (token), ``max |onnx - torch|`` divided by ``max(1, RMS of torch's
+        vector at that position)``, see :func:`scaled_difference`
+    :param providers: ONNX Runtime providers (CPU by default)
+    :return: a :class:`LayerLocalization` (``.table`` per stage, ``.culprit``)
+
+    See the module docstring for how the ONNX values are matched to the modules.
+
+    Example::
+
+        report = localize_layer(model, "model.onnx", {"input_ids": ids}, tol=1e-4)
+        report.culprit        # 'model.layers.1' or None
+        report.table          # stage, onnx_name, max_abs_diff, ok...
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"localize_layer expects a torch model, got {type(model).__name__}.")
+    if not tol > 0:
+        raise ValueError(f"tol must be a positive float, got {tol!r}.")
+    model_ir = load_model(onnx_model_path)
+    feeds = normalize_inputs(inputs, model)
+    stages = model_stages(model)
+
+    method = "module scopes"
+    cands = candidates_from_scopes(model_ir, stages)
+    missing = [
+        s.name for s in stages if s.kind == "layer" and (cands is None or s.name not in cands)
+    ]
+    if cands is None or missing:
+        method = "residual stream"
+        cands = candidates_from_residuals(model_ir, stages)
+
+    expected = run_torch(model, stages, feeds)
+    logits = logits_name(model_ir)
+    wanted = sorted({n for names in cands.values() for n in names} | {logits})
+    ort_feeds = onnx_feeds(model_ir, feeds, model)
+    sess = session_with_outputs(model_ir, wanted, providers)
+    del model_ir  # the session holds its own copy of the weights
+    values = dict(zip(wanted, sess.run(wanted, ort_feeds), strict=True))
+
+    rows = []
+    culprit: Stage | None = None
+    for st in stages:
+        ref = expected.get(st.name)
+        names = [logits] if st.kind == "logits" else cands.get(st.name, [])
+        if ref is None:
+            continue
+        shaped = [n for n in names if tuple(values[n].shape) == tuple(ref.shape)]
+        if not shaped:
+            rows.append(
+                dict(stage=st.name, kind=st.kind, layer=st.layer, onnx_name=None,
+                     shape=tuple(ref.shape), max_abs_diff=np.nan, scaled_diff=np.nan, ok=None)
+            )  # fmt: skip
+            continue
+        name = shaped[-1]  # the last value a module produces is its output
+        got = torch.from_numpy(np.asarray(values[name], dtype=np.float32))
+        max_abs, scaled = scaled_difference(ref, got)
+        ok = bool(scaled <= tol)
+        rows.append(
+            dict(stage=st.name, kind=st.kind, layer=st.layer, onnx_name=name,
+                 shape=tuple(ref.shape), max_abs_diff=max_abs, scaled_diff=scaled, ok=ok)
+        )  # fmt: skip
+        if not ok and culprit is None:
+            culprit = st
+    table = pd.DataFrame(rows)
+    table["layer"] = table["layer"].astype("Int64")
+    return LayerLocalization(
+        table=table,
+        culprit=culprit.name if culprit else None,
+        culprit_layer=culprit.layer if culprit else None,
+        tol=tol,
+        method=method,
+        details={"unmatched": [r["stage"] for r in rows if r["onnx_name"] is None]},
+    )
+
+
+__all__ = ["LayerLocalization", "localize_layer", "scaled_difference"]
