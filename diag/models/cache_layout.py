@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from diag.compat.transformers_api import output_cache, require_cache_argument
+from diag.helpers.cache_helper import cache_layers_for_config, is_key_value_layer
 
 #: the tokens of the probing forward: two, so that no dimension of 1 hides a broadcast
 _PROBE_LENGTH = 2
@@ -104,8 +105,6 @@ class CacheLayout:
 
 
 def _layer_layout(model: torch.nn.Module, i: int, layer: object) -> LayerLayout:
-    from diag.helpers.cache_helper import is_key_value_layer
-
     keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
     name = type(model).__name__
     if not is_key_value_layer(type(layer)):
@@ -152,8 +151,6 @@ def cache_layout(model: torch.nn.Module) -> CacheLayout:
     >>> [(layer.kv_heads, layer.head_dim, layer.kind) for layer in layout.layers]
     [(4, 16, 'DynamicSlidingWindowLayer'), (4, 16, 'DynamicLayer')]
     """
-    from diag.helpers.cache_helper import cache_layers_for_config
-
     require_cache_argument(model, "cache_layout")
     name = type(model).__name__
     parameter = next(model.parameters(), None)

@@ -83,7 +83,7 @@ def verify_model_folder(folder: str | os.PathLike, full: bool = False) -> list[s
     """Checks a folder built by :func:`load_pretrained` against its manifest.
 
     :param folder: the model folder
-    :param full: hash every file whole (about 1 s for SmolLM2) instead of checking the
+    :param full: hash every file whole instead of checking the
         sizes and sampled blocks (milliseconds)
     :return: the problems found, empty when the folder is intact
 
