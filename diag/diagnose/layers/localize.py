@@ -8,6 +8,9 @@ rewriting) shows up in the first layer that computes it and spreads to every lat
 
 The torch values come from forward hooks (:mod:`.torch_capture`), the ONNX ones are
 found in the file as it is and exposed as extra outputs (:mod:`.onnx_intermediates`).
+A module may have several candidate values (the key/value ``present`` tensors a layer
+also produces): the one whose shape at run time equals the torch output's is the
+match; if several do, the last produced.
 
 Tolerance
 ---------
@@ -20,7 +23,21 @@ the first token, ~10 elsewhere); their float32 rounding (~0.02 there) would trip
 absolute tolerance on every healthy layer, while a tolerance relative to the whole
 tensor's maximum would hide real errors on the ordinary tokens.
 
-Example: see :func:`localize_layer`.
+The report reads (a hand-made table here; :func:`localize_layer` fills it):
+
+>>> rows = [dict(stage="model.layers.0", kind="layer", layer=0, onnx_name="add_7",
+...              shape=(1, 3, 8), max_abs_diff=2e-6, scaled_diff=2e-6, ok=True),
+...         dict(stage="model.layers.1", kind="layer", layer=1, onnx_name="add_15",
+...              shape=(1, 3, 8), max_abs_diff=0.31, scaled_diff=0.08, ok=False)]
+>>> report = LayerLocalization(pd.DataFrame(rows), culprit="model.layers.1",
+...                            culprit_layer=1, tol=1e-4, method="module scopes")
+>>> print(report)
+first stage beyond tol=0.0001: model.layers.1 (max abs diff 0.31, scaled 0.08)
+         stage onnx_name  max_abs_diff  scaled_diff    ok
+model.layers.0     add_7      0.000002     0.000002  True
+model.layers.1    add_15      0.310000     0.080000 False
+>>> report.agrees
+False
 """
 
 from __future__ import annotations
