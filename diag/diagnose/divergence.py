@@ -21,7 +21,7 @@ they chose differently:
 
 :func:`find_divergence` makes the :class:`Divergence` of two generations already made
 (their tokens and logits). The report type, its rule and its finder are one model read
-together, hence one module of about 380 lines.
+together, hence one module of about 400 lines.
 
 Example::
 
@@ -287,6 +287,16 @@ def find_divergence(
         rows = lambda r: [r.new_tokens[i, :n].tolist()
                           for i, n in enumerate(r.num_generated_tokens)]
         div = find_divergence(rows(a), rows(b), a.logits, b.logits, names=("a", "b"))
+
+    Two sides that hesitate between tokens 1 and 2 at step 1 (logits of 3 tokens):
+
+    >>> ref = [torch.tensor([[0.0, 5.0, 1.0]]), torch.tensor([[0.0, 2.0005, 2.0]])]
+    >>> other = [torch.tensor([[0.0, 5.001, 1.0]]), torch.tensor([[0.0, 1.9995, 2.0]])]
+    >>> div = find_divergence([[1, 1]], [[1, 2]], ref, other, names=("hf", "onnx"))
+    >>> div.step, div.common_prefix, div.near_tie
+    (1, [1], True)
+    >>> print(str(div).splitlines()[0])
+    first divergence at step 1, after 1 identical tokens
     """
     if len(reference_tokens) != len(other_tokens):
         raise ValueError(
