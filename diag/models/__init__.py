@@ -3,8 +3,10 @@ dummy inputs, and the real SmolLM2-135M-Instruct fetched from PyPI.
 
 >>> from diag.models import get_untrained_model_with_inputs, list_tiny_models
 >>> data = get_untrained_model_with_inputs(list_tiny_models()[0])
->>> sorted(data["inputs"])  # the cache under the forward's name (transformers 5.24 on)
-['attention_mask', 'cache', 'input_ids', 'position_ids']
+>>> from diag.compat.transformers_api import cache_argument
+>>> name = cache_argument(data["model"])  # "cache" from transformers 5.24 on, else "past_key_values"
+>>> sorted(k for k in data["inputs"] if k != name), type(data["inputs"][name]).__name__
+(['attention_mask', 'input_ids', 'position_ids'], 'DynamicCache')
 """
 
 from diag.models.cache_layout import CacheLayout, cache_layout
