@@ -86,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     import dataclasses
 
-    from diag.cli.backends import DecodingArgs, make_runner
-    from diag.cli.loading import encode_prompts, eos_token_ids, load_model, progress
+    from diag.cli.loading import encode_prompts, eos_token_ids, load_model
+    from diag.cli.progress import progress
     from diag.cli.report import slug
+    from diag.cli.runners import DecodingArgs, make_runner
     from diag.cli.tables import comparison_table, save_bar_plot, save_csv
     from diag.diagnose.divergence import find_divergence
 

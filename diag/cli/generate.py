@@ -71,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     # imported here: `--help` and the argument checks answer before torch is loaded
-    from diag.cli.backends import BACKEND_LABELS, DecodingArgs, make_runner
-    from diag.cli.loading import encode_prompts, eos_token_ids, load_model, progress
+    from diag.cli.loading import encode_prompts, eos_token_ids, load_model
+    from diag.cli.progress import progress
     from diag.cli.report import LatencyReport
+    from diag.cli.runners import BACKEND_LABELS, DecodingArgs, make_runner
 
     model, tokenizer = load_model(args.model)
     options = DecodingArgs(

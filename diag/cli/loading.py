@@ -1,4 +1,4 @@
-"""Loading a model and turning prompts into token ids, for the sub-commands.
+"""Loading a model and its tokenizer and turning prompts into token ids, for the sub-commands.
 
 Example::
 
@@ -17,16 +17,6 @@ from typing import Any
 import torch
 
 from diag.cli.args import check_model_name
-
-
-def progress(*args: Any, **kwargs: Any) -> Any:
-    """A tqdm progress bar on stderr, shown only when stderr is a terminal (so that logs
-    and the tests' captured output stay clean)."""
-    from tqdm.auto import tqdm
-
-    kwargs.setdefault("disable", None)  # None = disabled when not a TTY
-    kwargs.setdefault("leave", False)
-    return tqdm(*args, **kwargs)
 
 
 def load_model(name_or_path: str) -> tuple[Any, Any]:

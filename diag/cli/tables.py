@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas
 
-from diag.cli.backends import BACKEND_LABELS
+from diag.cli.runners import BACKEND_LABELS
 from diag.helpers.atomic_write import write_atomically
 
 COLUMNS = [
@@ -39,7 +39,7 @@ def comparison_table(
     parity with ``reference`` (``reference``, ``OK`` or ``FAIL``) and the largest logit
     difference to the reference (up to the first divergence).
 
-    ``generations[name]`` holds the :class:`diag.cli.backends.Generation` of every prompt.
+    ``generations[name]`` holds the :class:`diag.cli.runners.Generation` of every prompt.
     """
     rows = []
     for name in order or generations:

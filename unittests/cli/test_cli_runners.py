@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from diag.cli.args import given_decoding_options
-from diag.cli.backends import DecodingArgs, make_runner
 from diag.cli.main import build_parser
+from diag.cli.runners import DecodingArgs, make_runner
 from diag.generation import UNSET
 from diag.models import get_untrained_model_with_inputs
 

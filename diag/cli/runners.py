@@ -199,9 +199,9 @@ class OnnxRunner:
 
     def export(self) -> Any:
         """Exports the model (or finds it in the cache); returns the
-        :class:`diag.cli.exporting.ExportedModel`."""
+        :class:`diag.cli.exported_model.ExportedModel`."""
         if self.exported is None:
-            from diag.cli.exporting import export_for_comparison
+            from diag.cli.exported_model import export_for_comparison
 
             self.exported = export_for_comparison(self.model, force=self.force_export)
         return self.exported
