@@ -5,27 +5,31 @@
 * ``onnx``: :func:`diag.onnx_generate` on the model exported (and cached) by
   :func:`diag.export_causal_lm`.
 
-Each runner takes the same token ids and decoding options and returns a
-:class:`Generation`: the new tokens of every row (cut after the eos), the wall time of
-the call and, when asked, the raw logits of every step.
+Each runner takes the same token ids and :class:`~diag.generation.options.DecodingOptions`
+(:func:`decoding_options` builds them from the command line) and returns the
+:class:`~diag.generation.result.GenerateResult` of the call with its wall time. A
+runner passes on only the options that were given (:meth:`DecodingOptions.given`):
+every backend takes the others from the model's generation config, as
+``model.generate`` does.
 
 Example::
 
     runner = make_runner("onnx", model)
-    gen = runner(input_ids, attention_mask, DecodingArgs(max_new_tokens=20, eos_token_id=[2]))
-    gen.new_tokens[0], gen.seconds
+    options = decoding_options(model, tokenizer, max_new_tokens=20)
+    result, seconds = runner(input_ids, attention_mask, options)
+    result.generated()[0], result.finish_reasons
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from diag.cli.args import DECODING_OPTIONS
-from diag.generation.options import UNSET
+from diag.cli.loading import eos_token_ids
+from diag.generation.options import UNSET, DecodingOptions, resolve_options
+from diag.generation.result import GenerateResult
 
 #: the order the command line shows the backends in; ``hf`` is the reference
 BACKEND_LABELS = {
@@ -35,57 +39,30 @@ BACKEND_LABELS = {
 }
 
 
-@dataclass
-class DecodingArgs:
-    """Decoding options of the command line, the same for every backend.
+def decoding_options(
+    model: Any, tokenizer: Any, max_new_tokens: int, **given: Any
+) -> DecodingOptions:
+    """The options of a command: ``max_new_tokens`` (the command's), the eos ids the
+    model stops on (its generation config's, else the tokenizer's; none given when
+    there is none), the tokenizer's pad id and the options the user gave
+    (:func:`diag.cli.args.given_decoding_options`), resolved against the model's
+    generation config like ``model.generate`` resolves them.
 
-    ``max_new_tokens`` is the command's, ``eos_token_id`` the ids the command stops on
-    and cuts the rows at (the model's, else the tokenizer's), ``pad_token_id`` the
-    tokenizer's. The other options (:data:`diag.cli.args.DECODING_OPTIONS`) are those
-    the user gave; one left to
-    :data:`~diag.generation.options.UNSET` is not passed, so the model's generation
-    config decides it, in every backend alike.
+    >>> from diag.models import load_pretrained
+    >>> model, tokenizer = load_pretrained("tiny:llama", progress=False)
+    >>> options = decoding_options(model, tokenizer, 5, top_k=7)
+    >>> sorted(options.given()) == ["eos_token_id", "max_new_tokens", "pad_token_id", "top_k"]
+    True
     """
-
-    max_new_tokens: int
-    eos_token_id: list[int] = field(default_factory=list)
-    pad_token_id: int | None = UNSET
-    do_sample: bool = UNSET
-    temperature: float = UNSET
-    top_k: int = UNSET
-    top_p: float = UNSET
-    repetition_penalty: float = UNSET
-    num_return_sequences: int = UNSET
-    seed: int = 0
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments in :class:`transformers.GenerationConfig` names: only what
-        was given (an empty ``eos_token_id`` is not passed: the model has no eos then)."""
-        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens}
-        if self.eos_token_id:
-            kw["eos_token_id"] = list(self.eos_token_id)
-        for name in ("pad_token_id", *DECODING_OPTIONS):
-            value = getattr(self, name)
-            if value is not UNSET:
-                kw[name] = value
-        return kw
-
-
-@dataclass
-class Generation:
-    """What a backend generated for a batch."""
-
-    backend: str
-    #: the new tokens of every row (``batch * num_return_sequences`` rows), eos included
-    new_tokens: list[list[int]]
-    #: wall time of the generation call
-    seconds: float
-    #: raw logits ``[rows, vocab]`` of every step, when asked
-    step_logits: list[torch.Tensor] | None = None
-
-    @property
-    def num_new_tokens(self) -> list[int]:
-        return [len(t) for t in self.new_tokens]
+    eos = eos_token_ids(model, tokenizer)
+    return resolve_options(
+        None,
+        getattr(model, "generation_config", None),
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos if eos else UNSET,
+        pad_token_id=tokenizer.pad_token_id,
+        **given,
+    )
 
 
 def cut_after_eos(row: list[int], eos: list[int], length: int | None = None) -> list[int]:
@@ -102,16 +79,8 @@ def cut_after_eos(row: list[int], eos: list[int], length: int | None = None) -> 
     return list(row)
 
 
-def _rows(new_tokens: torch.Tensor, eos: list[int], lengths: list[int] | None) -> list[list[int]]:
-    rows = new_tokens.tolist()
-    return [
-        cut_after_eos(row, eos, None if lengths is None else lengths[i])
-        for i, row in enumerate(rows)
-    ]
-
-
 class HFRunner:
-    """``model.generate``."""
+    """``model.generate``, its output read as a :class:`GenerateResult`."""
 
     name = "hf"
 
@@ -122,23 +91,33 @@ class HFRunner:
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        options: DecodingArgs,
-        output_logits: bool = False,
-    ) -> Generation:
-        torch.manual_seed(options.seed)
+        options: DecodingOptions,
+        seed: int = 0,
+    ) -> tuple[GenerateResult, float]:
+        torch.manual_seed(seed)
         begin = time.perf_counter()
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 return_dict_in_generate=True,
-                output_logits=output_logits,
-                **options.kwargs(),
+                **options.given(),
             )
         seconds = time.perf_counter() - begin
-        new = out.sequences[:, input_ids.shape[1] :]
-        logits = [t.float() for t in out.logits] if output_logits and out.logits else None
-        return Generation(self.name, _rows(new, options.eos_token_id, None), seconds, logits)
+        prompt = input_ids.shape[1]
+        eos = options.eos_token_ids
+        rows = [cut_after_eos(row, eos) for row in out.sequences[:, prompt:].tolist()]
+        logits = getattr(out, "logits", None)
+        result = GenerateResult(
+            sequences=out.sequences,
+            num_prompt_tokens=prompt,
+            num_generated_tokens=[len(row) for row in rows],
+            finish_reasons=["stop" if row and row[-1] in eos else "length" for row in rows],
+            logits=tuple(t.float() for t in logits) if logits else None,
+            # one forward per new position: model.generate stops when every row is done
+            num_steps=out.sequences.shape[1] - prompt,
+        )
+        return result, seconds
 
 
 class TorchRunner:
@@ -153,35 +132,23 @@ class TorchRunner:
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        options: DecodingArgs,
-        output_logits: bool = False,
-    ) -> Generation:
+        options: DecodingOptions,
+        seed: int = 0,
+    ) -> tuple[GenerateResult, float]:
         # imported here, as in the other runners: a run loads the backends it uses only
         from diag.generation import generate
 
-        generator = torch.Generator().manual_seed(options.seed)
+        generator = torch.Generator().manual_seed(seed)
         begin = time.perf_counter()
         result = generate(
             self.model,
             input_ids,
             attention_mask,
             generator=generator,
-            output_logits=output_logits,
             return_result=True,
-            **options.kwargs(),
+            **options.given(),
         )
-        seconds = time.perf_counter() - begin
-        return _from_result(self.name, result, options, seconds, output_logits)
-
-
-def _from_result(
-    name: str, result: Any, options: DecodingArgs, seconds: float, output_logits: bool
-) -> Generation:
-    rows = _rows(result.new_tokens, options.eos_token_id, list(result.num_generated_tokens))
-    logits = None
-    if output_logits and result.logits:
-        logits = [t.float() for t in result.logits]
-    return Generation(name, rows, seconds, logits)
+        return result, time.perf_counter() - begin
 
 
 class OnnxRunner:
@@ -210,28 +177,26 @@ class OnnxRunner:
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        options: DecodingArgs,
-        output_logits: bool = False,
-    ) -> Generation:
+        options: DecodingOptions,
+        seed: int = 0,
+    ) -> tuple[GenerateResult, float]:
         from diag.ort import get_backend, onnx_generate
 
         if self.backend is None:
             self.backend = get_backend(self.export().path)
-        generator = torch.Generator().manual_seed(options.seed)
+        generator = torch.Generator().manual_seed(seed)
         begin = time.perf_counter()
         result = onnx_generate(
             self.backend,
             input_ids,
             attention_mask,
             generator=generator,
-            output_logits=output_logits,
             # the defaults model.generate and diag.generate fall back on
             generation_config=self.model.generation_config,
             return_result=True,
-            **options.kwargs(),
+            **options.given(),
         )
-        seconds = time.perf_counter() - begin
-        return _from_result(self.name, result, options, seconds, output_logits)
+        return result, time.perf_counter() - begin
 
 
 def make_runner(name: str, model: Any, force_export: bool = False) -> Any:
