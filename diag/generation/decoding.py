@@ -109,9 +109,8 @@ def check_inputs(input_ids: Any, attention_mask: Any) -> tuple[torch.Tensor, tor
 def prompt_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids of a left-padded prompt, as ``model.generate`` computes them.
 
-    Example::
-
-        prompt_position_ids(torch.tensor([[0, 0, 1, 1, 1]]))  # [[0, 0, 0, 1, 2]]
+    >>> prompt_position_ids(torch.tensor([[0, 0, 1, 1, 1]])).tolist()
+    [[0, 0, 0, 1, 2]]
     """
     position_ids = attention_mask.long().cumsum(-1) - 1
     # padded slots would be -1; transformers sets them to 0 (never attended anyway)
@@ -125,10 +124,8 @@ def infer_attention_mask(input_ids: torch.Tensor, options: DecodingOptions) -> t
     every eos id (otherwise a pad could be a real eos token and nothing can be
     inferred): all ones in every other case.
 
-    Example::
-
-        infer_attention_mask(torch.tensor([[0, 0, 5, 6]]), DecodingOptions(pad_token_id=0))
-        # [[0, 0, 1, 1]]
+    >>> infer_attention_mask(torch.tensor([[0, 0, 5, 6]]), DecodingOptions(pad_token_id=0)).tolist()
+    [[0, 0, 1, 1]]
     """
     pad = options.effective_pad_token_id
     if pad is None or pad in options.eos_token_ids or not bool((input_ids == pad).any()):
@@ -332,10 +329,12 @@ def decode(
     transformers-style streamer (``put`` gets the prompt then each step's tokens,
     ``end`` is called at the end).
 
-    Example::
-
-        res = decode(TorchBackend(model), ids, None, DecodingOptions(max_new_tokens=10))
-        res.sequences.shape  # [1, ids.shape[1] + 10]
+    >>> from diag.generation.torch_backend import TorchBackend
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> model = get_untrained_model_with_inputs("llama")["model"]
+    >>> ids = torch.tensor([[5, 6, 7]])
+    >>> decode(TorchBackend(model), ids, None, DecodingOptions(max_new_tokens=10)).sequences.shape
+    torch.Size([1, 13])
     """
     callback = _event_callback(streamer)
     events = iter_decode(

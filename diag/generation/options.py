@@ -280,10 +280,11 @@ def resolve_options(
     ``model.generate`` (see the module's docstring). In the two configurations, None
     means "not set".
 
-    Example::
-
-        opts = resolve_options({"do_sample": True}, model.generation_config, top_p=0.9)
-        resolve_options(GenerationConfig(top_k=7), do_sample=True, top_k=None).top_k  # None: off
+    >>> opts = resolve_options({"do_sample": True}, GenerationConfig(top_k=7), top_p=0.9)
+    >>> opts.do_sample, opts.top_k, opts.top_p
+    (True, 7, 0.9)
+    >>> print(resolve_options(GenerationConfig(top_k=7), do_sample=True, top_k=None).top_k)
+    None
     """
     explicit = {k: v for k, v in kwargs.items() if v is not UNSET}
     unknown = sorted(k for k in explicit if k not in _FIELDS and k not in _UNSUPPORTED)
