@@ -86,36 +86,34 @@ def run(args: argparse.Namespace) -> int:
 
     import dataclasses
 
-    from diag.cli.backends import DecodingArgs, make_runner
-    from diag.cli.loading import encode_prompts, eos_token_ids, load_model, progress
+    from diag.cli.loading import encode_prompts, load_model
+    from diag.cli.progress import progress
     from diag.cli.report import slug
+    from diag.cli.runners import decoding_options, make_runner
     from diag.cli.tables import comparison_table, save_bar_plot, save_csv
     from diag.diagnose.divergence import find_divergence
 
     model, tokenizer = load_model(args.model)
-    options = DecodingArgs(
-        max_new_tokens=args.max_new_tokens,
-        eos_token_id=eos_token_ids(model, tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
+    options = decoding_options(
+        model,
+        tokenizer,
+        args.max_new_tokens,
         do_sample=False,  # parity is checked on greedy decoding, whatever the model says
+        output_logits=True,  # what the divergence report reads
     )
     runners = {name: make_runner(name, model, force_export=args.force_export) for name in ORDER}
     runners["onnx"].export()
-    encoded = encode_prompts(tokenizer, prompts, chat=args.chat)
-    singles = [encoded.select(i) for i in range(len(prompts))]
+    singles = [encode_prompts(tokenizer, [prompt], chat=args.chat) for prompt in prompts]
 
     warmup = dataclasses.replace(options, max_new_tokens=min(2, options.max_new_tokens))
     for name in progress(ORDER * args.warmup, desc="warm-up"):
-        runners[name](singles[0].input_ids, singles[0].attention_mask, warmup)
+        runners[name](*singles[0], warmup)
 
-    # generations[name][i]: backend `name` on prompt i
-    generations: dict[str, list] = {name: [] for name in ORDER}
+    # runs[name][i]: (GenerateResult, seconds) of backend `name` on prompt i
+    runs: dict[str, list] = {name: [] for name in ORDER}
     jobs = [(i, name) for i in range(len(prompts)) for name in ORDER]
     for i, name in progress(jobs, desc="generating"):
-        batch = singles[i]
-        generations[name].append(
-            runners[name](batch.input_ids, batch.attention_mask, options, output_logits=True)
-        )
+        runs[name].append(runners[name](*singles[i], options))
 
     # the parity verdict is diagnose's, on the tokens and logits generated above
     divergences = []  # (prompt index, Divergence)
@@ -125,12 +123,12 @@ def run(args: argparse.Namespace) -> int:
             continue
         largest: list[float | None] = []
         for i in range(len(prompts)):
-            ref, gen = generations[REFERENCE][i], generations[name][i]
+            ref, gen = runs[REFERENCE][i][0], runs[name][i][0]
             div = find_divergence(
-                ref.new_tokens,
-                gen.new_tokens,
-                ref.step_logits,
-                gen.step_logits,
+                ref.generated(),
+                gen.generated(),
+                ref.logits,
+                gen.logits,
                 names=(REFERENCE, name),
                 tokenizer=tokenizer,
                 num_candidates=args.top,
@@ -145,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
         f"model: {args.model}, {len(prompts)} prompt(s), greedy, max_new_tokens={args.max_new_tokens}"
     )
     for i, prompt in enumerate(prompts):
-        ref = generations[REFERENCE][i]
-        text = tokenizer.decode(ref.new_tokens[0], skip_special_tokens=True)
-        print(f"----- prompt {i + 1} ({REFERENCE}, {len(ref.new_tokens[0])} new tokens) -----")
+        ref = runs[REFERENCE][i][0]
+        text = ref.texts(tokenizer)[0]
+        print(f"----- prompt {i + 1} ({REFERENCE}, {ref.num_generated_tokens[0]} new tokens) -----")
         print(f"{prompt}\n>>> {text}" if args.chat else f"{prompt}{text}")
     print("-----")
     for i, div in divergences:
@@ -155,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     failed = {div.other for _, div in divergences}
     table = comparison_table(
-        generations, reference=REFERENCE, failed=failed, max_logit_diffs=diffs, order=ORDER
+        runs, reference=REFERENCE, failed=failed, max_logit_diffs=diffs, order=ORDER
     )
     import pandas
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
 
     # imported here: `--help` and the argument checks answer before torch is loaded
-    from diag.cli.exporting import export_model
+    from diag.cli.exported_model import export_model
     from diag.cli.loading import load_model
 
     model, tokenizer = load_model(args.model)

@@ -71,30 +71,29 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     # imported here: `--help` and the argument checks answer before torch is loaded
-    from diag.cli.backends import BACKEND_LABELS, DecodingArgs, make_runner
-    from diag.cli.loading import encode_prompts, eos_token_ids, load_model, progress
+    from diag.cli.loading import encode_prompts, load_model
+    from diag.cli.progress import progress
     from diag.cli.report import LatencyReport
+    from diag.cli.runners import BACKEND_LABELS, decoding_options, make_runner
 
     model, tokenizer = load_model(args.model)
-    options = DecodingArgs(
-        max_new_tokens=args.max_new_tokens,
-        eos_token_id=eos_token_ids(model, tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        seed=args.seed,
-        # only what the user gave: the model's generation config decides the rest
-        **given_decoding_options(args),
+    # only what the user gave: the model's generation config decides the rest
+    options = decoding_options(
+        model, tokenizer, args.max_new_tokens, **given_decoding_options(args)
     )
     runner = make_runner(args.backend, model, force_export=args.force_export)
-    batch = encode_prompts(tokenizer, prompts, chat=args.chat)
+    begin = time.perf_counter()
+    input_ids, attention_mask = encode_prompts(tokenizer, prompts, chat=args.chat)
+    encode_seconds = time.perf_counter() - begin
 
     warmup = dataclasses.replace(options, max_new_tokens=min(2, options.max_new_tokens))
     for _ in progress(range(args.warmup), desc="warm-up"):
-        runner(batch.input_ids, batch.attention_mask, warmup)
+        runner(input_ids, attention_mask, warmup, seed=args.seed)
 
-    generation = runner(batch.input_ids, batch.attention_mask, options)
+    result, seconds = runner(input_ids, attention_mask, options, seed=args.seed)
 
     begin = time.perf_counter()
-    texts = tokenizer.batch_decode(generation.new_tokens, skip_special_tokens=True)
+    texts = result.texts(tokenizer)
     decode_seconds = time.perf_counter() - begin
 
     # the model's generation config may set num_return_sequences: count the rows
@@ -111,12 +110,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{prompt}{text}")
     print("-----")
+    input_tokens = attention_mask.sum(dim=1).tolist()
     report = LatencyReport(
         batch_size=len(texts),
-        input_tokens=[n for n in batch.num_input_tokens for _ in range(per_prompt)],
-        output_tokens=generation.num_new_tokens,
-        encode_seconds=batch.seconds,
-        generation_seconds=generation.seconds,
+        input_tokens=[n for n in input_tokens for _ in range(per_prompt)],
+        output_tokens=list(result.num_generated_tokens),
+        encode_seconds=encode_seconds,
+        generation_seconds=seconds,
         decode_seconds=decode_seconds,
     )
     print(report.format())

@@ -1,32 +1,20 @@
-"""Loading a model and turning prompts into token ids, for the sub-commands.
+"""Loading a model and its tokenizer and turning prompts into token ids, for the sub-commands.
 
 Example::
 
     model, tokenizer = load_model("tiny:llama")
-    batch = encode_prompts(tokenizer, ["def f(x):", "Hello"], chat=False)
-    batch.input_ids.shape, batch.seconds
+    input_ids, attention_mask = encode_prompts(tokenizer, ["def f(x):", "Hello"], chat=False)
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from diag.cli.args import check_model_name
-
-
-def progress(*args: Any, **kwargs: Any) -> Any:
-    """A tqdm progress bar on stderr, shown only when stderr is a terminal (so that logs
-    and the tests' captured output stay clean)."""
-    from tqdm.auto import tqdm
-
-    kwargs.setdefault("disable", None)  # None = disabled when not a TTY
-    kwargs.setdefault("leave", False)
-    return tqdm(*args, **kwargs)
+from diag.generation.prompt import prepare_prompt
 
 
 def load_model(name_or_path: str) -> tuple[Any, Any]:
@@ -68,59 +56,27 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
 
 
-@dataclass
-class EncodedPrompts:
-    """A left-padded batch of prompts and the time the tokenizer took."""
+def encode_prompts(
+    tokenizer: Any, prompts: list[str], chat: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The left-padded ``(input_ids, attention_mask)`` of ``prompts``, by
+    :func:`diag.generation.prepare_prompt`; with ``chat``, every prompt is a user
+    message formatted by the tokenizer's chat template.
 
-    texts: list[str]
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    seconds: float
-
-    @property
-    def num_input_tokens(self) -> list[int]:
-        """Number of real (non-padding) tokens of every prompt."""
-        return [int(n) for n in self.attention_mask.sum(dim=1)]
-
-    def select(self, index: int) -> EncodedPrompts:
-        """The prompt ``index`` alone, without its left padding."""
-        mask = self.attention_mask[index].bool()
-        return EncodedPrompts(
-            texts=[self.texts[index]],
-            input_ids=self.input_ids[index][mask].unsqueeze(0),
-            attention_mask=torch.ones((1, int(mask.sum())), dtype=self.attention_mask.dtype),
-            seconds=0.0,
-        )
-
-
-def encode_prompts(tokenizer: Any, prompts: list[str], chat: bool = False) -> EncodedPrompts:
-    """Tokenizes ``prompts`` into one left-padded batch; with ``chat`` every prompt becomes
-    a user message formatted by the tokenizer's chat template."""
+    >>> model, tokenizer = load_model("tiny:llama")
+    >>> ids, mask = encode_prompts(tokenizer, ["def f(x):", "Hi"])
+    >>> ids.shape[0], mask[1, 0].item()  # "Hi" is the shorter: padded on the left
+    (2, 0)
+    """
     if not prompts:
         raise ValueError("no prompt given; pass --prompt TEXT")
-    begin = time.perf_counter()
-    if chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                "--chat needs a tokenizer with a chat template and this one has none; "
-                "drop --chat to use the prompts as raw text"
-            )
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
-        ]
-        # the template already holds the special tokens
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    else:
-        texts = list(prompts)
-        encoded = tokenizer(texts, return_tensors="pt", padding=True)
-    seconds = time.perf_counter() - begin
-    input_ids = encoded["input_ids"]
-    attention_mask = encoded.get("attention_mask")
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "--chat needs a tokenizer with a chat template and this one has none; "
+            "drop --chat to use the prompts as raw text"
+        )
+    prompt: Any = [[{"role": "user", "content": p}] for p in prompts] if chat else list(prompts)
+    input_ids, attention_mask = prepare_prompt(prompt, None, tokenizer)
     if input_ids.shape[1] == 0 or bool((attention_mask.sum(dim=1) == 0).any()):
         raise ValueError("a prompt gives no token once tokenized; give a non-empty prompt")
-    return EncodedPrompts(list(prompts), input_ids, attention_mask, seconds)
+    return input_ids, attention_mask

@@ -1,11 +1,11 @@
 """What the sub-commands print: the latency report, and file-name slugs.
 
-Example::
+Example (20 output tokens in 500 ms in all)::
 
     >>> report = LatencyReport(batch_size=2, input_tokens=[5, 7], output_tokens=[10, 10],
-    ...                        encode_seconds=0.001, generation_seconds=0.5, decode_seconds=0.002)
+    ...                        encode_seconds=0.001, generation_seconds=0.497, decode_seconds=0.002)
     >>> round(report.ms_per_output_token, 1), round(report.output_tokens_per_second, 1)
-    (25.2, 39.7)
+    (25.0, 40.0)
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class LatencyReport:
         """One ``name  value`` line per figure.
 
         >>> print(LatencyReport(1, [3], [4], 0.001, 0.1, 0.001).format().splitlines()[0])
-        batch_size              1
+        batch_size             1
         """
         rows = [
             ("batch_size", f"{self.batch_size}"),

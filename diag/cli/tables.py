@@ -2,7 +2,7 @@
 
 Example::
 
-    table = comparison_table(generations, reference="hf", failed=set(), max_logit_diffs={})
+    table = comparison_table(runs, reference="hf", failed=set(), max_logit_diffs={})
     save_csv(table, "out/compare.csv"), save_bar_plot(table, "out/compare.png", title="...")
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas
 
-from diag.cli.backends import BACKEND_LABELS
+from diag.cli.runners import BACKEND_LABELS
+from diag.generation.result import GenerateResult
 from diag.helpers.atomic_write import write_atomically
 
 COLUMNS = [
@@ -29,7 +30,7 @@ COLUMNS = [
 
 
 def comparison_table(
-    generations: dict[str, list[Any]],
+    runs: dict[str, list[tuple[GenerateResult, float]]],
     reference: str,
     failed: set[str],
     max_logit_diffs: dict[str, float],
@@ -39,13 +40,14 @@ def comparison_table(
     parity with ``reference`` (``reference``, ``OK`` or ``FAIL``) and the largest logit
     difference to the reference (up to the first divergence).
 
-    ``generations[name]`` holds the :class:`diag.cli.backends.Generation` of every prompt.
+    ``runs[name]`` holds what the runner of backend ``name``
+    (:mod:`diag.cli.runners`) returned for every prompt: the
+    :class:`~diag.generation.result.GenerateResult` and the wall time of the call.
     """
     rows = []
-    for name in order or generations:
-        gens = generations[name]
-        seconds = sum(g.seconds for g in gens)
-        tokens = sum(sum(g.num_new_tokens) for g in gens)
+    for name in order or runs:
+        seconds = sum(s for _, s in runs[name])
+        tokens = sum(sum(r.num_generated_tokens) for r, _ in runs[name])
         if name == reference:
             parity = "reference"
         else:
@@ -54,7 +56,7 @@ def comparison_table(
             {
                 "backend": name,
                 "function": BACKEND_LABELS.get(name, name),
-                "prompts": len(gens),
+                "prompts": len(runs[name]),
                 "duration_s": seconds,
                 "new_tokens": tokens,
                 "tokens_per_s": tokens / seconds if seconds > 0 else float("nan"),

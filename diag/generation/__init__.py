@@ -1,4 +1,5 @@
-"""Generation: the backend-neutral decoding loop, its torch backend and ``generate``.
+"""Generation: the backend-neutral decoding loop, the front both public functions
+share (:func:`run_generation`), the torch backend and ``generate``.
 
 Example::
 
@@ -8,8 +9,10 @@ Example::
 
 from diag.generation.backend import StepBackend
 from diag.generation.decoding import StepEvent, decode, iter_decode, prompt_position_ids
-from diag.generation.generate import generate, prepare_prompt, stream
+from diag.generation.front import generation_front, run_generation
+from diag.generation.generate import generate, stream
 from diag.generation.options import UNSET, DecodingOptions, resolve_options
+from diag.generation.prompt import prepare_prompt
 from diag.generation.result import GenerateResult
 from diag.generation.sampling import build_logits_processor, choose_tokens
 from diag.generation.streaming import GenerationStream, TextDeltas, stream_decode
@@ -28,10 +31,12 @@ __all__ = [
     "choose_tokens",
     "decode",
     "generate",
+    "generation_front",
     "iter_decode",
     "prepare_prompt",
     "prompt_position_ids",
     "resolve_options",
+    "run_generation",
     "stream",
     "stream_decode",
 ]

@@ -28,6 +28,10 @@ class StepBackend(Protocol):
     #: size of the vocabulary (last dimension of the logits)
     vocab_size: int
 
+    # Optional: ``input_device``, the torch device where the loop keeps the ids, mask
+    # and tokens it passes (the torch backend: the model's). Without it, they stay
+    # where the prompt is (the CPU for ONNX Runtime, whose backend copies them).
+
     def __call__(
         self,
         input_ids: torch.Tensor,

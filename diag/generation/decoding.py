@@ -22,10 +22,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -33,6 +35,9 @@ from diag.generation.backend import StepBackend
 from diag.generation.options import DecodingOptions
 from diag.generation.result import GenerateResult
 from diag.generation.sampling import build_logits_processor, choose_tokens
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -104,9 +109,8 @@ def check_inputs(input_ids: Any, attention_mask: Any) -> tuple[torch.Tensor, tor
 def prompt_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids of a left-padded prompt, as ``model.generate`` computes them.
 
-    Example::
-
-        prompt_position_ids(torch.tensor([[0, 0, 1, 1, 1]]))  # [[0, 0, 0, 1, 2]]
+    >>> prompt_position_ids(torch.tensor([[0, 0, 1, 1, 1]])).tolist()
+    [[0, 0, 0, 1, 2]]
     """
     position_ids = attention_mask.long().cumsum(-1) - 1
     # padded slots would be -1; transformers sets them to 0 (never attended anyway)
@@ -120,10 +124,8 @@ def infer_attention_mask(input_ids: torch.Tensor, options: DecodingOptions) -> t
     every eos id (otherwise a pad could be a real eos token and nothing can be
     inferred): all ones in every other case.
 
-    Example::
-
-        infer_attention_mask(torch.tensor([[0, 0, 5, 6]]), DecodingOptions(pad_token_id=0))
-        # [[0, 0, 1, 1]]
+    >>> infer_attention_mask(torch.tensor([[0, 0, 5, 6]]), DecodingOptions(pad_token_id=0)).tolist()
+    [[0, 0, 1, 1]]
     """
     pad = options.effective_pad_token_id
     if pad is None or pad in options.eos_token_ids or not bool((input_ids == pad).any()):
@@ -146,13 +148,15 @@ def iter_decode(
     *,
     generator: torch.Generator | None = None,
     on_prompt: Callable[[torch.Tensor], None] | None = None,
+    step_context: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Generator[StepEvent, None, GenerateResult]:
     """The loop as a generator: yields a :class:`StepEvent` per new token and returns
-    the :class:`GenerateResult` (``StopIteration.value``).
+    the :class:`GenerateResult` (:func:`run_to_end` gets it).
 
     ``on_prompt`` receives the (expanded) prompt before the prefill, the way
-    transformers hands it to a streamer. Time spent by the consumer between two
-    events is not counted in the result's timings.
+    transformers hands it to a streamer; ``step_context`` (a context manager factory)
+    is entered around each step. Time spent by the consumer between two events is not
+    counted in the result's timings.
     """
     # validated here, eagerly: a bad input fails at the call, not at the first next()
     given_mask = attention_mask is not None
@@ -161,7 +165,8 @@ def iter_decode(
         attention_mask = infer_attention_mask(input_ids, options)
     options.validate(getattr(backend, "vocab_size", None))
     options.num_new_tokens(input_ids.shape[1])  # raises if max_length < prompt
-    return _loop(backend, input_ids, attention_mask, options, generator, on_prompt)
+    step_context = step_context or contextlib.nullcontext
+    return _loop(backend, input_ids, attention_mask, options, generator, on_prompt, step_context)
 
 
 def _loop(
@@ -171,6 +176,7 @@ def _loop(
     options: DecodingOptions,
     generator: torch.Generator | None,
     on_prompt: Callable[[torch.Tensor], None] | None,
+    step_context: Callable[[], AbstractContextManager[Any]],
 ) -> Generator[StepEvent, None, GenerateResult]:
     if options.num_return_sequences > 1:
         # like transformers: each prompt repeated in place (rows 0,0,1,1,... for n=2)
@@ -213,38 +219,41 @@ def _loop(
     next_tokens = input_ids
     steps = 0
     for step in range(max_new):
-        begin = time.perf_counter()
-        # prefill at step 0 (the whole prompt, no cache), then only the last token
-        logits, past = backend(next_tokens, mask[:, :length], position_ids, past)
-        logits = logits.float()
-        steps += 1
-        step_scores = processor(sequences[:, :length], logits) if processor else logits
-        tokens = choose_tokens(step_scores, do_sample=options.do_sample, generator=generator)
-        active = unfinished
-        if eos is not None:
-            # finished rows get the pad id, as in transformers
-            tokens = torch.where(unfinished, tokens, pad)
-            unfinished = unfinished & ~torch.isin(tokens, eos)
-        sequences[:, length] = tokens
-        length += 1
-        if scores is not None:
-            scores.append(step_scores.clone() if step_scores is logits else step_scores)
-        if raw_logits is not None:
-            raw_logits.append(logits.clone())
-        next_tokens = tokens[:, None]
-        position_ids = position_ids[:, -1:] + 1
-        all_done = False
-        if eos is not None:
-            newly = (active & ~unfinished).nonzero().flatten().tolist()
-            for row in newly:
-                num_generated[row] = step + 1
-                finish_reasons[row] = "stop"
-            all_done = not bool(unfinished.any())
-        elapsed = time.perf_counter() - begin
-        if step == 0:
-            prefill_seconds += elapsed
-        else:
-            decode_seconds += elapsed
+        # entered around the step only: the consumer's code between two events runs
+        # with its own settings (onnx_generate streams with single_torch_thread)
+        with step_context():
+            begin = time.perf_counter()
+            # prefill at step 0 (the whole prompt, no cache), then only the last token
+            logits, past = backend(next_tokens, mask[:, :length], position_ids, past)
+            logits = logits.float()
+            steps += 1
+            step_scores = processor(sequences[:, :length], logits) if processor else logits
+            tokens = choose_tokens(step_scores, do_sample=options.do_sample, generator=generator)
+            active = unfinished
+            if eos is not None:
+                # finished rows get the pad id, as in transformers
+                tokens = torch.where(unfinished, tokens, pad)
+                unfinished = unfinished & ~torch.isin(tokens, eos)
+            sequences[:, length] = tokens
+            length += 1
+            if scores is not None:
+                scores.append(step_scores.clone() if step_scores is logits else step_scores)
+            if raw_logits is not None:
+                raw_logits.append(logits.clone())
+            next_tokens = tokens[:, None]
+            position_ids = position_ids[:, -1:] + 1
+            all_done = False
+            if eos is not None:
+                newly = (active & ~unfinished).nonzero().flatten().tolist()
+                for row in newly:
+                    num_generated[row] = step + 1
+                    finish_reasons[row] = "stop"
+                all_done = not bool(unfinished.any())
+            elapsed = time.perf_counter() - begin
+            if step == 0:
+                prefill_seconds += elapsed
+            else:
+                decode_seconds += elapsed
         yield StepEvent(step=step, token_ids=tokens, active=active, finished=~unfinished)
         if all_done:
             break
@@ -282,8 +291,20 @@ def _event_callback(streamer: Any) -> Callable[[StepEvent], None] | None:
     )
 
 
-def run_to_end(events: Iterator[StepEvent], callback: Callable[[StepEvent], None] | None) -> Any:
-    """Drains a generator of events, calling ``callback`` on each; returns its value."""
+def run_to_end(
+    events: Generator[T, None, R], callback: Callable[[T], None] | None = None
+) -> R:
+    """Runs a generator to its end, calling ``callback`` on each item; returns the
+    generator's return value (the loop's :class:`GenerateResult`): the one place that
+    reads ``StopIteration.value``.
+
+    >>> def count():
+    ...     yield from range(3)
+    ...     return "done"
+    >>> seen = []
+    >>> run_to_end(count(), seen.append), seen
+    ('done', [0, 1, 2])
+    """
     while True:
         try:
             event = next(events)
@@ -308,10 +329,12 @@ def decode(
     transformers-style streamer (``put`` gets the prompt then each step's tokens,
     ``end`` is called at the end).
 
-    Example::
-
-        res = decode(TorchBackend(model), ids, None, DecodingOptions(max_new_tokens=10))
-        res.sequences.shape  # [1, ids.shape[1] + 10]
+    >>> from diag.generation.torch_backend import TorchBackend
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> model = get_untrained_model_with_inputs("llama")["model"]
+    >>> ids = torch.tensor([[5, 6, 7]])
+    >>> decode(TorchBackend(model), ids, None, DecodingOptions(max_new_tokens=10)).sequences.shape
+    torch.Size([1, 13])
     """
     callback = _event_callback(streamer)
     events = iter_decode(

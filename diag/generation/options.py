@@ -98,7 +98,8 @@ class DecodingOptions:
     num_return_sequences: int = 1
     output_scores: bool | None = False
     output_logits: bool | None = False
-    #: keyword arguments the caller did not set (kept to explain what came from where)
+    #: the fields the caller did not set by keyword (they came from a configuration or
+    #: from transformers' defaults): kept to explain what came from where
     defaults_used: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +110,16 @@ class DecodingOptions:
                 "resolve_options(...), which replaces UNSET by the default, or leave the "
                 "field out."
             )
+
+    def given(self) -> dict[str, Any]:
+        """The options set by keyword, with their values: what to pass to another
+        generate function (``model.generate``...) so that it takes the others from its
+        own defaults, as this one did.
+
+        >>> resolve_options({"top_k": 7}, max_new_tokens=5, do_sample=True).given()
+        {'max_new_tokens': 5, 'do_sample': True}
+        """
+        return {name: getattr(self, name) for name in _FIELDS if name not in self.defaults_used}
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -233,8 +244,8 @@ _UNSUPPORTED: dict[str, Any] = {
 #: ``max_new_tokens`` is None as well
 _NONE_REJECTED: dict[str, Any] = {"num_return_sequences": 1, "num_beams": 1, "max_length": 20}
 
-_FIELDS = {f.name for f in dataclasses.fields(DecodingOptions)} - {"defaults_used"}
-
+#: the decoding options, in the order of the dataclass
+_FIELDS = tuple(f.name for f in dataclasses.fields(DecodingOptions) if f.name != "defaults_used")
 
 def _as_dict(config: GenerationConfig | dict | None, what: str) -> dict[str, Any]:
     if config is None:
@@ -269,10 +280,11 @@ def resolve_options(
     ``model.generate`` (see the module's docstring). In the two configurations, None
     means "not set".
 
-    Example::
-
-        opts = resolve_options({"do_sample": True}, model.generation_config, top_p=0.9)
-        resolve_options(GenerationConfig(top_k=7), do_sample=True, top_k=None).top_k  # None: off
+    >>> opts = resolve_options({"do_sample": True}, GenerationConfig(top_k=7), top_p=0.9)
+    >>> opts.do_sample, opts.top_k, opts.top_p
+    (True, 7, 0.9)
+    >>> print(resolve_options(GenerationConfig(top_k=7), do_sample=True, top_k=None).top_k)
+    None
     """
     explicit = {k: v for k, v in kwargs.items() if v is not UNSET}
     unknown = sorted(k for k in explicit if k not in _FIELDS and k not in _UNSUPPORTED)
@@ -317,5 +329,5 @@ def resolve_options(
                 f"multinomial sampling only); leave it unset or use {neutral!r}."
             )
     values = {k: merged[k] for k in _FIELDS if k in merged}
-    values["defaults_used"] = tuple(sorted(k for k in values if k not in explicit))
+    values["defaults_used"] = tuple(k for k in _FIELDS if k not in explicit)
     return DecodingOptions(**values)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -34,7 +34,6 @@ class GenerateResult:
     decode_seconds: float = 0.0
     #: number of forward calls made by the backend (prefill included)
     num_steps: int = 0
-    extra: dict = field(default_factory=dict, repr=False)
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -62,10 +61,18 @@ class GenerateResult:
         produced = sum(max(n - 1, 0) for n in self.num_generated_tokens)
         return produced / self.decode_seconds if self.decode_seconds > 0 else float("nan")
 
-    def texts(self, tokenizer, skip_special_tokens: bool = True) -> list[str]:
-        """The generated text of each row (prompt excluded, padding dropped)."""
-        rows = [
+    def generated(self) -> list[list[int]]:
+        """The generated tokens of each row: its eos included, the padding after it not.
+
+        >>> GenerateResult(torch.tensor([[7, 8, 2, 0], [7, 9, 9, 9]]), 1, [2, 3],
+        ...                ["stop", "length"]).generated()
+        [[8, 2], [9, 9, 9]]
+        """
+        return [
             self.new_tokens[i, : self.num_generated_tokens[i]].tolist()
             for i in range(self.batch_size)
         ]
-        return tokenizer.batch_decode(rows, skip_special_tokens=skip_special_tokens)
+
+    def texts(self, tokenizer, skip_special_tokens: bool = True) -> list[str]:
+        """The generated text of each row (prompt excluded, padding dropped)."""
+        return tokenizer.batch_decode(self.generated(), skip_special_tokens=skip_special_tokens)

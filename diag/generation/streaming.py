@@ -21,8 +21,7 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -73,6 +72,11 @@ class TextDeltas:
             self.texts[row] = text
         return deltas
 
+    def annotate(self, event: StepEvent) -> StepEvent:
+        """``event`` with its ``text`` set to the deltas of :meth:`push`."""
+        event.text = self.push(event)
+        return event
+
     def flush(self) -> list[str]:
         """Whatever was held back, once the generation is over."""
         out = []
@@ -83,26 +87,12 @@ class TextDeltas:
         return out
 
 
-def with_text(
-    events: Iterator[StepEvent], tokenizer: Any | None
-) -> Generator[StepEvent, None, GenerateResult]:
-    """Fills ``event.text`` from ``tokenizer`` (no-op without one); passes the result on."""
-    deltas = TextDeltas(tokenizer) if tokenizer is not None else None
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as stop:
-            return stop.value
-        if deltas is not None:
-            event.text = deltas.push(event)
-        yield event
-
-
 class GenerationStream:
     """Iterator over the :class:`StepEvent` of one generation.
 
     ``result`` is None until the iteration ends, then the :class:`GenerateResult`
-    (the same the non-streaming call returns).
+    (the same the non-streaming call returns). With a tokenizer, each event's ``text``
+    holds the text deltas (:class:`TextDeltas`).
 
     Example::
 
@@ -112,28 +102,24 @@ class GenerationStream:
     """
 
     def __init__(
-        self,
-        events: Generator[StepEvent, None, GenerateResult],
-        step_context: Callable[[], AbstractContextManager[Any]] | None = None,
+        self, events: Generator[StepEvent, None, GenerateResult], tokenizer: Any | None = None
     ):
-        self._events = events
-        # entered around each step only: the caller's code between two events runs
-        # with its own settings (onnx_generate passes single_torch_thread)
-        self._step_context = step_context or contextlib.nullcontext
         self.result: GenerateResult | None = None
+        self._deltas = TextDeltas(tokenizer) if tokenizer is not None else None
+        self._events = self._keep_result(events)
+
+    def _keep_result(
+        self, events: Generator[StepEvent, None, GenerateResult]
+    ) -> Generator[StepEvent, None, None]:
+        # `yield from` hands the loop's return value over when it ends
+        self.result = yield from events
 
     def __iter__(self) -> GenerationStream:
         return self
 
     def __next__(self) -> StepEvent:
-        if self.result is not None:
-            raise StopIteration
-        try:
-            with self._step_context():
-                return next(self._events)
-        except StopIteration as stop:
-            self.result = stop.value
-            raise
+        event = next(self._events)
+        return self._deltas.annotate(event) if self._deltas is not None else event
 
     def run(self) -> GenerateResult:
         """Consumes the remaining events and returns the result."""
@@ -156,12 +142,14 @@ def stream_decode(
     """:func:`~diag.generation.decoding.decode` as an iterator of step events.
 
     Nothing runs until the first ``next``; ``step_context`` (a context manager factory)
-    is entered around each step.
+    is entered around each step; with a ``tokenizer``, the events hold their text.
 
     Example::
 
         for event in stream_decode(TorchBackend(model), ids, None, options, tokenizer=tok):
             print(event.text[0], end="")
     """
-    events = iter_decode(backend, input_ids, attention_mask, options, generator=generator)
-    return GenerationStream(with_text(events, tokenizer), step_context=step_context)
+    events = iter_decode(
+        backend, input_ids, attention_mask, options, generator=generator, step_context=step_context
+    )
+    return GenerationStream(events, tokenizer)

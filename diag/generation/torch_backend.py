@@ -56,6 +56,12 @@ class TorchBackend:
         self._accepts_position_ids = "position_ids" in params
         self._use_mask = True
 
+    @property
+    def input_device(self) -> torch.device | None:
+        """Where the loop keeps the ids, the mask and the tokens: the model's device
+        (see :class:`~diag.generation.backend.StepBackend`)."""
+        return getattr(self.model, "device", None)
+
     def new_cache(self) -> DynamicCache:
         """An empty cache laid out for this model's layers (sliding-window and hybrid
         layers of gemma2/3... follow the config)."""

@@ -20,17 +20,12 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 
 from diag.contract import metadata_generation_config
-from diag.generation.decoding import decode
-from diag.generation.generate import prepare_prompt
-from diag.generation.options import UNSET, resolve_options
-from diag.generation.result import GenerateResult
-from diag.generation.streaming import GenerationStream, stream_decode
+from diag.generation.front import generation_front, run_generation
 from diag.ort.backend import OrtBackend
 from diag.ort.session import Providers, make_session
 
@@ -93,17 +88,6 @@ def _as_list(providers: Providers) -> list:
     return [providers] if isinstance(providers, str) else list(providers or [])
 
 
-def _as_torch(x: Any, what: str) -> Any:
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
-    if isinstance(x, (int, float)) and not isinstance(x, bool) and what == "attention_mask":
-        raise TypeError(
-            f"attention_mask must be a tensor, got {type(x).__name__} {x!r}; the third "
-            f"positional argument is the attention mask: pass eos_token_id={x!r} by keyword."
-        )
-    return x
-
-
 @contextlib.contextmanager
 def single_torch_thread() -> Iterator[None]:
     """Runs the block with one torch intra-op thread, then restores the setting.
@@ -130,33 +114,17 @@ def single_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@generation_front
 def onnx_generate(
     model_or_session: Any,
     input_ids: Any,
     attention_mask: torch.Tensor | None = None,
     *,
-    eos_token_id: int | list[int] | None = UNSET,
-    max_new_tokens: int | None = UNSET,
     return_session: bool = False,
     providers: Providers = None,
-    pad_token_id: int | None = UNSET,
-    do_sample: bool | None = UNSET,
-    temperature: float | None = UNSET,
-    top_k: int | None = UNSET,
-    top_p: float | None = UNSET,
-    repetition_penalty: float | None = UNSET,
-    num_return_sequences: int = UNSET,
-    generator: torch.Generator | None = None,
-    output_scores: bool | None = UNSET,
-    output_logits: bool | None = UNSET,
-    streamer: Any = None,
-    generation_config: Any = None,
-    tokenizer: Any = None,
-    return_result: bool = False,
-    stream: bool = False,
     session_options: ort.SessionOptions | None = None,
     vocab_size: int | None = None,
-    **kwargs: Any,
+    **options: Any,
 ) -> Any:
     """Generates with an exported causal LM in ONNX Runtime, like :func:`diag.generate`.
 
@@ -186,7 +154,7 @@ def onnx_generate(
     the inputs of the last step as numpy arrays (``session.session.run(None, feeds)``
     replays it).
 
-    Example::
+    Example (an export takes a few seconds even for a tiny model)::
 
         _, session, _ = onnx_generate("model.onnx", ids, max_new_tokens=2, return_session=True)
         tokens = onnx_generate(session, ids, eos_token_id=tok.eos_token_id, max_new_tokens=100)
@@ -196,55 +164,19 @@ def onnx_generate(
     backend = get_backend(
         model_or_session, providers, session_options=session_options, vocab_size=vocab_size
     )
-    input_ids = _as_torch(input_ids, "input_ids")
-    attention_mask = _as_torch(attention_mask, "attention_mask")
-    ids, mask = prepare_prompt(input_ids, attention_mask, tokenizer)
-    options = resolve_options(
-        generation_config,
-        metadata_generation_config(backend.session),
-        max_new_tokens=max_new_tokens,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        num_return_sequences=num_return_sequences,
-        output_scores=output_scores,
-        output_logits=output_logits,
-        **kwargs,
-    )
-    output: torch.Tensor | GenerateResult | GenerationStream
-    if stream:
-        if streamer is not None:
-            raise ValueError(
-                "use either stream=True (an iterator) or streamer= (a callback), not both."
-            )
-        if return_session:
-            raise ValueError(
-                "return_session=True needs the generation to finish; with stream=True keep "
-                "the session with get_backend(...) and pass it to onnx_generate instead."
-            )
-        return stream_decode(
-            backend,
-            ids,
-            mask,
-            options,
-            generator=generator,
-            tokenizer=tokenizer,
-            step_context=single_torch_thread,
+    if return_session and options.get("stream"):
+        raise ValueError(
+            "return_session=True needs the generation to finish; with stream=True keep "
+            "the session with get_backend(...) and pass it to onnx_generate instead."
         )
-    with single_torch_thread():
-        if streamer is not None and tokenizer is not None and not hasattr(streamer, "put"):
-            # a plain callback gets the text deltas too, as with diag.generate
-            s = stream_decode(backend, ids, mask, options, generator=generator, tokenizer=tokenizer)
-            for event in s:
-                streamer(event)
-            result = s.result
-        else:
-            result = decode(backend, ids, mask, options, generator=generator, streamer=streamer)
-    output = result if return_result else result.sequences
+    output = run_generation(
+        backend,
+        input_ids,
+        attention_mask,
+        metadata_generation_config(backend.session),
+        single_torch_thread,
+        **options,
+    )
     if return_session:
         return output, backend, backend.feeds_as_numpy()
     return output

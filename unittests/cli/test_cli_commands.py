@@ -204,9 +204,9 @@ def test_compare_names_the_divergence_and_fails(tmp_path, capsys, monkeypatch):
 
     import torch
 
-    from diag.cli import backends
+    from diag.cli import runners
 
-    original_init = backends.TorchRunner.__init__
+    original_init = runners.TorchRunner.__init__
 
     def perturbed_init(self, model):
         model = copy.deepcopy(model)
@@ -217,7 +217,7 @@ def test_compare_names_the_divergence_and_fails(tmp_path, capsys, monkeypatch):
             )
         original_init(self, model)
 
-    monkeypatch.setattr(backends.TorchRunner, "__init__", perturbed_init)
+    monkeypatch.setattr(runners.TorchRunner, "__init__", perturbed_init)
     argv = ["compare", "-m", "tiny:llama", "-n", "6", "-o", str(tmp_path), "--warmup", "0"]
     assert main(argv) == 1
     out = capsys.readouterr().out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from diag.cli.backends import cut_after_eos
 from diag.cli.report import LatencyReport, slug
+from diag.cli.runners import cut_after_eos
 
 
 def test_latency_report_figures():

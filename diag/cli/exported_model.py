@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from diag.cli.loading import progress
+from diag.cli.progress import progress
 
 
 @dataclass

@@ -1,0 +1,210 @@
+"""The three ways the command line generates, behind one call.
+
+* ``hf``: ``model.generate`` from transformers (the reference);
+* ``torch``: :func:`diag.generate`;
+* ``onnx``: :func:`diag.onnx_generate` on the model exported (and cached) by
+  :func:`diag.export_causal_lm`.
+
+Each runner takes the same token ids and :class:`~diag.generation.options.DecodingOptions`
+(:func:`decoding_options` builds them from the command line) and returns the
+:class:`~diag.generation.result.GenerateResult` of the call with its wall time. A
+runner passes on only the options that were given (:meth:`DecodingOptions.given`):
+every backend takes the others from the model's generation config, as
+``model.generate`` does.
+
+Example::
+
+    runner = make_runner("onnx", model)
+    options = decoding_options(model, tokenizer, max_new_tokens=20)
+    result, seconds = runner(input_ids, attention_mask, options)
+    result.generated()[0], result.finish_reasons
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from diag.cli.loading import eos_token_ids
+from diag.generation.options import UNSET, DecodingOptions, resolve_options
+from diag.generation.result import GenerateResult
+
+#: the order the command line shows the backends in; ``hf`` is the reference
+BACKEND_LABELS = {
+    "hf": "model.generate",
+    "torch": "diag.generate",
+    "onnx": "diag.onnx_generate",
+}
+
+
+def decoding_options(
+    model: Any, tokenizer: Any, max_new_tokens: int, **given: Any
+) -> DecodingOptions:
+    """The options of a command: ``max_new_tokens`` (the command's), the eos ids the
+    model stops on (its generation config's, else the tokenizer's; none given when
+    there is none), the tokenizer's pad id and the options the user gave
+    (:func:`diag.cli.args.given_decoding_options`), resolved against the model's
+    generation config like ``model.generate`` resolves them.
+
+    >>> from diag.models import load_pretrained
+    >>> model, tokenizer = load_pretrained("tiny:llama", progress=False)
+    >>> options = decoding_options(model, tokenizer, 5, top_k=7)
+    >>> sorted(options.given()) == ["eos_token_id", "max_new_tokens", "pad_token_id", "top_k"]
+    True
+    """
+    eos = eos_token_ids(model, tokenizer)
+    return resolve_options(
+        None,
+        getattr(model, "generation_config", None),
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos if eos else UNSET,
+        pad_token_id=tokenizer.pad_token_id,
+        **given,
+    )
+
+
+def cut_after_eos(row: list[int], eos: list[int], length: int | None = None) -> list[int]:
+    """The tokens of ``row`` up to its first eos (included), at most ``length``.
+
+    >>> cut_after_eos([5, 6, 2, 2, 2], [2]), cut_after_eos([5, 6, 7], [2], length=2)
+    ([5, 6, 2], [5, 6])
+    """
+    if length is not None:
+        row = row[:length]
+    for i, token in enumerate(row):
+        if token in eos:
+            return row[: i + 1]
+    return list(row)
+
+
+class HFRunner:
+    """``model.generate``, its output read as a :class:`GenerateResult`."""
+
+    name = "hf"
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingOptions,
+        seed: int = 0,
+    ) -> tuple[GenerateResult, float]:
+        torch.manual_seed(seed)
+        begin = time.perf_counter()
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                return_dict_in_generate=True,
+                **options.given(),
+            )
+        seconds = time.perf_counter() - begin
+        prompt = input_ids.shape[1]
+        eos = options.eos_token_ids
+        rows = [cut_after_eos(row, eos) for row in out.sequences[:, prompt:].tolist()]
+        logits = getattr(out, "logits", None)
+        result = GenerateResult(
+            sequences=out.sequences,
+            num_prompt_tokens=prompt,
+            num_generated_tokens=[len(row) for row in rows],
+            finish_reasons=["stop" if row and row[-1] in eos else "length" for row in rows],
+            logits=tuple(t.float() for t in logits) if logits else None,
+            # one forward per new position: model.generate stops when every row is done
+            num_steps=out.sequences.shape[1] - prompt,
+        )
+        return result, seconds
+
+
+class TorchRunner:
+    """:func:`diag.generate`."""
+
+    name = "torch"
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingOptions,
+        seed: int = 0,
+    ) -> tuple[GenerateResult, float]:
+        # imported here, as in the other runners: a run loads the backends it uses only
+        from diag.generation import generate
+
+        generator = torch.Generator().manual_seed(seed)
+        begin = time.perf_counter()
+        result = generate(
+            self.model,
+            input_ids,
+            attention_mask,
+            generator=generator,
+            return_result=True,
+            **options.given(),
+        )
+        return result, time.perf_counter() - begin
+
+
+class OnnxRunner:
+    """:func:`diag.onnx_generate` on the exported model (exported on the first call,
+    cached by :func:`diag.export_causal_lm`); the ONNX Runtime session is created once
+    and reused."""
+
+    name = "onnx"
+
+    def __init__(self, model: Any, force_export: bool = False):
+        self.model = model
+        self.force_export = force_export
+        self.exported: Any = None
+        self.backend: Any = None
+
+    def export(self) -> Any:
+        """Exports the model (or finds it in the cache); returns the
+        :class:`diag.cli.exported_model.ExportedModel`."""
+        if self.exported is None:
+            from diag.cli.exported_model import export_for_comparison
+
+            self.exported = export_for_comparison(self.model, force=self.force_export)
+        return self.exported
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingOptions,
+        seed: int = 0,
+    ) -> tuple[GenerateResult, float]:
+        from diag.ort import get_backend, onnx_generate
+
+        if self.backend is None:
+            self.backend = get_backend(self.export().path)
+        generator = torch.Generator().manual_seed(seed)
+        begin = time.perf_counter()
+        result = onnx_generate(
+            self.backend,
+            input_ids,
+            attention_mask,
+            generator=generator,
+            # the defaults model.generate and diag.generate fall back on
+            generation_config=self.model.generation_config,
+            return_result=True,
+            **options.given(),
+        )
+        return result, time.perf_counter() - begin
+
+
+def make_runner(name: str, model: Any, force_export: bool = False) -> Any:
+    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``)."""
+    if name == "hf":
+        return HFRunner(model)
+    if name == "torch":
+        return TorchRunner(model)
+    if name == "onnx":
+        return OnnxRunner(model, force_export=force_export)
+    raise ValueError(f"unknown backend {name!r}; choose among {sorted(BACKEND_LABELS)}")
