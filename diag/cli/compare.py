@@ -32,6 +32,7 @@ from diag.cli.args import (
     positive_int,
     prompts_of,
 )
+from diag.cli.records import add_record_arguments, apply_records, check_record_arguments
 
 HELP = "compare model.generate, diag.generate and onnx_generate: parity and speed"
 DESCRIPTION = (
@@ -74,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export again even when the export cache has the model",
     )
+    add_record_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
+    check_record_arguments(args)
 
     import dataclasses
 
@@ -154,6 +157,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{div.other} diverges from {div.reference} on prompt {i + 1}: {div}")
 
     failed = {div.other for _, div in divergences}
+    from diag.cli.backends import BACKEND_LABELS
+
+    prompt_ids = [single.input_ids[0].tolist() for single in singles]
+    record_failed = apply_records(
+        args, model, tokenizer, prompt_ids, options.kwargs(), generations, BACKEND_LABELS
+    )
     table = comparison_table(
         generations, reference=REFERENCE, failed=failed, max_logit_diffs=diffs, order=ORDER
     )
@@ -170,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {png_path}")
     if failed:
         print(f"parity FAILED for {', '.join(sorted(failed))}")
+        return 1
+    if record_failed:
+        print(f"record check FAILED against {args.against}")
         return 1
     print("parity OK: all backends generated the same tokens")
     return 0

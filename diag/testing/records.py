@@ -104,18 +104,11 @@ def weights_hash(side: Side) -> str | None:
     return digest.hexdigest()
 
 
-def _row_tops(logits: Any, row: int, steps: int, k: int) -> list[list[list[float]]]:
-    tops = []
-    for step in range(steps):
-        tops.append([[c.token_id, rounded(c.logit)] for c in top_candidates(logits[step][row], k)])
-    return tops
-
-
 def make_record(
     side: Side,
     prompts: list[list[int]],
     rows: list[list[int]],
-    logits: Any,
+    row_logits: list[list[torch.Tensor]],
     options: dict[str, Any],
     seed: int | None,
     tolerance: dict[str, Any],
@@ -125,16 +118,16 @@ def make_record(
     texts: list[str] | None = None,
 ) -> dict[str, Any]:
     """The record's content (see the module docstring) of a generation already made:
-    ``rows`` the new tokens of every row, ``logits`` per step ``[rows, vocab]``
-    (``logits[row]`` per step when ``batched`` is False: each prompt ran alone)."""
+    ``rows`` the new tokens of every row, ``row_logits[r]`` the ``[vocab]`` logits of
+    every step of row ``r``; ``batched``: the prompts ran as one batch (else each
+    alone)."""
     per_prompt = len(rows) // len(prompts)
-    generated = []
-    for r, tokens in enumerate(rows):
-        row_logits, index = (logits, r) if batched else (logits[r], 0)
-        generated.append(
-            {"prompt": r // per_prompt, "tokens": tokens,
-             "top": _row_tops(row_logits, index, len(tokens), num_candidates)}
-        )  # fmt: skip
+    generated = [
+        {"prompt": r // per_prompt, "tokens": tokens,
+         "top": [[[c.token_id, rounded(c.logit)] for c in top_candidates(step, num_candidates)]
+                 for step in row_logits[r][: len(tokens)]]}
+        for r, tokens in enumerate(rows)
+    ]  # fmt: skip
     content: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -158,6 +151,33 @@ def write_record(content: dict[str, Any], path: str | os.PathLike) -> str:
     return write_text_atomically(path, json.dumps(content, indent=1) + "\n")
 
 
+def run_prompts(
+    side: Side,
+    prompts: list[list[int]],
+    options: Any,
+    seed: int | None,
+    pad: int,
+    batched: bool,
+    measure_noise: bool = False,
+) -> tuple[list[list[int]], list[list[torch.Tensor]], list[float]]:
+    """``(rows, row_logits, noises)`` of ``side`` on ``prompts``, as one batch or each
+    prompt alone; ``noises`` the float32 noise of each run when measured (torch side)."""
+    rows: list[list[int]] = []
+    row_logits: list[list[torch.Tensor]] = []
+    noises: list[float] = []
+    for batch in [prompts] if batched else [[p] for p in prompts]:
+        ids, mask = encode_prompts(batch, None, pad)
+        result = side.generate(ids, mask, options, seed)
+        new = new_token_rows(result)
+        rows += new
+        row_logits += [[step[r] for step in result.logits] for r in range(len(new))]
+        if measure_noise:
+            noise = float32_noise(side, ids, mask, options, result, seed)
+            if noise is not None:
+                noises.append(noise)
+    return rows, row_logits, noises
+
+
 def record(
     model_or_onnx: Any,
     prompts: Any,
@@ -169,6 +189,7 @@ def record(
     atol: float | None = None,
     rtol: float = 0.0,
     noise_floor: bool = True,
+    batched: bool = True,
     providers: Any = None,
     **decoding_options: Any,
 ) -> str:
@@ -185,6 +206,8 @@ def record(
         default for the dtype, raised to 8 times the float32 noise of a torch model
         (measured with a float64 copy, unless ``noise_floor=False``)
     :param rtol: the record's relative tolerance
+    :param batched: the prompts run as one left-padded batch (False: each alone, as
+        ``python -m diag compare`` runs them)
     :param decoding_options: ``GenerationConfig`` names and ``seed`` (to sample)
     :return: the path written
 
@@ -199,10 +222,11 @@ def record(
     options, seed = resolve_decoding(side.generation_defaults(), max_new_tokens, decoding_options)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
     input_ids, attention_mask = encode_prompts(prompts, tokenizer, pad)
-    result = side.generate(input_ids, attention_mask, options, seed)
-    noise = None
-    if noise_floor and atol is None:
-        noise = float32_noise(side, input_ids, attention_mask, options, result, seed)
+    rows, row_logits, noises = run_prompts(
+        side, prompt_rows(input_ids, attention_mask), options, seed, pad, batched,
+        measure_noise=noise_floor and atol is None,
+    )  # fmt: skip
+    noise = max(noises) if noises else None
     tolerance = {
         "atol": tolerance_of(atol, model_dtype(side), noise),
         "rtol": rtol,
@@ -214,8 +238,8 @@ def record(
     ):
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
     content = make_record(
-        side, prompt_rows(input_ids, attention_mask), new_token_rows(result), result.logits,
-        options_as_dict(options), seed, tolerance, num_candidates=num_candidates, texts=texts,
+        side, prompt_rows(input_ids, attention_mask), rows, row_logits, options_as_dict(options),
+        seed, tolerance, num_candidates=num_candidates, batched=batched, texts=texts,
     )  # fmt: skip
     return write_record(content, path)
 
@@ -337,6 +361,12 @@ def compare_row(
             f"  recorded top: {_candidates(rec_top, tokenizer) or 'none (the record stopped)'}",
             f"  now      top: {_candidates(now_top, tokenizer) or 'none (stopped)'}",
         ]
+        greedy = not content["decoding"].get("do_sample")
+        if greedy and rec_top and step < len(expected["tokens"]) and expected["tokens"][step] != rec_top[0][0]:
+            lines.append(
+                "  the record's token at this step is not its own best candidate, as greedy "
+                "decoding chooses: the record was edited or damaged"
+            )
         if len(rec_top) >= 2 and len(now_top) >= 2 and step < len(diffs):
             rec_margin = rec_top[0][1] - rec_top[1][1]
             now_margin = now_top[0][1] - now_top[1][1]
@@ -426,26 +456,28 @@ def assert_matches_record(
         recorded.pop("max_length", None)
     options, seed = resolve_decoding(None, max_new_tokens, recorded)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
+    rows, per_row, _ = run_prompts(
+        side, content["prompts"], options, seed, pad, bool(content.get("batched", True))
+    )
+    check_rows(content, path, side.label, rows, per_row, tokenizer, side=side)
+
+
+def check_rows(
+    content: dict[str, Any], path: str, label: str, rows: list[list[int]],
+    row_logits: list[list[torch.Tensor]], tokenizer: Any = None, side: Side | None = None,
+) -> None:  # fmt: skip
+    """Raises the AssertionError of :func:`assert_matches_record` when ``rows`` (the new
+    tokens of every row) and ``row_logits`` (their ``[vocab]`` logits per step) differ
+    from the record's; ``label`` names what generated them, ``side`` (when given) has
+    its weights compared with the record's."""
     problems: list[str] = []
-    if content.get("batched", True):
-        ids, mask = encode_prompts(content["prompts"], None, pad)
-        result = side.generate(ids, mask, options, seed)
-        rows = new_token_rows(result)
-        per_row = [[step[r] for step in result.logits] for r in range(len(rows))]
-    else:
-        rows, per_row = [], []
-        for p in content["prompts"]:
-            ids, mask = encode_prompts([p], None, pad)
-            result = side.generate(ids, mask, options, seed)
-            rows += new_token_rows(result)
-            per_row += [[step[r] for step in result.logits] for r in range(result.batch_size)]
     if len(rows) != len(content["rows"]):
         problems.append(f"{len(rows)} rows generated, the record has {len(content['rows'])}")
     else:
-        for r, (tokens, logits) in enumerate(zip(rows, per_row, strict=True)):
+        for r, (tokens, logits) in enumerate(zip(rows, row_logits, strict=True)):
             problems += compare_row(content, r, tokens, logits, tokenizer)
     if problems:
-        raise AssertionError(report_of(path, side.label, problems, environment_changes(content, side)))
+        raise AssertionError(report_of(path, label, problems, environment_changes(content, side)))
 
 
 def decoding_options_of(side: Side, given: dict[str, Any], content: dict[str, Any]) -> tuple[Any, Any]:
@@ -461,11 +493,13 @@ __all__ = [
     "FORMAT_VERSION",
     "RecordError",
     "assert_matches_record",
+    "check_rows",
     "compare_row",
     "environment_changes",
     "load_record",
     "make_record",
     "record",
     "report_of",
+    "run_prompts",
     "write_record",
 ]
