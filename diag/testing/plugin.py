@@ -1,16 +1,16 @@
 """A pytest plugin for golden records, off unless a test session asks for it.
 
-Turn it on with ``pytest -p diag.testing.plugin`` or, in a test module or the root
-``conftest.py``, ``pytest_plugins = ["diag.testing.plugin"]``. It adds the option
+Turn it on with ``pytest -p diag.testing.plugin`` or with
+``pytest_plugins = ["diag.testing.plugin"]`` in the root ``conftest.py`` (a test
+module that sets it gets the fixture, but pytest has parsed its options by then:
+``--diag-update-records`` needs one of the two others). It adds the option
 ``--diag-update-records`` and the fixture ``diag_record``: a test calls
 ``diag_record(model_or_onnx, prompts, **options)``; the fixture writes the record
 (:func:`diag.testing.record`) when the option is given and checks it
 (:func:`diag.testing.assert_matches_record`) otherwise. Records live next to the test
 file, in ``records/<test name>.json`` (``name=`` or ``path=`` to choose).
 
-Example (a whole test file)::
-
-    pytest_plugins = ["diag.testing.plugin"]
+Example (a whole test file, run with ``pytest -p diag.testing.plugin``)::
 
     def test_export_still_generates_the_same(diag_record):
         diag_record("exported/model.onnx", [[1, 2, 3]], max_new_tokens=10)
