@@ -124,7 +124,9 @@ def assert_same_tokens(
     """
     ref = as_side(reference, "reference", providers)
     cand = as_side(candidate, "candidate", providers)
-    defaults = ref.generation_defaults() or cand.generation_defaults()
+    defaults = ref.generation_defaults()
+    if defaults is None:
+        defaults = cand.generation_defaults()
     options, seed = resolve_decoding(defaults, max_new_tokens, decoding_options)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
     input_ids, attention_mask = encode_prompts(prompts, tokenizer, pad)
