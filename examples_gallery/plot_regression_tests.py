@@ -28,6 +28,7 @@ The export
 """
 
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -180,3 +181,4 @@ ax = diag.plot_layers(report)
 ax.figure.tight_layout()
 ax.figure.savefig(os.path.join(OUT, "plot_regression_tests_layers.png"))
 print(report.culprit)
+shutil.rmtree(folder, ignore_errors=True)
