@@ -204,7 +204,9 @@ def record(
     :param num_candidates: candidates (and their logits) kept per step
     :param atol: the record's absolute tolerance on logits; None: export validation's
         default for the dtype, raised to 8 times the float32 noise of a torch model
-        (measured with a float64 copy, unless ``noise_floor=False``)
+        (measured with a float64 copy, unless ``noise_floor=False``); an ONNX model
+        has no float64 copy: its record keeps the default, tight enough for the same
+        runtime; pass a larger ``atol`` to check other runtimes against it
     :param rtol: the record's relative tolerance
     :param batched: the prompts run as one left-padded batch (False: each alone, as
         ``python -m diag compare`` runs them)
