@@ -78,6 +78,7 @@ ORDER = [
     "plot_export_patches.py",
     "plot_parity.py",
     "plot_diagnose.py",
+    "plot_regression_tests.py",
 ]
 
 

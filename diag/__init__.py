@@ -51,6 +51,11 @@ _LAZY: dict[str, str] = {
     "localize_layer": "diag.diagnose",
     "plot_teacher_forced": "diag.diagnose",
     "plot_layers": "diag.diagnose",
+    # regression tests (the submodule itself: diag.testing.record, ...)
+    "testing": "diag.testing",
+    "assert_same_tokens": "diag.testing",
+    "assert_logits_close": "diag.testing",
+    "assert_matches_record": "diag.testing",
 }
 
 __all__ = sorted(_LAZY)
@@ -60,7 +65,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'diag' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    # a submodule maps to itself
+    value = imported if module == f"diag.{name}" else getattr(imported, name)
     globals()[name] = value  # next access skips __getattr__
     return value
 

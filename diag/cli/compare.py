@@ -32,6 +32,7 @@ from diag.cli.args import (
     positive_int,
     prompts_of,
 )
+from diag.cli.records import add_record_arguments, apply_records, check_record_arguments
 
 HELP = "compare model.generate, diag.generate and onnx_generate: parity and speed"
 DESCRIPTION = (
@@ -74,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export again even when the export cache has the model",
     )
+    add_record_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
+    check_record_arguments(args)
 
     import dataclasses
 
@@ -152,6 +155,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{div.other} diverges from {div.reference} on prompt {i + 1}: {div}")
 
     failed = {div.other for _, div in divergences}
+    from diag.cli.runners import BACKEND_LABELS
+
+    # the inputs every backend ran with, as a record states them (each prompt alone:
+    # no padding)
+    prompt_ids = [ids[0].tolist() for ids, _ in singles]
+    decoding = {
+        "max_new_tokens": options.max_new_tokens,
+        "eos_token_id": options.eos_token_ids,
+        "pad_token_id": options.pad_token_id,
+        "do_sample": False,
+    }
+    results = {name: [result for result, _ in runs[name]] for name in ORDER}
+    record_failed = apply_records(
+        args, model, tokenizer, prompt_ids, decoding, results, BACKEND_LABELS
+    )
     table = comparison_table(
         runs, reference=REFERENCE, failed=failed, max_logit_diffs=diffs, order=ORDER
     )
@@ -168,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {png_path}")
     if failed:
         print(f"parity FAILED for {', '.join(sorted(failed))}")
+        return 1
+    if record_failed:
+        print(f"record check FAILED against {args.against}")
         return 1
     print("parity OK: all backends generated the same tokens")
     return 0

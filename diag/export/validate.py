@@ -72,6 +72,28 @@ NOISE_FACTOR = 8.0
 TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
+def default_atol(dtype: torch.dtype) -> float:
+    """The absolute tolerance on logits and cache of a model of ``dtype``
+    (:data:`TOLERANCES`, 1e-2 for another dtype).
+
+    >>> default_atol(torch.float32), default_atol(torch.float64)
+    (0.0001, 0.01)
+    """
+    return TOLERANCES.get(dtype, 1e-2)
+
+
+def noise_aware_tolerance(atol: float, noise: float | None) -> float:
+    """The tolerance of a difference between two float32 implementations: ``atol``, or
+    :data:`NOISE_FACTOR` times the float32 noise ``|torch float32 - torch float64|``
+    when that is larger (None: the noise was not measured). :mod:`diag.testing` uses
+    the same rule.
+
+    >>> noise_aware_tolerance(1e-4, None), noise_aware_tolerance(1e-4, 1e-3)
+    (0.0001, 0.008)
+    """
+    return atol if noise is None else max(atol, NOISE_FACTOR * noise)
+
+
 class ExportValidationError(AssertionError):
     """The exported model does not compute what the torch model computes."""
 
@@ -305,7 +327,7 @@ def compare_one(
         for r in rows:
             noise = _max_abs(exact[r["output"]], torch_side[r["output"]])
             r["noise"] = noise
-            r["tolerance"] = max(atol, NOISE_FACTOR * noise)
+            r["tolerance"] = noise_aware_tolerance(atol, noise)
     return rows
 
 
@@ -342,7 +364,7 @@ def validate_causal_lm(
 
     dtype = next(model.parameters()).dtype
     if atol is None:
-        atol = TOLERANCES.get(dtype, 1e-2)
+        atol = default_atol(dtype)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(os.fspath(filename), options, providers=["CPUExecutionProvider"])

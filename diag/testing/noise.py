@@ -1,0 +1,72 @@
+"""How far two float32 runs of the same model may be apart: the float32 noise, measured
+against a float64 copy, and the tolerance export validation derives from it.
+
+Two correct float32 implementations (torch and ONNX Runtime, or two releases of
+either) sum in other orders and differ by more than a fixed ``1e-4`` on the logits of
+a deep model. Export validation (:mod:`diag.export.validate`) measures the float32
+noise ``|torch float32 - torch float64|`` and accepts a difference within
+:func:`~diag.export.validate.noise_aware_tolerance` of it; :mod:`diag.testing` uses
+that same function, on generations: the noise is the largest logits difference
+between the model and its float64 copy over the steps where both chose the same tokens
+(:attr:`~diag.diagnose.divergence.Divergence.largest_diff`).
+
+Example::
+
+    noise = float32_noise(model, ids, mask, options, result)   # result: model's own run
+    tol = noise_aware_tolerance(default_atol(torch.float32), noise)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from diag.diagnose.divergence import find_divergence
+from diag.export.validate import default_atol, noise_aware_tolerance
+from diag.testing.sides import Side, as_side, new_token_rows
+
+
+def model_dtype(*sides: Side) -> torch.dtype:
+    """The dtype of the first torch model among ``sides`` (float32 without one)."""
+    for side in sides:
+        if side.model is not None:
+            return next(side.model.parameters()).dtype
+    return torch.float32
+
+
+def float32_noise(
+    side: Side,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    options: Any,
+    result: Any,
+    seed: int | None = None,
+) -> float | None:
+    """The largest logits difference between the torch model of ``side`` and a float64
+    copy of it on the same prompts and options, over the steps where both read the
+    same tokens; ``result`` is the side's own run. None when ``side`` is no torch model.
+    """
+    if side.model is None or result.logits is None:
+        return None
+    exact = as_side(copy.deepcopy(side.model).to(torch.float64), f"{side.name} (float64)")
+    exact_result = exact.generate(input_ids, attention_mask, options, seed)
+    div = find_divergence(
+        new_token_rows(result), new_token_rows(exact_result), result.logits, exact_result.logits
+    )
+    return div.largest_diff
+
+
+def tolerance_of(atol: float | None, dtype: torch.dtype, noise: float | None) -> float:
+    """The tolerance on logits: ``atol`` (the dtype's default of export validation when
+    None) raised to the float32 noise rule of export validation.
+
+    >>> tolerance_of(None, torch.float32, None), tolerance_of(None, torch.float32, 1e-3)
+    (0.0001, 0.008)
+    """
+    base = default_atol(dtype) if atol is None else atol
+    return noise_aware_tolerance(base, noise)
+
+
+__all__ = ["float32_noise", "model_dtype", "tolerance_of"]
