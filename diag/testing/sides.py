@@ -24,7 +24,7 @@ import onnx
 import torch
 
 from diag.generation.decoding import decode
-from diag.generation.generate import prepare_prompt
+from diag.generation.prompt import prepare_prompt
 from diag.generation.options import DecodingOptions, resolve_options
 from diag.ort.generate import single_torch_thread
 from diag.ort.step_backend import as_step_backend
