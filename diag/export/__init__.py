@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from diag.export.causal_lm import ExportResult, export_causal_lm
 from diag.export.export_patches import PatchReport, torch_export_patches
-from diag.export.fusions import fuse_decoder
 from diag.export.onnx_export import ExportTimings, to_onnx
+from diag.export.rewrite import fuse_decoder
 from diag.export.validate import ExportValidationError, ValidationReport, validate_causal_lm
 
 __all__ = [

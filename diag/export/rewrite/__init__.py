@@ -41,7 +41,7 @@ Example::
 
 from __future__ import annotations
 
-from diag.export.rewrite.explain import explain
+from diag.export.rewrite.refusals import explain
 from diag.export.rewrite.rule_set import FUSIONS, MIN_OPSET, fuse_decoder
 
 __all__ = ["FUSIONS", "MIN_OPSET", "explain", "fuse_decoder"]

@@ -12,13 +12,14 @@ The opset-23 ops read 3-D tensors directly (``q_num_heads``/``kv_num_heads`` on
 ``Attention``, ``num_heads`` on ``RotaryEmbedding``), so the rule rewrites it into
 ``Attention(RotaryEmbedding(q3), RotaryEmbedding(k3), v3, ...)``, and the optional
 row scale (diag's patch for fully masked rows) into ``Mul(y, Squeeze(rows, [1]))``,
-one ``Squeeze`` for all layers: eight nodes a layer disappear. Two rules: with the
-cache outputs of :mod:`~diag.export.rewrite.attention_with_cache`, and without.
+one ``Squeeze`` for all layers: eight nodes a layer disappear. Four rules: with the
+cache outputs of :mod:`~diag.export.rewrite.attention_with_cache` or without, with
+the row scale (``Mul(y, rows)``, the order the exporter writes) or without.
 
 Example::
 
     >>> [rule.name for rule in RULES]
-    ['Attention3dWithCache', 'Attention3d']
+    ['Attention3dWithCacheScaled', 'Attention3dWithCache', 'Attention3dScaled', 'Attention3d']
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ def _num_heads(view: ir.Value) -> int | None:
 class Attention3d(pattern.RewriteRuleClassBase):
     """The attention of a layer on 3-D tensors (see the module)."""
 
-    def __init__(self, with_cache: bool):
-        super().__init__("Attention3dWithCache" if with_cache else "Attention3d")
+    def __init__(self, with_cache: bool, scaled: bool):
+        name = "Attention3d" + ("WithCache" if with_cache else "") + ("Scaled" if scaled else "")
+        super().__init__(name)
         self._with_cache = with_cache
+        self._scaled = scaled
         self._squeezed: dict[ir.Value, ir.Value] = {}
 
     def pattern(self, op, q3, k3, v3, q_shape, k_shape, v_shape, q_cos, q_sin, k_cos, k_sin,
@@ -69,10 +72,12 @@ class Attention3d(pattern.RewriteRuleClassBase):
             pattern.Var("past_key", can_match_none=True),
             pattern.Var("past_value", can_match_none=True),
             _allow_other_attributes=True,
-            _outputs=["attention", "present_key", "present_value"] if self._with_cache else 1,
+            _outputs=["attention", "present_key", "present_value"] if self._with_cache else ["attention"],
         )
         attention = outputs[0] if self._with_cache else outputs
-        scaled = pattern.OrValue([op.Mul(attention, rows), op.Mul(rows, attention), attention])
+        # the row scale is a rule apart rather than an OrValue: a backtracking choice
+        # would hide the reason of a refusal behind "none of the alternatives matched"
+        scaled = op.Mul(attention, rows) if self._scaled else attention
         merged = op.Reshape(
             op.Transpose(scaled, perm=_HEADS_FIRST), out_shape, _allow_other_attributes=True
         )
@@ -81,11 +86,13 @@ class Attention3d(pattern.RewriteRuleClassBase):
     def check(self, context, q3, k3, v3, q_view, k_view, v_view, rows, **_):
         result = pattern.MatchResult()
         heads = []
-        for flat, view in ((q3, q_view), (k3, k_view), (v3, v_view)):
+        for role, flat, view in (("query", q3, q_view), ("key", k3, k_view), ("value", v3, v_view)):
             if flat.shape is None or len(flat.shape) != 3:
-                return result.fail(f"{flat.name!r} is not known to be 3-D", flat)
+                return result.fail(f"the {role} {flat.name!r} is not known to be 3-D", flat)
             if _num_heads(view) is None:
-                return result.fail(f"the number of heads of {view.name!r} is not static", view)
+                return result.fail(
+                    f"the number of {role} heads ({view.name!r}: {view.shape}) is not static", view
+                )
             heads.append(_num_heads(view))
         if heads[1] != heads[2]:
             return result.fail(f"keys have {heads[1]} heads, values {heads[2]}", v_view)
@@ -129,5 +136,10 @@ class Attention3d(pattern.RewriteRuleClassBase):
         return (result, outputs[1], outputs[2]) if self._with_cache else result
 
 
-#: the rules: with the cache outputs first (after attention_with_cache), then without
-RULES = (Attention3d.rule(with_cache=True), Attention3d.rule(with_cache=False))
+#: the rules: with the cache outputs first (after attention_with_cache), then without;
+#: with the row scale, then without
+RULES = tuple(
+    Attention3d.rule(with_cache=cache, scaled=scaled)
+    for cache in (True, False)
+    for scaled in (True, False)
+)

@@ -64,16 +64,15 @@ class _ProductsOfOneInput(pattern.SimplePatternMatcher):
     def match(self, model, graph_or_function, node, *, verbose=0, remove_nodes=True,
               tracer=None):  # fmt: skip
         self._tracer = tracer
-        self._graph = graph_or_function
+        self._graph = (
+            graph_or_function if isinstance(graph_or_function, ir.Graph) else graph_or_function.graph
+        )
         self._init_match(verbose)
         match = self._match
         if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
             return match.fail(f"{node.op_type} is not a MatMul", node)
-        match.add_node(node)  # refusals below are about this product
-        refusal = weight_refusal(node)
-        if refusal is not None:
-            return match.fail(f"not packed: {refusal}", node)
         x = node.inputs[0]
+        refusal = weight_refusal(node)
         group = [
             use.node
             for use in x.uses()
@@ -81,12 +80,24 @@ class _ProductsOfOneInput(pattern.SimplePatternMatcher):
             and use.node.op_type == "MatMul"
             and use.node.domain in ("", "ai.onnx")
             and weight_refusal(use.node) is None
-            and _kind(use.node) == _kind(node)
+            and (refusal is not None or _kind(use.node) == _kind(node))
         ]
+        # the nodes of a refusal: those a reader debugging an export wants to hear of
+        # (diag.export.rewrite.explain lists refusals with matched nodes only)
+        if refusal is not None:
+            if group:
+                # a product the others could have been packed with
+                match.add_node(node)
+                match.add_node(group[0])
+                return match.fail(f"not packed with {group[0].name!r}: {refusal}", node)
+            return match.fail(f"not packed: {refusal}", node)
+        size = len(self.pattern.output_nodes)
         if len(group) < 2:
             return match.fail(f"the only product of {x.name!r} by a weight of its own", node)
-        size = len(self.pattern.output_nodes)
         if len(group) != size:
+            if len(group) > MAX_GROUP:
+                for other in group:
+                    match.add_node(other)
             return match.fail(f"{x.name!r} has {len(group)} products, this rule packs {size}")
         group = self._position(graph_or_function, group)
         if group[0] is not node:

@@ -57,6 +57,15 @@ def selected(fusions: Sequence[str] | None) -> list[str]:
     return names
 
 
+def apply_fusion(model: ir.Model, name: str) -> int:
+    """Applies the rules of the fusion ``name`` to ``model``; returns how many fired."""
+    count = pattern.RewriteRuleSet(FUSIONS[name]).apply_to_model(model)
+    if name == "rotary" and count:
+        # the rotary rule makes the cos/sin tables once per rotation: one pair for all
+        common_passes.CommonSubexpressionEliminationPass()(model)
+    return count
+
+
 def fuse_decoder(model: ir.Model, fusions: Sequence[str] | None = None) -> dict[str, int]:
     """Applies :data:`FUSIONS` (or the ones named) to ``model`` in place; returns how
     many times each one fired. The opset-23 fusions are skipped on older opsets
@@ -68,10 +77,7 @@ def fuse_decoder(model: ir.Model, fusions: Sequence[str] | None = None) -> dict[
         if name in OPSET23 and opset < MIN_OPSET:
             counts[name] = 0
             continue
-        counts[name] = pattern.RewriteRuleSet(FUSIONS[name]).apply_to_model(model)
-    if counts.get("rotary"):
-        # the rotary rule makes the cos/sin tables once per rotation: one pair for all
-        common_passes.CommonSubexpressionEliminationPass()(model)
+        counts[name] = apply_fusion(model, name)
     if any(counts.values()):
         # what the fused patterns read and nothing else does (the 4-D cos/sin tables)
         common_passes.RemoveUnusedNodesPass()(model)
