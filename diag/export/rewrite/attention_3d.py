@@ -85,6 +85,10 @@ class Attention3d(pattern.RewriteRuleClassBase):
 
     def check(self, context, q3, k3, v3, q_view, k_view, v_view, rows, **_):
         result = pattern.MatchResult()
+        if not context.output_values:
+            # onnxscript's matcher stops without a failure on a node with fewer outputs
+            # than the pattern binds: here an Attention without the cache outputs
+            return result.fail("the attention does not return the cache")
         heads = []
         for role, flat, view in (("query", q3, q_view), ("key", k3, k_view), ("value", v3, v_view)):
             if flat.shape is None or len(flat.shape) != 3:
