@@ -179,7 +179,7 @@ ax.figure.savefig(os.path.join(OUT, "plot_export_patches.png"))
 # rotary embedding, no ``Expand`` of the cache to the number of query heads: after
 # the exporter and the onnxscript optimizer, :func:`diag.export_causal_lm` rewrote
 # the decoder's patterns into the standard ONNX operators made for them (opset 23,
-# :func:`diag.export.fusions.fuse_decoder`). Each rewrite checks the whole pattern;
+# :func:`diag.export.rewrite.fuse_decoder`). Each rewrite checks the whole pattern;
 # the validation then compares the result with PyTorch as for any export. How many
 # times each one fired (per layer: two norms, q and k rotated, one attention, two
 # packed products; and the final norm):

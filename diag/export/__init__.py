@@ -23,9 +23,9 @@ should, and unittests/export/test_export_causal_lm.py runs it)::
 from __future__ import annotations
 
 from diag.export.causal_lm import ExportResult, export_causal_lm
-from diag.export.fusions import fuse_decoder
 from diag.export.onnx_export import ExportTimings, to_onnx
 from diag.export.patches import PatchReport, torch_export_patches
+from diag.export.rewrite import fuse_decoder
 from diag.export.validate import ExportValidationError, ValidationReport, validate_causal_lm
 
 __all__ = [

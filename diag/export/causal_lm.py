@@ -63,7 +63,7 @@ class ExportResult:
     validation: ValidationReport | None = None
     validation_time: float = 0.0
     patches: list[str] = field(default_factory=list)
-    #: how many times each fusion fired (:func:`diag.export.fusions.fuse_decoder`)
+    #: how many times each fusion fired (:func:`diag.export.rewrite.fuse_decoder`)
     fusions: dict[str, int] = field(default_factory=dict)
 
     def __fspath__(self) -> str:
@@ -229,7 +229,7 @@ def export_causal_lm(
     :param verbose: prints the patches, the steps and the validation table
     :param exporter: ``"onnx-dynamo"``
     :param fuse: rewrites the decoder's patterns into fused ops
-        (:func:`diag.export.fusions.fuse_decoder`): a decode step runs ~560 kernels
+        (:func:`diag.export.rewrite.fuse_decoder`): a decode step runs ~560 kernels
         instead of ~2,400 (SmolLM2); False keeps the exporter's graph
     :return: an :class:`ExportResult` (usable as a path)
 

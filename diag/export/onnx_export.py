@@ -10,7 +10,7 @@ The steps, each timed (see :class:`ExportTimings`):
    weight is transposed at run time, a tied weight is stored once), then the onnxscript
    optimizer (:func:`diag.export.optimize.optimize_model`: constant folding, rewrite
    rules, dead code, common subexpressions...), and with ``fuse=True`` the decoder
-   fusions of :func:`diag.export.fusions.fuse_decoder` (RMSNorm, rotary, attention with
+   fusions of :func:`diag.export.rewrite.fuse_decoder` (RMSNorm, rotary, attention with
    its cache, packed projections: opset >= 23 for the first three);
 4. ``save``: :func:`diag.export.save.save_model_atomic` (weights in a ``.data`` file
    next to the model when they weigh more than 100 MB).
@@ -43,9 +43,9 @@ import onnx
 import onnx_ir as ir
 import torch
 
-from diag.export.fusions import fuse_decoder
 from diag.export.optimize import optimize_model
 from diag.export.rename import rename_io
+from diag.export.rewrite import fuse_decoder
 from diag.export.save import save_model_atomic
 from diag.export.weight_transpose import fold_weight_transposes
 
@@ -61,7 +61,7 @@ class ExportTimings:
     optimize: float = 0.0
     save: float = 0.0
     notes: list[str] = field(default_factory=list)
-    #: how many times each fusion of :func:`diag.export.fusions.fuse_decoder` fired
+    #: how many times each fusion of :func:`diag.export.rewrite.fuse_decoder` fired
     fusions: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -221,7 +221,7 @@ def to_onnx(
         "when they weigh more than 100 MB"
     :param timings: filled with the duration of each step when given
     :param fuse: with ``optimize``, fuses the patterns of a transformers decoder
-        (:func:`diag.export.fusions.fuse_decoder`; needs opset >= 23 for most)
+        (:func:`diag.export.rewrite.fuse_decoder`; needs opset >= 23 for most)
     :return: the :class:`onnx.ModelProto`; when the weights were written as external
         data, the proto references them (load with :func:`onnx.load` to get them)
     """

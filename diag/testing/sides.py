@@ -24,8 +24,8 @@ import onnx
 import torch
 
 from diag.generation.decoding import decode
-from diag.generation.prompt import prepare_prompt
 from diag.generation.options import DecodingOptions, resolve_options
+from diag.generation.prompt import prepare_prompt
 from diag.ort.generate import single_torch_thread
 from diag.ort.step_backend import as_step_backend
 

@@ -1,0 +1,35 @@
+"""Rotary embedding -> ``RotaryEmbedding`` (opset 23): onnxscript's rule.
+
+``apply_rotary_pos_emb`` (non-interleaved) exports as ``x * cos + rotate_half(x) *
+sin`` with ``cos = Unsqueeze(Cos(Concat(f, f)), [1])``: onnxscript's
+``RotaryEmbedding23`` rule matches exactly that computation on a 4-D ``x`` (static
+heads and head size, ``x`` split into two equal halves) and rewrites it into
+``RotaryEmbedding(x, Cos(f), Sin(f))``, the tables of the half-size frequencies.
+
+One change to its rewrite: the fused node has no ``num_heads``, an attribute the
+operator needs for 3-D inputs only (:mod:`diag.export.rewrite.attention_3d` sets it
+when it flattens the heads), so the graph stays the one diag wrote before. The rule
+makes one ``Cos``/``Sin`` pair per rotation; :func:`diag.export.rewrite.fuse_decoder`
+merges them afterwards (one pair for all layers).
+
+Example::
+
+    >>> [rule.name for rule in RULES]
+    ['RotaryEmbedding23']
+"""
+
+from __future__ import annotations
+
+from onnxscript.rewriter.rules.fusion import _rotary_embedding
+
+
+class RotaryEmbedding4d(_rotary_embedding.RotaryEmbedding23Fusion):
+    """onnxscript's ``RotaryEmbedding23`` (pattern and checks), rewritten without
+    ``num_heads`` on its 4-D input."""
+
+    def rewrite(self, op, x, freqs, **_):
+        return op.RotaryEmbedding(x, op.Cos(freqs), op.Sin(freqs), interleaved=0)
+
+
+#: the rule
+RULES = (RotaryEmbedding4d.rule(),)
