@@ -48,7 +48,10 @@ _LAZY: dict[str, str] = {
     "compare_teacher_forced": "diag.diagnose",
     "first_divergence": "diag.diagnose",
     "find_divergence": "diag.diagnose",
+    "Divergence": "diag.diagnose",
+    "Candidate": "diag.diagnose",
     "localize_layer": "diag.diagnose",
+    "LayerLocalization": "diag.diagnose",
     "plot_teacher_forced": "diag.diagnose",
     "plot_layers": "diag.diagnose",
     # regression tests (the submodule itself: diag.testing.record, ...)
