@@ -5,9 +5,10 @@
 lifted to initializers, deduplicated initializers, common subexpression elimination)
 in the same order, except the rewrite rule ``SlicesSplit``: it matches pairs of
 ``Slice`` nodes, and a decoder has four per layer (rotary embedding, cache), so on
-SmolLM2 (30 layers) it alone takes ~75 % of the optimisation time while rewriting
-nothing (the slices of a decoder never split one tensor into two halves the rule
-recognises). The result is otherwise the same graph.
+a real model (SmolLM2, 30 layers) it takes most of the optimisation time
+(``bench/bench_export.py`` times the optimisation) while rewriting nothing (the slices of a
+decoder never split one tensor into two halves the rule recognises). The result is
+otherwise the same graph.
 
 When the installed onnxscript no longer exposes the pieces this needs, it falls back
 to :func:`onnxscript.optimizer.optimize_ir` (slower, same graph).

@@ -94,9 +94,9 @@ def single_torch_thread() -> Iterator[None]:
 
     Between two ONNX Runtime steps the loop runs small torch ops on ``[batch, vocab]``
     logits (processors, argmax, eos checks). With several torch threads, OpenMP's
-    workers spin-wait after each op and take cores from ONNX Runtime's own threads:
-    measured on SmolLM2 (2 cores), batch-1 decode went from 35 to 52 tokens/s with
-    one torch thread. The torch ops themselves are too small to gain from threads.
+    workers spin-wait after each op and take cores from ONNX Runtime's own threads,
+    which slows the decode down (measure it with ``bench/bench_onnx_generate.py``). The
+    torch ops themselves are too small to gain from threads.
 
     Example::
 
