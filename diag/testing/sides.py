@@ -1,5 +1,7 @@
 """The two sides of a regression test: a torch model or an exported ONNX model, each
-turned into a step backend and run by the shared decoding loop.
+turned into a step backend and run by the generation front of
+:func:`diag.generate` and :func:`diag.onnx_generate`
+(:func:`~diag.generation.front.run_generation`).
 
 :mod:`diag.testing` takes either side as a transformers causal LM, an ``.onnx`` file, a
 folder holding one (what :func:`diag.export_causal_lm` writes), an ``onnx.ModelProto``
@@ -23,7 +25,7 @@ from typing import Any
 import onnx
 import torch
 
-from diag.generation.decoding import decode
+from diag.generation.front import run_generation
 from diag.generation.options import DecodingOptions, resolve_options
 from diag.generation.prompt import prepare_prompt
 from diag.ort.generate import single_torch_thread
@@ -57,10 +59,20 @@ class Side:
         """The :class:`~diag.generation.result.GenerateResult` of this side (one
         sampling generator seeded with ``seed`` when given)."""
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        # small [batch, vocab] torch ops between runtime calls: one thread (see
-        # single_torch_thread), which onnx_generate uses as well
-        with single_torch_thread(), torch.no_grad():
-            return decode(self.backend, input_ids, attention_mask, options, generator=generator)
+        # the front diag.generate and diag.onnx_generate share; the options are resolved
+        # already (both sides decode with the same ones): every field goes as a keyword,
+        # so resolving them again gives them back. Small [batch, vocab] torch ops between
+        # runtime calls: one thread (see single_torch_thread), as in onnx_generate.
+        with torch.no_grad():
+            return run_generation(
+                self.backend,
+                input_ids,
+                attention_mask,
+                step_context=single_torch_thread,
+                generator=generator,
+                return_result=True,
+                **resolved_values(options),
+            )
 
     def generation_defaults(self) -> Any:
         """What ``model.generate`` falls back on: the torch model's generation config,
@@ -194,11 +206,23 @@ def resolve_decoding(
     return options, seed
 
 
+def resolved_values(options: DecodingOptions) -> dict[str, Any]:
+    """Every field of resolved options, as keywords that resolve to the same options.
+
+    >>> options = resolve_options(max_new_tokens=3, top_k=None)
+    >>> resolve_options(**resolved_values(options)) == options
+    True
+    """
+    data = dataclasses.asdict(options)
+    data.pop("defaults_used", None)
+    return data
+
+
 def options_as_dict(options: DecodingOptions) -> dict[str, Any]:
     """The resolved options as plain data (what a record stores), without the output
     switches."""
-    data = dataclasses.asdict(options)
-    for name in ("defaults_used", "output_logits", "output_scores"):
+    data = resolved_values(options)
+    for name in ("output_logits", "output_scores"):
         data.pop(name, None)
     return data
 
@@ -212,4 +236,5 @@ __all__ = [
     "onnx_file_of",
     "options_as_dict",
     "prompt_rows",
+    "resolved_values",
 ]
