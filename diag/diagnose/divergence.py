@@ -92,11 +92,11 @@ class Divergence:
     #: best minus second best logit, each side
     reference_margin: float | None = None
     other_margin: float | None = None
-    #: max |logits reference - logits other| at ``step``
+    #: ``max |logits reference - logits other|`` at ``step``
     max_abs_diff: float | None = None
     #: median of that difference over the steps before (where the tokens agreed)
     typical_diff: float | None = None
-    #: the largest max |logits difference| over the steps where both sides had read the
+    #: the largest ``max |logits difference|`` over the steps where both sides had read the
     #: same tokens: every row's steps up to its own divergence included, all its steps
     #: when it agrees; None without logits
     largest_diff: float | None = None
