@@ -79,10 +79,13 @@ def cut_after_eos(row: list[int], eos: list[int], length: int | None = None) -> 
     return list(row)
 
 
-class HFRunner:
-    """``model.generate``, its output read as a :class:`GenerateResult`."""
+class Runner:
+    """A backend of the command line: called with the token ids, the options and a
+    seed, it returns the :class:`GenerateResult` and the seconds :meth:`run` took
+    (what :meth:`prepare` sets up once, a session, is not timed)."""
 
-    name = "hf"
+    #: the backend's name on the command line (a key of :data:`BACKEND_LABELS`)
+    name = ""
 
     def __init__(self, model: Any):
         self.model = model
@@ -94,8 +97,38 @@ class HFRunner:
         options: DecodingOptions,
         seed: int = 0,
     ) -> tuple[GenerateResult, float]:
-        torch.manual_seed(seed)
+        self.prepare()
         begin = time.perf_counter()
+        result = self.run(input_ids, attention_mask, options, seed)
+        return result, time.perf_counter() - begin
+
+    def prepare(self) -> None:
+        """What the first call sets up and the next ones reuse (nothing by default)."""
+
+    def run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingOptions,
+        seed: int,
+    ) -> GenerateResult:
+        """One generation (timed by :meth:`__call__`)."""
+        raise NotImplementedError
+
+
+class HFRunner(Runner):
+    """``model.generate``, its output read as a :class:`GenerateResult`."""
+
+    name = "hf"
+
+    def run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        options: DecodingOptions,
+        seed: int,
+    ) -> GenerateResult:
+        torch.manual_seed(seed)
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=input_ids,
@@ -103,12 +136,11 @@ class HFRunner:
                 return_dict_in_generate=True,
                 **options.given(),
             )
-        seconds = time.perf_counter() - begin
         prompt = input_ids.shape[1]
         eos = options.eos_token_ids
         rows = [cut_after_eos(row, eos) for row in out.sequences[:, prompt:].tolist()]
         logits = getattr(out, "logits", None)
-        result = GenerateResult(
+        return GenerateResult(
             sequences=out.sequences,
             num_prompt_tokens=prompt,
             num_generated_tokens=[len(row) for row in rows],
@@ -117,41 +149,34 @@ class HFRunner:
             # one forward per new position: model.generate stops when every row is done
             num_steps=out.sequences.shape[1] - prompt,
         )
-        return result, seconds
 
 
-class TorchRunner:
+class TorchRunner(Runner):
     """:func:`diag.generate`."""
 
     name = "torch"
 
-    def __init__(self, model: Any):
-        self.model = model
-
-    def __call__(
+    def run(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         options: DecodingOptions,
-        seed: int = 0,
-    ) -> tuple[GenerateResult, float]:
+        seed: int,
+    ) -> GenerateResult:
         # imported here, as in the other runners: a run loads the backends it uses only
         from diag.generation import generate
 
-        generator = torch.Generator().manual_seed(seed)
-        begin = time.perf_counter()
-        result = generate(
+        return generate(
             self.model,
             input_ids,
             attention_mask,
-            generator=generator,
+            generator=torch.Generator().manual_seed(seed),
             return_result=True,
             **options.given(),
         )
-        return result, time.perf_counter() - begin
 
 
-class OnnxRunner:
+class OnnxRunner(Runner):
     """:func:`diag.onnx_generate` on the exported model (exported on the first call,
     cached by :func:`diag.export_causal_lm`); the ONNX Runtime session is created once
     and reused."""
@@ -159,7 +184,7 @@ class OnnxRunner:
     name = "onnx"
 
     def __init__(self, model: Any, force_export: bool = False):
-        self.model = model
+        super().__init__(model)
         self.force_export = force_export
         self.exported: Any = None
         self.backend: Any = None
@@ -173,33 +198,35 @@ class OnnxRunner:
             self.exported = export_for_comparison(self.model, force=self.force_export)
         return self.exported
 
-    def __call__(
+    def prepare(self) -> None:
+        """The export and its session, once."""
+        if self.backend is None:
+            from diag.ort import get_backend
+
+            self.backend = get_backend(self.export().path)
+
+    def run(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         options: DecodingOptions,
-        seed: int = 0,
-    ) -> tuple[GenerateResult, float]:
-        from diag.ort import get_backend, onnx_generate
+        seed: int,
+    ) -> GenerateResult:
+        from diag.ort import onnx_generate
 
-        if self.backend is None:
-            self.backend = get_backend(self.export().path)
-        generator = torch.Generator().manual_seed(seed)
-        begin = time.perf_counter()
-        result = onnx_generate(
+        return onnx_generate(
             self.backend,
             input_ids,
             attention_mask,
-            generator=generator,
+            generator=torch.Generator().manual_seed(seed),
             # the defaults model.generate and diag.generate fall back on
             generation_config=self.model.generation_config,
             return_result=True,
             **options.given(),
         )
-        return result, time.perf_counter() - begin
 
 
-def make_runner(name: str, model: Any, force_export: bool = False) -> Any:
+def make_runner(name: str, model: Any, force_export: bool = False) -> Runner:
     """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``)."""
     if name == "hf":
         return HFRunner(model)
