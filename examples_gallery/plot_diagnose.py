@@ -29,12 +29,12 @@ import shutil
 import tempfile
 
 import matplotlib.pyplot as plt
-import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
 
 import diag
+from diag.testing.perturb import node_scopes
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -85,37 +85,19 @@ print(report)
 # The dynamo exporter records, on every ONNX node, the stack of PyTorch modules
 # it was traced in (metadata ``pkg.torch.onnx.name_scopes``). That is how
 # :func:`diag.localize_layer` finds each layer's output in the graph, and how
-# this script finds the weight of the ``down_proj`` projection of one decoder
-# layer, to add noise to it, the way a faulty conversion or a corrupted file
-# would.
+# :func:`diag.testing.perturb_weight` finds the weight of the ``down_proj``
+# projection of one decoder layer, to add noise to it, the way a faulty
+# conversion or a corrupted file would.
 
 LAYER = 1
-
-
-def scopes(node):
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            return prop.value
-    return ""
-
-
 proto = onnx.load(good)
-initializers = {t.name: t for t in proto.graph.initializer}
-target = next(
-    name
-    for node in proto.graph.node
-    if node.op_type in ("MatMul", "Gemm") and f"layers.{LAYER}.mlp.down_proj'" in scopes(node)
-    for name in node.input
-    if name in initializers
-)
-weight = numpy_helper.to_array(initializers[target]).copy()
-weight += np.random.default_rng(0).standard_normal(weight.shape).astype(weight.dtype) * 0.05
-initializers[target].CopyFrom(numpy_helper.from_array(weight, target))
+target = diag.testing.perturb_weight(proto, f"layers.{LAYER}.mlp.down_proj", scale=0.05)
+shape = tuple(next(t.dims for t in proto.graph.initializer if t.name == target))
 folder = tempfile.mkdtemp(prefix="diag_broken_")
 broken = os.path.join(folder, "broken.onnx")
 onnx.save(proto, broken, save_as_external_data=not FAST, location="broken.onnx.data")
-del proto, initializers
-print(f"changed {target!r}, the down_proj weight of layer {LAYER}: {weight.shape}")
+del proto
+print(f"changed {target!r}, the down_proj weight of layer {LAYER}: {shape}")
 
 # %%
 # Teacher forcing on the broken export
@@ -197,7 +179,11 @@ k = next(
 token = torch_stream[k]
 proto = onnx.load(good)
 initializers = {t.name: t for t in proto.graph.initializer}
-lookup = next(n for n in proto.graph.node if n.op_type == "Gather" and "embed_tokens" in scopes(n))
+lookup = next(
+    n
+    for n in proto.graph.node
+    if n.op_type == "Gather" and any(s.endswith("embed_tokens") for s in node_scopes(n))
+)
 table = numpy_helper.to_array(initializers[lookup.input[0]]).copy()
 table[token] *= 50.0
 proto.graph.initializer.append(numpy_helper.from_array(table, "corrupted_embed_tokens"))

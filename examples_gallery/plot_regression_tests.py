@@ -31,10 +31,8 @@ import os
 import shutil
 import tempfile
 
-import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 import diag
 
@@ -130,31 +128,16 @@ print("first step of prompt 0 (token id, logit):", content["rows"][0]["top"][0][
 # The weight of the ``down_proj`` projection of decoder layer 1 gets some noise,
 # in the ONNX file only, the way a faulty conversion or a corrupted file would
 # look (the dynamo exporter stores on every node the module it comes from, which
-# is how the weight is found).
+# is how :func:`diag.testing.perturb_weight` finds the weight).
 
 LAYER = 1
 proto = onnx.load(good)
-initializers = {t.name: t for t in proto.graph.initializer}
-
-
-def scopes(node):
-    return next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
-
-
-target = next(
-    name
-    for node in proto.graph.node
-    if node.op_type in ("MatMul", "Gemm") and f"layers.{LAYER}.mlp.down_proj'" in scopes(node)
-    for name in node.input
-    if name in initializers
-)
-weight = numpy_helper.to_array(initializers[target]).copy()
-weight += np.random.default_rng(0).standard_normal(weight.shape).astype(weight.dtype) * 0.05
-initializers[target].CopyFrom(numpy_helper.from_array(weight, target))
+target = diag.testing.perturb_weight(proto, f"layers.{LAYER}.mlp.down_proj", scale=0.05)
+print("perturbed:", target)
 broken = os.path.join(folder, "broken", "model.onnx")
 os.makedirs(os.path.dirname(broken))
 onnx.save(proto, broken, save_as_external_data=not FAST, location="model.onnx.data")
-del proto, initializers
+del proto
 
 # %%
 # The same tests on it. Each failure says what a user needs to know without

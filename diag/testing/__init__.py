@@ -8,6 +8,8 @@
   tolerance; a failure names the worst logit.
 * :func:`record` / :func:`assert_matches_record`: golden records (a small JSON file of
   tokens and top logits) and the check that a model still generates them.
+* :func:`perturb_weight`: noise on one module's weight of an ONNX model, the broken
+  export a test should catch.
 * :mod:`diag.testing.plugin`: a pytest plugin, off unless asked
   (``-p diag.testing.plugin``), with the ``diag_record`` fixture.
 
@@ -20,6 +22,7 @@ Example::
 """
 
 from diag.testing.logits import assert_logits_close
+from diag.testing.perturb import perturb_weight
 from diag.testing.records import RecordError, assert_matches_record, load_record, record
 from diag.testing.tokens import assert_same_tokens
 
@@ -29,5 +32,6 @@ __all__ = [
     "assert_matches_record",
     "assert_same_tokens",
     "load_record",
+    "perturb_weight",
     "record",
 ]

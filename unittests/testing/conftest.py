@@ -4,13 +4,12 @@ copy of the tiny llama export."""
 
 from __future__ import annotations
 
-import ast
 import os
 
-import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+
+from diag.testing.perturb import perturb_weight
 
 #: the decoder layer whose MLP weight the broken export perturbs
 BROKEN_LAYER = 1
@@ -43,22 +42,9 @@ def perturb_layer(path: str, layer: int, out: str, scale: float = 0.2) -> str:
     """Copies the export ``path`` to ``out`` with the MLP down projection of decoder layer
     ``layer`` perturbed (found by the module scope the exporter stores on each node)."""
     proto = onnx.load(path)
-    inits = {t.name: t for t in proto.graph.initializer}
-    suffix = f"layers.{layer}.mlp.down_proj"
-    for node in proto.graph.node:
-        scopes = [
-            s for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"
-            for s in ast.literal_eval(p.value)
-        ]  # fmt: skip
-        weights = [n for n in node.input if n in inits and len(inits[n].dims) == 2]
-        if node.op_type in ("MatMul", "Gemm") and weights and any(s.endswith(suffix) for s in scopes):
-            init = inits[weights[0]]
-            w = numpy_helper.to_array(init).copy()
-            w += (scale * np.random.default_rng(0).standard_normal(w.shape)).astype(w.dtype)
-            init.CopyFrom(numpy_helper.from_array(w, init.name))
-            onnx.save(proto, out)
-            return out
-    raise AssertionError(f"no 2-D weight under module {suffix!r} in {path}")
+    perturb_weight(proto, f"layers.{layer}.mlp.down_proj", scale)
+    onnx.save(proto, out)
+    return out
 
 
 @pytest.fixture(scope="session")
