@@ -4,6 +4,8 @@
   moved between the releases diag supports (the forward's cache argument and output
   field, the cache classes, the targets of the export patches), found by
   introspection of the installed release;
+* :mod:`diag.compat.onnxscript_api`: the pieces of onnxscript that are not public
+  (the shipped fusions diag's rewrite rules reuse, the matcher's private methods);
 * :mod:`diag.compat.versions`: the tested set of releases, what is installed, and
   whether it lies inside the tested range (``python -m diag versions``).
 

@@ -27,6 +27,8 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from diag.compat.onnxscript_api import simple_pattern_matcher
+
 #: the largest group a rule packs (a decoder has 2 or 3)
 MAX_GROUP = 8
 
@@ -48,9 +50,11 @@ def _kind(node: ir.Node) -> tuple:
     return weight.shape[0], weight.dtype
 
 
-class _ProductsOfOneInput(pattern.SimplePatternMatcher):
+class _ProductsOfOneInput(simple_pattern_matcher()):  # type: ignore[misc]
     """Matches the pattern's products against the readers of the root's input only,
-    all of them (of the same inner size and type) in the order of the graph."""
+    all of them (of the same inner size and type) in the order of the graph (through
+    the matcher's private methods: :func:`diag.compat.onnxscript_api.simple_pattern_matcher`
+    checks that the installed onnxscript has them)."""
 
     def __init__(self, graph_pattern) -> None:
         super().__init__(graph_pattern)

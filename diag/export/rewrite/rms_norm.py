@@ -4,7 +4,8 @@ transformers' ``LlamaRMSNorm`` (and its copies in most decoders) exports as
 ``Mul(w, Mul(x, Reciprocal(Sqrt(Add(ReduceMean(Pow(x, 2), [-1]), eps)))))``.
 onnxscript ships the rules for exactly this computation, in both orders of the
 last product and with the optional casts around it
-(``onnxscript.rewriter.rules.fusion._rms_normalization``); the fused node reads
+(a private module of onnxscript, found by
+:func:`diag.compat.onnxscript_api.rms_normalization_rules`); the fused node reads
 ``x`` and ``w`` with ``axis=-1``, the model's ``epsilon`` and ``stash_type`` the
 type of ``x``. They are used as they are: they fuse the same norms in every
 architecture of diag's zoo and in SmolLM2 as diag's own matcher did.
@@ -17,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from onnxscript.rewriter.rules.fusion import _rms_normalization
+from diag.compat.onnxscript_api import rms_normalization_rules
 
 #: the rules, ``Mul(normalized, w)`` then ``Mul(w, normalized)``
-RULES = tuple(_rms_normalization.rms_normalization_rules)
+RULES = rms_normalization_rules()

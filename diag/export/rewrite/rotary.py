@@ -2,7 +2,8 @@
 
 ``apply_rotary_pos_emb`` (non-interleaved) exports as ``x * cos + rotate_half(x) *
 sin`` with ``cos = Unsqueeze(Cos(Concat(f, f)), [1])``: onnxscript's
-``RotaryEmbedding23`` rule matches exactly that computation on a 4-D ``x`` (static
+``RotaryEmbedding23`` rule (in a private module of onnxscript, found by
+:func:`diag.compat.onnxscript_api.rotary_embedding23_fusion`) matches exactly that computation on a 4-D ``x`` (static
 heads and head size, ``x`` split into two equal halves) and rewrites it into
 ``RotaryEmbedding(x, Cos(f), Sin(f))``, the tables of the half-size frequencies.
 
@@ -20,10 +21,10 @@ Example::
 
 from __future__ import annotations
 
-from onnxscript.rewriter.rules.fusion import _rotary_embedding
+from diag.compat.onnxscript_api import rotary_embedding23_fusion
 
 
-class RotaryEmbedding4d(_rotary_embedding.RotaryEmbedding23Fusion):
+class RotaryEmbedding4d(rotary_embedding23_fusion()):  # type: ignore[misc]
     """onnxscript's ``RotaryEmbedding23`` (pattern and checks), rewritten without
     ``num_heads`` on its 4-D input."""
 
