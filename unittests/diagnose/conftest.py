@@ -13,7 +13,6 @@ a bad conversion or a corrupted weight file would look.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,8 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+
+from diag.testing.perturb import module_weight, perturb_weight
 
 PROMPT = torch.tensor([[5, 17, 256, 1024, 4000, 77, 9]])
 N_LAYERS = 4
@@ -35,26 +36,6 @@ class Broken:
     first_bad_step: int
     #: the token whose embedding row was changed (None for a layer weight)
     token: int | None = None
-
-
-def _scopes(node: onnx.NodeProto) -> list[str]:
-    for p in node.metadata_props:
-        if p.key == "pkg.torch.onnx.name_scopes":
-            return [str(s) for s in ast.literal_eval(p.value)]
-    return []
-
-
-def _initializer_of(
-    proto: onnx.ModelProto, module_suffix: str, op_types: tuple[str, ...]
-) -> onnx.TensorProto:
-    """The weight initializer consumed by the node of module ``...module_suffix``."""
-    inits = {t.name: t for t in proto.graph.initializer}
-    for node in proto.graph.node:
-        if node.op_type in op_types and any(s.endswith(module_suffix) for s in _scopes(node)):
-            for name in node.input:
-                if name in inits and len(inits[name].dims) == 2:
-                    return inits[name]
-    raise AssertionError(f"no 2-D initializer under module {module_suffix!r} in the export")
 
 
 def _save(proto: onnx.ModelProto, path: str) -> str:
@@ -93,11 +74,7 @@ def greedy_stream(tiny_model) -> list[int]:
 @pytest.fixture(scope="session")
 def broken_layer(tiny_onnx) -> Broken:
     proto = onnx.load(tiny_onnx)
-    init = _initializer_of(proto, f"layers.{BROKEN_LAYER}.mlp.down_proj", ("MatMul", "Gemm"))
-    w = numpy_helper.to_array(init).copy()
-    rng = np.random.default_rng(0)
-    w += (0.2 * rng.standard_normal(w.shape)).astype(w.dtype)
-    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    perturb_weight(proto, f"layers.{BROKEN_LAYER}.mlp.down_proj", scale=0.2)
     return Broken(_save(proto, tiny_onnx.replace(".onnx", ".broken_layer.onnx")), first_bad_step=0)
 
 
@@ -111,7 +88,7 @@ def broken_embedding(tiny_onnx, greedy_stream) -> Broken:
     )
     token = greedy_stream[k]
     proto = onnx.load(tiny_onnx)
-    init = _initializer_of(proto, "embed_tokens", ("Gather",))
+    init = module_weight(proto, "embed_tokens", ("Gather",))
     table = numpy_helper.to_array(init).copy()
     table[token] *= 200.0
     init.CopyFrom(numpy_helper.from_array(table, init.name))

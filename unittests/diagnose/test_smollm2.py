@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-
-import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 from diag.diagnose import compare_teacher_forced, localize_layer
+from diag.testing.perturb import perturb_weight
 
 BROKEN_LAYER = 17
 
@@ -42,21 +39,7 @@ def test_smollm2_good_export(smollm2_case):
 def test_smollm2_broken_layer_is_named(smollm2_case):
     model, path, ids = smollm2_case
     proto = onnx.load(path)
-    inits = {t.name: t for t in proto.graph.initializer}
-    suffix = f"layers.{BROKEN_LAYER}.mlp.down_proj"
-    name = next(
-        i
-        for node in proto.graph.node
-        if node.op_type in ("MatMul", "Gemm")
-        for p in node.metadata_props
-        if p.key == "pkg.torch.onnx.name_scopes"
-        and any(s.endswith(suffix) for s in ast.literal_eval(p.value))
-        for i in node.input
-        if i in inits
-    )
-    w = numpy_helper.to_array(inits[name]).copy()
-    w += (0.05 * np.random.default_rng(0).standard_normal(w.shape)).astype(w.dtype)
-    inits[name].CopyFrom(numpy_helper.from_array(w, name))
+    perturb_weight(proto, f"layers.{BROKEN_LAYER}.mlp.down_proj", scale=0.05)
     report = localize_layer(model, proto, {"input_ids": ids})
     assert report.culprit == f"model.layers.{BROKEN_LAYER}", str(report)
     assert report.table.loc[report.table["layer"] < BROKEN_LAYER, "ok"].all()
