@@ -66,7 +66,8 @@ def apply_records(
         path = record(model, prompts, args.record, tokenizer=tokenizer, batched=False, **decoding)
         print(f"wrote record {path}")
     if getattr(args, "against", None):
-        from diag.testing.records import check_rows, load_record
+        from diag.testing.record_check import check_rows
+        from diag.testing.records import load_record
         from diag.testing.sides import as_side
 
         content = load_record(args.against)

@@ -23,7 +23,8 @@ Example::
 
 from diag.testing.logits import assert_logits_close
 from diag.testing.perturb import perturb_weight
-from diag.testing.records import RecordError, assert_matches_record, load_record, record
+from diag.testing.record_check import assert_matches_record
+from diag.testing.records import RecordError, load_record, record
 from diag.testing.tokens import assert_same_tokens
 
 __all__ = [

@@ -66,7 +66,8 @@ def diag_record(request: Any) -> Callable[..., str]:
         path: str | os.PathLike | None = None,
         **options: Any,
     ) -> str:
-        from diag.testing.records import assert_matches_record, record
+        from diag.testing.record_check import assert_matches_record
+        from diag.testing.records import record
 
         target = os.fspath(path) if path is not None else record_path(
             request.node.path, name or request.node.name
