@@ -134,3 +134,81 @@ def build_bigram_lm(
 def bigram_lm():
     """The factory :func:`build_bigram_lm`."""
     return build_bigram_lm
+
+
+# --- ONNX models made by other tools (diag.contract.detect) ---------------------------
+
+
+def _save_tiny_tokenizer(folder) -> None:
+    """A word-level tokenizer over the ids of the tiny vocabulary (the genai builder
+    copies a tokenizer into its output and refuses a folder without one)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 1000)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_folder(tmp_path_factory):
+    """``(model, folder)``: the tiny llama of the zoo saved as a Hugging Face folder."""
+    from diag.models import get_untrained_model_with_inputs
+
+    model = get_untrained_model_with_inputs("llama")["model"].eval()
+    folder = tmp_path_factory.mktemp("tiny_llama_hf")
+    model.save_pretrained(folder)
+    _save_tiny_tokenizer(folder)
+    return model, folder
+
+
+def build_genai_folder(hf_folder, out, precision: str = "fp32") -> None:
+    """onnxruntime-genai's model builder on ``hf_folder`` (CPU), into ``out``."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        "-i", str(hf_folder), "-o", str(out), "-p", precision, "-e", "cpu",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def genai_tiny_llama(tiny_llama_folder, tmp_path_factory):
+    """``(model, folder)``: the tiny llama through onnxruntime-genai's builder, fp32."""
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai (a dev extra) is not installed")
+    model, hf = tiny_llama_folder
+    out = tmp_path_factory.mktemp("genai_tiny_llama")
+    build_genai_folder(hf, out)
+    return model, out
+
+
+def export_with_transformers(model, out, *, with_mask: bool = True) -> None:
+    """transformers' own exporter (``transformers.exporters``), dynamic shapes, a
+    batch of 2 sample prompts (a batch of 1 specialises the batch dimension), the second
+    left-padded when ``with_mask``."""
+    from transformers.exporters import OnnxConfig, OnnxExporter
+
+    sample = {"input_ids": torch.tensor([[1, 5, 7, 9], [2, 1, 4, 6]])}
+    if with_mask:
+        sample["attention_mask"] = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    exported = OnnxExporter().export_for_generation(model, sample, OnnxConfig(dynamic=True))
+    exported.save_pretrained(out)
+
+
+@pytest.fixture(scope="session")
+def transformers_tiny_llama(tiny_llama_folder, tmp_path_factory):
+    """``(model, folder)``: the tiny llama through transformers' exporter
+    (``prefill.onnx`` + ``decode.onnx`` + ``export.json``)."""
+    pytest.importorskip(
+        "transformers.exporters", reason="transformers.exporters exists from transformers 5.23"
+    )
+    model, _ = tiny_llama_folder
+    out = tmp_path_factory.mktemp("transformers_tiny_llama")
+    export_with_transformers(model, out)
+    return model, out
