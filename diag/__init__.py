@@ -44,6 +44,7 @@ _LAZY: dict[str, str] = {
     "onnx_generate": "diag.ort",
     "read_contract": "diag.contract",
     "detect_layout": "diag.contract.detect",
+    "inspect_onnx": "diag.contract.inspection",
     "Layout": "diag.contract",
     "ContractError": "diag.contract",
     # diagnosis
