@@ -212,3 +212,39 @@ def transformers_tiny_llama(tiny_llama_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("transformers_tiny_llama")
     export_with_transformers(model, out)
     return model, out
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder():
+    """The Hugging Face folder of SmolLM2-135M-Instruct (converted once, cached)."""
+    from diag.models.pretrained import ensure_model_folder
+
+    return ensure_model_folder("smollm2-135m-instruct", progress=False)
+
+
+@pytest.fixture(scope="session")
+def genai_smollm2(smollm2_folder, tmp_path_factory):
+    """``precision -> folder``: SmolLM2 through onnxruntime-genai's builder, built on
+    first use (fp32 ~10 s, int4 ~20 s on 2 cores)."""
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai (a dev extra) is not installed")
+    built: dict[str, object] = {}
+
+    def get(precision: str):
+        if precision not in built:
+            out = tmp_path_factory.mktemp(f"genai_smollm2_{precision}")
+            build_genai_folder(smollm2_folder, out, precision)
+            built[precision] = out
+        return built[precision]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def transformers_smollm2(smollm2, tmp_path_factory):
+    """SmolLM2 through transformers' exporter (a prefill + decode folder)."""
+    pytest.importorskip(
+        "transformers.exporters", reason="transformers.exporters exists from transformers 5.23"
+    )
+    out = tmp_path_factory.mktemp("transformers_smollm2")
+    export_with_transformers(smollm2[0], out)
+    return out
