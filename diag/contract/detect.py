@@ -126,6 +126,12 @@ def detect_layout_from_names(
     return DIAG_LAYOUT if layout == DIAG_LAYOUT else layout
 
 
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        value = json.load(f)
+    return value if isinstance(value, dict) else {}
+
+
 def _load_graph(path: str) -> onnx.ModelProto:
     # the graph without its weights: a few hundred KB even for a large model
     return onnx.load(path, load_external_data=False)
@@ -200,11 +206,8 @@ def _transformers(folder: str) -> FoundModel:
             f"outputs {[o.name for o in prefill.graph.output][:3]}...)."
         )
     layout = dataclasses.replace(layout, prefill_present=prefill_present)
-    defaults: dict[str, Any] = {}
     gen_path = os.path.join(folder, "generation_config.json")
-    if os.path.exists(gen_path):
-        with open(gen_path, encoding="utf-8") as f:
-            defaults = json.load(f)
+    defaults = _read_json(gen_path) if os.path.exists(gen_path) else {}
     return FoundModel(folder, layout, paths, defaults)
 
 
@@ -239,7 +242,12 @@ def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | Non
                     "file itself."
                 )
             path = os.path.join(path, onnx_files[0])
-        found = FoundModel(None, _from_proto(_load_graph(path)), (path,))
+        defaults: dict[str, Any] = {}
+        # optimum-onnx and others save the model's generation config next to the graph
+        gen_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generation_config.json")
+        if os.path.exists(gen_path):
+            defaults = _read_json(gen_path)
+        found = FoundModel(None, _from_proto(_load_graph(path)), (path,), defaults)
     if layout is not None:
         found = dataclasses.replace(found, layout=_with_overrides(found.layout, layout))
     return found

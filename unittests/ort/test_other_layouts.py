@@ -12,7 +12,7 @@ from diag.ort import get_backend, onnx_generate
 from diag.ort.backend import OrtBackend
 from diag.ort.session import make_session
 
-FOLDERS = ["genai_tiny_llama", "transformers_tiny_llama"]
+FOLDERS = ["genai_tiny_llama", "transformers_tiny_llama", "optimum_tiny_llama"]
 
 
 @pytest.fixture(scope="module", params=FOLDERS)
@@ -31,8 +31,13 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_layout_found(other):
     _, backend = other
-    assert backend.layout.name in ("onnxruntime-genai", "transformers")
-    if backend.layout.name == "onnxruntime-genai":
+    assert backend.layout.name in ("onnxruntime-genai", "transformers", "diag")
+    if backend.layout.name == "diag":
+        # optimum-onnx names its inputs and outputs as diag does; its folder's
+        # generation_config.json gives the defaults
+        assert backend.layout.position_ids == "position_ids"
+        assert backend.generation_defaults["eos_token_id"] == 2
+    elif backend.layout.name == "onnxruntime-genai":
         # GroupQueryAttention: no position ids, a symbolic head size from the config
         assert backend.layout.position_ids is None
         assert backend.layout.padding == "right"
