@@ -19,3 +19,18 @@ def test_teacher_forced_and_first_divergence(request, fixture):
     assert df["max_abs_diff"].max() < 1e-3
     div = first_divergence(model, str(folder), ids, mask, max_new_tokens=8, eos_token_id=None)
     assert not div, div
+
+
+def test_localize_layer_where_the_graph_allows_it(transformers_tiny_llama, genai_tiny_llama):
+    from diag.diagnose import localize_layer
+
+    model, folder = transformers_tiny_llama
+    ids = torch.tensor([[1, 5, 7, 9]])
+    report = localize_layer(model, str(folder), ids)
+    # transformers' exporter keeps torch's module scopes: every stage is matched
+    assert report.culprit is None
+    assert report.table["ok"].all() and len(report.table) == 5
+    # genai's builder writes fused operators with no module scopes: said, not guessed
+    _, genai = genai_tiny_llama
+    with pytest.raises(ValueError, match="no module-scope metadata"):
+        localize_layer(model, str(genai), ids)
