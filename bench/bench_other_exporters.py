@@ -34,8 +34,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diag.models import load_tokenizer  # noqa: E402
-from diag.models.pretrained import ensure_model_folder  # noqa: E402
+
+from diag.models.pretrained import ensure_model_folder, load_tokenizer  # noqa: E402
 from diag.ort import get_backend, onnx_generate  # noqa: E402
 
 PROMPT = "def print_prime(n):"
