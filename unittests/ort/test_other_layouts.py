@@ -88,8 +88,8 @@ def test_no_mask_input_refuses_padding(tiny_llama_folder, tmp_path):
     pytest.importorskip("transformers.exporters", reason="transformers.exporters exists from 5.23")
     from unittests.conftest import export_with_transformers
 
-    model, _ = tiny_llama_folder
-    export_with_transformers(model, tmp_path, with_mask=False)
+    model, hf = tiny_llama_folder
+    export_with_transformers(hf, tmp_path, with_mask=False)
     backend = get_backend(str(tmp_path))
     assert backend.layout.attention_mask is None and backend.layout.padding == "none"
     ids, mask = _batch()
