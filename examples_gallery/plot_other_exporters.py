@@ -31,7 +31,7 @@ from diag.ort import get_backend, onnx_generate
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
-NEW_TOKENS = 5 if FAST else 20
+NEW_TOKENS = 5 if FAST else 12
 TMP = tempfile.mkdtemp(prefix="diag_other_exporters_")
 
 model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
