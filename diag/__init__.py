@@ -43,6 +43,9 @@ _LAZY: dict[str, str] = {
     # onnxruntime, and the contract it reads an exported model against
     "onnx_generate": "diag.ort",
     "read_contract": "diag.contract",
+    "detect_layout": "diag.contract.detect",
+    "inspect_onnx": "diag.contract.inspection",
+    "Layout": "diag.contract",
     "ContractError": "diag.contract",
     # diagnosis
     "compare_teacher_forced": "diag.diagnose",

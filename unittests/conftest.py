@@ -134,3 +134,160 @@ def build_bigram_lm(
 def bigram_lm():
     """The factory :func:`build_bigram_lm`."""
     return build_bigram_lm
+
+
+# --- ONNX models made by other tools (diag.contract.detect) ---------------------------
+
+
+def _save_tiny_tokenizer(folder) -> None:
+    """A word-level tokenizer over the ids of the tiny vocabulary (the genai builder
+    copies a tokenizer into its output and refuses a folder without one)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 1000)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_folder(tmp_path_factory):
+    """``(model, folder)``: the tiny llama of the zoo saved as a Hugging Face folder."""
+    from diag.models import get_untrained_model_with_inputs
+
+    model = get_untrained_model_with_inputs("llama")["model"].eval()
+    folder = tmp_path_factory.mktemp("tiny_llama_hf")
+    model.save_pretrained(folder)
+    _save_tiny_tokenizer(folder)
+    return model, folder
+
+
+def build_genai_folder(hf_folder, out, precision: str = "fp32") -> None:
+    """onnxruntime-genai's model builder on ``hf_folder`` (CPU), into ``out``."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        "-i", str(hf_folder), "-o", str(out), "-p", precision, "-e", "cpu",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    if done.returncode != 0 and last.startswith("ImportError") and "transformers" in last:
+        # onnxruntime-genai 0.18's builder imports classes of transformers 5.x
+        pytest.skip(f"onnxruntime-genai's builder cannot run on this transformers: {last}")
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def genai_tiny_llama(tiny_llama_folder, tmp_path_factory):
+    """``(model, folder)``: the tiny llama through onnxruntime-genai's builder, fp32."""
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai (a dev extra) is not installed")
+    model, hf = tiny_llama_folder
+    out = tmp_path_factory.mktemp("genai_tiny_llama")
+    build_genai_folder(hf, out)
+    return model, out
+
+
+_TRANSFORMERS_EXPORT = """
+import sys, torch
+from transformers import AutoModelForCausalLM
+from transformers.exporters import OnnxConfig, OnnxExporter
+src, out, with_mask = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+model = AutoModelForCausalLM.from_pretrained(src).eval()
+sample = {"input_ids": torch.tensor([[1, 5, 7, 9], [2, 1, 4, 6]])}
+if with_mask:
+    sample["attention_mask"] = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+OnnxExporter().export_for_generation(model, sample, OnnxConfig(dynamic=True)).save_pretrained(out)
+"""
+
+
+def export_with_transformers(hf_folder, out, *, with_mask: bool = True) -> None:
+    """transformers' own exporter (``transformers.exporters``) on the model of
+    ``hf_folder``, dynamic shapes, a batch of 2 sample prompts (a batch of 1 specialises
+    the batch dimension), the second left-padded when ``with_mask``.
+
+    It runs in a subprocess: the exporter registers its own pytree nodes for the
+    transformers caches, which then break diag's exports of sliding-window caches in
+    the same process (torch.export's "Node arity mismatch").
+    """
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", _TRANSFORMERS_EXPORT, str(hf_folder), str(out), "1" if with_mask else "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"transformers' exporter failed:\n{done.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def transformers_tiny_llama(tiny_llama_folder, tmp_path_factory):
+    """``(model, folder)``: the tiny llama through transformers' exporter
+    (``prefill.onnx`` + ``decode.onnx`` + ``export.json``)."""
+    pytest.importorskip(
+        "transformers.exporters", reason="transformers.exporters exists from transformers 5.23"
+    )
+    model, hf = tiny_llama_folder
+    out = tmp_path_factory.mktemp("transformers_tiny_llama")
+    export_with_transformers(hf, out)
+    return model, out
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder():
+    """The Hugging Face folder of SmolLM2-135M-Instruct (converted once, cached)."""
+    from diag.models.pretrained import ensure_model_folder
+
+    return ensure_model_folder("smollm2-135m-instruct", progress=False)
+
+
+@pytest.fixture(scope="session")
+def genai_smollm2(smollm2_folder, tmp_path_factory):
+    """``precision -> folder``: SmolLM2 through onnxruntime-genai's builder, built on
+    first use (fp32 ~10 s, int4 ~20 s on 2 cores)."""
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai (a dev extra) is not installed")
+    built: dict[str, object] = {}
+
+    def get(precision: str):
+        if precision not in built:
+            out = tmp_path_factory.mktemp(f"genai_smollm2_{precision}")
+            build_genai_folder(smollm2_folder, out, precision)
+            built[precision] = out
+        return built[precision]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def transformers_smollm2(smollm2_folder, tmp_path_factory):
+    """SmolLM2 through transformers' exporter (a prefill + decode folder). The export
+    takes minutes (measured here: 124 s of CPU without its optimizer, 18 min wall with
+    it on a loaded 2-core machine), over the slow suite's budget: it runs when
+    ``DIAG_SLOW_EXPORTS=1``."""
+    pytest.importorskip(
+        "transformers.exporters", reason="transformers.exporters exists from transformers 5.23"
+    )
+    if os.environ.get("DIAG_SLOW_EXPORTS") != "1":
+        pytest.skip("SmolLM2 through transformers' exporter takes minutes: set DIAG_SLOW_EXPORTS=1")
+    out = tmp_path_factory.mktemp("transformers_smollm2")
+    export_with_transformers(smollm2_folder, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def optimum_tiny_llama(tiny_llama_folder, tmp_path_factory):
+    """``(model, folder)``: the tiny llama through optimum-onnx's decoder export
+    (``text-generation-with-past``)."""
+    pytest.importorskip(
+        "optimum.exporters.onnx",
+        reason="optimum-onnx needs transformers < 4.58: CI's 4.57.6 phase installs it",
+    )
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    model, _ = tiny_llama_folder
+    out = tmp_path_factory.mktemp("optimum_tiny_llama")
+    onnx_export_from_model(model, str(out), task="text-generation-with-past")
+    return model, out

@@ -13,6 +13,7 @@ Example::
 
     python -m diag compare                       # SmolLM2, "def print_prime(n):", 100 tokens
     python -m diag compare --model tiny:llama --max-new-tokens 10 --output results/
+    python -m diag compare --onnx genai-folder --model smollm2-135m-instruct   # another tool's file
 
 Every prompt runs alone (batch of 1, no padding), after one untimed warm-up call per
 backend (session creation, first-call allocations).
@@ -71,6 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="candidates shown on each side of a divergence (default: 5)",
     )
     parser.add_argument(
+        "--onnx",
+        metavar="PATH",
+        help="compare this ONNX model (a folder written by onnxruntime-genai's builder or "
+        "transformers' exporter, or an .onnx file; see 'diag inspect') instead of diag's "
+        "export of --model",
+    )
+    parser.add_argument(
         "--force-export",
         action="store_true",
         help="export again even when the export cache has the model",
@@ -105,7 +113,13 @@ def run(args: argparse.Namespace) -> int:
         output_logits=True,  # what the divergence report reads
     )
     runners = {name: make_runner(name, model, force_export=args.force_export) for name in ORDER}
-    runners["onnx"].export()
+    if getattr(args, "onnx", None):
+        from diag.ort import get_backend
+
+        # another tool's file, its layout detected (diag.contract.detect)
+        runners["onnx"].backend = get_backend(args.onnx)
+    else:
+        runners["onnx"].export()
     singles = [encode_prompts(tokenizer, [prompt], chat=args.chat) for prompt in prompts]
 
     warmup = dataclasses.replace(options, max_new_tokens=min(2, options.max_new_tokens))

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from diag.cli import compare, export, generate, versions
+from diag.cli import compare, export, generate, inspect, versions
 
 #: sub-command name -> module with ``HELP``, ``DESCRIPTION``, ``add_arguments``, ``run``
 COMMANDS: dict[str, ModuleType] = {
@@ -28,6 +28,7 @@ COMMANDS: dict[str, ModuleType] = {
     "export": export,
     "compare": compare,
     "versions": versions,
+    "inspect": inspect,
 }
 
 # Exit codes: 1 = the command ran and found a problem (parity fails), 2 = usage error

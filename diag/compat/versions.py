@@ -4,10 +4,10 @@ The tested set is written once, in two data files beside this module (package da
 an installed diag knows it as well as a checkout):
 
 * ``tested_pins.txt``: the exact releases of the packages whose changes break diag
-  (torch, transformers, onnx, onnxruntime, onnxscript, onnx-ir), in pip's constraints
-  syntax; ``constraints.txt`` at the repository root includes it with a ``-c`` line;
-* ``tested_transformers.txt``: the other transformers releases CI tests, one a line
-  (``.ci/run`` reads it too).
+  (torch, transformers, onnx, onnxruntime, onnxscript, onnx-ir) and of the peer tools
+  the tests need (:data:`PEERS`: onnxruntime-genai), in pip's constraints syntax; ``constraints.txt`` at the repository root includes it with a ``-c`` line;
+* ``tested_transformers.txt``: the other transformers releases CI tests, one a line,
+  each with the extra requirements of its phase (``.ci/run`` reads it too).
 
 A package's tested range runs from its oldest to its newest tested release: for
 transformers the floor 4.57.6 up to the pinned release, for the others the pin alone.
@@ -18,7 +18,7 @@ any tested.
 Example::
 
     >>> sorted(tested_releases())
-    ['onnx', 'onnx-ir', 'onnxruntime', 'onnxscript', 'torch', 'transformers']
+    ['onnx', 'onnx-ir', 'onnxruntime', 'onnxruntime-genai', 'onnxscript', 'torch', 'transformers']
     >>> check_version("transformers", "99.0.0").status == NEWER
     True
 """
@@ -44,6 +44,11 @@ OLDER = "older than tested"
 NEWER = "newer than tested"
 MISSING = "not installed"
 UNKNOWN = "unreadable version"
+
+#: pinned packages diag does not need at run time: tools whose output it reads, needed
+#: by the tests (pyproject's dev extra); absent, they are "not installed (optional)"
+PEERS = ("onnxruntime-genai",)
+OPTIONAL = "not installed (optional)"
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)$")
 
@@ -72,11 +77,23 @@ def pinned_releases() -> dict[str, str]:
 
 
 def other_transformers_releases() -> list[str]:
-    """The transformers releases CI tests besides the pinned one (:data:`TRANSFORMERS_FILE`)."""
-    releases = data_lines(TRANSFORMERS_FILE)
+    """The transformers releases CI tests besides the pinned one (:data:`TRANSFORMERS_FILE`,
+    the first word of each line)."""
+    releases = [line.split()[0] for line in data_lines(TRANSFORMERS_FILE)]
     for release in releases:
         _parse(release, TRANSFORMERS_FILE)
     return releases
+
+
+def extra_requirements() -> dict[str, list[str]]:
+    """``{release: requirements}``: what the CI phase of each other transformers release
+    installs besides the tested set (the words after the release in
+    :data:`TRANSFORMERS_FILE`; ``4.57.6 optimum-onnx==0.1.0``).
+
+    >>> extra_requirements()["4.57.6"]
+    ['optimum-onnx==0.1.0']
+    """
+    return {line.split()[0]: line.split()[1:] for line in data_lines(TRANSFORMERS_FILE)}
 
 
 def tested_releases() -> dict[str, tuple[str, ...]]:
@@ -114,8 +131,9 @@ class VersionCheck:
 
     @property
     def inside(self) -> bool:
-        """True when the installed release lies inside the tested range."""
-        return self.status in (TESTED, INSIDE)
+        """True when the installed release lies inside the tested range (an optional
+        peer that is not installed is not outside it)."""
+        return self.status in (TESTED, INSIDE, OPTIONAL)
 
     @property
     def tested_range(self) -> str:
@@ -145,7 +163,7 @@ def check_version(
             raise KeyError(f"{package!r} is not in diag's tested set ({', '.join(all_tested)})")
         tested = all_tested[package]
     if installed is None:
-        return VersionCheck(package, None, tested, MISSING)
+        return VersionCheck(package, None, tested, OPTIONAL if package in PEERS else MISSING)
     try:
         release = Version(Version(installed).public)
     except InvalidVersion:
@@ -214,6 +232,8 @@ __all__ = [
     "MISSING",
     "NEWER",
     "OLDER",
+    "OPTIONAL",
+    "PEERS",
     "PINS_FILE",
     "TESTED",
     "TRANSFORMERS_FILE",
@@ -222,6 +242,7 @@ __all__ = [
     "check_installed",
     "check_version",
     "data_lines",
+    "extra_requirements",
     "installed_version",
     "other_transformers_releases",
     "pinned_releases",

@@ -11,6 +11,11 @@ it; the three import it from here and none imports another for it.
 * :mod:`diag.contract.read`: :func:`read_contract`, a session checked against a
   layout, :class:`ContractInfo` what it found, :class:`ContractError` why not;
 * :mod:`diag.contract.metadata`: the metadata entries (the generation config).
+* :mod:`diag.contract.detect`: the layout of a file or folder another tool wrote
+  (onnxruntime-genai's builder, transformers' exporter, optimum-onnx), found from its
+  graph and side files;
+* :mod:`diag.contract.inspection`: :func:`~diag.contract.inspection.inspect_onnx`,
+  what a model is and why diag cannot drive it when it cannot.
 
 Example::
 

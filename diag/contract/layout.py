@@ -57,34 +57,70 @@ from dataclasses import dataclass
 from diag.contract import names as N
 from diag.contract.names import CacheNames
 
+#: how a layout takes a batch of prompts of different lengths
+PADDING_SIDES = ("left", "right", "none")
+
 
 @dataclass(frozen=True)
 class Layout:
-    """How a decoder ONNX model takes its inputs and returns its cache: one graph run
-    once per step, the cache in growing past inputs and present outputs, one key and
-    one value per layer.
+    """How a decoder ONNX model takes its inputs and returns its cache.
 
-    ``name`` says whose layout it is (``"diag"``); ``position_ids`` is an optional
-    input, the others are required.
+    One graph run once per step (``prefill_present`` None), or a pair: a prefill graph
+    without cache inputs returning its cache as ``prefill_present``, then a decode
+    graph taking ``past`` and returning ``present`` (``files`` names both, prefill
+    first). The cache grows by the step's positions, one key and one value per layer.
+
+    * ``name``: whose layout it is (``"diag"``, ``"onnxruntime-genai"``,
+      ``"transformers"``...);
+    * ``attention_mask`` / ``position_ids``: None when the graph has no such input;
+    * ``kv_heads`` / ``head_dim``: set when the graph leaves them symbolic and a side
+      file says them (the empty cache of the prefill needs them);
+    * ``padding``: how a batch of prompts of different lengths is given: ``"left"``
+      (diag: zeros at the start of the mask, position ids counting real tokens),
+      ``"right"`` (the attention op reads the lengths from the mask and the rotary
+      positions from 0: the engine moves the padding after the tokens), ``"none"``
+      (no mask input: a padded batch is refused);
+    * ``files`` / ``side_files``: the graph files and the files completing them, in
+      the model's folder; empty for a bare file or session.
+
+    Override a field of a detected layout with ``dataclasses.replace(layout, ...)``
+    (or ``layout={"head_dim": 64}`` where a function takes a layout).
     """
 
     name: str
     input_ids: str
-    attention_mask: str
-    position_ids: str
+    attention_mask: str | None
+    position_ids: str | None
     logits: str
     past: CacheNames
     present: CacheNames
+    prefill_present: CacheNames | None = None
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    padding: str = "left"
+    files: tuple[str, ...] = ()
+    side_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.padding not in PADDING_SIDES:
+            raise ValueError(f"padding must be one of {PADDING_SIDES}, not {self.padding!r}.")
 
     @property
-    def token_inputs(self) -> tuple[str, str, str]:
-        """The inputs that are not the cache: ids, mask, positions."""
-        return (self.input_ids, self.attention_mask, self.position_ids)
+    def token_inputs(self) -> tuple[str, ...]:
+        """The inputs that are not the cache: ids, mask, positions (those it has)."""
+        return tuple(n for n in (self.input_ids, self.attention_mask, self.position_ids) if n)
+
+    @property
+    def is_pair(self) -> bool:
+        """True for a prefill graph and a decode graph, False for one graph."""
+        return self.prefill_present is not None
 
     def input_names(self, num_layers: int, with_position_ids: bool = True) -> list[str]:
-        """All input names in graph order."""
-        names = [self.input_ids, self.attention_mask]
-        if with_position_ids:
+        """All input names in graph order (of the decode graph for a pair)."""
+        names = [self.input_ids]
+        if self.attention_mask:
+            names.append(self.attention_mask)
+        if with_position_ids and self.position_ids:
             names.append(self.position_ids)
         return names + self.past.names(num_layers)
 
@@ -98,10 +134,45 @@ class Layout:
         >>> DIAG_LAYOUT.describe()
         'inputs input_ids, attention_mask, [position_ids], past_key_values.{i}.key/value; outputs logits, present.{i}.key/value'
         """
-        return (
-            f"inputs {self.input_ids}, {self.attention_mask}, [{self.position_ids}], "
-            f"{self.past.patterns()}; outputs {self.logits}, {self.present.patterns()}"
+        tokens = [self.input_ids]
+        if self.attention_mask:
+            tokens.append(self.attention_mask)
+        if self.position_ids:
+            tokens.append(f"[{self.position_ids}]")
+        text = (
+            f"inputs {', '.join(tokens)}, {self.past.patterns()}; "
+            f"outputs {self.logits}, {self.present.patterns()}"
         )
+        if self.prefill_present is not None:
+            text += f"; prefill outputs {self.logits}, {self.prefill_present.patterns()}"
+        return text
+
+    def summary(self) -> str:
+        """Several lines, one per field that matters, as ``diag inspect`` prints them.
+
+        >>> print(DIAG_LAYOUT.summary())
+        layout diag: one graph
+          ids input_ids, mask attention_mask, positions position_ids, logits logits
+          cache inputs past_key_values.{i}.key/value, outputs present.{i}.key/value
+          padding left
+        """
+        lines = [f"layout {self.name}: " + ("prefill + decode graphs" if self.is_pair else "one graph")]
+        lines.append(
+            f"  ids {self.input_ids}, mask {self.attention_mask or '(none)'}, "
+            f"positions {self.position_ids or '(none)'}, logits {self.logits}"
+        )
+        cache = f"  cache inputs {self.past.patterns()}, outputs {self.present.patterns()}"
+        if self.prefill_present is not None:
+            cache += f", prefill outputs {self.prefill_present.patterns()}"
+        lines.append(cache)
+        if self.kv_heads is not None or self.head_dim is not None:
+            lines.append(f"  kv_heads {self.kv_heads}, head_dim {self.head_dim} (from the side files)")
+        lines.append(f"  padding {self.padding}")
+        if self.files:
+            lines.append(f"  files {', '.join(self.files)}")
+        if self.side_files:
+            lines.append(f"  side files {', '.join(self.side_files)}")
+        return "\n".join(lines)
 
 
 #: diag's contract: what :func:`diag.export_causal_lm` writes

@@ -40,7 +40,9 @@ class ContractInfo:
     ``layout``.
 
     ``past_shapes[i]`` is ``(kv_heads, head_dim)`` of ``past_names[i]``; ``int_types``
-    maps ``input_ids`` / ``attention_mask`` / ``position_ids`` to their numpy dtype.
+    maps ``input_ids`` / ``attention_mask`` / ``position_ids`` (those the graph has) to
+    their numpy dtype; ``batch_size`` is the batch the graph was specialised to, None
+    when dynamic.
     """
 
     layout: Layout
@@ -53,11 +55,59 @@ class ContractInfo:
     past_elem_types: list[int]
     int_types: dict[str, np.dtype]
     vocab_size: int | None
+    batch_size: int | None = None
+
+    @property
+    def has_attention_mask(self) -> bool:
+        """Whether the graph takes an attention mask (else it cannot be padded)."""
+        return bool(self.layout.attention_mask) and self.layout.attention_mask in self.int_types
 
     @property
     def output_names(self) -> list[str]:
         """Outputs in the order the backend binds them: logits, then the cache."""
         return [self.layout.logits, *self.present_names]
+
+
+class _Problems:
+    """Problems grouped by kind: one line per kind, however many tensors it hits.
+
+    >>> p = _Problems()
+    >>> for i in range(3):
+    ...     p.add("input {what} is symbolic", f"past.{i}")
+    >>> p.lines()
+    ["input 'past.0', 'past.1', 'past.2' (3 tensors) is symbolic"]
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[str, list[str]] = {}
+
+    def add(self, template: str, name: str = "") -> None:
+        self._groups.setdefault(template, []).append(name)
+
+    def __bool__(self) -> bool:
+        return bool(self._groups)
+
+    def lines(self) -> list[str]:
+        result = []
+        for template, names in self._groups.items():
+            if len(names) == 1:
+                what = repr(names[0])
+            elif len(names) <= 3:
+                what = ", ".join(map(repr, names)) + f" ({len(names)} tensors)"
+            else:
+                what = f"{names[0]!r} ... {names[-1]!r} ({len(names)} tensors)"
+            result.append(template.replace("{what}", what))
+        return result
+
+
+def _static(dim: Any, given: int | None) -> int | None:
+    """A dimension's size: static in the graph (some exporters write it as a string of
+    digits), else ``given`` by the layout."""
+    if isinstance(dim, int):
+        return dim
+    if isinstance(dim, str) and dim.isdigit():
+        return int(dim)
+    return given
 
 
 def _element_type(ort_type: str) -> int | None:
@@ -68,7 +118,7 @@ def _element_type(ort_type: str) -> int | None:
 
 
 def _cache_layers(
-    names: Iterable[str], skip: Sequence[str], cache: CacheNames, what: str, problems: list[str]
+    names: Iterable[str], skip: Sequence[str], cache: CacheNames, what: str, problems: _Problems
 ) -> dict[int, set[str]]:
     """Layer -> kinds found among ``names`` (the cache ones), other names reported."""
     layers: dict[int, set[str]] = {}
@@ -78,32 +128,50 @@ def _cache_layers(
         parsed = cache.parse(name)
         if parsed is None:
             key, value = cache.kinds
-            problems.append(
-                f"unexpected {what} {name!r} (cache {what}s must be named "
-                f"{cache.pattern(key)!r} / {cache.pattern(value)!r})"
+            problems.add(
+                f"unexpected {what} {{what}} (cache {what}s must be named "
+                f"{cache.pattern(key)!r} / {cache.pattern(value)!r})",
+                name,
             )
             continue
         layers.setdefault(parsed[0], set()).add(parsed[1])
     return layers
 
 
+def contract_error(problems: Sequence[str], layout: Layout) -> ContractError:
+    """The error listing ``problems``, saying what the layout expected and what to do."""
+    listed = "\n".join(f"  - {p}" for p in problems)
+    if layout.name == DIAG_LAYOUT.name:
+        return ContractError(
+            f"this ONNX model does not follow the export contract:\n{listed}\n"
+            f"diag.onnx_generate drives models that follow diag.contract ({layout.describe()}); "
+            "export the model with diag.export_causal_lm, or see what the file is with "
+            "'python -m diag inspect PATH'."
+        )
+    return ContractError(
+        f"this ONNX model does not follow the {layout.name} layout it was read as:\n{listed}\n"
+        f"expected {layout.describe()}; see what the file is with 'python -m diag inspect "
+        "PATH', or pass layout= with the fields to change."
+    )
+
+
 def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo:
     """Checks ``session`` (an ``onnxruntime.InferenceSession``) against ``layout``.
 
-    Raises :class:`ContractError` (a ValueError) listing every problem: missing or
-    unexpected inputs/outputs, wrong dtypes, past and present that do not pair up,
-    cache tensors that are not ``[batch, kv_heads, length, head_dim]`` with static
-    ``kv_heads`` and ``head_dim``.
+    Raises :class:`ContractError` (a ValueError) listing every problem, one line per
+    kind: missing or unexpected inputs/outputs, wrong dtypes, past and present that do
+    not pair up, cache tensors that are not ``[batch, kv_heads, length, head_dim]``
+    with ``kv_heads`` and ``head_dim`` static or given by the layout.
     """
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
-    problems: list[str] = []
+    problems = _Problems()
 
     for required in (layout.input_ids, layout.attention_mask):
-        if required not in inputs:
-            problems.append(f"missing input {required!r}")
+        if required and required not in inputs:
+            problems.add("missing input {what}", required)
     if layout.logits not in outputs:
-        problems.append(f"missing output {layout.logits!r}")
+        problems.add("missing output {what}", layout.logits)
 
     int_types: dict[str, np.dtype] = {}
     for name in layout.token_inputs:
@@ -111,34 +179,36 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
             t = inputs[name].type
             elem = _element_type(t)
             if elem not in _INT_TYPES:
-                problems.append(f"input {name!r} has type {t}, expected tensor(int64)")
+                problems.add(f"input {{what}} has type {t}, expected tensor(int64)", name)
             else:
                 int_types[name] = onnx_dtype_to_numpy_dtype(elem)
+    batch_size = None
+    if layout.input_ids in inputs:
+        first = inputs[layout.input_ids].shape[0] if inputs[layout.input_ids].shape else None
+        batch_size = first if isinstance(first, int) else None
 
     past_layers = _cache_layers(inputs, layout.token_inputs, layout.past, "input", problems)
     present_layers = _cache_layers(outputs, (layout.logits,), layout.present, "output", problems)
 
     if not past_layers:
-        problems.append(
+        problems.add(
             f"no cache inputs {layout.past.patterns()!r}: the model was exported "
             "without its KV cache and would recompute the whole sequence at every token"
         )
     if not present_layers:
-        problems.append(f"no cache outputs {layout.present.patterns()!r}")
+        problems.add(f"no cache outputs {layout.present.patterns()!r}")
     num_layers = len(past_layers)
     if past_layers and sorted(past_layers) != list(range(num_layers)):
-        problems.append(
-            f"cache input layers are {sorted(past_layers)}, expected 0..{num_layers - 1}"
-        )
+        problems.add(f"cache input layers are {sorted(past_layers)}, expected 0..{num_layers - 1}")
     for cache, found, what in (
         (layout.past, past_layers, "input"),
         (layout.present, present_layers, "output"),
     ):
         for layer, kinds in sorted(found.items()):
             for missing in (k for k in cache.kinds if k not in kinds):
-                problems.append(f"missing {what} {cache.name(layer, missing)!r}")
+                problems.add(f"missing {what} {{what}}", cache.name(layer, missing))
     if past_layers and present_layers and sorted(past_layers) != sorted(present_layers):
-        problems.append(
+        problems.add(
             f"{len(past_layers)} layers of cache inputs but {len(present_layers)} layers "
             f"of cache outputs (layers {sorted(past_layers)} vs {sorted(present_layers)}): "
             f"each {layout.past.pattern('*')} needs its {layout.present.pattern('*')}"
@@ -155,21 +225,28 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
         pt, qt = inputs[past].type, outputs[present].type
         elem = _element_type(pt)
         if elem not in _CACHE_TYPES:
-            problems.append(f"input {past!r} has type {pt}, expected a float tensor")
+            problems.add(f"input {{what}} has type {pt}, expected a float tensor", past)
         if pt != qt:
-            problems.append(f"input {past!r} is {pt} but output {present!r} is {qt}")
+            problems.add(f"input {{what}} is {pt} but its output is {qt}", past)
         shape = inputs[past].shape
         if len(shape) != 4:
-            problems.append(
-                f"input {past!r} has rank {len(shape)} (shape {shape}), expected "
-                "[batch, kv_heads, past_length, head_dim]"
+            problems.add(
+                f"input {{what}} has rank {len(shape)} (shape {shape}), expected "
+                "[batch, kv_heads, past_length, head_dim]",
+                past,
             )
             continue
-        heads, dim = shape[1], shape[3]
-        if not isinstance(heads, int) or not isinstance(dim, int):
-            problems.append(
-                f"input {past!r} has shape {shape}: kv_heads (dim 1) and head_dim (dim 3) "
-                "must be static to build the empty cache of the prefill"
+        heads = _static(shape[1], layout.kv_heads)
+        dim = _static(shape[3], layout.head_dim)
+        if layout.is_pair:
+            # the prefill graph makes the first cache: no empty one to build
+            heads, dim = heads or 0, dim or 0
+        if heads is None or dim is None:
+            problems.add(
+                f"input {{what}} has shape {shape}: kv_heads (dim 1) and head_dim (dim 3) "
+                "must be static, or given by the layout (kv_heads=, head_dim=), to build "
+                "the empty cache of the prefill",
+                past,
             )
             continue
         past_shapes.append((heads, dim))
@@ -179,30 +256,27 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
     if layout.logits in outputs:
         lt = outputs[layout.logits].type
         if _element_type(lt) not in _CACHE_TYPES:
-            problems.append(f"output {layout.logits!r} has type {lt}, expected a float tensor")
+            problems.add(f"output {{what}} has type {lt}, expected a float tensor", layout.logits)
         lshape = outputs[layout.logits].shape
         if len(lshape) != 3:
-            problems.append(
-                f"output {layout.logits!r} has shape {lshape}, expected [batch, seq_length, vocab]"
+            problems.add(
+                f"output {{what}} has shape {lshape}, expected [batch, seq_length, vocab]",
+                layout.logits,
             )
         elif isinstance(lshape[2], int):
             vocab_size = lshape[2]
 
     if problems:
-        listed = "\n".join(f"  - {p}" for p in problems)
-        raise ContractError(
-            f"this ONNX model does not follow the export contract:\n{listed}\n"
-            f"diag.onnx_generate drives models that follow diag.contract ({layout.describe()}); "
-            "export the model with diag.export_causal_lm."
-        )
+        raise contract_error(problems.lines(), layout)
     return ContractInfo(
         layout=layout,
         num_layers=num_layers,
-        has_position_ids=layout.position_ids in inputs,
+        has_position_ids=bool(layout.position_ids) and layout.position_ids in inputs,
         past_names=past_names,
         present_names=present_names,
         past_shapes=past_shapes,
         past_elem_types=past_types,
         int_types=int_types,
         vocab_size=vocab_size,
+        batch_size=batch_size,
     )

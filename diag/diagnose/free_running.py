@@ -48,7 +48,9 @@ def first_divergence(
 
     :param model: the transformers causal LM (or a torch StepBackend)
     :param onnx_model_or_session: a path, an ``onnx.ModelProto``, an
-        ``onnxruntime.InferenceSession`` or an :class:`~diag.ort.backend.OrtBackend`
+        ``onnxruntime.InferenceSession`` or an :class:`~diag.ort.backend.OrtBackend`;
+        a folder or file another tool wrote (onnxruntime-genai's builder,
+        transformers' exporter...: the layouts :mod:`diag.contract.detect` knows)
     :param input_ids: the prompt ``[batch, seq]`` (left-padded for batches)
     :param attention_mask: ``[batch, seq]``, 0 on the padding
     :param max_new_tokens: length of the generations

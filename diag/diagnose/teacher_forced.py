@@ -68,7 +68,9 @@ def compare_teacher_forced(
 
     :param model: the transformers causal LM (or a torch StepBackend)
     :param onnx_model_or_session: its export: a path, an ``onnx.ModelProto``, an
-        ``onnxruntime.InferenceSession`` or an :class:`~diag.ort.backend.OrtBackend`
+        ``onnxruntime.InferenceSession`` or an :class:`~diag.ort.backend.OrtBackend`;
+        a folder or file another tool wrote (onnxruntime-genai's builder,
+        transformers' exporter...: the layouts :mod:`diag.contract.detect` knows)
     :param input_ids: the prompt ``[batch, seq]`` (left-padded for batches)
     :param attention_mask: ``[batch, seq]``, 0 on the padding; all ones when None
     :param tokens: the continuation to force, ``[steps]`` or ``[batch, steps]``; None

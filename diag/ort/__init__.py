@@ -10,6 +10,7 @@ Example::
 
 from diag.ort.backend import OrtBackend, OrtPast
 from diag.ort.generate import get_backend, onnx_generate
+from diag.ort.open import open_backend
 from diag.ort.session import default_session_options, make_session
 from diag.ort.step_backend import as_step_backend
 
@@ -21,4 +22,5 @@ __all__ = [
     "get_backend",
     "make_session",
     "onnx_generate",
+    "open_backend",
 ]

@@ -24,7 +24,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from diag.contract import ContractInfo, read_contract
+from diag.contract import ContractInfo, Layout, metadata_generation_config, read_contract
+from diag.contract.detect import detect_layout
+from diag.contract.read import contract_error
 from diag.ort.session import provider_device
 
 
@@ -44,16 +46,91 @@ class OrtPast(tuple):
         return [v.numpy() for v in self]
 
 
+class _Runner:
+    """One session with its reusable IO binding (see :class:`OrtBackend`)."""
+
+    def __init__(self, session: ort.InferenceSession, device_type: str, device_id: int):
+        self.session = session
+        self.input_names = {i.name for i in session.get_inputs()}
+        # One binding reused by every step: only the bindings change. Measured on
+        # SmolLM2 (61 cache/logits values): ~30 us per step through the C++ binding,
+        # ~90 us through the Python wrapper (its checks matter for WebGPU graph capture
+        # only), against ~20 ms for the step itself. The wrapper is the fallback when
+        # another onnxruntime version lays its internals out differently.
+        self.binding = session.io_binding()
+        cbinding = getattr(self.binding, "_iobinding", None)
+        csession = getattr(session, "_sess", None)
+        self.fast = all(
+            hasattr(x, a)
+            for x, a in (
+                (cbinding, "bind_ortvalue_input"),
+                (cbinding, "bind_output"),
+                (cbinding, "get_outputs"),
+                (csession, "run_with_iobinding"),
+            )
+        )
+        self.cbinding = cbinding if self.fast else None
+        self.csession = csession if self.fast else None
+        self.cdevice = (
+            ort.OrtDevice.make(device_type, device_id)._get_c_device() if self.fast else None
+        )
+        self.device_type, self.device_id = device_type, device_id
+
+    def bind_array(self, name: str, array: np.ndarray, feeds: dict[str, Any]) -> None:
+        if self.device_type == "cpu":
+            # binds the numpy buffer itself; the array is kept alive in feeds
+            if self.fast:
+                self.cbinding.bind_input(name, array)
+            else:
+                self.binding.bind_cpu_input(name, array)
+        else:
+            # a host-to-device copy of a few int64 values
+            value = ort.OrtValue.ortvalue_from_numpy(array, self.device_type, self.device_id)
+            self.binding.bind_ortvalue_input(name, value)
+            feeds[name + "#ortvalue"] = value
+        feeds[name] = array
+
+    def run(
+        self, past_names: list[str], past: Any, output_names: list[str], feeds: dict[str, Any]
+    ) -> list[Any]:
+        # Binding an output to a device (no buffer) lets ONNX Runtime allocate it at
+        # the right shape; rebinding every step matters: the binding otherwise keeps
+        # the previous step's tensors and expects the same shapes.
+        if self.fast:
+            bind_input = self.cbinding.bind_ortvalue_input
+            for name, value in zip(past_names, past, strict=True):
+                bind_input(name, value._ortvalue)
+                feeds[name] = value
+            bind_output = self.cbinding.bind_output
+            for name in output_names:
+                bind_output(name, self.cdevice)
+            self.csession.run_with_iobinding(self.cbinding, None)
+            raw = self.cbinding.get_outputs()
+            return [ort.OrtValue(raw[i]) for i in range(len(raw))]
+        for name, value in zip(past_names, past, strict=True):
+            self.binding.bind_ortvalue_input(name, value)
+            feeds[name] = value
+        for name in output_names:
+            self.binding.bind_output(name, self.device_type, self.device_id)
+        self.session.run_with_iobinding(self.binding)
+        return self.binding.get_outputs()
+
+
 class OrtBackend:
     """Runs one step of an exported causal LM with ONNX Runtime and IO binding.
 
     ``session`` is an ``onnxruntime.InferenceSession`` (see
-    :func:`diag.ort.session.make_session`). ``vocab_size`` is read from the logits
+    :func:`diag.ort.session.make_session`) read against ``layout`` (None: detected
+    from its names, :func:`diag.contract.detect.detect_layout`; a layout with a
+    prefill graph needs ``prefill_session``, the session of that graph).
+    :func:`diag.ort.open.open_backend` builds all of it from a file or a folder.
+    ``generation_defaults`` are the decoding defaults of the model (its side files);
+    None reads the metadata of the session. ``vocab_size`` is read from the logits
     output when its last dimension is static; pass it when it is not. The device where
     inputs and outputs are bound follows the session's first provider: ``"cuda"`` for
     ``CUDAExecutionProvider`` (the cache then stays on the GPU), else the CPU.
 
-    The backend keeps no state between generations besides a reusable IO binding and
+    The backend keeps no state between generations besides reusable IO bindings and
     the feeds of the last step (:attr:`last_feeds`, for debugging); one backend runs
     one generation at a time.
     """
@@ -62,6 +139,9 @@ class OrtBackend:
         self,
         session: ort.InferenceSession,
         *,
+        layout: Layout | None = None,
+        prefill_session: ort.InferenceSession | None = None,
+        generation_defaults: dict[str, Any] | None = None,
         vocab_size: int | None = None,
         device: str | None = None,
         device_id: int | None = None,
@@ -72,37 +152,44 @@ class OrtBackend:
                 f"diag.ort.make_session), got {type(session).__name__}."
             )
         self.session = session
-        self.contract: ContractInfo = read_contract(session)
+        if layout is None:
+            layout = detect_layout(session)
+        self.contract: ContractInfo = read_contract(session, layout=layout)
+        self.layout = layout
         dev_type, dev_id = provider_device(session)
         self.device_type = (device or dev_type).lower()
         self.device_id = dev_id if device_id is None else int(device_id)
         if vocab_size is None:
             vocab_size = self.contract.vocab_size
         self.vocab_size: int | None = int(vocab_size) if vocab_size is not None else None
-        # One binding reused by every step: only the bindings change. Measured on
-        # SmolLM2 (61 cache/logits values): ~30 us per step through the C++ binding,
-        # ~90 us through the Python wrapper (its checks matter for WebGPU graph capture
-        # only), against ~20 ms for the step itself. The wrapper is the fallback when
-        # another onnxruntime version lays its internals out differently.
-        self._binding = session.io_binding()
-        cbinding = getattr(self._binding, "_iobinding", None)
-        csession = getattr(session, "_sess", None)
-        self._fast = all(
-            hasattr(x, a)
-            for x, a in (
-                (cbinding, "bind_ortvalue_input"),
-                (cbinding, "bind_output"),
-                (cbinding, "get_outputs"),
-                (csession, "run_with_iobinding"),
-            )
+        self.generation_defaults = (
+            generation_defaults
+            if generation_defaults is not None
+            else metadata_generation_config(session)
         )
-        self._cbinding = cbinding if self._fast else None
-        self._csession = csession if self._fast else None
-        self._cdevice = (
-            ort.OrtDevice.make(self.device_type, self.device_id)._get_c_device()
-            if self._fast
-            else None
-        )
+        self._runner = _Runner(session, self.device_type, self.device_id)
+        self._prefill: _Runner | None = None
+        self._prefill_outputs: list[str] = []
+        if layout.is_pair:
+            if prefill_session is None:
+                raise ValueError(
+                    f"the {layout.name} layout runs a prefill graph ({layout.files[0] if layout.files else 'prefill'}) "
+                    "before the decode one: pass prefill_session=, or open the folder with "
+                    "diag.ort.open_backend(folder)."
+                )
+            self._prefill = _Runner(prefill_session, self.device_type, self.device_id)
+            self._prefill_outputs = [layout.logits] + [
+                layout.prefill_present.name(i, kind)
+                for i in range(self.contract.num_layers)
+                for kind in layout.prefill_present.kinds
+            ]
+            produced = {o.name for o in prefill_session.get_outputs()}
+            missing = [n for n in self._prefill_outputs if n not in produced]
+            if missing:
+                raise contract_error(
+                    [f"the prefill graph lacks the outputs {missing[:3]} ({len(missing)} in all)"],
+                    layout,
+                )
         self._on_cpu = self.device_type == "cpu"
         self._empty_past: dict[int, OrtPast] = {}
         #: inputs of the last step (numpy arrays and OrtValues), for debugging
@@ -126,35 +213,60 @@ class OrtBackend:
             self._empty_past = {batch: past}  # keep one: batches rarely change
         return past
 
-    def _bind_int(self, name: str, tensor: torch.Tensor) -> np.ndarray:
+    def _int_array(self, name: str, tensor: torch.Tensor) -> np.ndarray:
         array = tensor.detach().cpu().numpy()
-        wanted = self.contract.int_types[name]
+        wanted = self.contract.int_types.get(name, np.dtype(np.int64))
         if array.dtype != wanted or not array.flags.c_contiguous:
             array = np.ascontiguousarray(array, dtype=wanted)
-        if self._on_cpu:
-            # binds the numpy buffer itself; the array is kept alive in last_feeds
-            if self._fast:
-                self._cbinding.bind_input(name, array)
-            else:
-                self._binding.bind_cpu_input(name, array)
-        else:
-            # a host-to-device copy of a few int64 values
-            value = ort.OrtValue.ortvalue_from_numpy(array, self.device_type, self.device_id)
-            self._binding.bind_ortvalue_input(name, value)
-            self.last_feeds[name + "#ortvalue"] = value
         return array
 
-    def _logits_to_torch(self, logits: Any) -> torch.Tensor:
-        """Last position's logits as a float32 ``[batch, vocab]`` torch tensor."""
+    def _logits_to_torch(self, logits: Any, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Last position's logits (``rows``: each row's last real position) as a
+        float32 ``[batch, vocab]`` torch tensor."""
         if self._on_cpu and logits.element_type() != onnx.TensorProto.BFLOAT16:
             full = torch.from_dlpack(logits)  # a view, the OrtValue stays alive with it
         else:
             full = torch.from_numpy(np.asarray(logits.numpy()))
-        last = full[:, -1, :]
-        if full.shape[1] != 1:
-            # after the prefill, keep only the last row, not the [batch, seq, vocab] block
-            last = last.contiguous()
+        if rows is not None:
+            last = full[torch.arange(full.shape[0]), rows]
+        else:
+            last = full[:, -1, :]
+            if full.shape[1] != 1:
+                # after the prefill, keep only the last row, not the [batch, seq, vocab] block
+                last = last.contiguous()
         return last if last.dtype == torch.float32 else last.float()
+
+    def _check_prompt(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The prompt as the layout takes it, and the row of each last real token when
+        the padding moved."""
+        batch = int(input_ids.shape[0])
+        if self.contract.batch_size is not None and batch != self.contract.batch_size:
+            raise ValueError(
+                f"this {self.layout.name} model was exported for batch {self.contract.batch_size} "
+                f"only (its input_ids are {self.contract.batch_size} x seq), got a batch of "
+                f"{batch}; export it with dynamic shapes, or generate one prompt at a time."
+            )
+        padded = bool((attention_mask == 0).any())
+        if not padded:
+            return input_ids, attention_mask, None
+        if not self.contract.has_attention_mask:
+            raise ValueError(
+                f"this {self.layout.name} model has no attention_mask input, so it cannot "
+                "tell padding from tokens: a left-padded batch would give wrong tokens. "
+                "Generate one prompt at a time (or prompts of one length), or export the "
+                "model with a sample attention_mask that has a zero."
+            )
+        if self.layout.padding != "right":
+            return input_ids, attention_mask, None
+        # GroupQueryAttention: the real tokens first, the padding after them
+        lengths = attention_mask.sum(-1)
+        width = attention_mask.shape[-1]
+        order = torch.argsort((attention_mask == 0).to(torch.int8), dim=-1, stable=True)
+        ids = torch.gather(input_ids, 1, order)
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).to(attention_mask.dtype)
+        return ids, mask, lengths - 1
 
     # ------------------------------------------------------------------ the step
     def __call__(
@@ -164,8 +276,17 @@ class OrtBackend:
         position_ids: torch.Tensor,
         past: OrtPast | None,
     ) -> tuple[torch.Tensor, OrtPast]:
+        rows = None
+        runner = self._runner
+        past_names = self.contract.past_names
+        output_names = self.contract.output_names
         if past is None:
-            past = self.empty_past(int(input_ids.shape[0]))
+            input_ids, attention_mask, rows = self._check_prompt(input_ids, attention_mask)
+            if self._prefill is not None:
+                runner, past_names, past = self._prefill, [], ()
+                output_names = self._prefill_outputs
+            else:
+                past = self.empty_past(int(input_ids.shape[0]))
         elif not isinstance(past, tuple) or len(past) != len(self.contract.past_names):
             raise TypeError(
                 "past must be the OrtPast returned by the previous step of this backend "
@@ -173,37 +294,20 @@ class OrtBackend:
             )
         feeds: dict[str, Any] = {}
         self.last_feeds = feeds
-        ids, mask, positions = self.contract.layout.token_inputs
-        feeds[ids] = self._bind_int(ids, input_ids)
-        feeds[mask] = self._bind_int(mask, attention_mask)
-        if self.contract.has_position_ids:
-            feeds[positions] = self._bind_int(positions, position_ids)
-        # Binding an output to a device (no buffer) lets ONNX Runtime allocate it at
-        # the right shape; rebinding every step matters: the binding otherwise keeps
-        # the previous step's tensors and expects the same shapes.
-        if self._fast:
-            bind_input = self._cbinding.bind_ortvalue_input
-            for name, value in zip(self.contract.past_names, past, strict=True):
-                bind_input(name, value._ortvalue)
-                feeds[name] = value
-            bind_output = self._cbinding.bind_output
-            for name in self.contract.output_names:
-                bind_output(name, self._cdevice)
-            self._csession.run_with_iobinding(self._cbinding, None)
-            raw = self._cbinding.get_outputs()
-            outputs = [ort.OrtValue(raw[i]) for i in range(len(raw))]
-        else:
-            for name, value in zip(self.contract.past_names, past, strict=True):
-                self._binding.bind_ortvalue_input(name, value)
-                feeds[name] = value
-            for name in self.contract.output_names:
-                self._binding.bind_output(name, self.device_type, self.device_id)
-            self.session.run_with_iobinding(self._binding)
-            outputs = self._binding.get_outputs()
-        return self._logits_to_torch(outputs[0]), OrtPast(outputs[1:])
+        layout = self.layout
+        for name, tensor in (
+            (layout.input_ids, input_ids),
+            (layout.attention_mask, attention_mask),
+            (layout.position_ids, position_ids),
+        ):
+            if name and name in runner.input_names:
+                runner.bind_array(name, self._int_array(name, tensor), feeds)
+        outputs = runner.run(past_names, past, output_names, feeds)
+        return self._logits_to_torch(outputs[0], rows), OrtPast(outputs[1:])
 
     def feeds_as_numpy(self) -> dict[str, np.ndarray]:
-        """The last step's inputs as numpy arrays: ``session.run(None, feeds)`` replays it."""
+        """The last step's inputs as numpy arrays: ``session.run(None, feeds)`` replays it
+        (on the prefill session for the first step of a prefill + decode pair)."""
         result = {}
         for name, value in self.last_feeds.items():
             if name.endswith("#ortvalue"):

@@ -24,10 +24,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from diag.contract import metadata_generation_config
 from diag.generation.front import generation_front, run_generation
 from diag.ort.backend import OrtBackend
-from diag.ort.session import Providers, make_session
+from diag.ort.open import open_backend
+from diag.ort.session import Providers
 
 
 def get_backend(
@@ -36,9 +36,11 @@ def get_backend(
     *,
     session_options: ort.SessionOptions | None = None,
     vocab_size: int | None = None,
+    layout: Any = None,
 ) -> OrtBackend:
-    """An :class:`OrtBackend` over a path, a ModelProto, an ``onnx_ir.Model``, an
-    ``InferenceSession`` or an existing backend (returned as it is).
+    """An :class:`OrtBackend` over a folder or a path, a ModelProto, an ``onnx_ir.Model``,
+    an ``InferenceSession`` or an existing backend (returned as it is); ``layout``
+    overrides the detected layout (:func:`diag.ort.open.open_backend`).
 
     Example::
 
@@ -55,11 +57,15 @@ def get_backend(
                     "model file to change providers."
                 )
         return model_or_session
-    if isinstance(model_or_session, ort.InferenceSession):
-        return OrtBackend(model_or_session, vocab_size=vocab_size)
-    if is_onnx_model(model_or_session):
-        session = make_session(model_or_session, providers, session_options=session_options)
-        return OrtBackend(session, vocab_size=vocab_size)
+    if isinstance(model_or_session, ort.InferenceSession) or is_onnx_model(model_or_session):
+        # the layout (diag's, onnxruntime-genai's, transformers'...) found by diag.ort.open
+        return open_backend(
+            model_or_session,
+            providers,
+            layout=layout,
+            session_options=session_options,
+            vocab_size=vocab_size,
+        )
     if isinstance(model_or_session, torch.nn.Module):
         raise TypeError(
             "onnx_generate runs an ONNX model; for a torch model use diag.generate, or export "
@@ -124,12 +130,15 @@ def onnx_generate(
     providers: Providers = None,
     session_options: ort.SessionOptions | None = None,
     vocab_size: int | None = None,
+    layout: Any = None,
     **options: Any,
 ) -> Any:
     """Generates with an exported causal LM in ONNX Runtime, like :func:`diag.generate`.
 
     ``model_or_session`` is a path to an ``.onnx`` file following the export contract
-    (:func:`diag.export_causal_lm` writes them), an ``onnx.ModelProto`` / ``onnx_ir.Model``,
+    (:func:`diag.export_causal_lm` writes them) or another known layout (a folder of
+    onnxruntime-genai's builder or of transformers' exporter, see
+    :mod:`diag.contract.detect`; ``layout=`` overrides it), an ``onnx.ModelProto`` / ``onnx_ir.Model``,
     an ``onnxruntime.InferenceSession``, or the session returned by an earlier call with
     ``return_session=True`` (which skips the session creation, the slow part).
     ``providers`` picks the execution providers of a new session
@@ -162,7 +171,11 @@ def onnx_generate(
                             generator=torch.Generator().manual_seed(0), return_result=True)
     """
     backend = get_backend(
-        model_or_session, providers, session_options=session_options, vocab_size=vocab_size
+        model_or_session,
+        providers,
+        session_options=session_options,
+        vocab_size=vocab_size,
+        layout=layout,
     )
     if return_session and options.get("stream"):
         raise ValueError(
@@ -173,7 +186,7 @@ def onnx_generate(
         backend,
         input_ids,
         attention_mask,
-        metadata_generation_config(backend.session),
+        backend.generation_defaults,
         single_torch_thread,
         **options,
     )

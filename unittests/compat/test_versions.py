@@ -32,6 +32,8 @@ from diag.compat.versions import (
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGES = ["torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir"]
+# pinned too, but optional at run time (tools whose output diag reads)
+PEERS = ["onnxruntime-genai"]
 # the range of transformers at the time of writing, as input of the range logic
 RANGE = ("4.57.6", "5.23.0", "5.24.0")
 
@@ -50,7 +52,8 @@ def read(path: str) -> str:
 
 def test_pins_are_one_exact_release_per_package():
     pins = pinned_releases()
-    assert list(pins) == PACKAGES
+    assert list(pins) == PACKAGES + PEERS
+    assert list(versions.PEERS) == PEERS
     for release in pins.values():
         assert str(Version(release)) == release
 
@@ -112,7 +115,7 @@ def test_unknown_package_says_what_is_tested():
 
 def test_check_installed_reads_the_installed_releases():
     checks = check_installed()
-    assert [c.package for c in checks] == PACKAGES
+    assert [c.package for c in checks] == PACKAGES + PEERS
     for c in checks:
         assert c.installed == metadata.version(c.package)
         assert c.status == check_version(c.package, c.installed).status
@@ -238,3 +241,18 @@ def test_wheel_ships_the_data_files(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (versions.PINS_FILE, versions.TRANSFORMERS_FILE):
         assert f"diag/compat/{name}" in names
+
+
+def test_a_missing_peer_is_optional_not_outside():
+    check = check_version("onnxruntime-genai", None)
+    assert check.status == versions.OPTIONAL and check.inside
+    # a missing package diag needs is outside the range
+    assert not check_version("onnx", None).inside
+
+
+def test_extra_requirements_of_the_release_phases():
+    extras = versions.extra_requirements()
+    assert list(extras) == other_transformers_releases()
+    # optimum-onnx needs transformers < 4.58: only the 4.57 phase installs it
+    assert extras["4.57.6"] == ["optimum-onnx==0.1.0"]
+    assert all(not reqs for release, reqs in extras.items() if release != "4.57.6")

@@ -69,13 +69,13 @@ def test_without_position_ids(bigram_lm):
         ),
         (
             {"past_type": TensorProto.INT64, "present_type": TensorProto.INT64},
-            ["input 'past_key_values.0.key' has type tensor(int64), expected a float tensor"],
+            ["input 'past_key_values.0.key' ... 'past_key_values.1.value' (4 tensors) has type tensor(int64), expected a float tensor"],
         ),
         (
             {"present_type": TensorProto.FLOAT16},
             [
-                "input 'past_key_values.0.key' is tensor(float) but output "
-                "'present.0.key' is tensor(float16)"
+                "input 'past_key_values.0.key' ... 'past_key_values.1.value' (4 tensors) is tensor(float) but its output is tensor(float16)"
+
             ],
         ),
         (

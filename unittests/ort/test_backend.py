@@ -30,8 +30,8 @@ def lm(bigram_lm):
 def test_steps_chain_the_cache_without_copies(lm, fast):
     model, _ = lm
     backend = OrtBackend(make_session(model))
-    assert backend._fast  # this onnxruntime has the internals of the fast path
-    backend._fast = fast  # False: the public IOBinding API, the fallback
+    assert backend._runner.fast  # this onnxruntime has the internals of the fast path
+    backend._runner.fast = fast  # False: the public IOBinding API, the fallback
     assert backend.vocab_size == 16
     kv = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "K"))
     ids = torch.tensor([[3, 5, 7], [1, 2, 4]])

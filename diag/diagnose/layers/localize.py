@@ -51,6 +51,7 @@ import onnx
 import pandas as pd
 import torch
 
+from diag.contract.detect import find_model
 from diag.diagnose.layers.inputs import normalize_inputs, onnx_feeds
 from diag.diagnose.layers.onnx_intermediates import (
     candidates_from_residuals,
@@ -153,7 +154,7 @@ def localize_layer(
 
     :param model: the torch causal LM (a transformers ``*ForCausalLM``)
     :param onnx_model_path: its export (path or ``onnx.ModelProto``), following
-        :mod:`diag.contract`
+        :mod:`diag.contract`, or a folder another tool wrote (its first graph is read)
     :param inputs: ``{"input_ids": ..., "attention_mask": ..., "position_ids": ...,
         "cache": ...}`` (only ``input_ids`` required; the cache under ``cache`` or
         ``past_key_values``, either name on any transformers release; a missing cache
@@ -177,6 +178,9 @@ def localize_layer(
         raise TypeError(f"localize_layer expects a torch model, got {type(model).__name__}.")
     if not tol > 0:
         raise ValueError(f"tol must be a positive float, got {tol!r}.")
+    if isinstance(onnx_model_path, (str, os.PathLike)) and os.path.isdir(onnx_model_path):
+        # a folder another tool wrote: its first graph (the prefill of a pair)
+        onnx_model_path = find_model(onnx_model_path).paths[0]
     model_ir = load_model(onnx_model_path)
     feeds = normalize_inputs(inputs, model)
     stages = model_stages(model)

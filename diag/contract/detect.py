@@ -1,0 +1,283 @@
+"""Which :class:`~diag.contract.layout.Layout` an ONNX decoder follows, found from its
+graph and the side files next to it.
+
+* a folder (or its ``.onnx`` file) with ``genai_config.json``: onnxruntime-genai's
+  model builder (the names, the head size and the generation defaults from the config;
+  ``GroupQueryAttention`` reads the lengths from the mask, so a padded batch is given
+  right-padded, see :data:`~diag.contract.layout.PADDING_SIDES`);
+* a folder with ``export.json``: transformers' exporter (``transformers.exporters``),
+  a prefill graph and a decode graph;
+* any other graph: the cache names read from its inputs and outputs (diag's own
+  contract, optimum-onnx's decoder export and any graph naming its cache
+  ``<prefix><layer><sep><key|keys>`` / ``...<value|values>``), diag's layout when
+  nothing else fits (then :func:`~diag.contract.read.read_contract` says what
+  differs, one line per kind of problem).
+
+Example::
+
+    >>> detect_layout_from_names(
+    ...     ["input_ids", "input.past_key_values.layers.0.keys", "input.past_key_values.layers.0.values"],
+    ...     ["logits", "output.past_key_values.layers.0.keys", "output.past_key_values.layers.0.values"],
+    ... ).past
+    CacheNames(template='input.past_key_values.layers.{layer}.{kind}', kinds=('keys', 'values'))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from diag.contract import names as N
+from diag.contract.layout import DIAG_LAYOUT, Layout
+from diag.contract.names import CacheNames
+from diag.contract.read import ContractError
+
+#: onnxruntime-genai's side file
+GENAI_CONFIG = "genai_config.json"
+#: transformers' exporter's side file
+TRANSFORMERS_EXPORT = "export.json"
+#: the words a cache name may end with, key first
+_KINDS = (("key", "value"), ("keys", "values"))
+# a cache name: anything, the layer's index, a separator, the kind
+_CACHE_NAME = re.compile(r"^(?P<head>.*?)(?P<layer>\d+)(?P<tail>\D*?)(?P<kind>keys|values|key|value)$")
+
+
+@dataclass(frozen=True)
+class FoundModel:
+    """A model found on disk: its folder, its layout, the graph files in run order
+    (one, or prefill then decode), the generation defaults of its side files."""
+
+    folder: str | None
+    layout: Layout
+    paths: tuple[str, ...]
+    generation_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def _cache_names(names: Iterable[str]) -> CacheNames | None:
+    """The one template naming every cache tensor of ``names``, or None."""
+    names = list(names)
+    if not names:
+        return None
+    templates = set()
+    kinds_seen = set()
+    for name in names:
+        m = _CACHE_NAME.match(name)
+        if m is None:
+            return None
+        kind = m["kind"]
+        pair = next(p for p in _KINDS if kind in p)
+        kinds_seen.add(pair)
+        templates.add(f"{m['head']}{{layer}}{m['tail']}{{kind}}")
+    if len(templates) != 1 or len(kinds_seen) != 1:
+        return None
+    cache = CacheNames(templates.pop(), kinds_seen.pop())
+    return cache if all(cache.parse(n) for n in names) else None
+
+
+def _with_overrides(layout: Layout, overrides: Layout | Mapping[str, Any] | None) -> Layout:
+    if overrides is None:
+        return layout
+    if isinstance(overrides, Layout):
+        return overrides
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Layout)}
+    if unknown:
+        raise ValueError(
+            f"layout= has unknown fields {sorted(unknown)}; the fields of a Layout are "
+            f"{[f.name for f in dataclasses.fields(Layout)]}."
+        )
+    return dataclasses.replace(layout, **overrides)
+
+
+def detect_layout_from_names(
+    inputs: Iterable[str], outputs: Iterable[str], *, name: str = "", **fields: Any
+) -> Layout:
+    """The layout the input and output names of one graph follow (diag's when the
+    cache names fit no single template: :func:`read_contract` then lists what
+    differs).
+
+    >>> detect_layout_from_names(DIAG_LAYOUT.input_names(2), DIAG_LAYOUT.output_names(2)) == DIAG_LAYOUT
+    True
+    """
+    inputs, outputs = list(inputs), list(outputs)
+    tokens = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS}
+    past = _cache_names(n for n in inputs if n not in tokens)
+    present = _cache_names(n for n in outputs if n != N.LOGITS)
+    if past is None or present is None or N.INPUT_IDS not in inputs or N.LOGITS not in outputs:
+        return dataclasses.replace(DIAG_LAYOUT, **fields)
+    layout = Layout(
+        name=name or ("diag" if (past, present) == (N.PAST, N.PRESENT) else "graph"),
+        input_ids=N.INPUT_IDS,
+        attention_mask=N.ATTENTION_MASK if N.ATTENTION_MASK in inputs else None,
+        position_ids=N.POSITION_IDS if N.POSITION_IDS in inputs else None,
+        logits=N.LOGITS,
+        past=past,
+        present=present,
+    )
+    if layout.attention_mask is None:
+        layout = dataclasses.replace(layout, padding="none")
+    layout = dataclasses.replace(layout, **fields)
+    return DIAG_LAYOUT if layout == DIAG_LAYOUT else layout
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        value = json.load(f)
+    return value if isinstance(value, dict) else {}
+
+
+def _load_graph(path: str) -> onnx.ModelProto:
+    # the graph without its weights: a few hundred KB even for a large model
+    return onnx.load(path, load_external_data=False)
+
+
+def graph_op_types(model: onnx.ModelProto) -> set[str]:
+    """The operator types of the main graph."""
+    return {n.op_type for n in model.graph.node}
+
+
+def _from_proto(model: onnx.ModelProto, **fields: Any) -> Layout:
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    layout = detect_layout_from_names(inputs, outputs, **fields)
+    if "GroupQueryAttention" in graph_op_types(model) and layout.attention_mask and "padding" not in fields:
+        # the op takes the lengths from the mask (seqlens_k) and counts rotary
+        # positions from 0 on the prompt: padding goes after the tokens
+        layout = dataclasses.replace(layout, padding="right")
+    return layout
+
+
+def _genai(folder: str) -> FoundModel:
+    with open(os.path.join(folder, GENAI_CONFIG), encoding="utf-8") as f:
+        config = json.load(f)
+    model = config.get("model", {})
+    decoder = model.get("decoder", {})
+    filename = decoder.get("filename", "model.onnx")
+    path = os.path.join(folder, filename)
+    if not os.path.exists(path):
+        raise ContractError(
+            f"{GENAI_CONFIG} in {folder!r} names the decoder {filename!r}, which is not there."
+        )
+    proto = _load_graph(path)
+    layout = _from_proto(
+        proto,
+        name="onnxruntime-genai",
+        kv_heads=decoder.get("num_key_value_heads"),
+        head_dim=decoder.get("head_size"),
+        files=(filename,),
+        side_files=(GENAI_CONFIG,),
+    )
+    defaults: dict[str, Any] = {}
+    for key in ("eos_token_id", "pad_token_id", "bos_token_id"):
+        if key in model:
+            defaults[key] = model[key]
+    search = config.get("search", {})
+    for key in ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty"):
+        if key in search:
+            defaults[key] = search[key]
+    return FoundModel(folder, layout, (path,), defaults)
+
+
+def _transformers(folder: str) -> FoundModel:
+    with open(os.path.join(folder, TRANSFORMERS_EXPORT), encoding="utf-8") as f:
+        export = json.load(f)
+    components = export.get("components", {})
+    if set(components) != {"prefill", "decode"}:
+        raise ContractError(
+            f"{TRANSFORMERS_EXPORT} in {folder!r} has the components {sorted(components)}; "
+            "diag drives a decoder exported as 'prefill' + 'decode' "
+            "(OnnxExporter().export_for_generation on a causal LM)."
+        )
+    files = (components["prefill"]["file"], components["decode"]["file"])
+    paths = tuple(os.path.join(folder, f) for f in files)
+    prefill, decode = (_load_graph(p) for p in paths)
+    layout = _from_proto(decode, name="transformers", files=files, side_files=(TRANSFORMERS_EXPORT,))
+    prefill_present = _cache_names(o.name for o in prefill.graph.output if o.name != layout.logits)
+    if prefill_present is None or layout.name != "transformers":
+        raise ContractError(
+            f"the graphs of {folder!r} do not name their cache as transformers' exporter "
+            f"does (decode inputs {[i.name for i in decode.graph.input][:4]}..., prefill "
+            f"outputs {[o.name for o in prefill.graph.output][:3]}...)."
+        )
+    layout = dataclasses.replace(layout, prefill_present=prefill_present)
+    gen_path = os.path.join(folder, "generation_config.json")
+    defaults = _read_json(gen_path) if os.path.exists(gen_path) else {}
+    return FoundModel(folder, layout, paths, defaults)
+
+
+def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | None = None) -> FoundModel:
+    """The model at ``path`` (a folder or an ``.onnx`` file) with its layout, detected,
+    then ``layout`` applied: a :class:`Layout` replaces it, a mapping overrides fields.
+
+    Raises a :class:`ContractError` naming what was looked for when nothing fits.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"ONNX model {path!r} does not exist; export one with diag.export_causal_lm."
+        )
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    found: FoundModel | None = None
+    if os.path.exists(os.path.join(folder, GENAI_CONFIG)):
+        found = _genai(folder)
+    elif os.path.exists(os.path.join(folder, TRANSFORMERS_EXPORT)):
+        found = _transformers(folder)
+    if found is not None and not os.path.isdir(path):
+        if os.path.abspath(path) not in map(os.path.abspath, found.paths):
+            found = None  # another file of that folder: read it on its own
+    if found is None:
+        if os.path.isdir(path):
+            onnx_files = sorted(f for f in os.listdir(path) if f.endswith(".onnx"))
+            if len(onnx_files) != 1:
+                raise ContractError(
+                    f"no decoder layout found in the folder {path!r}: no {GENAI_CONFIG} "
+                    f"(onnxruntime-genai), no {TRANSFORMERS_EXPORT} (transformers' exporter) "
+                    f"and {len(onnx_files)} .onnx files ({onnx_files[:4]}); pass the .onnx "
+                    "file itself."
+                )
+            path = os.path.join(path, onnx_files[0])
+        defaults: dict[str, Any] = {}
+        # optimum-onnx and others save the model's generation config next to the graph
+        gen_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generation_config.json")
+        if os.path.exists(gen_path):
+            defaults = _read_json(gen_path)
+        found = FoundModel(None, _from_proto(_load_graph(path)), (path,), defaults)
+    if layout is not None:
+        found = dataclasses.replace(found, layout=_with_overrides(found.layout, layout))
+    return found
+
+
+def detect_layout(model: Any, layout: Layout | Mapping[str, Any] | None = None) -> Layout:
+    """The layout of ``model``: a path (folder or file), an ``onnx.ModelProto`` or an
+    ``onnxruntime.InferenceSession`` (its names only: no side files, no operators),
+    with ``layout`` applied as in :func:`find_model`."""
+    if isinstance(model, (str, os.PathLike)):
+        return find_model(model, layout).layout
+    if isinstance(model, onnx.ModelProto):
+        return _with_overrides(_from_proto(model), layout)
+    if hasattr(model, "get_inputs") and hasattr(model, "get_outputs"):
+        found = detect_layout_from_names(
+            [i.name for i in model.get_inputs()], [o.name for o in model.get_outputs()]
+        )
+        return _with_overrides(found, layout)
+    raise TypeError(
+        "detect_layout takes a path, an onnx.ModelProto or an onnxruntime.InferenceSession, "
+        f"not {type(model).__name__}."
+    )
+
+
+__all__ = [
+    "FoundModel",
+    "GENAI_CONFIG",
+    "TRANSFORMERS_EXPORT",
+    "detect_layout",
+    "detect_layout_from_names",
+    "find_model",
+    "graph_op_types",
+]

@@ -1,0 +1,169 @@
+"""What an ONNX decoder is, read from its files without running it: the layout found,
+the operators that matter (the attention, quantized matrix products), the weight bytes,
+and why diag cannot drive it when it cannot, one line per kind of problem.
+
+:func:`inspect_onnx` is ``python -m diag inspect PATH``. It loads the graphs without
+their external weights (sizes come from the tensors' shapes), so it takes well under a
+second even on a large model.
+
+Example::
+
+    print(inspect_onnx("genai-folder"))
+    # layout onnxruntime-genai: one graph
+    #   ...
+    # model.onnx: 30 x GroupQueryAttention (the attention), 211 x MatMulNBits (4 bits, block 32)
+    # weights: 172.3 MB
+    # drivable: yes
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from diag.contract.detect import find_model
+from diag.contract.layout import Layout
+from diag.contract.read import ContractError, read_contract
+from diag.helpers.dtypes import _BY_ORT
+
+#: the operators that compute attention, by the name a report prints
+ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention", "Attention", "PagedAttention")
+#: quantized matrix products
+QUANTIZED_MATMULS = ("MatMulNBits", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "GatherBlockQuantized")
+
+
+class _ValueInfo:
+    """What a session's ``get_inputs()`` item gives, from a graph's value info."""
+
+    def __init__(self, info: onnx.ValueInfoProto):
+        self.name = info.name
+        t = info.type.tensor_type
+        if info.type.HasField("tensor_type"):
+            # the spelling of NodeArg.type, which read_contract parses
+            by_onnx = {v: k for k, v in _BY_ORT.items()}
+            self.type = by_onnx.get(t.elem_type, f"tensor(type {t.elem_type})")
+            self.shape: list[Any] = [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
+            ]
+        else:
+            self.type, self.shape = "sequence", []
+
+
+class GraphNames:
+    """The inputs and outputs of a graph as :func:`read_contract` reads a session's."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self._inputs = [_ValueInfo(i) for i in model.graph.input]
+        self._outputs = [_ValueInfo(o) for o in model.graph.output]
+
+    def get_inputs(self) -> list[_ValueInfo]:
+        return self._inputs
+
+    def get_outputs(self) -> list[_ValueInfo]:
+        return self._outputs
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    total = 0
+    for t in model.graph.initializer:
+        n = int(np.prod(t.dims)) if t.dims else 1
+        if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+            total += (n + 1) // 2
+        else:
+            total += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return total
+
+
+def _operators(model: onnx.ModelProto) -> list[str]:
+    """The operators that matter, one phrase per kind."""
+    counts = Counter(n.op_type for n in model.graph.node)
+    phrases = []
+    attention = [op for op in ATTENTION_OPS if counts[op]]
+    for op in attention:
+        phrases.append(f"{counts[op]} x {op} (the attention)")
+    if not attention:
+        phrases.append(
+            f"no attention operator (attention spelled out: {counts['MatMul']} MatMul, "
+            f"{counts['Softmax']} Softmax)"
+        )
+    for op in QUANTIZED_MATMULS:
+        if not counts[op]:
+            continue
+        kinds = Counter()
+        for n in model.graph.node:
+            if n.op_type == op:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+                kinds[(attrs.get("bits"), attrs.get("block_size"))] += 1
+        details = ", ".join(
+            (f"{bits} bits, block {block}" if bits is not None else "quantized") + f": {k}"
+            for (bits, block), k in sorted(kinds.items(), key=lambda kv: str(kv[0]))
+        )
+        phrases.append(f"{counts[op]} x {op} ({details})")
+    matmul = counts["MatMul"] + counts["Gemm"]
+    if matmul and attention:
+        phrases.append(f"{matmul} x MatMul/Gemm (float)")
+    return phrases
+
+
+@dataclass
+class Inspection:
+    """What :func:`inspect_onnx` found; ``str()`` is the report."""
+
+    path: str
+    layout: Layout | None
+    graphs: dict[str, list[str]] = field(default_factory=dict)
+    weight_bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def drivable(self) -> bool:
+        """Whether diag can drive the model (no problem found)."""
+        return self.layout is not None and not self.problems
+
+    def __str__(self) -> str:
+        lines = [f"model {self.path}"]
+        if self.layout is not None:
+            lines += self.layout.summary().splitlines()
+        for name, ops in self.graphs.items():
+            lines.append(f"{name}: " + "; ".join(ops))
+        lines.append(f"weights: {self.weight_bytes / 2**20:.1f} MiB")
+        if self.drivable:
+            lines.append("drivable: yes")
+        else:
+            lines.append("drivable: no")
+            lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def inspect_onnx(path: str | os.PathLike, layout: Any = None) -> Inspection:
+    """Reads the model at ``path`` (a folder or an ``.onnx`` file; ``layout`` as in
+    :func:`diag.contract.detect.find_model`) and says what it is; ``print()`` it.
+
+    Never raises for a model it cannot drive: :attr:`Inspection.problems` says why.
+    """
+    path = os.fspath(path)
+    try:
+        found = find_model(path, layout)
+    except ContractError as exc:
+        return Inspection(path, None, problems=[str(exc)])
+    result = Inspection(path, found.layout)
+    graphs = [onnx.load(p, load_external_data=False) for p in found.paths]
+    for p, model in zip(found.paths, graphs, strict=True):
+        result.graphs[os.path.basename(p)] = _operators(model)
+        result.weight_bytes += _weight_bytes(model)
+    try:
+        read_contract(GraphNames(graphs[-1]), layout=found.layout)
+    except ContractError as exc:
+        # the problem lines of the error, without its advice
+        result.problems = [
+            line.strip()[2:] for line in str(exc).splitlines() if line.strip().startswith("- ")
+        ]
+    return result
+
+
+__all__ = ["Inspection", "inspect_onnx"]

@@ -1,0 +1,76 @@
+"""From what a user holds (a folder, an ``.onnx`` file, a ModelProto, a session) to an
+:class:`~diag.ort.backend.OrtBackend`: the layout detected
+(:mod:`diag.contract.detect`), the sessions made (two for a prefill + decode pair),
+the generation defaults of the side files read.
+
+Example::
+
+    backend = open_backend("genai-folder")                    # onnxruntime-genai
+    backend = open_backend("exported", layout={"head_dim": 64})  # a field overridden
+    backend.layout.name
+    # 'onnxruntime-genai'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+from diag.contract.detect import detect_layout, find_model
+from diag.contract.layout import Layout
+from diag.ort.backend import OrtBackend
+from diag.ort.session import Providers, make_session
+
+#: what ``layout=`` takes: a Layout (replaces the detected one), a mapping (fields of
+#: the detected one overridden), None (detected)
+LayoutArg = Layout | Mapping[str, Any] | None
+
+
+def open_backend(
+    model: Any,
+    providers: Providers = None,
+    *,
+    layout: LayoutArg = None,
+    session_options: ort.SessionOptions | None = None,
+    vocab_size: int | None = None,
+) -> OrtBackend:
+    """An :class:`OrtBackend` over ``model``: a folder (onnxruntime-genai's builder
+    output, transformers' exporter's ``save_pretrained``), an ``.onnx`` file, an
+    ``onnx.ModelProto`` / ``onnx_ir.Model`` or an ``onnxruntime.InferenceSession``.
+
+    Raises a :class:`~diag.contract.read.ContractError` saying why when the model
+    cannot be driven (``python -m diag inspect PATH`` says the same and more).
+    """
+    if isinstance(model, OrtBackend):
+        return model
+    if isinstance(model, ort.InferenceSession):
+        return OrtBackend(model, layout=detect_layout(model, layout), vocab_size=vocab_size)
+    if isinstance(model, (str, os.PathLike)):
+        found = find_model(model, layout)
+        sessions = [make_session(p, providers, session_options=session_options) for p in found.paths]
+        return OrtBackend(
+            sessions[-1],
+            layout=found.layout,
+            prefill_session=sessions[0] if len(sessions) == 2 else None,
+            generation_defaults=found.generation_defaults or None,
+            vocab_size=vocab_size,
+        )
+    if type(model).__module__.startswith("onnx_ir"):
+        import onnx_ir as ir
+
+        model = ir.serde.serialize_model(model)
+    if isinstance(model, onnx.ModelProto):
+        found_layout = detect_layout(model, layout)
+        session = make_session(model, providers, session_options=session_options)
+        return OrtBackend(session, layout=found_layout, vocab_size=vocab_size)
+    raise TypeError(
+        "model must be a folder or a path to an .onnx file, an onnx.ModelProto, an "
+        f"onnx_ir.Model or an onnxruntime.InferenceSession, got {type(model).__name__}."
+    )
+
+
+__all__ = ["LayoutArg", "open_backend"]

@@ -1,0 +1,194 @@
+"""
+.. _l-plot-other-exporters:
+
+Debugging a model another tool exported
+=======================================
+
+Most ONNX files people debug were not made by diag. This page takes SmolLM2 through
+two other tools, onnxruntime-genai's model builder (fp32 and int4) and transformers'
+own exporter (with ``DIAG_SLOW_EXPORTS=1``: its export takes minutes), and asks of each file what diag asks of its own exports: does it
+generate ``model.generate``'s tokens, where does it depart when it does not, and how
+fast does it decode. diag detects each file's layout (names, side files, which inputs
+exist) and drives it with the same decoding loop as :func:`diag.generate`.
+
+Building the files
+------------------
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas
+import torch
+
+import diag
+from diag.ort import get_backend, onnx_generate
+
+FAST = os.environ.get("DIAG_FAST", "0") == "1"
+OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
+NEW_TOKENS = 5 if FAST else 12
+TMP = tempfile.mkdtemp(prefix="diag_other_exporters_")
+
+model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+model.eval()
+hf_folder = os.path.join(TMP, "hf")
+model.save_pretrained(hf_folder)
+tokenizer.save_pretrained(hf_folder)
+
+
+def genai_build(precision):
+    """onnxruntime-genai's model builder, for the CPU."""
+    out = os.path.join(TMP, f"genai-{precision}")
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf_folder, "-o", out]
+    subprocess.run([*cmd, "-p", precision, "-e", "cpu"], check=True, capture_output=True)
+    return out
+
+
+def transformers_export():
+    """transformers' exporter: a prefill graph and a decode graph, dynamic shapes
+    (two sample prompts, one padded, so that the batch and the mask stay inputs)."""
+    from transformers.exporters import OnnxConfig, OnnxExporter
+
+    out = os.path.join(TMP, "transformers")
+    sample = {
+        "input_ids": torch.tensor([[1, 5, 7, 9], [2, 1, 4, 6]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]]),
+    }
+    OnnxExporter().export_for_generation(model, sample, OnnxConfig(dynamic=True)).save_pretrained(out)
+    return out
+
+
+begin = time.perf_counter()
+folders = {"genai fp32": genai_build("fp32"), "genai int4": genai_build("int4")}
+if os.environ.get("DIAG_SLOW_EXPORTS") == "1":
+    # transformers' exporter takes minutes on SmolLM2 (over 2 min of CPU here), more than
+    # this page's budget: it joins the comparison when DIAG_SLOW_EXPORTS=1
+    folders["transformers"] = transformers_export()
+print(f"built {len(folders)} models in {time.perf_counter() - begin:.0f} s")
+
+# %%
+# What each file is
+# -----------------
+#
+# :func:`diag.inspect_onnx` (``python -m diag inspect PATH``) reads a file without
+# running it: the layout found, the attention operator, the quantized matrix products
+# and the weights. The genai files use ``GroupQueryAttention``, have no
+# ``position_ids`` and a symbolic head size that ``genai_config.json`` gives; the int4
+# one replaces the float matrix products by ``MatMulNBits``.
+
+for name, folder in folders.items():
+    print(f"===== {name}")
+    print(diag.inspect_onnx(folder))
+
+# %%
+# Tokens against model.generate
+# -----------------------------
+#
+# Greedy, on one prompt: the fp32 files give ``model.generate``'s tokens, the int4 one
+# departs from them.
+
+ids = tokenizer("def print_prime(n):", return_tensors="pt").input_ids
+expected = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)
+backends = {name: get_backend(folder) for name, folder in folders.items()}
+rows = []
+for name, backend in backends.items():
+    got = onnx_generate(backend, ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)
+    same = (got[0, ids.shape[1] :] == expected[0, ids.shape[1] :]).tolist()
+    first = same.index(False) if False in same else None
+    rows.append({"model": name, "layout": backend.layout.name, "same tokens": all(same),
+                 "first different token": first})  # fmt: skip
+print(pandas.DataFrame(rows).to_string(index=False))
+
+# %%
+# Per-step agreement
+# ------------------
+#
+# :func:`diag.compare_teacher_forced` feeds both sides the same tokens (torch's greedy
+# ones) and compares their logits at every step: the fp32 files agree to rounding,
+# the int4 one is off by a margin that sometimes flips the argmax.
+
+agreement = {}
+for name, folder in folders.items():
+    df = diag.compare_teacher_forced(model, folder, ids, max_new_tokens=NEW_TOKENS)
+    agreement[name] = df
+    print(f"{name:>13}: argmax agrees on {int(df['argmax_agree'].sum())}/{len(df)} steps, "
+          f"max |diff| {df['max_abs_diff'].max():.3g}")  # fmt: skip
+
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, df in agreement.items():
+    ax.semilogy(df["step"], df["max_abs_diff"].clip(lower=1e-7), marker="o", label=name)
+ax.set_xlabel("step")
+ax.set_ylabel("max |logits torch - onnx|")
+ax.set_title("teacher-forced logits against the torch model")
+ax.legend()
+fig.tight_layout()
+fig.savefig(os.path.join(OUT, "plot_other_exporters_agreement.png"))
+
+# %%
+# Where int4 departs
+# ------------------
+#
+# :func:`diag.first_divergence` generates with both sides and stops at the first
+# differing token, with both sides' candidates and their margins.
+
+div = diag.first_divergence(model, folders["genai int4"], ids, max_new_tokens=NEW_TOKENS,
+                            tokenizer=tokenizer)  # fmt: skip
+print(div if div else f"no divergence in {NEW_TOKENS} tokens")
+
+# %%
+# Speed
+# -----
+#
+# The same run, the same prompt: diag driving each file, and for the genai files
+# onnxruntime-genai's own ``Generator`` (``bench/bench_other_exporters.py`` measures
+# it with repeats).
+
+import onnxruntime_genai as og  # noqa: E402
+
+
+def genai_generate(folder):
+    m = og.Model(folder)
+    total = ids.shape[1] + NEW_TOKENS
+
+    def run():
+        params = og.GeneratorParams(m)
+        params.set_search_options(max_length=total, min_length=total, do_sample=False)
+        gen = og.Generator(m, params)
+        gen.append_tokens(ids.numpy().astype(np.int32))
+        while not gen.is_done():
+            gen.generate_next_token()
+
+    return run
+
+
+def tokens_per_s(fn):
+    fn()  # warm-up
+    begin = time.perf_counter()
+    fn()
+    return NEW_TOKENS / (time.perf_counter() - begin)
+
+
+speed = []
+for name, backend in backends.items():
+    diag_run = lambda b=backend: onnx_generate(  # noqa: E731
+        b, ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None
+    )
+    speed.append({"model": name, "driver": "diag onnx_generate", "tokens/s": tokens_per_s(diag_run)})
+    if name.startswith("genai"):
+        speed.append({"model": name, "driver": "genai Generator",
+                      "tokens/s": tokens_per_s(genai_generate(folders[name]))})  # fmt: skip
+speed = pandas.DataFrame(speed)
+print(speed.to_string(index=False))
+
+fig, ax = plt.subplots(figsize=(7, 3.5))
+table = speed.pivot(index="model", columns="driver", values="tokens/s")
+table.plot.bar(ax=ax, rot=0)
+ax.set_ylabel("tokens/s (batch 1, greedy)")
+ax.set_title("decoding speed, measured in one run")
+fig.tight_layout()
+fig.savefig(os.path.join(OUT, "plot_other_exporters_speed.png"))

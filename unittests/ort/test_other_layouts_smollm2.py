@@ -1,0 +1,64 @@
+"""SmolLM2 through onnxruntime-genai's builder (fp32, int4) and transformers' exporter,
+driven by onnx_generate and the diagnose tools (slow: the real model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diag.diagnose import compare_teacher_forced, first_divergence
+from diag.ort import get_backend, onnx_generate
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["def print_prime(n):", "The capital of France is", "Once upon a time, in a"]
+
+
+@pytest.fixture(scope="module", params=["genai-fp32", "transformers"])
+def fp32_backend(request):
+    if request.param == "genai-fp32":
+        folder = request.getfixturevalue("genai_smollm2")("fp32")
+    else:
+        folder = request.getfixturevalue("transformers_smollm2")
+    return get_backend(str(folder))
+
+
+def test_greedy_50_tokens(smollm2, fp32_backend):
+    model, tok = smollm2
+    ids = tok(PROMPTS[0], return_tensors="pt").input_ids
+    expected = model.generate(ids, max_new_tokens=50, do_sample=False, eos_token_id=None)
+    got = onnx_generate(fp32_backend, ids, max_new_tokens=50, do_sample=False, eos_token_id=None)
+    assert got.shape == expected.shape == (1, ids.shape[1] + 50)
+    assert torch.equal(got, expected), fp32_backend.layout.name
+
+
+def test_left_padded_batch_and_sampling(smollm2, fp32_backend):
+    model, tok = smollm2
+    tok.padding_side = "left"
+    batch = tok(PROMPTS, return_tensors="pt", padding=True)
+    assert (batch.attention_mask == 0).any()
+    knobs = dict(max_new_tokens=20, eos_token_id=None, pad_token_id=tok.pad_token_id)
+    expected = model.generate(**batch, do_sample=False, **knobs)
+    got = onnx_generate(fp32_backend, batch.input_ids, batch.attention_mask, do_sample=False, **knobs)
+    assert torch.equal(got, expected), fp32_backend.layout.name
+    sampling = dict(do_sample=True, temperature=0.8, top_k=40, top_p=0.9, **knobs)
+    torch.manual_seed(5)
+    expected = model.generate(**batch, **sampling)
+    torch.manual_seed(5)
+    got = onnx_generate(fp32_backend, batch.input_ids, batch.attention_mask, **sampling)
+    assert torch.equal(got, expected), fp32_backend.layout.name
+
+
+def test_int4_runs_and_the_tools_say_where_it_departs(smollm2, genai_smollm2):
+    model, tok = smollm2
+    folder = str(genai_smollm2("int4"))
+    ids = tok(PROMPTS[0], return_tensors="pt").input_ids
+    tokens = onnx_generate(folder, ids, max_new_tokens=20, eos_token_id=None)
+    assert tokens.shape == (1, ids.shape[1] + 20)
+    div = first_divergence(model, folder, ids, max_new_tokens=20, tokenizer=tok)
+    assert div and 0 <= div.step < 20
+    assert "first divergence at step" in str(div)
+    # teacher-forced on torch's tokens: the same steps agree, the argmax flips there
+    df = compare_teacher_forced(model, folder, ids, max_new_tokens=div.step + 1)
+    assert df["argmax_agree"].iloc[: div.step].all()
+    assert not df["argmax_agree"].iloc[div.step]
