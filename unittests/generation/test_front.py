@@ -44,6 +44,7 @@ def test_both_fronts_list_the_shared_keywords_once_declared():
         "providers",
         "session_options",
         "vocab_size",
+        "layout",
     ]
     for function in (diag.generate, diag.onnx_generate):
         last = list(inspect.signature(function).parameters.values())[-1]
