@@ -51,6 +51,10 @@ _LAZY: dict[str, str] = {
     "localize_layer": "diag.diagnose",
     "plot_teacher_forced": "diag.diagnose",
     "plot_layers": "diag.diagnose",
+    # quantization: the options of export_causal_lm(quantize=...) and the report
+    "QuantizeOptions": "diag.export",
+    "quantization_report": "diag.diagnose",
+    "plot_quantization": "diag.diagnose",
 }
 
 __all__ = sorted(_LAZY)

@@ -6,7 +6,9 @@
 * :func:`export_causal_lm`: export a causal LM in one call, following the export
   contract (:mod:`diag.contract`), validated against torch, cached;
 * :func:`fuse_decoder`: rewrite a decoder's RMSNorm, rotary, attention and projections
-  into the ONNX ops made for them (``export_causal_lm`` does it by default).
+  into the ONNX ops made for them (``export_causal_lm`` does it by default);
+* :class:`QuantizeOptions`: ``export_causal_lm(model, quantize="int4")`` quantizes the
+  weights with ONNX Runtime's tools (:mod:`diag.export.quantize`).
 
 Example::
 
@@ -21,6 +23,7 @@ from diag.export.causal_lm import ExportResult, export_causal_lm
 from diag.export.export_patches import PatchReport, torch_export_patches
 from diag.export.fusions import fuse_decoder
 from diag.export.onnx_export import ExportTimings, to_onnx
+from diag.export.quantize import QuantizeOptions
 from diag.export.validate import ExportValidationError, ValidationReport, validate_causal_lm
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "ExportTimings",
     "ExportValidationError",
     "PatchReport",
+    "QuantizeOptions",
     "ValidationReport",
     "export_causal_lm",
     "fuse_decoder",

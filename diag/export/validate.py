@@ -36,6 +36,15 @@ export error (a wrong mask, a baked shape) gives differences of the size of the
 values themselves, orders of magnitude above it. ``noise_floor=False`` keeps the
 strict absolute tolerance.
 
+A quantized export (:func:`diag.export.quantize.quantize_model`, its options in the
+file's metadata) cannot match float32 torch to rounding: its weights moved by up to
+half a quantization step. The validation reads the options from the metadata and
+checks each group against :data:`QUANTIZED_RTOL` (per number of bits) times the
+group's largest torch value instead, and the table says so. That tolerance catches
+what breaks an export (a wrong mask, a baked shape, a cache in the wrong order give
+differences of the size of the values), not the quality of the quantization: that is
+the job of :func:`diag.quantization_report` (tokens, KL, perplexity).
+
 Example::
 
     >>> report = validate_causal_lm(model, "model.onnx")  # doctest: +SKIP
@@ -71,6 +80,10 @@ NOISE_FACTOR = 8.0
 # absolute tolerance on logits and cache, per dtype of the model
 TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
+#: tolerance of a quantized export, per number of bits of its weights: this fraction
+#: of the largest absolute torch value of each output group and input set
+QUANTIZED_RTOL = {8: 0.1, 4: 0.5}
+
 
 class ExportValidationError(AssertionError):
     """The exported model does not compute what the torch model computes."""
@@ -104,6 +117,9 @@ class ValidationReport:
 
     atol: float
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: the quantization options of the file (its metadata) when it is quantized: the
+    #: rows' tolerances are then :data:`QUANTIZED_RTOL` of the values' scale
+    quantization: dict[str, Any] | None = None
 
     @staticmethod
     def _tolerance(row: dict[str, Any], atol: float) -> float:
@@ -142,7 +158,16 @@ class ValidationReport:
                     cell += f" (<= {row[f'{g} tolerance']:.2g})"
                 cells.append(f"{cell:>{width}}")
             lines.append(f"{name:<22} {row['shapes']:<14}" + "".join(cells))
-        lines.append(f"tolerance {self.atol:g}: {'OK' if self.ok else 'FAILED'}")
+        verdict = "OK" if self.ok else "FAILED"
+        if self.quantization is not None:
+            bits = self.quantization.get("bits")
+            rtol = QUANTIZED_RTOL.get(bits, max(QUANTIZED_RTOL.values()))
+            lines.append(
+                f"tolerance of an int{bits} quantized export: {rtol:.0%} of each output's "
+                f"largest torch value (quantization error, not float32 rounding): {verdict}"
+            )
+        else:
+            lines.append(f"tolerance {self.atol:g}: {verdict}")
         return "\n".join(lines)
 
 
@@ -237,6 +262,12 @@ def _max_abs(expected: Any, got: Any) -> float:
     return float(max_diff(expected, got)["abs"])
 
 
+def _scale(values: Any) -> float:
+    """Largest absolute value of a tensor or of a list of tensors."""
+    tensors = values if isinstance(values, list) else [values]
+    return max((float(t.detach().abs().max()) for t in tensors if t.numel()), default=0.0)
+
+
 def _run_torch(model: torch.nn.Module, inputs: dict[str, Any], dtype: torch.dtype | None = None):
     """``(logits, [present keys], [present values])`` of ``model`` on a copy of ``inputs``
     (the cache cast to ``dtype`` when given)."""
@@ -268,13 +299,15 @@ def compare_one(
     atol: float = 1e-4,
     reference: Any = None,
     full_past: Sequence[Any] | None = None,
+    quantized_rtol: float | None = None,
 ) -> list[dict[str, Any]]:
     """Runs torch and ONNX Runtime on ``inputs``; returns one row per output group.
 
     ``reference`` is a callable returning a float64 copy of the model; it is called
     only when a group exceeds ``atol``, to measure the float32 noise. ``full_past``:
     the uncut past of every layer fed to ONNX Runtime (see :func:`make_step_inputs`),
-    None: the cache's tensors."""
+    None: the cache's tensors. ``quantized_rtol``: the file is quantized, each group's
+    tolerance is this fraction of its largest torch value (``scale`` in the row)."""
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
     feeds = _feeds(inputs, input_names, full_past)
@@ -299,6 +332,11 @@ def compare_one(
         }
         for g in torch_side
     ]
+    if quantized_rtol is not None:
+        for r in rows:
+            r["scale"] = _scale(torch_side[r["output"]])
+            r["tolerance"] = max(atol, quantized_rtol * r["scale"])
+        return rows
     if reference is not None and any(r["max_abs"] > atol for r in rows):
         logits64, keys64, values64 = _run_torch(reference(), inputs, dtype=torch.float64)
         exact = {"logits": logits64, "present.key": keys64, "present.value": values64}
@@ -333,6 +371,9 @@ def validate_causal_lm(
         a float64 copy of the model and raises the tolerance to :data:`NOISE_FACTOR`
         times that noise
     :return: the :class:`ValidationReport`
+
+    A quantized file (options in its metadata) is checked against
+    :data:`QUANTIZED_RTOL` of the values' scale instead (see the module docstring).
     """
     import copy
 
@@ -347,7 +388,11 @@ def validate_causal_lm(
     options.log_severity_level = 3
     session = ort.InferenceSession(os.fspath(filename), options, providers=["CPUExecutionProvider"])
     with_position_ids = contract.POSITION_IDS in {i.name for i in session.get_inputs()}
-    report = ValidationReport(atol=atol)
+    quantization = contract.metadata_quantization(session)
+    rtol = None
+    if quantization is not None:
+        rtol = QUANTIZED_RTOL.get(quantization.get("bits"), max(QUANTIZED_RTOL.values()))
+    report = ValidationReport(atol=atol, quantization=quantization)
     copies: list[torch.nn.Module] = []
 
     def reference() -> torch.nn.Module:
@@ -359,7 +404,9 @@ def validate_causal_lm(
     ref = reference if noise_floor else None
     layout = cache_layout(model)
     if dummy_inputs is not None:
-        report.rows.extend(compare_one(model, session, dummy_inputs, "dummy", atol, ref))
+        report.rows.extend(
+            compare_one(model, session, dummy_inputs, "dummy", atol, ref, quantized_rtol=rtol)
+        )
     for k, spec in enumerate(input_sets):
         inputs, full_past = make_step_inputs(
             model,
@@ -374,16 +421,24 @@ def validate_causal_lm(
             layout=layout,
         )
         report.rows.extend(
-            compare_one(model, session, inputs, spec.name, atol, ref, full_past=full_past)
+            compare_one(
+                model, session, inputs, spec.name, atol, ref, full_past=full_past,
+                quantized_rtol=rtol,
+            )  # fmt: skip
         )
     copies.clear()
     if verbose:
         print(report.table())
     if raise_on_error and not report.ok:
+        if rtol is not None:
+            bound = f"{rtol:.0%} of the values' scale (int{quantization.get('bits')} quantized)"
+        else:
+            bound = f"atol={atol:g}" + (
+                f" and {NOISE_FACTOR:g} times the float32 noise" if noise_floor else ""
+            )
         raise ExportValidationError(
             f"the ONNX model {os.fspath(filename)!r} differs from torch by more than "
-            f"atol={atol:g}"
-            + (f" and {NOISE_FACTOR:g} times the float32 noise" if noise_floor else "")
+            + bound
             + f":\n{report.table()}\nThe export is not reusable: run with verbose=1 "
             "to see the patches applied, or report the model and these figures."
         )
