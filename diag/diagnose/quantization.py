@@ -230,6 +230,9 @@ def quantization_report(
         raise ValueError("give at least one prompt.")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}.")
+    # the prompts first: a bad one fails before a session is built
+    encoded = [_encode(p, tokenizer) for p in prompts]
+    text_ids = _encode(text, tokenizer) if text is not None else None
     onnx_side_input = resolve_onnx(onnx_path_or_folder)
     torch_side = as_step_backend(model)
     onnx_side = as_step_backend(onnx_side_input, providers, what="onnx_path_or_folder")
@@ -238,8 +241,7 @@ def quantization_report(
 
     rows, parts, divergences = [], [], []
     overlap = "top5_overlap"
-    for i, prompt in enumerate(prompts):
-        ids = _encode(prompt, tokenizer)
+    for i, (prompt, ids) in enumerate(zip(prompts, encoded, strict=True)):
         tf = compare_teacher_forced(
             torch_side, onnx_side, ids, max_new_tokens=max_new_tokens, top_k=5, tokenizer=tokenizer
         )
@@ -257,8 +259,8 @@ def quantization_report(
     rows.append(total)
     table = pd.DataFrame(rows, columns=_TABLE_COLUMNS)
     ppl = {"torch": float("nan"), "onnx": float("nan")}
-    if text is not None:
-        ppl = _text_perplexity(torch_side, onnx_side, _encode(text, tokenizer))
+    if text_ids is not None:
+        ppl = _text_perplexity(torch_side, onnx_side, text_ids)
     table.attrs.update(perplexity=ppl, quantization=quantization)
     summary = {k: total[k] for k in ("top1_agreement", "mean_kl", "worst_kl", "top5_overlap")}
     summary.update(

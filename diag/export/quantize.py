@@ -155,9 +155,9 @@ def _initializers(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 
 def lm_head_node(proto: onnx.ModelProto) -> onnx.NodeProto | None:
-    """The ``MatMul`` / ``Gemm`` with a constant weight that computes the logits
-    (walking back from the ``logits`` output through reshapes, casts and a bias), or
-    None when there is none."""
+    """The ``MatMul`` / ``Gemm`` (``MatMulNBits`` once quantized) with a constant weight
+    that computes the logits (walking back from the ``logits`` output through reshapes,
+    casts and a bias), or None when there is none."""
     producers = {o: n for n in proto.graph.node for o in n.output}
     inits = _initializers(proto)
     name = contract.LOGITS
@@ -165,7 +165,9 @@ def lm_head_node(proto: onnx.ModelProto) -> onnx.NodeProto | None:
         node = producers.get(name)
         if node is None:
             return None
-        if node.op_type in ("MatMul", "Gemm") and any(i in inits for i in node.input[1:2]):
+        if node.op_type in ("MatMul", "Gemm", "MatMulNBits") and any(
+            i in inits for i in node.input[1:2]
+        ):
             return node
         if node.op_type not in _PASS_THROUGH:
             return None
@@ -229,10 +231,12 @@ def quantize_model(proto: onnx.ModelProto, options: QuantizeOptions) -> onnx.Mod
     previous = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        if options.method == "dynamic":
-            quantized = _quantize_dynamic(proto, exclude)
-        else:
-            quantized = _quantize_nbits(proto, options, exclude)
+        # a zero row (an embedding's padding token) has a zero scale: 0 / 0, set to 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if options.method == "dynamic":
+                quantized = _quantize_dynamic(proto, exclude)
+            else:
+                quantized = _quantize_nbits(proto, options, exclude)
     finally:
         logger.setLevel(previous)
     entries = [p for p in quantized.metadata_props if p.key != contract.QUANTIZATION_METADATA]
