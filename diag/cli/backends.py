@@ -191,9 +191,10 @@ class OnnxRunner:
 
     name = "onnx"
 
-    def __init__(self, model: Any, force_export: bool = False):
+    def __init__(self, model: Any, force_export: bool = False, quantize: str | None = None):
         self.model = model
         self.force_export = force_export
+        self.quantize = quantize
         self.exported: Any = None
         self.backend: Any = None
 
@@ -203,7 +204,9 @@ class OnnxRunner:
         if self.exported is None:
             from diag.cli.exporting import export_for_comparison
 
-            self.exported = export_for_comparison(self.model, force=self.force_export)
+            self.exported = export_for_comparison(
+                self.model, force=self.force_export, quantize=self.quantize
+            )
         return self.exported
 
     def __call__(
@@ -234,12 +237,15 @@ class OnnxRunner:
         return _from_result(self.name, result, options, seconds, output_logits)
 
 
-def make_runner(name: str, model: Any, force_export: bool = False) -> Any:
-    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``)."""
+def make_runner(
+    name: str, model: Any, force_export: bool = False, quantize: str | None = None
+) -> Any:
+    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``; ``quantize``:
+    the onnx backend runs a quantized export)."""
     if name == "hf":
         return HFRunner(model)
     if name == "torch":
         return TorchRunner(model)
     if name == "onnx":
-        return OnnxRunner(model, force_export=force_export)
+        return OnnxRunner(model, force_export=force_export, quantize=quantize)
     raise ValueError(f"unknown backend {name!r}; choose among {sorted(BACKEND_LABELS)}")

@@ -28,6 +28,7 @@ from diag.cli.args import (
     add_max_new_tokens_argument,
     add_model_argument,
     add_prompt_argument,
+    add_quantize_argument,
     check_model_name,
     positive_int,
     prompts_of,
@@ -74,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export again even when the export cache has the model",
     )
+    add_quantize_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
         pad_token_id=tokenizer.pad_token_id,
         do_sample=False,  # parity is checked on greedy decoding, whatever the model says
     )
-    runners = {name: make_runner(name, model, force_export=args.force_export) for name in ORDER}
+    runners = {
+        name: make_runner(name, model, force_export=args.force_export, quantize=args.quantize)
+        for name in ORDER
+    }
     runners["onnx"].export()
     encoded = encode_prompts(tokenizer, prompts, chat=args.chat)
     singles = [encoded.select(i) for i in range(len(prompts))]

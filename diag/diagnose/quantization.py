@@ -199,6 +199,7 @@ def quantization_report(
     text: str | Sequence[int] | None = DEFAULT_TEXT,
     providers: Any = None,
     num_candidates: int = 5,
+    free_running: int | None = None,
 ) -> QuantizationReport:
     """Compares an ONNX model (quantized, typically) with the float32 torch model on
     several prompts; see the module docstring for what is measured.
@@ -215,6 +216,8 @@ def quantization_report(
         token ids; None: no perplexity)
     :param providers: ONNX Runtime providers of the session
     :param num_candidates: candidates of each side at a divergence
+    :param free_running: new tokens of the free-running generations (None:
+        ``max_new_tokens``; 0: none, the divergence columns stay empty)
     :return: a :class:`QuantizationReport` (``.table``, ``.plot()``, ``str()``)
 
     Both sides are built once (:func:`~diag.ort.step_backend.as_step_backend`: one
@@ -230,6 +233,9 @@ def quantization_report(
         raise ValueError("give at least one prompt.")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}.")
+    free_running = max_new_tokens if free_running is None else free_running
+    if not isinstance(free_running, int) or free_running < 0:
+        raise ValueError(f"free_running must be an int >= 0, got {free_running!r}.")
     # the prompts first: a bad one fails before a session is built
     encoded = [_encode(p, tokenizer) for p in prompts]
     text_ids = _encode(text, tokenizer) if text is not None else None
@@ -245,10 +251,13 @@ def quantization_report(
         tf = compare_teacher_forced(
             torch_side, onnx_side, ids, max_new_tokens=max_new_tokens, top_k=5, tokenizer=tokenizer
         )
-        div = first_divergence(
-            torch_side, onnx_side, ids, max_new_tokens=max_new_tokens, tokenizer=tokenizer,
-            num_candidates=num_candidates, eos_token_id=None,
-        )  # fmt: skip
+        if free_running:
+            div = first_divergence(
+                torch_side, onnx_side, ids, max_new_tokens=free_running, tokenizer=tokenizer,
+                num_candidates=num_candidates, eos_token_id=None,
+            )  # fmt: skip
+        else:
+            div = Divergence(step=None, batch_index=None, num_steps=0)
         rows.append(_row(_label(prompt, tokenizer), tf, overlap, div))
         parts.append(tf.assign(prompt=i))
         divergences.append(div)

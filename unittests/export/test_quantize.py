@@ -150,9 +150,10 @@ def test_export_int4_key_metadata_sidecar_validation(tiny, monkeypatch):
     # the validation checks against a tolerance made for quantization, and says so
     report = int4.validation
     assert report.ok and report.quantization["bits"] == 4
+    assert {r["inputs"] for r in report.rows} == {"prefill", "prefill_left_padding"}
     for row in report.rows:
-        assert row["tolerance"] == pytest.approx(max(1e-4, QUANTIZED_RTOL[4] * row["scale"]))
-        assert 1e-4 < row["max_abs"] <= row["tolerance"]  # above float32 rounding
+        assert row["rtol"] == QUANTIZED_RTOL[4] and 0 < row["relative"] <= row["rtol"]
+        assert row["max_abs"] > 1e-4  # far above float32 rounding
     assert "int4 quantized export" in report.table()
 
     # reused: no second quantization; other options, other file
@@ -218,3 +219,15 @@ def test_smollm2_quantized_exports_validate_and_report(smollm2, quantize):
     # int8 stays close to float32; int4 moves the distribution more
     assert s["mean_kl"] < (0.05 if bits == 8 else 1.0), str(report)
     assert report.perplexity["onnx"] == pytest.approx(report.perplexity["torch"], rel=0.5)
+
+
+def test_cli_takes_quantize():
+    from diag.cli.main import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["export", "--model", "tiny:llama", "-o", "out", "--quantize", "int4"])
+    assert args.quantize == "int4"
+    assert parser.parse_args(["compare", "--quantize", "int8"]).quantize == "int8"
+    assert parser.parse_args(["compare"]).quantize is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", "--model", "tiny:llama", "-o", "out", "--quantize", "int3"])
