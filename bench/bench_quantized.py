@@ -51,6 +51,7 @@ import diag  # noqa: E402
 from diag.export import QuantizeOptions, export_causal_lm  # noqa: E402
 from diag.export.export_cache import cache_dir, read_sidecar  # noqa: E402
 from diag.ort import get_backend, make_session, onnx_generate  # noqa: E402
+from diag.ort.generate import single_torch_thread  # noqa: E402
 from diag.ort.session import physical_cores  # noqa: E402
 
 CODE = [
@@ -229,7 +230,7 @@ def speed(runners: dict[str, Any], tokenizer: Any, batches, new_tokens, repeat) 
 def main(argv: list[str] | None = None) -> pandas.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 prompts, 20 steps, 1 repeat")
-    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--tf-tokens", type=int, default=100)
     parser.add_argument("--free-running", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=3)
@@ -267,18 +268,23 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
 
     runners = {name: DiagRunner(p, model, tokenizer, threads) for name, p in paths.items() if name.startswith("diag")}
     runners["genai int4"] = GenaiRunner(genai_folder)
+    print(f"[exports ready: {export_s}]", flush=True)
     rows, bandwidth = speed(runners, tokenizer, [1, 8], args.new_tokens, args.repeat)
     sp = pandas.DataFrame(rows)
+    print(sp.to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
+    del runners
 
     quality = {}
     for name, path in paths.items():
         begin = time.perf_counter()
-        rep = diag.quantization_report(
-            model, path, prompts, tokenizer=tokenizer, max_new_tokens=args.tf_tokens,
-            free_running=args.free_running,
-        )  # fmt: skip
+        # one torch thread: its workers would spin against ONNX Runtime's on 2 cores
+        with single_torch_thread():
+            rep = diag.quantization_report(
+                model, path, prompts, tokenizer=tokenizer, max_new_tokens=args.tf_tokens,
+                free_running=args.free_running,
+            )  # fmt: skip
         quality[name] = rep
-        print(f"[report {name}: {time.perf_counter() - begin:.0f}s]", flush=True)
+        print(f"[report {name}: {time.perf_counter() - begin:.0f}s] {rep.summary}", flush=True)
 
     table = []
     for name, path in paths.items():
@@ -329,10 +335,11 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
         sweep_rows = []
         for label, options in SWEEP.items():
             result = export_causal_lm(model, quantize=options, verify=False)
-            rep = diag.quantization_report(
-                model, result, prompts, tokenizer=tokenizer, max_new_tokens=args.tf_tokens,
-                free_running=0, text=None,
-            )  # fmt: skip
+            with single_torch_thread():
+                rep = diag.quantization_report(
+                    model, result, prompts, tokenizer=tokenizer, max_new_tokens=args.tf_tokens,
+                    free_running=0, text=None,
+                )  # fmt: skip
             runner = DiagRunner(result.filename, model, tokenizer, threads)
             enc = tokenizer(SPEED_PROMPTS[:1], return_tensors="pt")
             runner.run(enc["input_ids"], enc["attention_mask"], 4)
@@ -340,6 +347,7 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
                 (args.new_tokens - 1) / runner.run(enc["input_ids"], enc["attention_mask"], args.new_tokens)[1]
                 for _ in range(args.repeat)
             ]
+            print(f"[sweep {label}: top-1 {rep.summary['top1_agreement']:.3f}]", flush=True)
             sweep_rows.append({
                 "setting": label, "name": options.name,
                 "top1": rep.summary["top1_agreement"], "mean KL": rep.summary["mean_kl"],
