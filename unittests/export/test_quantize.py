@@ -218,7 +218,9 @@ def test_smollm2_quantized_exports_validate_and_report(smollm2, quantize):
     assert s["steps"] == 8 and 0 <= s["top1_agreement"] <= 1 and s["mean_kl"] > 0
     # int8 stays close to float32; int4 moves the distribution more
     assert s["mean_kl"] < (0.05 if bits == 8 else 1.0), str(report)
-    assert report.perplexity["onnx"] == pytest.approx(report.perplexity["torch"], rel=0.5)
+    # on this short text: int8 keeps the perplexity (3.55 in float32), int4 doubles it
+    ratio = report.perplexity["onnx"] / report.perplexity["torch"]
+    assert (0.9 < ratio < 1.1) if bits == 8 else (1.0 < ratio < 4.0), ratio
 
 
 def test_cli_takes_quantize():
