@@ -62,6 +62,10 @@ _LAZY: dict[str, str] = {
     "assert_same_tokens": "diag.testing",
     "assert_logits_close": "diag.testing",
     "assert_matches_record": "diag.testing",
+    # quantization: the options of export_causal_lm(quantize=...) and the report
+    "QuantizeOptions": "diag.export",
+    "quantization_report": "diag.diagnose",
+    "plot_quantization": "diag.diagnose",
 }
 
 __all__ = sorted(_LAZY)

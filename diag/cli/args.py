@@ -284,3 +284,15 @@ def check_decoding_arguments(parser: argparse.ArgumentParser, args: argparse.Nam
 def prompts_of(args: argparse.Namespace) -> list[str]:
     """The prompts given on the command line, or the default ones."""
     return list(args.prompts) if args.prompts else list(args.default_prompts)
+
+
+def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
+    """``--quantize int4|int8``: the ONNX weights quantized by ONNX Runtime's tools
+    (:class:`diag.export.quantize.QuantizeOptions`, its defaults)."""
+    parser.add_argument(
+        "--quantize",
+        choices=["int4", "int8"],
+        default=None,
+        help="quantize the exported weights (MatMulNBits, block 32, symmetric, "
+        "accuracy_level 4, lm_head included; default: float weights)",
+    )

@@ -29,6 +29,7 @@ from diag.cli.args import (
     add_max_new_tokens_argument,
     add_model_argument,
     add_prompt_argument,
+    add_quantize_argument,
     check_model_name,
     positive_int,
     prompts_of,
@@ -84,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export again even when the export cache has the model",
     )
     add_record_arguments(parser)
+    add_quantize_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
         do_sample=False,  # parity is checked on greedy decoding, whatever the model says
         output_logits=True,  # what the divergence report reads
     )
-    runners = {name: make_runner(name, model, force_export=args.force_export) for name in ORDER}
+    runners = {
+        name: make_runner(name, model, force_export=args.force_export, quantize=args.quantize)
+        for name in ORDER
+    }
     if getattr(args, "onnx", None):
         from diag.ort import get_backend
 

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from diag.cli.args import add_model_argument, check_model_name
+from diag.cli.args import add_model_argument, add_quantize_argument, check_model_name
 
 HELP = "export a model to ONNX and print the validation report"
 DESCRIPTION = (
@@ -62,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export again even when the folder already holds an export of this model",
     )
+    add_quantize_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         fuse=args.fuse,
         opset=args.opset,
+        quantize=args.quantize,
     )
     # what a runtime needs next to the graph: the tokenizer and the decoding defaults
     tokenizer.save_pretrained(output)

@@ -84,9 +84,10 @@ def export_model(
     force: bool = False,
     fuse: bool = True,
     opset: int | None = None,
+    quantize: str | None = None,
 ) -> ExportedModel:
     """Exports ``model`` with :func:`diag.export_causal_lm` (reusing its cache);
-    ``fuse`` and ``opset`` are passed on.
+    ``fuse``, ``opset`` and ``quantize`` are passed on.
 
     A validation failure does not raise: the result says ``passed=False`` and holds the
     library's message, and the file is kept (the library only refuses to cache it).
@@ -98,8 +99,9 @@ def export_model(
     with progress(total=1, desc="export to ONNX") as bar:
         try:
             result = export_causal_lm(
-                model, filename, verify=verify, force=force, fuse=fuse, opset=opset
-            )
+                model, filename, verify=verify, force=force, fuse=fuse, opset=opset,
+                quantize=quantize,
+            )  # fmt: skip
         except ExportValidationError as exc:
             bar.update(1)
             if filename is None:
@@ -111,7 +113,9 @@ def export_model(
     return ExportedModel(result.filename, cached=result.cached, validation=result.validation)
 
 
-def export_for_comparison(model: Any, force: bool = False) -> ExportedModel:
+def export_for_comparison(
+    model: Any, force: bool = False, quantize: str | None = None
+) -> ExportedModel:
     """The export ``generate --backend onnx`` and ``compare`` run.
 
     It comes from the export cache, verified. When the validation fails the export is
@@ -120,7 +124,7 @@ def export_for_comparison(model: Any, force: bool = False) -> ExportedModel:
     find out why (a warning on stderr says so).
     """
     try:
-        return export_model(model, verify=True, force=force)
+        return export_model(model, verify=True, force=force, quantize=quantize)
     except RuntimeError as exc:
         if not isinstance(exc.__cause__, AssertionError):
             raise
@@ -133,6 +137,6 @@ def export_for_comparison(model: Any, force: bool = False) -> ExportedModel:
         from diag.export import export_causal_lm
 
         with progress(total=1, desc="export to ONNX (unverified)") as bar:
-            export_causal_lm(model, path, verify=False, force=True)
+            export_causal_lm(model, path, verify=False, force=True, quantize=quantize)
             bar.update(1)
         return ExportedModel(path, cached=False, failure=str(exc.__cause__), _tmp=tmp)

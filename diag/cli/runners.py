@@ -183,9 +183,10 @@ class OnnxRunner(Runner):
 
     name = "onnx"
 
-    def __init__(self, model: Any, force_export: bool = False):
+    def __init__(self, model: Any, force_export: bool = False, quantize: str | None = None):
         super().__init__(model)
         self.force_export = force_export
+        self.quantize = quantize
         self.exported: Any = None
         self.backend: Any = None
 
@@ -195,7 +196,9 @@ class OnnxRunner(Runner):
         if self.exported is None:
             from diag.cli.exported_model import export_for_comparison
 
-            self.exported = export_for_comparison(self.model, force=self.force_export)
+            self.exported = export_for_comparison(
+                self.model, force=self.force_export, quantize=self.quantize
+            )
         return self.exported
 
     def prepare(self) -> None:
@@ -226,12 +229,15 @@ class OnnxRunner(Runner):
         )
 
 
-def make_runner(name: str, model: Any, force_export: bool = False) -> Runner:
-    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``)."""
+def make_runner(
+    name: str, model: Any, force_export: bool = False, quantize: str | None = None
+) -> Runner:
+    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``; ``quantize``:
+    the onnx backend runs a quantized export)."""
     if name == "hf":
         return HFRunner(model)
     if name == "torch":
         return TorchRunner(model)
     if name == "onnx":
-        return OnnxRunner(model, force_export=force_export)
+        return OnnxRunner(model, force_export=force_export, quantize=quantize)
     raise ValueError(f"unknown backend {name!r}; choose among {sorted(BACKEND_LABELS)}")

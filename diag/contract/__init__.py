@@ -27,7 +27,12 @@ Example::
 """
 
 from diag.contract.layout import DIAG_LAYOUT, Layout
-from diag.contract.metadata import GENERATION_CONFIG_METADATA, metadata_generation_config
+from diag.contract.metadata import (
+    GENERATION_CONFIG_METADATA,
+    QUANTIZATION_METADATA,
+    metadata_generation_config,
+    metadata_quantization,
+)
 from diag.contract.names import (
     ATTENTION_MASK,
     DIM_BATCH,
@@ -62,7 +67,9 @@ __all__ = [
     "PAST",
     "POSITION_IDS",
     "PRESENT",
+    "QUANTIZATION_METADATA",
     "metadata_generation_config",
+    "metadata_quantization",
     "past_key_name",
     "past_value_name",
     "present_key_name",

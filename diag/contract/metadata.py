@@ -17,6 +17,10 @@ from typing import Any
 #: the defaults of the decoding options, like ``model.generation_config`` for torch
 GENERATION_CONFIG_METADATA = "generation_config"
 
+#: key of the ONNX metadata entry holding the quantization options of a quantized export
+#: (JSON, :class:`diag.export.quantize.QuantizeOptions`); absent from a float export
+QUANTIZATION_METADATA = "quantization"
+
 
 def metadata_generation_config(session: Any) -> dict[str, Any] | None:
     """The generation config stored in the metadata of ``session`` (an
@@ -24,6 +28,20 @@ def metadata_generation_config(session: Any) -> dict[str, Any] | None:
     not a JSON object)."""
     meta = session.get_modelmeta().custom_metadata_map
     text = meta.get(GENERATION_CONFIG_METADATA)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def metadata_quantization(session: Any) -> dict[str, Any] | None:
+    """The quantization options stored in the metadata of ``session`` (an
+    ``onnxruntime.InferenceSession``), as a dict (``bits``, ``block_size``...), or None
+    for a float model."""
+    text = session.get_modelmeta().custom_metadata_map.get(QUANTIZATION_METADATA)
     if not text:
         return None
     try:

@@ -8,7 +8,10 @@
   made (``python -m diag compare`` uses it for its parity verdict).
 * :func:`localize_layer`: one input, hidden states compared after every decoder
   layer; the first layer beyond the tolerance.
-* :func:`plot_teacher_forced`, :func:`plot_layers`: matplotlib views of the above.
+* :func:`quantization_report`: teacher-forced and free-running comparisons on several
+  prompts and a perplexity, for a quantized export against float32 torch.
+* :func:`plot_teacher_forced`, :func:`plot_layers`, :func:`plot_quantization`:
+  matplotlib views of the above.
 
 Example::
 
@@ -21,20 +24,26 @@ Example::
 from diag.diagnose.divergence import Candidate, Divergence, find_divergence
 from diag.diagnose.free_running import first_divergence
 from diag.diagnose.layers import LayerLocalization, localize_layer, model_stages
-from diag.diagnose.metrics import step_metrics
-from diag.diagnose.plot import plot_layers, plot_teacher_forced
+from diag.diagnose.metrics import perplexity, step_metrics, token_log_prob
+from diag.diagnose.plot import plot_layers, plot_quantization, plot_teacher_forced
+from diag.diagnose.quantization import QuantizationReport, quantization_report
 from diag.diagnose.teacher_forced import compare_teacher_forced
 
 __all__ = [
     "Candidate",
     "Divergence",
     "LayerLocalization",
+    "QuantizationReport",
     "compare_teacher_forced",
     "find_divergence",
     "first_divergence",
     "localize_layer",
     "model_stages",
+    "perplexity",
     "plot_layers",
+    "plot_quantization",
     "plot_teacher_forced",
+    "quantization_report",
     "step_metrics",
+    "token_log_prob",
 ]

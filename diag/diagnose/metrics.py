@@ -36,6 +36,31 @@ def margin(logits: torch.Tensor) -> torch.Tensor:
     return top2[..., 0] - top2[..., -1]
 
 
+def token_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Log-probability (natural log, float64) of ``tokens`` ``[batch]`` under the
+    softmax of ``logits`` ``[batch, vocab]``; ``exp(-mean)`` over a text is its
+    perplexity (:func:`perplexity`).
+
+    >>> token_log_prob(torch.tensor([[0.0, 0.0], [0.0, 1e9]]), torch.tensor([1, 0])).tolist()
+    [-0.6931471805599453, -1000000000.0]
+    """
+    log_p = torch.log_softmax(logits.detach().double(), -1)
+    return log_p.gather(-1, tokens.long().reshape(-1, 1).to(log_p.device)).reshape(-1)
+
+
+def perplexity(log_probs: torch.Tensor | list[float]) -> float:
+    """``exp(-mean(log_probs))``: the perplexity of a text from the log-probabilities of
+    its tokens (:func:`token_log_prob`).
+
+    >>> round(perplexity([-0.6931471805599453] * 3), 6)
+    2.0
+    """
+    values = torch.as_tensor(log_probs, dtype=torch.float64)
+    if values.numel() == 0:
+        raise ValueError("perplexity of no token: the text needs at least two tokens.")
+    return float(torch.exp(-values.mean()))
+
+
 def step_metrics(
     expected: torch.Tensor, got: torch.Tensor, top_k: int = 5
 ) -> dict[str, torch.Tensor]:
@@ -78,4 +103,4 @@ def step_metrics(
     }
 
 
-__all__ = ["margin", "max_abs_diff", "step_metrics"]
+__all__ = ["margin", "max_abs_diff", "perplexity", "step_metrics", "token_log_prob"]

@@ -2,7 +2,8 @@
 
 * :func:`plot_teacher_forced`: the per-step table of
   :func:`~diag.diagnose.compare_teacher_forced`;
-* :func:`plot_layers`: the per-stage table of :func:`~diag.diagnose.localize_layer`.
+* :func:`plot_layers`: the per-stage table of :func:`~diag.diagnose.localize_layer`;
+* :func:`plot_quantization`: a :func:`~diag.diagnose.quantization.quantization_report`.
 
 Example::
 
@@ -135,4 +136,52 @@ def plot_layers(report: Any, ax: Any = None, title: str | None = None) -> Any:
     return ax
 
 
-__all__ = ["plot_layers", "plot_teacher_forced"]
+def plot_quantization(report: Any, axes: Any = None, title: str | None = None) -> Any:
+    """Draws a :class:`~diag.diagnose.quantization.QuantizationReport`: left, the
+    teacher-forced top-1 agreement and top-5 overlap of each prompt; right, the
+    KL(torch || onnx) of every step per prompt (log scale), a cross at the step where
+    the free-running streams part.
+
+    :param report: the report
+    :param axes: two matplotlib Axes (a new figure when None)
+    :return: the two Axes
+
+    Example::
+
+        left, right = plot_quantization(quantization_report(model, "int4.onnx", prompts))
+    """
+    import matplotlib.pyplot as plt
+
+    if not hasattr(report, "table") or not hasattr(report, "steps"):
+        raise ValueError("plot_quantization expects the result of quantization_report.")
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    left, right = axes
+    per_prompt = report.table[report.table["prompt"] != "all"]
+    x = np.arange(len(per_prompt))
+    left.bar(x - 0.2, per_prompt["top1_agreement"], width=0.4, label="top-1 agreement")
+    left.bar(x + 0.2, per_prompt["top5_overlap"], width=0.4, label="top-5 overlap")
+    left.set_xticks(x)
+    left.set_xticklabels([f"{i}: {p[:18]}" for i, p in enumerate(per_prompt["prompt"])],
+                         rotation=30, ha="right", fontsize=8)  # fmt: skip
+    left.set_ylim(0, 1.05)
+    left.legend(fontsize=8, loc="lower right")
+    left.set_title("teacher-forced agreement per prompt", fontsize=10)
+    for i, part in report.steps.groupby("prompt"):
+        steps = part["step"].to_numpy()
+        kl = np.maximum(part["kl_div"].to_numpy(float), _FLOOR)
+        (line,) = right.semilogy(steps, kl, marker=".", ms=3, label=f"prompt {i}")
+        div = report.divergences[i]
+        if div.step is not None and div.step < len(kl):
+            right.scatter([div.step], [kl[div.step]], marker="x", s=60, color=line.get_color(),
+                          zorder=5)  # fmt: skip
+    right.set_xlabel("step (x: first free-running divergence)")
+    right.set_ylabel("KL(torch || onnx), nats (log scale)")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=7, ncol=2)
+    right.set_title("KL per teacher-forced step", fontsize=10)
+    left.figure.suptitle(title or "What the quantized model does to the tokens")
+    return left, right
+
+
+__all__ = ["plot_layers", "plot_quantization", "plot_teacher_forced"]

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from diag.diagnose.metrics import step_metrics
+from diag.diagnose.metrics import step_metrics, token_log_prob
 from diag.generation.decoding import check_inputs, prompt_position_ids
 from diag.ort.step_backend import as_step_backend
 
@@ -85,7 +85,8 @@ def compare_teacher_forced(
         ``token`` (the token fed after this step), ``torch_argmax``, ``onnx_argmax``,
         ``argmax_agree``, ``max_abs_diff``, ``top{k}_overlap`` (fraction in [0, 1]),
         ``kl_div`` (KL(torch || onnx), nats), ``torch_margin`` (top-1 minus top-2 logit
-        of torch); ``df.attrs`` holds ``top_k`` and ``prompt_length``
+        of torch), ``torch_logprob`` / ``onnx_logprob`` (log-probability of ``token``
+        on each side: a perplexity); ``df.attrs`` holds ``top_k`` and ``prompt_length``
 
     Step ``i`` compares the logits predicting the ``i``-th new token, both models
     having read the prompt and the forced tokens ``0 .. i-1``.
@@ -122,6 +123,7 @@ def compare_teacher_forced(
         o_logits, ort_past = ort_backend(next_ids, mask, position_ids, ort_past)
         m = step_metrics(t_logits, o_logits, top_k=top_k)
         fed = forced[:, step] if forced is not None else m["torch_argmax"]
+        log_probs = (token_log_prob(t_logits, fed), token_log_prob(o_logits, fed))
         texts = tokenizer.batch_decode(fed[:, None].tolist()) if tokenizer is not None else None
         for row in range(batch):
             record = {
@@ -140,6 +142,8 @@ def compare_teacher_forced(
                 **{overlap_col: float(m["topk_overlap"][row])},
                 kl_div=float(m["kl_div"][row]),
                 torch_margin=float(m["torch_margin"][row]),
+                torch_logprob=float(log_probs[0][row]),
+                onnx_logprob=float(log_probs[1][row]),
             )
             rows.append(record)
         next_ids = fed[:, None]

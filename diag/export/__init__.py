@@ -6,7 +6,9 @@
 * :func:`export_causal_lm`: export a causal LM in one call, following the export
   contract (:mod:`diag.contract`), validated against torch, cached;
 * :func:`fuse_decoder`: rewrite a decoder's RMSNorm, rotary, attention and projections
-  into the ONNX ops made for them (``export_causal_lm`` does it by default).
+  into the ONNX ops made for them (``export_causal_lm`` does it by default);
+* :class:`QuantizeOptions`: ``export_causal_lm(model, quantize="int4")`` quantizes the
+  weights with ONNX Runtime's tools (:mod:`diag.export.quantize`).
 
 Example (the export itself is skipped here: it takes longer than a docstring example
 should, and unittests/export/test_export_causal_lm.py runs it)::
@@ -25,6 +27,7 @@ from __future__ import annotations
 from diag.export.causal_lm import ExportResult, export_causal_lm
 from diag.export.onnx_export import ExportTimings, to_onnx
 from diag.export.patches import PatchReport, torch_export_patches
+from diag.export.quantize import QuantizeOptions
 from diag.export.rewrite import fuse_decoder
 from diag.export.validate import ExportValidationError, ValidationReport, validate_causal_lm
 
@@ -33,6 +36,7 @@ __all__ = [
     "ExportTimings",
     "ExportValidationError",
     "PatchReport",
+    "QuantizeOptions",
     "ValidationReport",
     "export_causal_lm",
     "fuse_decoder",

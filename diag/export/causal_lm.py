@@ -1,35 +1,39 @@
 """Exports a causal LM of transformers in one call: :func:`export_causal_lm`.
 
-It builds the dummy inputs and dynamic shapes
-(:func:`diag.models.make_dummy_inputs`), exports under
-:func:`diag.export.torch_export_patches`, names inputs and outputs after the
-export contract (:mod:`diag.contract`), writes the model atomically, checks it
-against torch on several input sets (:func:`diag.export.validate.validate_causal_lm`)
-and stores a key in a sidecar so that the next call with the same model reuses the
-file.
+The steps, one module each:
+
+1. the float export (:func:`diag.export.decoder_export.export_decoder`): dummy inputs
+   and dynamic shapes, ``torch.export`` under the patches, the contract's names, the
+   generation config in the metadata, the file written atomically;
+2. with ``quantize=``, the weights quantized by ONNX Runtime's tools
+   (:func:`diag.export.quantize.quantize_file`), from the float export (itself cached,
+   so that int8 and int4 exports of one model trace it once);
+3. the check against torch on several input sets
+   (:func:`diag.export.validate.validate_causal_lm`; tolerances made for quantization
+   when the file is quantized);
+4. the key in a sidecar (:mod:`diag.export.export_cache`), written last, so that the
+   next call with the same model and options reuses the file.
 
 Example::
 
     >>> import diag
     >>> model, tokenizer = diag.load_pretrained("smollm2-135m-instruct")  # doctest: +SKIP
-    >>> result = diag.export_causal_lm(model)  # doctest: +SKIP
-    >>> result.filename, result.cached, result.validation.max_abs  # doctest: +SKIP
-    ('~/.cache/diag/onnx/SmolLM2-135M-Instruct-3f1c.../model.onnx', False, 2.9e-05)
+    >>> result = diag.export_causal_lm(model, quantize="int4")  # doctest: +SKIP
+    >>> result.filename, result.cached, result.validation.ok  # doctest: +SKIP
+    ('~/.cache/diag/onnx/SmolLM2-135M-Instruct-int4-3f1c.../model.onnx', False, True)
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import onnx_ir as ir
 import torch
 
 from diag import contract
+from diag.export.decoder_export import check_causal_lm, export_decoder, model_name
 from diag.export.export_cache import (
     cache_dir,
     export_key_parts,
@@ -38,16 +42,18 @@ from diag.export.export_cache import (
     read_sidecar,
     write_sidecar,
 )
-from diag.export.onnx_export import ExportTimings, _check_exporter, export_to_ir
-from diag.export.patches import torch_export_patches
-from diag.export.rename import rename_io
-from diag.export.save import save_model_atomic
+from diag.export.generation_config import generation_config_json
+from diag.export.onnx_export import ExportTimings, _check_exporter
+from diag.export.quantize import QuantizeOptions, quantize_file
 from diag.export.validate import ValidationReport, takes_position_ids, validate_causal_lm
-from diag.models.cache_layout import CacheLayout, cache_layout
+from diag.models.cache_layout import cache_layout
 
 #: the opset of :func:`export_causal_lm`: ``Attention`` (grouped-query heads and the
 #: cache in one op), ``RMSNormalization`` and ``RotaryEmbedding`` exist from 23 on
 DEFAULT_OPSET = 23
+
+# the float pipeline, a module global so that a test can count its calls
+_export = export_decoder
 
 
 @dataclass
@@ -65,6 +71,10 @@ class ExportResult:
     patches: list[str] = field(default_factory=list)
     #: how many times each fusion fired (:func:`diag.export.rewrite.fuse_decoder`)
     fusions: dict[str, int] = field(default_factory=dict)
+    #: the quantization applied, None for a float export
+    quantization: QuantizeOptions | None = None
+    #: the float export a quantized one was made from
+    source: str | None = None
 
     def __fspath__(self) -> str:
         return self.filename
@@ -73,136 +83,63 @@ class ExportResult:
         return self.filename
 
 
-def _model_name(model: torch.nn.Module) -> str:
-    config = getattr(model, "config", None)
-    name = (
-        getattr(config, "_name_or_path", "")
-        or getattr(config, "model_type", "")
-        or type(model).__name__
+def _timings_of(side: dict[str, Any]) -> ExportTimings:
+    """The :class:`ExportTimings` a sidecar remembers (its ``as_dict``)."""
+    t = side.get("timings") or {}
+    return ExportTimings(
+        torch_export=t.get("torch.export", 0.0),
+        translate=t.get("translate", 0.0),
+        optimize=t.get("optimize", 0.0),
+        save=t.get("save", 0.0),
+        quantize=t.get("quantize", 0.0),
     )
-    name = os.path.basename(os.path.normpath(str(name))) or type(model).__name__
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
-def _check_model(model: Any) -> None:
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(
-            f"export_causal_lm expects a torch causal LM (e.g. AutoModelForCausalLM), got "
-            f"{type(model).__name__}; load one with diag.load_pretrained(name)."
-        )
-    if getattr(model, "config", None) is None:
-        raise TypeError(
-            f"{type(model).__name__} has no `config`: export_causal_lm needs a model of "
-            "transformers (it rebuilds the cache from its config); use diag.to_onnx for "
-            "other models."
-        )
-    from diag.compat.transformers_api import cache_argument, forward_parameters
-
-    if cache_argument(model) is None or "input_ids" not in forward_parameters(model):
-        raise TypeError(
-            f"{type(model).__name__}.forward does not take input_ids and a key/value cache: "
-            "export_causal_lm exports decoder-only causal LMs with a key/value cache."
-        )
-
-
-def generation_config_json(model: torch.nn.Module) -> str | None:
-    """The model's ``generation_config`` as compact JSON, only the fields it sets
-    (``to_diff_dict``: ``GenerationConfig(**json.loads(text))`` gives it back), or None
-    when the model has none.
-
-    Example::
-
-        >>> from diag.models import get_untrained_model_with_inputs
-        >>> model = get_untrained_model_with_inputs("llama")["model"]
-        >>> json.loads(generation_config_json(model))["eos_token_id"]
-        2
-    """
-    config = getattr(model, "generation_config", None)
-    if config is None or not hasattr(config, "to_json_string"):
+def _validation_of(side: dict[str, Any]) -> ValidationReport | None:
+    v = side.get("validation")
+    if v is None:
         return None
-    # to_json_string turns what json cannot write (sets, nested configs) into plain values
-    content = json.loads(config.to_json_string(use_diff=True))
-    return json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return ValidationReport(atol=v["atol"], rows=v["rows"], quantization=v.get("quantization"))
 
 
-def _write_generation_config(model_ir: ir.Model, text: str | None) -> None:
-    """Stores the generation config (:func:`generation_config_json`) in the model's
-    metadata: onnx_generate reads it as its defaults (eos, pad, sampling), as
-    model.generate reads model.generation_config."""
-    if text is not None:
-        model_ir.metadata_props[contract.GENERATION_CONFIG_METADATA] = text
+def _validation_entry(validation: ValidationReport | None) -> dict[str, Any] | None:
+    if validation is None:
+        return None
+    return {"atol": validation.atol, "rows": validation.rows, "quantization": validation.quantization}
 
 
-def _fix_mask_dim(model_ir: ir.Model) -> None:
-    """Names the attention mask's second dimension after the present length."""
-    inputs = {v.name: v for v in model_ir.graph.inputs}
-    outputs = {v.name: v for v in model_ir.graph.outputs}
-    mask = inputs.get(contract.ATTENTION_MASK)
-    present = outputs.get(contract.present_key_name(0))
-    if mask is None or present is None or mask.shape is None or present.shape is None:
-        return
-    total = present.shape[2]
-    if isinstance(total, ir.SymbolicDim) and isinstance(mask.shape[1], ir.SymbolicDim):
-        mask.shape = ir.Shape([mask.shape[0], total])
-
-
-def _export(
-    model: torch.nn.Module,
-    filename: str,
-    opset: int | None,
-    verbose: int,
-    timings: ExportTimings,
-    exporter: str,
-    fuse: bool,
-    generation_config: str | None,
-    layout: CacheLayout,
-) -> tuple[dict[str, Any], list[str], list[str], list[str], list[str]]:
-    from diag.models.inputs import make_dummy_inputs
-
-    with_position_ids = takes_position_ids(model)
-    inputs, dynamic_shapes = make_dummy_inputs(
-        model, with_position_ids=with_position_ids, layout=layout
-    )
-    device = next(model.parameters()).device
-    if device.type != "cpu":
-        from diag.helpers.cache_helper import is_cache, map_cache_tensors
-
-        inputs = {
-            k: (map_cache_tensors(v, lambda t, _: t.to(device)) if is_cache(v) else v.to(device))
-            for k, v in inputs.items()
-        }
-    input_names = contract.DIAG_LAYOUT.input_names(layout.num_layers, with_position_ids=with_position_ids)
-    output_names = contract.DIAG_LAYOUT.output_names(layout.num_layers)
-    with torch_export_patches(verbose=verbose) as report:
-        model_ir = export_to_ir(
-            model,
-            (),
-            kwargs=inputs,
-            dynamic_shapes=dynamic_shapes,
-            exporter=exporter,
-            opset=opset,
-            verbose=verbose,
-            timings=timings,
-            fuse=fuse,
-        )
-    got_in = [v.name for v in model_ir.graph.inputs]
-    got_out = [v.name for v in model_ir.graph.outputs]
-    if len(got_in) != len(input_names) or len(got_out) != len(output_names):
-        raise RuntimeError(
-            f"the exported graph of {type(model).__name__} has inputs {got_in} and outputs "
-            f"{got_out}, which do not map onto the export contract {input_names} -> "
-            f"{output_names}; the model's cache layout is not supported yet."
-        )
-    rename_io(model_ir, input_names, output_names)
-    _fix_mask_dim(model_ir)
-    _write_generation_config(model_ir, generation_config)
-    begin = time.perf_counter()
-    written = save_model_atomic(model_ir, filename)
-    timings.save = time.perf_counter() - begin
+def _reuse(
+    model: torch.nn.Module, filename: str, key: str, verify: bool, verbose: int, names: tuple
+) -> ExportResult:
+    """The cached export at ``filename``, validated now when it never was and
+    ``verify`` asks for it."""
+    side = read_sidecar(filename) or {}
+    validation = _validation_of(side)
+    validation_time = 0.0
+    if validation is None and verify:
+        # exported earlier with verify=False: validate now, once
+        begin = time.perf_counter()
+        validation = validate_causal_lm(model, filename, verbose=verbose)
+        validation_time = time.perf_counter() - begin
+        side["validation"] = _validation_entry(validation)
+        write_sidecar(filename, side)
     if verbose:
-        print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
-    patches = report.applied + report.skipped
-    return inputs, input_names, output_names, [os.path.basename(w) for w in written[1:]], patches
+        print(f"[export_causal_lm] reusing {filename} (key {key})")
+    quantization = side.get("key_parts", {}).get("options", {}).get("quantize")
+    return ExportResult(
+        filename=filename,
+        key=key,
+        cached=True,
+        input_names=names[0],
+        output_names=names[1],
+        timings=_timings_of(side),
+        validation=validation,
+        validation_time=validation_time,
+        patches=side.get("patches", []),
+        fusions=side.get("fusions") or {},
+        quantization=QuantizeOptions(**quantization) if quantization else None,
+        source=side.get("source"),
+    )
 
 
 def export_causal_lm(
@@ -214,16 +151,18 @@ def export_causal_lm(
     verbose: int = 0,
     exporter: str = "onnx-dynamo",
     fuse: bool = True,
+    quantize: str | QuantizeOptions | None = None,
 ) -> ExportResult:
     """Exports a causal LM of transformers to ONNX, following the export contract.
 
     :param model: a loaded causal LM (``AutoModelForCausalLM``), in eval mode
     :param filename: the ``.onnx`` file to write; None: under
-        ``$DIAG_CACHE/onnx/<model-name>-<key>/model.onnx``
+        ``$DIAG_CACHE/onnx/<model-name>[-<quantization>]-<key>/model.onnx``
     :param verify: runs ONNX Runtime and torch on the dummy inputs and four other input
         sets (empty cache, batch 1, left padding) and raises
         :class:`~diag.export.validate.ExportValidationError` above tolerance
     :param force: exports again even when a cached export with the same key exists
+        (the float export a quantized one comes from too)
     :param opset: ONNX opset (None: :data:`DEFAULT_OPSET`, 23: the first with the
         ``Attention``, ``RMSNormalization`` and ``RotaryEmbedding`` ops)
     :param verbose: prints the patches, the steps and the validation table
@@ -231,30 +170,35 @@ def export_causal_lm(
     :param fuse: rewrites the decoder's patterns into fused ops
         (:func:`diag.export.rewrite.fuse_decoder`): a decode step runs ~560 kernels
         instead of ~2,400 (SmolLM2); False keeps the exporter's graph
+    :param quantize: ``"int4"``, ``"int8"`` or a
+        :class:`~diag.export.quantize.QuantizeOptions` (block size, symmetric,
+        ``accuracy_level``, lm_head and embedding included or not): the weights are
+        quantized by ONNX Runtime's tools from the float export, which is made (or
+        reused) in the export cache first; None: float weights
     :return: an :class:`ExportResult` (usable as a path)
 
     The model's ``generation_config`` goes into the file's metadata
-    (:func:`generation_config_json`): :func:`diag.onnx_generate` then stops at the
-    model's eos and pads with its pad token without being told.
+    (:func:`~diag.export.generation_config.generation_config_json`), and so do the
+    quantization options (:data:`diag.contract.QUANTIZATION_METADATA`).
 
     The key covers the model class and config, its generation config, a hash of the
-    weights, the exporter, the opset and the versions of diag, torch, transformers,
-    onnx, onnxscript and onnx-ir.
+    weights, the exporter, the opset, the quantization options and the versions of
+    diag, torch, transformers, onnx, onnxscript and onnx-ir.
     """
     from diag.compat.versions import warn_if_transformers_untested
 
     warn_if_transformers_untested()  # once per process: a newer transformers may break it
-    _check_model(model)
+    check_causal_lm(model)
     _check_exporter(exporter)
+    quantization = QuantizeOptions.parse(quantize)
     # the cache's shapes come from the model's own cache, not from config attributes
     # that some architectures do not use (multi-query falcon, latent attention...);
     # an unsupported cache fails here, before anything is hashed or traced
     layout = cache_layout(model)
-    num_layers = layout.num_layers
     if opset is None:
         opset = DEFAULT_OPSET
     with_position_ids = takes_position_ids(model)
-    options = {
+    options: dict[str, Any] = {
         "exporter": exporter,
         "opset": opset,
         "with_position_ids": with_position_ids,
@@ -262,60 +206,62 @@ def export_causal_lm(
         # written in the file's metadata: another eos or pad needs another file
         "generation_config": generation_config_json(model),
     }
+    if quantization is not None:
+        # only then: the keys of float exports stay what they were
+        options["quantize"] = quantization.as_dict()
     parts = export_key_parts(model, options)
     key = key_of_parts(parts)
     if filename is None:
-        filename = os.path.join(cache_dir(), "onnx", f"{_model_name(model)}-{key}", "model.onnx")
+        folder = model_name(model) + (f"-{quantization.name}" if quantization else "")
+        filename = os.path.join(cache_dir(), "onnx", f"{folder}-{key}", "model.onnx")
     filename = os.path.abspath(os.fspath(filename))
-
+    names = (
+        contract.DIAG_LAYOUT.input_names(layout.num_layers, with_position_ids),
+        contract.DIAG_LAYOUT.output_names(layout.num_layers),
+    )
     if not force and is_cached(filename, key):
-        side = read_sidecar(filename) or {}
-        validation = None
-        validation_time = 0.0
-        if side.get("validation") is not None:
-            validation = ValidationReport(
-                atol=side["validation"]["atol"], rows=side["validation"]["rows"]
-            )
-        elif verify:
-            # exported earlier with verify=False: validate now, once
-            begin = time.perf_counter()
-            validation = validate_causal_lm(model, filename, verbose=verbose)
-            validation_time = time.perf_counter() - begin
-            side["validation"] = {"atol": validation.atol, "rows": validation.rows}
-            write_sidecar(filename, side)
-        if verbose:
-            print(f"[export_causal_lm] reusing {filename} (key {key})")
-        return ExportResult(
-            filename=filename,
-            key=key,
-            cached=True,
-            input_names=contract.DIAG_LAYOUT.input_names(num_layers, with_position_ids),
-            output_names=contract.DIAG_LAYOUT.output_names(num_layers),
-            validation=validation,
-            validation_time=validation_time,
-            patches=side.get("patches", []),
-            fusions=side.get("fusions") or {},
-        )
+        return _reuse(model, filename, key, verify, verbose, names)
 
     was_training = model.training
     model.eval()
     try:
-        timings = ExportTimings()
-        inputs, input_names, output_names, extra_files, patches = _export(
-            model,
-            filename,
-            opset,
-            verbose,
-            timings,
-            exporter,
-            fuse,
-            options["generation_config"],
-            layout,
-        )
+        source = None
+        dummy_inputs = None
+        if quantization is None:
+            timings = ExportTimings()
+            done = _export(
+                model,
+                filename,
+                layout,
+                opset=opset,
+                exporter=exporter,
+                fuse=fuse,
+                generation_config=options["generation_config"],
+                timings=timings,
+                verbose=verbose,
+            )
+            dummy_inputs, extra_files, patches = done.inputs, done.extra_files, done.patches
+            fusions = dict(timings.fusions)
+        else:
+            float_export = export_causal_lm(
+                model, None, verify=False, force=force, opset=opset, verbose=verbose,
+                exporter=exporter, fuse=fuse,
+            )  # fmt: skip
+            source = float_export.filename
+            timings = float_export.timings
+            begin = time.perf_counter()
+            written = quantize_file(source, filename, quantization)
+            timings.quantize = time.perf_counter() - begin
+            if verbose:
+                print(f"[export_causal_lm] {quantization.name}: {timings.quantize:.1f}s -> {filename}")
+            extra_files = [os.path.basename(w) for w in written[1:]]
+            patches, fusions = float_export.patches, float_export.fusions
         validation = None
         begin = time.perf_counter()
         if verify:
-            validation = validate_causal_lm(model, filename, dummy_inputs=inputs, verbose=verbose)
+            validation = validate_causal_lm(
+                model, filename, dummy_inputs=dummy_inputs, verbose=verbose
+            )
         validation_time = time.perf_counter() - begin
     finally:
         model.train(was_training)
@@ -326,25 +272,29 @@ def export_causal_lm(
             "key": key,
             "key_parts": parts,
             "files": extra_files,
-            "input_names": input_names,
-            "output_names": output_names,
+            "input_names": names[0],
+            "output_names": names[1],
             "timings": timings.as_dict(),
-            "fusions": timings.fusions,
+            "fusions": fusions,
             "patches": patches,
-            "validation": None
-            if validation is None
-            else {"atol": validation.atol, "rows": validation.rows},
+            "source": source,
+            "validation": _validation_entry(validation),
         },
     )
     return ExportResult(
         filename=filename,
         key=key,
         cached=False,
-        input_names=input_names,
-        output_names=output_names,
+        input_names=names[0],
+        output_names=names[1],
         timings=timings,
         validation=validation,
         validation_time=validation_time,
         patches=patches,
-        fusions=dict(timings.fusions),
+        fusions=fusions,
+        quantization=quantization,
+        source=source,
     )
+
+
+__all__ = ["DEFAULT_OPSET", "ExportResult", "export_causal_lm", "generation_config_json"]

@@ -60,13 +60,15 @@ class ExportTimings:
     translate: float = 0.0
     optimize: float = 0.0
     save: float = 0.0
+    #: the weights quantized (:func:`diag.export.quantize.quantize_file`), saved included
+    quantize: float = 0.0
     notes: list[str] = field(default_factory=list)
     #: how many times each fusion of :func:`diag.export.rewrite.fuse_decoder` fired
     fusions: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
-        return self.torch_export + self.translate + self.optimize + self.save
+        return self.torch_export + self.translate + self.optimize + self.save + self.quantize
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -74,6 +76,7 @@ class ExportTimings:
             "translate": self.translate,
             "optimize": self.optimize,
             "save": self.save,
+            "quantize": self.quantize,
             "total": self.total,
         }
 

@@ -1,0 +1,167 @@
+"""The float export of a causal LM, one step of :func:`diag.export_causal_lm`: checks
+the model, traces it on dummy inputs under :func:`diag.export.torch_export_patches`,
+names inputs and outputs after the export contract (:mod:`diag.contract`), writes the
+generation config into the metadata and saves the file atomically.
+
+Example::
+
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> model_name(get_untrained_model_with_inputs("llama")["model"])
+    'llama'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx_ir as ir
+import torch
+
+from diag import contract
+from diag.export.generation_config import write_generation_config
+from diag.export.onnx_export import ExportTimings, export_to_ir
+from diag.export.patches import torch_export_patches
+from diag.export.rename import rename_io
+from diag.export.save import save_model_atomic
+from diag.export.validate import takes_position_ids
+from diag.models.cache_layout import CacheLayout
+
+
+def model_name(model: torch.nn.Module) -> str:
+    """A file-system safe name of the model (its folder's or its type's)."""
+    config = getattr(model, "config", None)
+    name = (
+        getattr(config, "_name_or_path", "")
+        or getattr(config, "model_type", "")
+        or type(model).__name__
+    )
+    name = os.path.basename(os.path.normpath(str(name))) or type(model).__name__
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def check_causal_lm(model: Any) -> None:
+    """Raises a TypeError saying what to do when ``model`` is not a causal LM of
+    transformers with a key/value cache."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"export_causal_lm expects a torch causal LM (e.g. AutoModelForCausalLM), got "
+            f"{type(model).__name__}; load one with diag.load_pretrained(name)."
+        )
+    if getattr(model, "config", None) is None:
+        raise TypeError(
+            f"{type(model).__name__} has no `config`: export_causal_lm needs a model of "
+            "transformers (it rebuilds the cache from its config); use diag.to_onnx for "
+            "other models."
+        )
+    from diag.compat.transformers_api import cache_argument, forward_parameters
+
+    if cache_argument(model) is None or "input_ids" not in forward_parameters(model):
+        raise TypeError(
+            f"{type(model).__name__}.forward does not take input_ids and a key/value cache: "
+            "export_causal_lm exports decoder-only causal LMs with a key/value cache."
+        )
+
+
+def _fix_mask_dim(model_ir: ir.Model) -> None:
+    """Names the attention mask's second dimension after the present length."""
+    inputs = {v.name: v for v in model_ir.graph.inputs}
+    outputs = {v.name: v for v in model_ir.graph.outputs}
+    mask = inputs.get(contract.ATTENTION_MASK)
+    present = outputs.get(contract.present_key_name(0))
+    if mask is None or present is None or mask.shape is None or present.shape is None:
+        return
+    total = present.shape[2]
+    if isinstance(total, ir.SymbolicDim) and isinstance(mask.shape[1], ir.SymbolicDim):
+        mask.shape = ir.Shape([mask.shape[0], total])
+
+
+@dataclass
+class DecoderExport:
+    """What :func:`export_decoder` wrote."""
+
+    #: the dummy inputs the model was traced with (the validation checks them first)
+    inputs: dict[str, Any]
+    input_names: list[str]
+    output_names: list[str]
+    #: the files next to the model (its ``.data``), names relative to its folder
+    extra_files: list[str]
+    #: the patches applied or skipped
+    patches: list[str] = field(default_factory=list)
+
+
+def _on_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    from diag.helpers.cache_helper import is_cache, map_cache_tensors
+
+    return {
+        k: (map_cache_tensors(v, lambda t, _: t.to(device)) if is_cache(v) else v.to(device))
+        for k, v in inputs.items()
+    }
+
+
+def export_decoder(
+    model: torch.nn.Module,
+    filename: str,
+    layout: CacheLayout,
+    *,
+    opset: int | None,
+    exporter: str,
+    fuse: bool,
+    generation_config: str | None,
+    timings: ExportTimings,
+    verbose: int = 0,
+) -> DecoderExport:
+    """Exports ``model`` (float, the weights as they are) to ``filename`` following
+    the export contract; ``timings`` receives the duration of each step."""
+    from diag.models.inputs import make_dummy_inputs
+
+    with_position_ids = takes_position_ids(model)
+    inputs, dynamic_shapes = make_dummy_inputs(
+        model, with_position_ids=with_position_ids, layout=layout
+    )
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        inputs = _on_device(inputs, device)
+    input_names = contract.DIAG_LAYOUT.input_names(layout.num_layers, with_position_ids=with_position_ids)
+    output_names = contract.DIAG_LAYOUT.output_names(layout.num_layers)
+    with torch_export_patches(verbose=verbose) as report:
+        model_ir = export_to_ir(
+            model,
+            (),
+            kwargs=inputs,
+            dynamic_shapes=dynamic_shapes,
+            exporter=exporter,
+            opset=opset,
+            verbose=verbose,
+            timings=timings,
+            fuse=fuse,
+        )
+    got_in = [v.name for v in model_ir.graph.inputs]
+    got_out = [v.name for v in model_ir.graph.outputs]
+    if len(got_in) != len(input_names) or len(got_out) != len(output_names):
+        raise RuntimeError(
+            f"the exported graph of {type(model).__name__} has inputs {got_in} and outputs "
+            f"{got_out}, which do not map onto the export contract {input_names} -> "
+            f"{output_names}; the model's cache layout is not supported yet."
+        )
+    rename_io(model_ir, input_names, output_names)
+    _fix_mask_dim(model_ir)
+    write_generation_config(model_ir, generation_config)
+    begin = time.perf_counter()
+    written = save_model_atomic(model_ir, filename)
+    timings.save = time.perf_counter() - begin
+    if verbose:
+        print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
+    return DecoderExport(
+        inputs=inputs,
+        input_names=input_names,
+        output_names=output_names,
+        extra_files=[os.path.basename(w) for w in written[1:]],
+        patches=report.applied + report.skipped,
+    )
+
+
+__all__ = ["DecoderExport", "check_causal_lm", "export_decoder", "model_name"]

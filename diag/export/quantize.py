@@ -1,0 +1,312 @@
+"""Quantizes the weights of an exported causal LM with ONNX Runtime's own tools.
+
+:class:`QuantizeOptions` says what to do (bits, block size, symmetric or not, ONNX
+Runtime's ``accuracy_level``, which matrices); :func:`quantize_model` does it:
+
+* ``method="nbits"`` (the default, 4 or 8 bits):
+  :class:`onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer` with a
+  ``DefaultWeightOnlyQuantConfig``: every ``MatMul`` reading a constant weight becomes
+  a ``com.microsoft.MatMulNBits`` (weights in blocks of ``block_size`` along the input
+  dimension, one scale per block, a zero point when not symmetric); with
+  ``embedding=True`` (4 bits only) the embedding ``Gather`` becomes a
+  ``GatherBlockQuantized``;
+* ``method="dynamic"`` (8 bits): :func:`onnxruntime.quantization.quantize_dynamic`,
+  int8 weights per channel and activations quantized at run time
+  (``DynamicQuantizeMatMul`` / ``MatMulInteger``).
+
+The only edit diag makes before handing the graph over: the exporter writes a tied
+``lm_head`` (its weight shared with the embedding, SmolLM2) as ``Gemm(x, E,
+transB=1)`` so that the weight is stored once; ONNX Runtime's quantizers read
+``MatMul`` only, so with ``lm_head=True`` that ``Gemm`` becomes ``MatMul(x, E^T)``
+(the quantized copy replaces the float one, the embedding keeps ``E``).
+
+Example::
+
+    >>> QuantizeOptions.parse("int4")
+    QuantizeOptions(bits=4, block_size=32, symmetric=True, accuracy_level=4, lm_head=True, embedding=False, method='nbits')
+    >>> QuantizeOptions.parse("int8").name
+    'int8'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from diag import contract
+
+METHODS = ("nbits", "dynamic")
+#: ``accuracy_level`` of ``MatMulNBits``: the type its inputs are computed in
+#: (0 unset, 1 float32, 2 float16, 3 bfloat16, 4 int8)
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)
+#: the ops whose outputs may separate the lm_head from the ``logits`` output
+_PASS_THROUGH = ("Reshape", "Identity", "Cast", "Squeeze", "Unsqueeze", "Add")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What :func:`quantize_model` does; ``export_causal_lm(quantize=...)`` takes one
+    (or its name, ``"int4"`` / ``"int8"``). Every field is in the export key and in the
+    file's metadata (:data:`diag.contract.QUANTIZATION_METADATA`).
+
+    >>> QuantizeOptions(bits=4, block_size=64, lm_head=False).name
+    'int4-b64-sym-acc4-no_lm_head'
+    """
+
+    #: 4 or 8
+    bits: int = 4
+    #: weights quantized in blocks of this many input rows (16, 32, 64, 128, 256...)
+    block_size: int = 32
+    #: no zero point (the range is symmetric around 0)
+    symmetric: bool = True
+    #: MatMulNBits' ``accuracy_level`` (:data:`ACCURACY_LEVELS`); 4 computes in int8,
+    #: the fast one on CPU; None: 0, ONNX Runtime's default
+    accuracy_level: int | None = 4
+    #: quantizes the output projection (the largest matrix of a small model)
+    lm_head: bool = True
+    #: quantizes the embedding table too (``GatherBlockQuantized``, 4 bits only)
+    embedding: bool = False
+    #: ``"nbits"`` (MatMulNBits, 4 or 8 bits) or ``"dynamic"`` (quantize_dynamic, 8 bits)
+    method: str = "nbits"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r}: use one of {METHODS}.")
+        if self.bits not in (4, 8):
+            raise ValueError(f"bits={self.bits!r}: diag quantizes to 4 or 8 bits.")
+        if self.method == "dynamic" and self.bits != 8:
+            raise ValueError("method='dynamic' (quantize_dynamic) quantizes to 8 bits: set bits=8.")
+        if self.embedding and self.bits != 4:
+            raise ValueError(
+                "embedding=True needs bits=4: ONNX Runtime's GatherBlockQuantized takes 4-bit tables."
+            )
+        if self.embedding and self.method != "nbits":
+            raise ValueError("embedding=True needs method='nbits'.")
+        if not isinstance(self.block_size, int) or self.block_size < 16 or self.block_size & (
+            self.block_size - 1
+        ):
+            raise ValueError(
+                f"block_size={self.block_size!r}: MatMulNBits takes a power of 2 >= 16 (32, 64, 128...)."
+            )
+        if self.accuracy_level is not None and self.accuracy_level not in ACCURACY_LEVELS:
+            raise ValueError(
+                f"accuracy_level={self.accuracy_level!r}: use one of {ACCURACY_LEVELS} or None."
+            )
+
+    @classmethod
+    def parse(cls, quantize: str | QuantizeOptions | None, **overrides: Any) -> QuantizeOptions | None:
+        """``"int4"`` / ``"int8"`` / a :class:`QuantizeOptions` / None -> options or None;
+        ``overrides`` replace fields (``block_size=64``...).
+
+        >>> QuantizeOptions.parse("int8", lm_head=False).lm_head
+        False
+        >>> QuantizeOptions.parse(None) is None
+        True
+        """
+        if quantize is None:
+            if overrides:
+                raise ValueError(f"quantization options {sorted(overrides)} given without quantize=.")
+            return None
+        if isinstance(quantize, QuantizeOptions):
+            return dataclasses.replace(quantize, **overrides) if overrides else quantize
+        names = {"int4": 4, "int8": 8}
+        if quantize not in names:
+            raise ValueError(
+                f"quantize={quantize!r}: use 'int4', 'int8', a QuantizeOptions or None (float)."
+            )
+        return cls(bits=names[quantize], **overrides)
+
+    @property
+    def name(self) -> str:
+        """A short readable name; ``"int4"`` / ``"int8"`` for the defaults."""
+        default = QuantizeOptions(bits=self.bits)
+        parts = [f"int{self.bits}"]
+        if self != default:
+            if self.method != "nbits":
+                parts.append(self.method)  # per channel: no block, no accuracy level
+            else:
+                parts += [f"b{self.block_size}", "sym" if self.symmetric else "asym"]
+                parts.append(f"acc{self.accuracy_level or 0}")
+            if not self.lm_head:
+                parts.append("no_lm_head")
+            if self.embedding:
+                parts.append("embedding")
+        return "-".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Compact JSON, as stored in the file's metadata."""
+        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def _initializers(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in proto.graph.initializer}
+
+
+def lm_head_node(proto: onnx.ModelProto) -> onnx.NodeProto | None:
+    """The ``MatMul`` / ``Gemm`` (``MatMulNBits`` once quantized) with a constant weight
+    that computes the logits (walking back from the ``logits`` output through reshapes,
+    casts and a bias), or None when there is none."""
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    inits = _initializers(proto)
+    name = contract.LOGITS
+    for _ in range(8):
+        node = producers.get(name)
+        if node is None:
+            return None
+        if node.op_type in ("MatMul", "Gemm", "MatMulNBits") and any(
+            i in inits for i in node.input[1:2]
+        ):
+            return node
+        if node.op_type not in _PASS_THROUGH:
+            return None
+        name = next((i for i in node.input if i not in inits), node.input[0])
+    return None
+
+
+def _gemm_as_matmul(proto: onnx.ModelProto, node: onnx.NodeProto) -> None:
+    """``Gemm(x, W, transB=1)`` -> ``MatMul(x, W^T)`` with a new initializer (the
+    quantizers read MatMul only); ``W`` stays for its other readers (a tied
+    embedding)."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or len(node.input) > 2:
+        raise ValueError(
+            f"the lm_head {node.name!r} is a Gemm with {attrs} and {len(node.input)} inputs: "
+            "diag turns only Gemm(x, W[, transB]) into a MatMul for the quantizer; "
+            "quantize with lm_head=False."
+        )
+    weight = _initializers(proto)[node.input[1]]
+    array = numpy_helper.to_array(weight)
+    if attrs.get("transB", 0):
+        array = np.ascontiguousarray(array.T)
+    new_name = f"{weight.name}.matmul"
+    proto.graph.initializer.append(numpy_helper.from_array(array, new_name))
+    node.op_type = "MatMul"
+    node.input[1] = new_name
+    del node.attribute[:]
+
+
+def count_ops(proto: onnx.ModelProto) -> dict[str, int]:
+    """``{op_type: count}`` of the main graph."""
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def quantize_model(proto: onnx.ModelProto, options: QuantizeOptions) -> onnx.ModelProto:
+    """Quantizes ``proto`` (loaded with its weights; modified in place and returned)
+    following ``options``; the options are written in its metadata.
+
+    >>> from onnx import helper, TensorProto
+    >>> w = numpy_helper.from_array(np.ones((64, 8), np.float32), "w")
+    >>> g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["logits"], name="mm")], "g",
+    ...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+    ...     [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 8])], [w])
+    >>> q = quantize_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)]),
+    ...                    QuantizeOptions())
+    >>> [(n.op_type, {a.name: a.i for a in n.attribute}["bits"]) for n in q.graph.node]
+    [('MatMulNBits', 4)]
+    """
+    head = lm_head_node(proto)
+    if head is not None and not head.name:
+        head.name = "lm_head"  # the quantizers exclude nodes by name
+    if options.lm_head and head is not None and head.op_type == "Gemm":
+        _gemm_as_matmul(proto, head)
+    exclude = [] if options.lm_head or head is None else [head.name]
+    # the quantizers log every node at INFO and warn on what they skip (the Gemm of a
+    # tied head left in float): diag's report says what was quantized instead
+    logger = logging.getLogger("onnxruntime.quantization")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        # a zero row (an embedding's padding token) has a zero scale: 0 / 0, set to 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if options.method == "dynamic":
+                quantized = _quantize_dynamic(proto, exclude)
+            else:
+                quantized = _quantize_nbits(proto, options, exclude)
+    finally:
+        logger.setLevel(previous)
+    entries = [p for p in quantized.metadata_props if p.key != contract.QUANTIZATION_METADATA]
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(entries)
+    quantized.metadata_props.add(key=contract.QUANTIZATION_METADATA, value=options.to_json())
+    return quantized
+
+
+def _quantize_nbits(
+    proto: onnx.ModelProto, options: QuantizeOptions, exclude: list[str]
+) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    ops = ("MatMul", "Gather") if options.embedding else ("MatMul",)
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=options.block_size,
+        is_symmetric=options.symmetric,
+        accuracy_level=options.accuracy_level,
+        op_types_to_quantize=ops,
+        # Gather: blocks along the hidden dimension (axis 1 of the [vocab, hidden] table)
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
+        bits=options.bits,
+    )
+    quantizer = MatMulNBitsQuantizer(proto, algo_config=config, nodes_to_exclude=exclude)
+    quantizer.process()
+    return quantizer.model.model
+
+
+def _quantize_dynamic(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # quantize_dynamic writes a file: through a temporary folder, loaded back
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "model.onnx")
+        quantize_dynamic(
+            proto,
+            out,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            use_external_data_format=True,
+            extra_options={"MatMulConstBOnly": True},
+        )
+        return onnx.load(out)
+
+
+def quantize_file(
+    source: str | os.PathLike, filename: str | os.PathLike, options: QuantizeOptions
+) -> list[str]:
+    """Quantizes the ONNX file ``source`` into ``filename`` (written atomically, its
+    weights in ``<filename>.data`` when large); returns the paths written."""
+    import onnx_ir as ir
+
+    from diag.export.save import save_model_atomic
+
+    quantized = quantize_model(onnx.load(os.fspath(source)), options)
+    return save_model_atomic(ir.serde.deserialize_model(quantized), filename)
+
+
+__all__ = [
+    "ACCURACY_LEVELS",
+    "METHODS",
+    "QuantizeOptions",
+    "count_ops",
+    "lm_head_node",
+    "quantize_file",
+    "quantize_model",
+]
