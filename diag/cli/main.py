@@ -4,7 +4,7 @@ Example::
 
     >>> main(["versions"])  # doctest: +ELLIPSIS
     diag ...
-    package       installed   tested ... status
+    package ... installed ... tested ... status
     torch ...
     0
 
