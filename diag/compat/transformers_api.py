@@ -15,7 +15,7 @@ the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.
   each logging a deprecation through transformers' logger): :func:`output_cache` and
   :func:`output_cache_field`, read from the output's dataclass fields;
 * the key of the cache in a dict of forward inputs (what :func:`diag.models.make_dummy_inputs`,
-  :func:`diag.export.validate.make_step_inputs` and :func:`diag.diagnose.localize_layer`
+  :func:`diag.export.validation_inputs.make_step_inputs` and :func:`diag.diagnose.localize_layer`
   build or take): the forward's cache argument (builders take the model), readers
   accept either name (:func:`cache_input`);
 * the config base class: ``PretrainedConfig`` up to 4.57, ``PreTrainedConfig`` from

@@ -45,7 +45,8 @@ from diag.export.export_cache import (
 from diag.export.generation_config import generation_config_json
 from diag.export.onnx_export import ExportTimings, _check_exporter
 from diag.export.quantize import QuantizeOptions, quantize_file
-from diag.export.validate import ValidationReport, takes_position_ids, validate_causal_lm
+from diag.export.validate import ValidationReport, validate_causal_lm
+from diag.export.validation_inputs import takes_position_ids
 from diag.models.cache_layout import cache_layout
 
 #: the opset of :func:`export_causal_lm`: ``Attention`` (grouped-query heads and the

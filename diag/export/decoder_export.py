@@ -27,7 +27,7 @@ from diag.export.onnx_export import ExportTimings, export_to_ir
 from diag.export.patches import torch_export_patches
 from diag.export.rename import rename_io
 from diag.export.save import save_model_atomic
-from diag.export.validate import takes_position_ids
+from diag.export.validation_inputs import takes_position_ids
 from diag.models.cache_layout import CacheLayout
 
 

@@ -21,33 +21,7 @@ positions) checks that the exported mask hides what torch dropped. Feeding the c
 cache instead would give the layers pasts of different lengths (gemma2: the full
 layer keeps everything), which the exported graph rejects.
 
-The tolerance is ``atol`` (float32: 1e-4 absolute), unless float32 itself cannot be
-that precise: for a deep model, two correct float32 implementations (torch and ONNX
-Runtime use other kernels, other summation orders) differ by more than 1e-4 on logits
-of magnitude 30 (SmolLM2: torch float32 is ~3e-3 away from float64 on a prefill).
-When a group exceeds ``atol``, the validation runs a float64 copy of the model on the
-same inputs and measures the *float32 noise* ``|torch float32 - torch float64|``; the
-group passes when its difference stays within ``max(atol, 8 * noise)``
-(:data:`NOISE_FACTOR`: the difference adds up the rounding errors of both runtimes,
-and ONNX Runtime's fused kernels round more than torch's: its ``Attention`` kernel
-computes the softmax with its own exponential, and SmolLM2's prefill ``present.value``
-lands at 5.2 times torch's noise, 7.6e-4), and the table shows that bound. An
-export error (a wrong mask, a baked shape) gives differences of the size of the
-values themselves, orders of magnitude above it. ``noise_floor=False`` keeps the
-strict absolute tolerance.
-
-A quantized export (:func:`diag.export.quantize.quantize_model`, its options in the
-file's metadata) cannot match float32 torch to rounding: its weights moved by up to
-half a quantization step. The validation reads the options from the metadata and
-checks each group's relative RMS difference ``||onnx - torch|| / ||torch||`` against
-:data:`QUANTIZED_RTOL` (per number of bits) instead, and the table says so. It does on
-the input sets with an empty past only (their ``present`` outputs are compared too):
-a random past puts a quantized model far off the values it was made for (SmolLM2
-int4: a relative difference of 1.2 on the logits of a decode over a random past, 0.2
-on a prefill). That tolerance catches
-what breaks an export (a wrong mask, a baked shape, a cache in the wrong order give
-differences of the size of the values), not the quality of the quantization: that is
-the job of :func:`diag.quantization_report` (tokens, KL, perplexity).
+The tolerance, for float and quantized exports, is :mod:`diag.export.tolerance`'s.
 
 Example::
 
@@ -62,77 +36,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from diag import contract
-from diag.compat.transformers_api import (
-    cache_input,
-    cache_input_name,
-    forward_parameters,
-    output_cache,
-    require_cache_argument,
+from diag.export.tolerance import (
+    NOISE_FACTOR,
+    QUANTIZED_RTOL,
+    aligned_to_torch,
+    default_atol,
+    max_abs,
+    noise_aware_tolerance,
+    relative_rms,
 )
-from diag.helpers.max_diff import max_diff
+from diag.export.validation_inputs import (
+    DEFAULT_INPUT_SETS,
+    InputSet,
+    make_step_inputs,
+    run_torch,
+    step_feeds,
+)
 
 if TYPE_CHECKING:
-    from diag.models.cache_layout import CacheLayout
-
-# a difference within this many times the float32 noise is rounding, not an export error
-NOISE_FACTOR = 8.0
-
-# absolute tolerance on logits and cache, per dtype of the model
-TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
-
-#: tolerance of a quantized export, per number of bits of its weights: the largest
-#: relative RMS difference ``||onnx - torch|| / ||torch||`` of each output group and
-#: input set
-QUANTIZED_RTOL = {8: 0.3, 4: 1.0}
-
-
-def default_atol(dtype: torch.dtype) -> float:
-    """The absolute tolerance on logits and cache of a model of ``dtype``
-    (:data:`TOLERANCES`, 1e-2 for another dtype).
-
-    >>> default_atol(torch.float32), default_atol(torch.float64)
-    (0.0001, 0.01)
-    """
-    return TOLERANCES.get(dtype, 1e-2)
-
-
-def noise_aware_tolerance(atol: float, noise: float | None) -> float:
-    """The tolerance of a difference between two float32 implementations: ``atol``, or
-    :data:`NOISE_FACTOR` times the float32 noise ``|torch float32 - torch float64|``
-    when that is larger (None: the noise was not measured). :mod:`diag.testing` uses
-    the same rule.
-
-    >>> noise_aware_tolerance(1e-4, None), noise_aware_tolerance(1e-4, 1e-3)
-    (0.0001, 0.008)
-    """
-    return atol if noise is None else max(atol, NOISE_FACTOR * noise)
-
+    pass
 
 class ExportValidationError(AssertionError):
     """The exported model does not compute what the torch model computes."""
-
-
-@dataclass(frozen=True)
-class InputSet:
-    """Shape of one validation input set."""
-
-    name: str
-    batch: int
-    seq: int
-    past: int
-    left_padding: int = 0  # zeros at the start of the first row's attention_mask
-
-
-DEFAULT_INPUT_SETS: tuple[InputSet, ...] = (
-    InputSet("prefill", batch=3, seq=7, past=0),
-    InputSet("decode", batch=1, seq=1, past=9),
-    InputSet("left_padding", batch=2, seq=4, past=6, left_padding=3),
-    InputSet("prefill_left_padding", batch=2, seq=6, past=0, left_padding=2),
-)
 
 
 @dataclass
@@ -207,142 +135,6 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def takes_position_ids(model: torch.nn.Module) -> bool:
-    """Whether ``model.forward`` accepts ``position_ids``."""
-    return "position_ids" in forward_parameters(model)
-
-
-def make_step_inputs(
-    model: torch.nn.Module,
-    batch: int,
-    seq: int,
-    past: int,
-    left_padding: int = 0,
-    with_position_ids: bool = True,
-    dtype: torch.dtype | None = None,
-    seed: int = 0,
-    with_full_past: bool = False,
-    layout: CacheLayout | None = None,
-) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Inputs of one step of ``model`` of any shape, ``past`` may be 0, the first row
-    may be left-padded: ``input_ids``, ``attention_mask``, ``position_ids`` (positions
-    of the real tokens) and the cache (a DynamicCache built like the model builds it, under the
-    forward's cache argument: ``cache`` from transformers 5.24 on, ``past_key_values``
-    before; of the shapes of its own cache:
-    :func:`diag.models.cache_layout.cache_layout`, or ``layout`` when given; ``dtype``
-    None: the cache's dtype).
-
-    A sliding-window layer of that cache keeps only its last ``sliding_window - 1``
-    positions, whereas the exported model takes (and returns) the whole past:
-    ``with_full_past=True`` also returns the ``(key, value)`` pairs of every layer
-    uncut, the past to feed ONNX Runtime."""
-    # imported here, as below: they import transformers, which `import diag.export` skips
-    from diag.helpers.cache_helper import make_dynamic_cache
-    from diag.models.cache_layout import cache_layout
-
-    if left_padding >= past + seq:
-        raise ValueError(
-            f"left_padding={left_padding} leaves no real token in {past + seq} positions"
-        )
-    if layout is None:
-        layout = cache_layout(model)
-    gen = torch.Generator().manual_seed(seed)
-    pairs = layout.random_pairs(batch, past, generator=gen, dtype=dtype)
-    mask = torch.ones((batch, past + seq), dtype=torch.int64)
-    mask[0, :left_padding] = 0
-    inputs: dict[str, Any] = {
-        contract.INPUT_IDS: torch.randint(0, layout.vocab_size, (batch, seq), generator=gen),
-        contract.ATTENTION_MASK: mask,
-    }
-    if with_position_ids:
-        # padding tokens get position 0 (what generate does), real ones count from 0
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        inputs[contract.POSITION_IDS] = positions[:, past:].contiguous()
-    inputs[require_cache_argument(model, "make_step_inputs")] = make_dynamic_cache(pairs, config=model.config)
-    return (inputs, pairs) if with_full_past else inputs
-
-
-def _feeds(
-    inputs: dict[str, Any], input_names: Sequence[str], full_past: Sequence[Any] | None = None
-) -> dict[str, np.ndarray]:
-    from diag.helpers.cache_helper import cache_to_list
-
-    feeds: dict[str, np.ndarray] = {}
-    for name in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
-        if name in inputs:
-            feeds[name] = inputs[name].cpu().numpy()
-    # the cache's sliding layers hold the window only; the ONNX model wants the whole past
-    pairs = cache_to_list(cache_input(inputs)) if full_past is None else full_past
-    for i, (k, v) in enumerate(pairs):
-        feeds[contract.past_key_name(i)] = k.detach().cpu().numpy()
-        feeds[contract.past_value_name(i)] = v.detach().cpu().numpy()
-    missing = set(input_names) - set(feeds)
-    if missing:
-        raise ValueError(
-            f"the ONNX model expects inputs {sorted(missing)} the validation does not build"
-        )
-    return {k: feeds[k] for k in input_names}
-
-
-def _aligned(expected: torch.Tensor, got: np.ndarray) -> np.ndarray:
-    """A sliding-window layer keeps its last positions in torch, all of them in ONNX:
-    compares the positions torch kept."""
-    if expected.dim() == 4 and got.ndim == 4 and expected.shape[2] < got.shape[2]:
-        return got[:, :, got.shape[2] - expected.shape[2] :, :]
-    return got
-
-
-def _max_abs(expected: Any, got: Any) -> float:
-    """Largest absolute difference (:func:`diag.max_diff`), inf on a shape mismatch
-    or a NaN on one side only."""
-    return float(max_diff(expected, got)["abs"])
-
-
-def _relative_rms(expected: Any, got: Any, mask: torch.Tensor) -> float:
-    """``||got - expected|| / ||expected||`` over a tensor or a list of them (inf on a
-    shape mismatch), on the real tokens only: ``mask`` ``[batch, total]`` is the
-    attention mask (the values computed at padded positions mean nothing, and a
-    quantized model moves them most)."""
-    pairs = zip(expected, got, strict=True) if isinstance(expected, list) else [(expected, got)]
-    keep = mask.cpu().numpy().astype(bool)
-    num = den = 0.0
-    for e, g in pairs:
-        e = e.detach().cpu().double().numpy()
-        g = np.asarray(g, dtype=np.float64)
-        if e.shape != g.shape:
-            return float("inf")
-        if e.ndim == 4:  # present [batch, heads, total, head_dim]
-            real = keep[:, None, keep.shape[1] - e.shape[2] :, None]
-        else:  # logits [batch, seq, vocab]
-            real = keep[:, keep.shape[1] - e.shape[1] :, None]
-        num += float((((g - e) ** 2) * real).sum())
-        den += float(((e**2) * real).sum())
-    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
-
-
-def _run_torch(model: torch.nn.Module, inputs: dict[str, Any], dtype: torch.dtype | None = None):
-    """``(logits, [present keys], [present values])`` of ``model`` on a copy of ``inputs``
-    (the cache cast to ``dtype`` when given)."""
-    import copy
-
-    from diag.helpers.cache_helper import cache_to_list, map_cache_tensors
-
-    device = next(model.parameters()).device
-    torch_inputs = copy.copy(inputs)
-    for k in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
-        if k in torch_inputs:
-            torch_inputs[k] = torch_inputs[k].to(device)
-    # under the model's own name, whichever the inputs used
-    torch_inputs.pop(cache_input_name(inputs), None)
-    torch_inputs[require_cache_argument(model, "validate_causal_lm")] = map_cache_tensors(
-        cache_input(inputs), lambda t, _: t.to(device=device, dtype=dtype or t.dtype)
-    )
-    with torch.no_grad():
-        out = model(**torch_inputs, use_cache=True)
-    present = cache_to_list(output_cache(out))
-    return out.logits, [k for k, _ in present], [v for _, v in present]
-
-
 def compare_one(
     model: torch.nn.Module,
     session: Any,
@@ -362,17 +154,17 @@ def compare_one(
     passes when its relative RMS difference (``relative`` in the row) is within it."""
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
-    feeds = _feeds(inputs, input_names, full_past)
-    logits, keys, values = _run_torch(model, inputs)
+    feeds = step_feeds(inputs, input_names, full_past)
+    logits, keys, values = run_torch(model, inputs)
     got = dict(zip(output_names, session.run(None, feeds), strict=True))
     ids = inputs[contract.INPUT_IDS]
     shapes = f"b={ids.shape[0]} s={ids.shape[1]} p={inputs[contract.ATTENTION_MASK].shape[1] - ids.shape[1]}"
     torch_side = {"logits": logits, "present.key": keys, "present.value": values}
     onnx_side = {
         "logits": got[contract.LOGITS],
-        "present.key": [_aligned(t, got[contract.present_key_name(i)]) for i, t in enumerate(keys)],
+        "present.key": [aligned_to_torch(t, got[contract.present_key_name(i)]) for i, t in enumerate(keys)],
         "present.value": [
-            _aligned(t, got[contract.present_value_name(i)]) for i, t in enumerate(values)
+            aligned_to_torch(t, got[contract.present_value_name(i)]) for i, t in enumerate(values)
         ],
     }
     rows = [
@@ -380,22 +172,22 @@ def compare_one(
             "inputs": name,
             "shapes": shapes,
             "output": g,
-            "max_abs": _max_abs(torch_side[g], onnx_side[g]),
+            "max_abs": max_abs(torch_side[g], onnx_side[g]),
         }
         for g in torch_side
     ]
     if quantized_rtol is not None:
         for r in rows:
-            r["relative"] = _relative_rms(
+            r["relative"] = relative_rms(
                 torch_side[r["output"]], onnx_side[r["output"]], inputs[contract.ATTENTION_MASK]
             )
             r["rtol"] = quantized_rtol
         return rows
     if reference is not None and any(r["max_abs"] > atol for r in rows):
-        logits64, keys64, values64 = _run_torch(reference(), inputs, dtype=torch.float64)
+        logits64, keys64, values64 = run_torch(reference(), inputs, dtype=torch.float64)
         exact = {"logits": logits64, "present.key": keys64, "present.value": values64}
         for r in rows:
-            noise = _max_abs(exact[r["output"]], torch_side[r["output"]])
+            noise = max_abs(exact[r["output"]], torch_side[r["output"]])
             r["noise"] = noise
             r["tolerance"] = noise_aware_tolerance(atol, noise)
     return rows

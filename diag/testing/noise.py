@@ -5,7 +5,7 @@ Two correct float32 implementations (torch and ONNX Runtime, or two releases of
 either) sum in other orders and differ by more than a fixed ``1e-4`` on the logits of
 a deep model. Export validation (:mod:`diag.export.validate`) measures the float32
 noise ``|torch float32 - torch float64|`` and accepts a difference within
-:func:`~diag.export.validate.noise_aware_tolerance` of it; :mod:`diag.testing` uses
+:func:`~diag.export.tolerance.noise_aware_tolerance` of it; :mod:`diag.testing` uses
 that same function, on generations: the noise is the largest logits difference
 between the model and its float64 copy over the steps where both chose the same tokens
 (:attr:`~diag.diagnose.divergence.Divergence.largest_diff`).
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import find_divergence
-from diag.export.validate import default_atol, noise_aware_tolerance
+from diag.export.tolerance import default_atol, noise_aware_tolerance
 from diag.testing.sides import Side, as_side, new_token_rows
 
 

@@ -18,7 +18,9 @@ from diag.compat.transformers_api import cache_argument, output_cache
 from diag.export import ExportValidationError, export_causal_lm
 from diag.export import causal_lm as causal_lm_module
 from diag.export.export_cache import export_key, is_cached, read_sidecar, write_sidecar
-from diag.export.validate import NOISE_FACTOR, make_step_inputs, validate_causal_lm
+from diag.export.tolerance import NOISE_FACTOR
+from diag.export.validate import validate_causal_lm
+from diag.export.validation_inputs import make_step_inputs
 from diag.models import get_untrained_model_with_inputs
 from diag.models.cache_layout import cache_layout
 from unittests.conftest import TINY_ARCHITECTURES

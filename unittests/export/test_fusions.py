@@ -15,7 +15,7 @@ from diag.compat.transformers_api import cache_input
 from diag.export import torch_export_patches
 from diag.export.onnx_export import export_to_ir
 from diag.export.rewrite import FUSIONS, explain, fuse_decoder
-from diag.export.validate import make_step_inputs
+from diag.export.validation_inputs import make_step_inputs
 from diag.models import get_untrained_model_with_inputs
 from diag.models.cache_layout import cache_layout
 from diag.models.inputs import make_dummy_inputs

@@ -16,7 +16,8 @@ from diag import contract
 from diag.export import ExportValidationError, QuantizeOptions, export_causal_lm
 from diag.export.export_cache import read_sidecar
 from diag.export.quantize import count_ops, lm_head_node, quantize_model
-from diag.export.validate import QUANTIZED_RTOL, validate_causal_lm
+from diag.export.tolerance import QUANTIZED_RTOL
+from diag.export.validate import validate_causal_lm
 from diag.models import get_untrained_model_with_inputs
 
 

@@ -14,7 +14,8 @@ import torch
 
 import diag
 from diag.export import export_causal_lm
-from diag.export.validate import InputSet, validate_causal_lm
+from diag.export.validate import validate_causal_lm
+from diag.export.validation_inputs import InputSet
 from diag.models import get_untrained_model_with_inputs
 from diag.ort import get_backend, onnx_generate
 
