@@ -31,20 +31,12 @@ import pandas
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from prompts import PROMPTS  # noqa: E402
 
 from diag.generation import generate  # noqa: E402
 from diag.models import load_pretrained  # noqa: E402
-
-PROMPTS = [
-    "def fibonacci(n):",
-    "The capital of France is",
-    "Write a short poem about the sea.",
-    "import numpy as np\n\nx = np.arange(10)\n",
-    "Once upon a time, in a small village near the mountains, there lived",
-    "SELECT name FROM users WHERE",
-    "The three laws of thermodynamics are",
-    "Q: What is 2 + 2?\nA:",
-]
 
 
 def _time(fn) -> tuple[float, torch.Tensor]:

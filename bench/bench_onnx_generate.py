@@ -46,6 +46,9 @@ import pandas
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from prompts import PROMPTS  # noqa: E402
 
 from diag.export import export_causal_lm  # noqa: E402
 from diag.generation import generate  # noqa: E402
@@ -53,17 +56,6 @@ from diag.models import load_pretrained  # noqa: E402
 from diag.ort import get_backend, make_session, onnx_generate  # noqa: E402
 from diag.ort.profiling import profile_by_op_type  # noqa: E402
 from diag.ort.session import machine_is_busy, physical_cores  # noqa: E402
-
-PROMPTS = [
-    'def print_prime(n):\n    """\n    Print all primes between 1 and n\n    """',
-    "The capital of France is",
-    "Write a short poem about the sea.",
-    "import numpy as np\n\nx = np.arange(10)\n",
-    "Once upon a time, in a small village near the mountains, there lived",
-    "SELECT name FROM users WHERE",
-    "The three laws of thermodynamics are",
-    "Q: What is 2 + 2?\nA:",
-]
 
 
 class _Clock:

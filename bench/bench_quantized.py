@@ -46,6 +46,9 @@ import pandas
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from prompts import PROMPTS  # noqa: E402
 
 import diag  # noqa: E402
 from diag.export import QuantizeOptions, export_causal_lm  # noqa: E402
@@ -62,16 +65,6 @@ CODE = [
 CHAT = [
     "What are three good habits for staying healthy while working from home?",
     "Tell me a short story about a lighthouse keeper and a storm.",
-]
-SPEED_PROMPTS = [
-    'def print_prime(n):\n    """\n    Print all primes between 1 and n\n    """',
-    "The capital of France is",
-    "Write a short poem about the sea.",
-    "import numpy as np\n\nx = np.arange(10)\n",
-    "Once upon a time, in a small village near the mountains, there lived",
-    "SELECT name FROM users WHERE",
-    "The three laws of thermodynamics are",
-    "Q: What is 2 + 2?\nA:",
 ]
 SWEEP = {
     "int4 acc0 (fp32 compute)": QuantizeOptions(bits=4, accuracy_level=None),
@@ -206,7 +199,7 @@ def chat_ids(tokenizer: Any, text: str) -> list[int]:
 def speed(runners: dict[str, Any], tokenizer: Any, batches, new_tokens, repeat) -> list[dict]:
     rows, bandwidths = [], []
     for batch in batches:
-        enc = tokenizer(SPEED_PROMPTS[:batch], return_tensors="pt", padding=True, padding_side="left")
+        enc = tokenizer(PROMPTS[:batch], return_tensors="pt", padding=True, padding_side="left")
         ids, mask = enc["input_ids"], enc["attention_mask"]
         for runner in runners.values():  # warm-up
             runner.run(ids, mask, 4)
@@ -341,7 +334,7 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
                     free_running=0, text=None,
                 )  # fmt: skip
             runner = DiagRunner(result.filename, model, tokenizer, threads)
-            enc = tokenizer(SPEED_PROMPTS[:1], return_tensors="pt")
+            enc = tokenizer(PROMPTS[:1], return_tensors="pt")
             runner.run(enc["input_ids"], enc["attention_mask"], 4)
             decode = [
                 (args.new_tokens - 1) / runner.run(enc["input_ids"], enc["attention_mask"], args.new_tokens)[1]

@@ -22,12 +22,11 @@ GENERATION_CONFIG_METADATA = "generation_config"
 QUANTIZATION_METADATA = "quantization"
 
 
-def metadata_generation_config(session: Any) -> dict[str, Any] | None:
-    """The generation config stored in the metadata of ``session`` (an
-    ``onnxruntime.InferenceSession``), as a dict, or None when there is none (or it is
-    not a JSON object)."""
-    meta = session.get_modelmeta().custom_metadata_map
-    text = meta.get(GENERATION_CONFIG_METADATA)
+def metadata_json(session: Any, key: str) -> dict[str, Any] | None:
+    """The JSON object stored under ``key`` in the metadata of ``session`` (an
+    ``onnxruntime.InferenceSession``), or None when there is none (or it is not a JSON
+    object: a file another tool wrote may use the key for something else)."""
+    text = session.get_modelmeta().custom_metadata_map.get(key)
     if not text:
         return None
     try:
@@ -35,17 +34,14 @@ def metadata_generation_config(session: Any) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def metadata_generation_config(session: Any) -> dict[str, Any] | None:
+    """The generation config stored in the metadata of ``session``, as a dict, or None."""
+    return metadata_json(session, GENERATION_CONFIG_METADATA)
 
 
 def metadata_quantization(session: Any) -> dict[str, Any] | None:
-    """The quantization options stored in the metadata of ``session`` (an
-    ``onnxruntime.InferenceSession``), as a dict (``bits``, ``block_size``...), or None
-    for a float model."""
-    text = session.get_modelmeta().custom_metadata_map.get(QUANTIZATION_METADATA)
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+    """The quantization options stored in the metadata of ``session`` (``bits``,
+    ``block_size``...), or None for a float model."""
+    return metadata_json(session, QUANTIZATION_METADATA)
