@@ -23,7 +23,7 @@ import torch
 
 from diag.diagnose.divergence import first_divergent_step
 from diag.testing.noise import float32_noise, model_dtype, tolerance_of
-from diag.testing.sides import as_side, encode_prompts, new_token_rows, resolve_decoding
+from diag.testing.sides import as_side, encode_prompts, resolve_decoding
 from diag.testing.sides import prompt_rows as _prompt_rows
 from diag.testing.tokens import describe_prompt
 
@@ -109,7 +109,7 @@ def assert_logits_close(
     input_ids, attention_mask = encode_prompts(inputs, tokenizer)
     a = ref.generate(input_ids, attention_mask, options, seed)
     b = cand.generate(input_ids, attention_mask, options, seed)
-    counts = _compared_steps(new_token_rows(a), new_token_rows(b))
+    counts = _compared_steps(a.generated(), b.generated())
     rtol = 0.0 if rtol is None else rtol
     dtype = model_dtype(ref, cand)
     tolerance = tolerance_of(atol, dtype, None)

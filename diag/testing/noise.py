@@ -25,7 +25,7 @@ import torch
 
 from diag.diagnose.divergence import find_divergence
 from diag.export.tolerance import default_atol, noise_aware_tolerance
-from diag.testing.sides import Side, as_side, new_token_rows
+from diag.testing.sides import Side, as_side
 
 
 def model_dtype(*sides: Side) -> torch.dtype:
@@ -53,7 +53,7 @@ def float32_noise(
     exact = as_side(copy.deepcopy(side.model).to(torch.float64), f"{side.name} (float64)")
     exact_result = exact.generate(input_ids, attention_mask, options, seed)
     div = find_divergence(
-        new_token_rows(result), new_token_rows(exact_result), result.logits, exact_result.logits
+        result.generated(), exact_result.generated(), result.logits, exact_result.logits
     )
     return div.largest_diff
 

@@ -44,7 +44,6 @@ from diag.testing.sides import (
     Side,
     as_side,
     encode_prompts,
-    new_token_rows,
     options_as_dict,
     prompt_rows,
     resolve_decoding,
@@ -164,7 +163,7 @@ def run_prompts(
     for batch in [prompts] if batched else [[p] for p in prompts]:
         ids, mask = encode_prompts(batch, None, pad)
         result = side.generate(ids, mask, options, seed)
-        new = new_token_rows(result)
+        new = result.generated()
         rows += new
         row_logits += [[step[r] for step in result.logits] for r in range(len(new))]
         if measure_noise:

@@ -176,13 +176,6 @@ def prompt_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[l
     ]
 
 
-def new_token_rows(result: Any) -> list[list[int]]:
-    """The new tokens of every row of a GenerateResult, each up to its end."""
-    return [
-        result.new_tokens[row, :n].tolist() for row, n in enumerate(result.num_generated_tokens)
-    ]
-
-
 def resolve_decoding(
     defaults: Any, max_new_tokens: int, decoding: dict[str, Any]
 ) -> tuple[DecodingOptions, int | None]:
@@ -232,7 +225,6 @@ __all__ = [
     "as_side",
     "resolve_decoding",
     "encode_prompts",
-    "new_token_rows",
     "onnx_file_of",
     "options_as_dict",
     "prompt_rows",

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence, first_divergent_step
-from diag.testing.sides import Side, as_side, encode_prompts, new_token_rows, resolve_decoding
+from diag.testing.sides import Side, as_side, encode_prompts, resolve_decoding
 from diag.testing.sides import prompt_rows as _prompt_rows
 
 
@@ -132,7 +132,7 @@ def assert_same_tokens(
     input_ids, attention_mask = encode_prompts(prompts, tokenizer, pad)
     a = ref.generate(input_ids, attention_mask, options, seed)
     b = cand.generate(input_ids, attention_mask, options, seed)
-    rows_a, rows_b = new_token_rows(a), new_token_rows(b)
+    rows_a, rows_b = a.generated(), b.generated()
     failing = [r for r in range(len(rows_a)) if first_divergent_step(rows_a[r], rows_b[r]) is not None]
     if not failing:
         return rows_a
