@@ -59,7 +59,13 @@ the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.
 * ``transformers.integrations.sdpa_attention.use_gqa_in_sdpa``: ``(attention_mask,
   key)`` in 4.57, ``(attention_mask, key, value)`` in 5.x; the export patch
   ``sdpa_gqa_without_repeat_kv`` builds its replacement for the original's parameters
-  (:func:`parameter_names`).
+  (:func:`parameter_names`);
+* ``transformers.exporters`` (5.23 on): its exporter registers every ``Cache`` subclass
+  as a pytree node with its own generic flattening (the layers' attributes as leaves),
+  for the rest of the process; diag's export needs its own flattening of the same
+  classes (:mod:`diag.export.cache_pytree`) and swaps the registration for the time of
+  its export: :func:`registered_by_transformers_exporter` tells such a registration by
+  the module of its flatten function.
 
 The ONNX names of the export contract (``past_key_values.{i}.key``,
 ``present.{i}.key``) do not change with these: they are the names other tools use.
@@ -384,6 +390,19 @@ def load_config(folder: str | os.PathLike) -> Any:
     return config
 
 
+def registered_by_transformers_exporter(flatten_fn: Callable[..., Any]) -> bool:
+    """Whether a pytree node's flatten function is one of transformers' own exporter
+    (``transformers.exporters``, 5.23 on), which registers the cache classes for the
+    rest of the process. Read from the function's module, so that it holds whatever the
+    exporter calls its functions; a release without that package registers nothing.
+
+    >>> registered_by_transformers_exporter(len)
+    False
+    """
+    module = getattr(flatten_fn, "__module__", None) or ""
+    return module == "transformers.exporters" or module.startswith("transformers.exporters.")
+
+
 __all__ = [
     "CACHE_ARGUMENTS",
     "OUTPUT_CACHE_FIELDS",
@@ -400,6 +419,7 @@ __all__ = [
     "output_cache",
     "output_cache_field",
     "parameter_names",
+    "registered_by_transformers_exporter",
     "repetition_penalty_ignores_padding",
     "require_cache_argument",
     "same_parameters",

@@ -5,6 +5,10 @@ flatten (pytree nodes). The cache classes of transformers are not registered, so
 neither a cache given as input nor one returned by the model can get dynamic
 shapes. :func:`register_cache_pytrees` registers them, :func:`unregister_cache_pytrees`
 removes exactly what it registered; :func:`diag.export.torch_export_patches` calls both.
+transformers' own exporter (``transformers.exporters``) registers the same classes
+with its own flattening for the rest of the process: diag sets those registrations
+aside for the time of its export and puts them back afterwards, so both exporters
+run in one process.
 
 Flattening (agreed with :func:`diag.models.make_dummy_inputs`, which builds the
 matching ``dynamic_shapes``):
@@ -274,26 +278,50 @@ def _cache_classes() -> list[tuple[type, Any, Any, Any]]:
     return [f for f in found if not (f[0] in seen or seen.add(f[0]))]
 
 
+# registrations of transformers' own exporter that diag's replaced for the time of its
+# export: class -> (node, serialization), put back by unregister_cache_pytrees
+_REPLACED: dict[type, tuple[Any, Any]] = {}
+
+
+def _replaceable(cls: type) -> bool:
+    # transformers' exporter registers every Cache subclass for the rest of the process,
+    # with a flattening of its own (more leaves per sliding layer than diag's dynamic
+    # shapes say: torch.export's "Node arity mismatch"); any other registration is the
+    # user's and is kept
+    from diag.compat.transformers_api import registered_by_transformers_exporter
+
+    return registered_by_transformers_exporter(pytree.SUPPORTED_NODES[cls].flatten_fn)
+
+
 def register_cache_pytrees(verbose: int = 0) -> list[type]:
     """Registers the cache classes of transformers as pytree nodes.
 
-    Classes already registered (by the user or another library) are left as they are
-    and not returned. Returns the classes this call registered, to give to
-    :func:`unregister_cache_pytrees`.
+    Classes already registered by the user or another library are left as they are and
+    not returned, except the registrations of transformers' own exporter
+    (``transformers.exporters``), which are set aside, replaced by diag's, and put back
+    by :func:`unregister_cache_pytrees`. Returns the classes this call registered, to
+    give to :func:`unregister_cache_pytrees`.
     """
     done: list[type] = []
     for cls, flatten, unflatten, with_keys in _cache_classes():
+        name = f"{cls.__module__}.{cls.__qualname__}"
         if cls in pytree.SUPPORTED_NODES:
+            if not _replaceable(cls):
+                if verbose:
+                    print(f"[torch_export_patches] {cls.__name__} is already a pytree node: kept as is")
+                continue
+            _REPLACED[cls] = (pytree.SUPPORTED_NODES[cls], pytree.SUPPORTED_SERIALIZED_TYPES[cls])
+            # the Python pytree only, as the exporter's registration: no C++ pytree here
+            pytree._deregister_pytree_node(cls)
+            pytree._private_register_pytree_node(
+                cls, flatten, unflatten, serialized_type_name=name, flatten_with_keys_fn=with_keys
+            )
             if verbose:
-                print(f"[torch_export_patches] {cls.__name__} is already a pytree node: kept as is")
-            continue
-        pytree.register_pytree_node(
-            cls,
-            flatten,
-            unflatten,
-            serialized_type_name=f"{cls.__module__}.{cls.__qualname__}",
-            flatten_with_keys_fn=with_keys,
-        )
+                print(f"[torch_export_patches] {cls.__name__}: transformers' exporter's node set aside")
+        else:
+            pytree.register_pytree_node(
+                cls, flatten, unflatten, serialized_type_name=name, flatten_with_keys_fn=with_keys
+            )
         done.append(cls)
     if verbose and done:
         print(f"[torch_export_patches] pytree nodes: {', '.join(c.__name__ for c in done)}")
@@ -301,10 +329,23 @@ def register_cache_pytrees(verbose: int = 0) -> list[type]:
 
 
 def unregister_cache_pytrees(classes: list[type]) -> None:
-    """Removes the pytree registrations made by :func:`register_cache_pytrees`."""
+    """Removes the pytree registrations made by :func:`register_cache_pytrees` and puts
+    back those of transformers' exporter it replaced."""
     for cls in classes:
         if cls in pytree.SUPPORTED_NODES:
             pytree._deregister_pytree_node(cls)
+        if cls in _REPLACED:
+            node, serialized = _REPLACED.pop(cls)
+            pytree._private_register_pytree_node(
+                cls,
+                node.flatten_fn,
+                node.unflatten_fn,
+                serialized_type_name=serialized.serialized_type_name,
+                to_dumpable_context=serialized.to_dumpable_context,
+                from_dumpable_context=serialized.from_dumpable_context,
+                flatten_with_keys_fn=node.flatten_with_keys_fn,
+            )
+            continue
         # the C++ pytree (optree), when present, keeps its own table
         cxx = getattr(pytree, "_cxx_pytree_imported", False)
         if cxx:

@@ -336,3 +336,45 @@ def test_classes_registered_by_someone_else_are_left_alone():
         assert DynamicCache in pytree.SUPPORTED_NODES
     finally:
         pytree._deregister_pytree_node(DynamicCache)
+
+
+def test_transformers_exporter_nodes_set_aside_for_an_export_and_put_back():
+    # transformers' own exporter registers every Cache subclass for the rest of the
+    # process, with a flattening of its own (a sliding layer's attributes as leaves): an
+    # export with a sliding-window cache and diag's dynamic shapes after it failed with
+    # torch.export's "Node arity mismatch" until diag set those nodes aside for the time
+    # of its export
+    exporter = pytest.importorskip(
+        "transformers.exporters.exporter_dynamo", reason="transformers.exporters exists from 5.23"
+    )
+    from diag.export.cache_pytree import flatten_cache
+
+    class Total(torch.nn.Module):
+        def forward(self, cache):
+            return torch.cat([t for pair in cache_to_list(cache) for t in pair], dim=2).sum(2)
+
+    cache = make_dynamic_cache(_pairs(2, 3), config=_gemma2_config(window=4))
+    past = torch.export.Dim("past", min=1, max=4)
+    before = set(pytree.SUPPORTED_NODES)
+    exporter.register_cache_pytrees_for_model(Total())
+    theirs = pytree.SUPPORTED_NODES[DynamicCache]
+    name = pytree.SUPPORTED_SERIALIZED_TYPES[DynamicCache].serialized_type_name
+    try:
+        with torch_export_patches() as report:
+            assert pytree.SUPPORTED_NODES[DynamicCache].flatten_fn is flatten_cache
+            assert "DynamicCache" in report.pytree_nodes
+            ep = torch.export.export(
+                Total(), (cache,), dynamic_shapes=([{2: past}] * 4,), strict=False
+            )
+        # the exporter's registration is back, exactly
+        assert pytree.SUPPORTED_NODES[DynamicCache] == theirs
+        assert pytree.SUPPORTED_SERIALIZED_TYPES[DynamicCache].serialized_type_name == name
+        assert DynamicSlidingWindowLayer not in pytree.SUPPORTED_NODES
+        # the program has one input per tensor of the cache, the past length dynamic
+        placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+        assert len(placeholders) == 4
+        assert not isinstance(placeholders[0].meta["val"].shape[2], int)
+    finally:
+        for cls in set(pytree.SUPPORTED_NODES) - before:
+            pytree._deregister_pytree_node(cls)
+    assert set(pytree.SUPPORTED_NODES) == before
