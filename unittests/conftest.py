@@ -9,7 +9,14 @@ are marked ``slow``; CI runs them too.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -164,6 +171,55 @@ def tiny_llama_folder(tmp_path_factory):
     return model, folder
 
 
+# the packages whose release shapes what another tool writes
+_TOOL_PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "onnx-ir", "onnxruntime-genai", "optimum-onnx")
+
+
+def _folder_sha256(folder) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_folder(tool: str, source, options: dict, build: Callable[[Path], None]) -> Path:
+    """The folder ``build(folder)`` writes with another tool from the Hugging Face folder
+    ``source``: ``$DIAG_CACHE/other_tools/<tool>-<key>``, built once per key (the tool,
+    its options, the releases of the packages it runs on, the bytes of ``source``) and
+    reused by every later test and run. It is built in a temporary folder beside it and
+    renamed into place (a rename of a folder is atomic): a folder under that name is whole.
+    """
+    from diag.compat.versions import installed_version
+    from diag.export.export_cache import cache_dir, key_of_parts
+
+    parts = {
+        "tool": tool,
+        "options": options,
+        "versions": {p: installed_version(p) for p in _TOOL_PACKAGES},
+        "source": _folder_sha256(source),
+    }
+    final = Path(cache_dir()) / "other_tools" / f"{tool}-{key_of_parts(parts)}"
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        build(tmp)
+        (tmp / "diag_key.json").write_text(json.dumps(parts, indent=1, sort_keys=True))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():  # not another process that got there first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def build_genai_folder(hf_folder, out, precision: str = "fp32") -> None:
     """onnxruntime-genai's model builder on ``hf_folder`` (CPU), into ``out``."""
     import subprocess
@@ -182,58 +238,80 @@ def build_genai_folder(hf_folder, out, precision: str = "fp32") -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def genai_tiny_llama(tiny_llama_folder, tmp_path_factory):
-    """``(model, folder)``: the tiny llama through onnxruntime-genai's builder, fp32."""
+def genai_folder(hf_folder, precision: str = "fp32") -> Path:
+    """:func:`build_genai_folder` of ``hf_folder``, cached (:func:`tool_folder`)."""
     pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai (a dev extra) is not installed")
+    options = {"precision": precision, "execution_provider": "cpu"}
+    return tool_folder(
+        "genai", hf_folder, options, lambda out: build_genai_folder(hf_folder, out, precision)
+    )
+
+
+@pytest.fixture(scope="session")
+def genai_tiny_llama(tiny_llama_folder):
+    """``(model, folder)``: the tiny llama through onnxruntime-genai's builder, fp32."""
     model, hf = tiny_llama_folder
-    out = tmp_path_factory.mktemp("genai_tiny_llama")
-    build_genai_folder(hf, out)
-    return model, out
+    return model, genai_folder(hf)
 
 
-_TRANSFORMERS_EXPORT = """
-import sys, torch
-from transformers import AutoModelForCausalLM
-from transformers.exporters import OnnxConfig, OnnxExporter
-src, out, with_mask = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-model = AutoModelForCausalLM.from_pretrained(src).eval()
-sample = {"input_ids": torch.tensor([[1, 5, 7, 9], [2, 1, 4, 6]])}
-if with_mask:
-    sample["attention_mask"] = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
-OnnxExporter().export_for_generation(model, sample, OnnxConfig(dynamic=True)).save_pretrained(out)
-"""
+@contextlib.contextmanager
+def pytree_nodes_restored() -> Iterator[None]:
+    """Removes the pytree nodes registered inside the block: transformers' exporter
+    registers the cache classes for the rest of the process, and the tests of
+    :func:`diag.torch_export_patches` check the table it finds and leaves. (diag's own
+    export runs after them too: it sets them aside for its time, a test of
+    ``unittests/export/patches`` checks it.)"""
+    import torch.utils._pytree as pytree
+
+    before = set(pytree.SUPPORTED_NODES)
+    try:
+        yield
+    finally:
+        for cls in set(pytree.SUPPORTED_NODES) - before:
+            pytree._deregister_pytree_node(cls)
 
 
-def export_with_transformers(hf_folder, out, *, with_mask: bool = True) -> None:
+def export_with_transformers(
+    hf_folder, out, *, with_mask: bool = True, optimize: bool = True
+) -> None:
     """transformers' own exporter (``transformers.exporters``) on the model of
     ``hf_folder``, dynamic shapes, a batch of 2 sample prompts (a batch of 1 specialises
-    the batch dimension), the second left-padded when ``with_mask``.
-
-    It runs in a subprocess: the exporter registers its own pytree nodes for the
-    transformers caches, which then break diag's exports of sliding-window caches in
-    the same process (torch.export's "Node arity mismatch").
-    """
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-c", _TRANSFORMERS_EXPORT, str(hf_folder), str(out), "1" if with_mask else "0"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"transformers' exporter failed:\n{done.stderr[-3000:]}")
-
-
-@pytest.fixture(scope="session")
-def transformers_tiny_llama(tiny_llama_folder, tmp_path_factory):
-    """``(model, folder)``: the tiny llama through transformers' exporter
-    (``prefill.onnx`` + ``decode.onnx`` + ``export.json``)."""
+    the batch dimension), the second left-padded when ``with_mask``. ``optimize=False``
+    skips onnxscript's optimizer (``OnnxConfig.optimize``, 5.23 and 5.24): on SmolLM2
+    it is most of the export's time (18 min on a loaded 2-core machine, 2 min without)
+    and the graph computes the same."""
     pytest.importorskip(
         "transformers.exporters", reason="transformers.exporters exists from transformers 5.23"
     )
+    from transformers import AutoModelForCausalLM
+    from transformers.exporters import OnnxConfig, OnnxExporter
+
+    model = AutoModelForCausalLM.from_pretrained(hf_folder).eval()
+    sample = {"input_ids": torch.tensor([[1, 5, 7, 9], [2, 1, 4, 6]])}
+    if with_mask:
+        sample["attention_mask"] = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    config = OnnxConfig(dynamic=True, optimize=optimize)
+    with pytree_nodes_restored():
+        OnnxExporter().export_for_generation(model, sample, config).save_pretrained(out)
+
+
+def transformers_folder(hf_folder, *, with_mask: bool = True, optimize: bool = True) -> Path:
+    """:func:`export_with_transformers` of ``hf_folder``, cached (:func:`tool_folder`)."""
+    options = {"with_mask": with_mask, "optimize": optimize, "dynamic": True}
+    return tool_folder(
+        "transformers",
+        hf_folder,
+        options,
+        lambda out: export_with_transformers(hf_folder, out, with_mask=with_mask, optimize=optimize),
+    )
+
+
+@pytest.fixture(scope="session")
+def transformers_tiny_llama(tiny_llama_folder):
+    """``(model, folder)``: the tiny llama through transformers' exporter
+    (``prefill.onnx`` + ``decode.onnx`` + ``export.json``)."""
     model, hf = tiny_llama_folder
-    out = tmp_path_factory.mktemp("transformers_tiny_llama")
-    export_with_transformers(hf, out)
-    return model, out
+    return model, transformers_folder(hf)
 
 
 @pytest.fixture(scope="session")
@@ -245,49 +323,55 @@ def smollm2_folder():
 
 
 @pytest.fixture(scope="session")
-def genai_smollm2(smollm2_folder, tmp_path_factory):
+def genai_smollm2(smollm2_folder):
     """``precision -> folder``: SmolLM2 through onnxruntime-genai's builder, built on
-    first use (fp32 ~10 s, int4 ~20 s on 2 cores)."""
-    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai (a dev extra) is not installed")
-    built: dict[str, object] = {}
-
-    def get(precision: str):
-        if precision not in built:
-            out = tmp_path_factory.mktemp(f"genai_smollm2_{precision}")
-            build_genai_folder(smollm2_folder, out, precision)
-            built[precision] = out
-        return built[precision]
-
-    return get
+    first use (fp32 ~10 s, int4 ~20 s on 2 cores), cached."""
+    return lambda precision: genai_folder(smollm2_folder, precision)
 
 
 @pytest.fixture(scope="session")
-def transformers_smollm2(smollm2_folder, tmp_path_factory):
-    """SmolLM2 through transformers' exporter (a prefill + decode folder). The export
-    takes minutes (measured here: 124 s of CPU without its optimizer, 18 min wall with
-    it on a loaded 2-core machine), over the slow suite's budget: it runs when
-    ``DIAG_SLOW_EXPORTS=1``."""
-    pytest.importorskip(
-        "transformers.exporters", reason="transformers.exporters exists from transformers 5.23"
-    )
-    if os.environ.get("DIAG_SLOW_EXPORTS") != "1":
-        pytest.skip("SmolLM2 through transformers' exporter takes minutes: set DIAG_SLOW_EXPORTS=1")
-    out = tmp_path_factory.mktemp("transformers_smollm2")
-    export_with_transformers(smollm2_folder, out)
-    return out
+def transformers_smollm2(smollm2_folder):
+    """SmolLM2 through transformers' exporter (a prefill + decode folder), without
+    onnxscript's optimizer (with it: 18 min on a loaded 2-core machine), cached."""
+    return transformers_folder(smollm2_folder, optimize=False)
 
 
-@pytest.fixture(scope="session")
-def optimum_tiny_llama(tiny_llama_folder, tmp_path_factory):
-    """``(model, folder)``: the tiny llama through optimum-onnx's decoder export
-    (``text-generation-with-past``)."""
+def require_optimum() -> None:
+    """Skips where optimum-onnx is not installed: it needs transformers < 4.58, CI's
+    4.57.6 phase installs it (its extra requirements), the other phases skip."""
     pytest.importorskip(
         "optimum.exporters.onnx",
         reason="optimum-onnx needs transformers < 4.58: CI's 4.57.6 phase installs it",
     )
-    from optimum.exporters.onnx import onnx_export_from_model
 
-    model, _ = tiny_llama_folder
-    out = tmp_path_factory.mktemp("optimum_tiny_llama")
-    onnx_export_from_model(model, str(out), task="text-generation-with-past")
-    return model, out
+
+def optimum_folder(hf_folder) -> Path:
+    """optimum-onnx's decoder export (``text-generation-with-past``) of the model of
+    ``hf_folder``, cached (:func:`tool_folder`); its own validation against torch is
+    skipped (the tests compare the tokens)."""
+    require_optimum()
+    from optimum.exporters.onnx import onnx_export_from_model
+    from transformers import AutoModelForCausalLM
+
+    task = "text-generation-with-past"
+
+    def build(out: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(hf_folder).eval()
+        onnx_export_from_model(model, str(out), task=task, do_validation=False)
+
+    return tool_folder("optimum", hf_folder, {"task": task}, build)
+
+
+@pytest.fixture(scope="session")
+def optimum_tiny_llama(tiny_llama_folder):
+    """``(model, folder)``: the tiny llama through optimum-onnx's decoder export."""
+    model, hf = tiny_llama_folder
+    return model, optimum_folder(hf)
+
+
+@pytest.fixture(scope="session")
+def optimum_smollm2(request):
+    """SmolLM2 through optimum-onnx's decoder export, cached (skips before SmolLM2's
+    folder is asked for where optimum-onnx is missing)."""
+    require_optimum()
+    return optimum_folder(request.getfixturevalue("smollm2_folder"))
