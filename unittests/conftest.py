@@ -254,6 +254,17 @@ def genai_tiny_llama(tiny_llama_folder):
     return model, genai_folder(hf)
 
 
+def load_causal_lm(hf_folder) -> torch.nn.Module:
+    """The model of ``hf_folder`` as the tests' torch side has it: its config read by
+    :func:`diag.compat.transformers_api.load_config` (on 4.57, a folder saved by 5.x
+    would otherwise load with the default rotary base: another model)."""
+    from transformers import AutoModelForCausalLM
+
+    from diag.compat.transformers_api import load_config
+
+    return AutoModelForCausalLM.from_pretrained(hf_folder, config=load_config(hf_folder)).eval()
+
+
 @contextlib.contextmanager
 def pytree_nodes_restored() -> Iterator[None]:
     """Removes the pytree nodes registered inside the block: transformers' exporter
@@ -283,10 +294,9 @@ def export_with_transformers(
     pytest.importorskip(
         "transformers.exporters", reason="transformers.exporters exists from transformers 5.23"
     )
-    from transformers import AutoModelForCausalLM
     from transformers.exporters import OnnxConfig, OnnxExporter
 
-    model = AutoModelForCausalLM.from_pretrained(hf_folder).eval()
+    model = load_causal_lm(hf_folder)
     sample = {"input_ids": torch.tensor([[1, 5, 7, 9], [2, 1, 4, 6]])}
     if with_mask:
         sample["attention_mask"] = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
@@ -351,13 +361,11 @@ def optimum_folder(hf_folder) -> Path:
     skipped (the tests compare the tokens)."""
     require_optimum()
     from optimum.exporters.onnx import onnx_export_from_model
-    from transformers import AutoModelForCausalLM
 
     task = "text-generation-with-past"
 
     def build(out: Path) -> None:
-        model = AutoModelForCausalLM.from_pretrained(hf_folder).eval()
-        onnx_export_from_model(model, str(out), task=task, do_validation=False)
+        onnx_export_from_model(load_causal_lm(hf_folder), str(out), task=task, do_validation=False)
 
     return tool_folder("optimum", hf_folder, {"task": task}, build)
 
