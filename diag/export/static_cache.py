@@ -175,7 +175,7 @@ def run_static_step(
     >>> logits, buffers = run_static_step(model, ids, torch.tensor([[1, 1, 1, 0, 0, 0, 0, 0]]),
     ...     torch.arange(3)[None], torch.arange(3), pairs)
     >>> logits.shape, bool(buffers[0][0, :, 3:].abs().sum() == 0)
-    (torch.Size([1, 3, 32000]), True)
+    (torch.Size([1, 3, 49152]), True)
     """
     flat = [t for pair in pairs for t in pair]
     with torch.no_grad():

@@ -7,8 +7,8 @@ metadata, the file saved atomically.
 
 Example::
 
-    >>> static_dummy_inputs.__name__
-    'static_dummy_inputs'
+    result = diag.export_causal_lm(model, cache="static", max_length=2048)
+    diag.onnx_generate(result, ids, max_new_tokens=100)  # StaticOrtBackend, from the file
 """
 
 from __future__ import annotations

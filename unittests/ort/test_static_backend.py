@@ -84,3 +84,27 @@ def test_too_long_a_generation_says_what_to_pass(static_exports):
         backend(torch.ones((1, STATIC_MAX_LENGTH + 1), dtype=torch.int64),
                 torch.ones((1, STATIC_MAX_LENGTH + 1), dtype=torch.int64),
                 torch.arange(STATIC_MAX_LENGTH + 1)[None], None)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_smollm2_static_cache_generates_what_generate_does(smollm2):
+    from diag.export import export_causal_lm
+
+    model, tokenizer = smollm2
+    exported = export_causal_lm(model, cache="static", max_length=64, verify=False)
+    backend = get_backend(exported)
+    assert isinstance(backend, StaticOrtBackend)
+    prompts = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert (mask == 0).any()  # a left-padded batch of 3
+    expected = model.generate(ids, attention_mask=mask, max_new_tokens=16, do_sample=False)
+    tokens = onnx_generate(backend, ids, mask, max_new_tokens=16, do_sample=False,
+                           generation_config=model.generation_config)  # fmt: skip
+    assert torch.equal(tokens, expected)
+    knobs = dict(do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=16)
+    torch.manual_seed(11)
+    expected = model.generate(ids, attention_mask=mask, **knobs)
+    torch.manual_seed(11)
+    tokens = onnx_generate(backend, ids, mask, generation_config=model.generation_config, **knobs)
+    assert torch.equal(tokens, expected)
