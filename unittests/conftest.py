@@ -57,6 +57,37 @@ def smollm2():
     return model.eval(), tokenizer
 
 
+#: the sliding-window variants of the zoo (a window of 8 positions)
+SLIDING_VARIANTS = ["mistral-sw8", "gemma2-sw8"]
+#: buffers of the static cache exports of :func:`static_exports`
+STATIC_MAX_LENGTH = 32
+
+
+@pytest.fixture(scope="session")
+def static_exports(tmp_path_factory):
+    """``get(name) -> (model, ExportResult)``: the zoo model ``name`` exported once per
+    session with ``cache="static", max_length=STATIC_MAX_LENGTH``, unvalidated (the
+    export tests validate one; the parity tests compare the tokens)."""
+    from diag.export import export_causal_lm
+    from diag.models import get_untrained_model_with_inputs
+
+    done: dict = {}
+
+    def get(name: str):
+        if name not in done:
+            model = get_untrained_model_with_inputs(name)["model"].eval()
+            path = tmp_path_factory.mktemp(f"static-{name}") / "model.onnx"
+            done[name] = (
+                model,
+                export_causal_lm(
+                    model, path, cache="static", max_length=STATIC_MAX_LENGTH, verify=False
+                ),
+            )
+        return done[name]
+
+    return get
+
+
 def build_bigram_lm(
     num_layers: int = 2,
     vocab: int = 16,

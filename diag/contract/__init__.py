@@ -26,15 +26,18 @@ Example::
     'past_key_values.3.key'
 """
 
-from diag.contract.layout import DIAG_LAYOUT, Layout
+from diag.contract.layout import DIAG_LAYOUT, STATIC_LAYOUT, Layout
 from diag.contract.metadata import (
     GENERATION_CONFIG_METADATA,
     QUANTIZATION_METADATA,
+    STATIC_CACHE_METADATA,
     metadata_generation_config,
     metadata_quantization,
+    metadata_static_cache,
 )
 from diag.contract.names import (
     ATTENTION_MASK,
+    CACHE_POSITION,
     DIM_BATCH,
     DIM_PAST,
     DIM_SEQ,
@@ -53,6 +56,7 @@ from diag.contract.read import ContractError, ContractInfo, read_contract
 
 __all__ = [
     "ATTENTION_MASK",
+    "CACHE_POSITION",
     "CacheNames",
     "ContractError",
     "ContractInfo",
@@ -68,8 +72,11 @@ __all__ = [
     "POSITION_IDS",
     "PRESENT",
     "QUANTIZATION_METADATA",
+    "STATIC_CACHE_METADATA",
+    "STATIC_LAYOUT",
     "metadata_generation_config",
     "metadata_quantization",
+    "metadata_static_cache",
     "past_key_name",
     "past_value_name",
     "present_key_name",

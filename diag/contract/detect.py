@@ -36,6 +36,7 @@ import onnx
 
 from diag.contract import names as N
 from diag.contract.layout import DIAG_LAYOUT, Layout
+from diag.contract.metadata import STATIC_CACHE_METADATA
 from diag.contract.names import CacheNames
 from diag.contract.read import ContractError
 
@@ -106,19 +107,23 @@ def detect_layout_from_names(
     True
     """
     inputs, outputs = list(inputs), list(outputs)
-    tokens = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS}
+    tokens = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS, N.CACHE_POSITION}
     past = _cache_names(n for n in inputs if n not in tokens)
     present = _cache_names(n for n in outputs if n != N.LOGITS)
     if past is None or present is None or N.INPUT_IDS not in inputs or N.LOGITS not in outputs:
         return dataclasses.replace(DIAG_LAYOUT, **fields)
+    # a write position: past and present share buffers (diag's static cache layout)
+    static = N.CACHE_POSITION in inputs
+    diag_name = "diag-static" if static else "diag"
     layout = Layout(
-        name=name or ("diag" if (past, present) == (N.PAST, N.PRESENT) else "graph"),
+        name=name or (diag_name if (past, present) == (N.PAST, N.PRESENT) else "graph"),
         input_ids=N.INPUT_IDS,
         attention_mask=N.ATTENTION_MASK if N.ATTENTION_MASK in inputs else None,
         position_ids=N.POSITION_IDS if N.POSITION_IDS in inputs else None,
         logits=N.LOGITS,
         past=past,
         present=present,
+        cache_position=N.CACHE_POSITION if static else None,
     )
     if layout.attention_mask is None:
         layout = dataclasses.replace(layout, padding="none")
@@ -146,6 +151,11 @@ def _from_proto(model: onnx.ModelProto, **fields: Any) -> Layout:
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
     layout = detect_layout_from_names(inputs, outputs, **fields)
+    if layout.is_static and layout.max_length is None:
+        # the buffers' size, as export_causal_lm(cache="static") records it
+        entry = {p.key: p.value for p in model.metadata_props}.get(STATIC_CACHE_METADATA)
+        if entry:
+            layout = dataclasses.replace(layout, max_length=int(json.loads(entry)["max_length"]))
     if "GroupQueryAttention" in graph_op_types(model) and layout.attention_mask and "padding" not in fields:
         # the op takes the lengths from the mask (seqlens_k) and counts rotary
         # positions from 0 on the prompt: padding goes after the tokens

@@ -100,15 +100,27 @@ class Layout:
     padding: str = "left"
     files: tuple[str, ...] = ()
     side_files: tuple[str, ...] = ()
+    #: static cache (:data:`STATIC_LAYOUT`): the write position input; None: the cache grows
+    cache_position: str | None = None
+    #: static cache: the positions of each buffer (None: read from the graph's shapes)
+    max_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.padding not in PADDING_SIDES:
             raise ValueError(f"padding must be one of {PADDING_SIDES}, not {self.padding!r}.")
 
     @property
+    def is_static(self) -> bool:
+        """True when past and present are one buffer of ``max_length`` positions,
+        written in place at ``cache_position`` (:data:`STATIC_LAYOUT`)."""
+        return self.cache_position is not None
+
+    @property
     def token_inputs(self) -> tuple[str, ...]:
-        """The inputs that are not the cache: ids, mask, positions (those it has)."""
-        return tuple(n for n in (self.input_ids, self.attention_mask, self.position_ids) if n)
+        """The inputs that are not the cache: ids, mask, positions, write position
+        (those it has)."""
+        names = (self.input_ids, self.attention_mask, self.position_ids, self.cache_position)
+        return tuple(n for n in names if n)
 
     @property
     def is_pair(self) -> bool:
@@ -122,6 +134,8 @@ class Layout:
             names.append(self.attention_mask)
         if with_position_ids and self.position_ids:
             names.append(self.position_ids)
+        if self.cache_position:
+            names.append(self.cache_position)
         return names + self.past.names(num_layers)
 
     def output_names(self, num_layers: int) -> list[str]:
@@ -139,6 +153,8 @@ class Layout:
             tokens.append(self.attention_mask)
         if self.position_ids:
             tokens.append(f"[{self.position_ids}]")
+        if self.cache_position:
+            tokens.append(self.cache_position)
         text = (
             f"inputs {', '.join(tokens)}, {self.past.patterns()}; "
             f"outputs {self.logits}, {self.present.patterns()}"
@@ -168,6 +184,10 @@ class Layout:
         if self.kv_heads is not None or self.head_dim is not None:
             lines.append(f"  kv_heads {self.kv_heads}, head_dim {self.head_dim} (from the side files)")
         lines.append(f"  padding {self.padding}")
+        if self.is_static:
+            lines.append(
+                f"  static cache: {self.max_length or '?'} positions, written at {self.cache_position}"
+            )
         if self.files:
             lines.append(f"  files {', '.join(self.files)}")
         if self.side_files:
@@ -184,4 +204,25 @@ DIAG_LAYOUT = Layout(
     logits=N.LOGITS,
     past=N.PAST,
     present=N.PRESENT,
+)
+
+
+#: diag's static cache layout (``export_causal_lm(..., cache="static", max_length=N)``):
+#: the names of :data:`DIAG_LAYOUT` plus ``cache_position`` (int64 ``[seq]``, where the
+#: step's positions go: ``past, ..., past + seq - 1``); ``attention_mask`` is
+#: ``[batch, max_length]`` (0 on the left padding and on the positions not written
+#: yet), each ``past_key_values.{i}.*`` is a ``[batch, kv_heads, max_length, head_dim]``
+#: buffer and ``present.{i}.*`` the same buffer with the step's positions written:
+#: bind it as the input's own OrtValue and ONNX Runtime writes in place
+#: (:mod:`diag.ort.static_backend`). The metadata entry
+#: :data:`~diag.contract.metadata.STATIC_CACHE_METADATA` records ``max_length``.
+STATIC_LAYOUT = Layout(
+    name="diag-static",
+    input_ids=N.INPUT_IDS,
+    attention_mask=N.ATTENTION_MASK,
+    position_ids=N.POSITION_IDS,
+    logits=N.LOGITS,
+    past=N.PAST,
+    present=N.PRESENT,
+    cache_position=N.CACHE_POSITION,
 )

@@ -21,6 +21,10 @@ GENERATION_CONFIG_METADATA = "generation_config"
 #: (JSON, :class:`diag.export.quantize.QuantizeOptions`); absent from a float export
 QUANTIZATION_METADATA = "quantization"
 
+#: key of the ONNX metadata entry of a static cache export (JSON ``{"max_length": N}``,
+#: :data:`diag.contract.layout.STATIC_LAYOUT`); absent from a dynamic one
+STATIC_CACHE_METADATA = "static_cache"
+
 
 def metadata_json(session: Any, key: str) -> dict[str, Any] | None:
     """The JSON object stored under ``key`` in the metadata of ``session`` (an
@@ -45,3 +49,9 @@ def metadata_quantization(session: Any) -> dict[str, Any] | None:
     """The quantization options stored in the metadata of ``session`` (``bits``,
     ``block_size``...), or None for a float model."""
     return metadata_json(session, QUANTIZATION_METADATA)
+
+
+def metadata_static_cache(session: Any) -> dict[str, Any] | None:
+    """The static cache entry of ``session``'s metadata (``{"max_length": N}``), or None
+    for a model whose cache grows."""
+    return metadata_json(session, STATIC_CACHE_METADATA)

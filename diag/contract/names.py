@@ -23,6 +23,8 @@ INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 POSITION_IDS = "position_ids"
 LOGITS = "logits"
+#: the write position of a static cache (:data:`diag.contract.layout.STATIC_LAYOUT`)
+CACHE_POSITION = "cache_position"
 
 # names of the dynamic dimensions, as they appear in the ONNX graph (they are the names
 # of the torch.export dimensions, diag.models.make_dummy_inputs)

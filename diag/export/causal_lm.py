@@ -45,6 +45,8 @@ from diag.export.export_cache import (
 from diag.export.generation_config import generation_config_json
 from diag.export.onnx_export import ExportTimings, _check_exporter
 from diag.export.quantize import QuantizeOptions, quantize_file
+from diag.export.static_cache import STATIC_OPSET
+from diag.export.static_export import check_max_length, export_static_decoder
 from diag.export.validate import ValidationReport, validate_causal_lm
 from diag.export.validation_inputs import takes_position_ids
 from diag.models.cache_layout import cache_layout
@@ -55,6 +57,7 @@ DEFAULT_OPSET = 23
 
 # the float pipeline, a module global so that a test can count its calls
 _export = export_decoder
+_export_static = export_static_decoder
 
 
 @dataclass
@@ -153,6 +156,8 @@ def export_causal_lm(
     exporter: str = "onnx-dynamo",
     fuse: bool = True,
     quantize: str | QuantizeOptions | None = None,
+    cache: str = "dynamic",
+    max_length: int | None = None,
 ) -> ExportResult:
     """Exports a causal LM of transformers to ONNX, following the export contract.
 
@@ -176,6 +181,14 @@ def export_causal_lm(
         ``accuracy_level``, lm_head and embedding included or not): the weights are
         quantized by ONNX Runtime's tools from the float export, which is made (or
         reused) in the export cache first; None: float weights
+    :param cache: ``"dynamic"`` (the default: ``present`` is ``past`` with the step's
+        positions appended, what other tools drive too) or ``"static"``: buffers of
+        ``max_length`` positions that past and present share, written in place with
+        ``TensorScatter`` (opset 24, :data:`diag.contract.STATIC_LAYOUT`,
+        :mod:`diag.export.static_cache`); :func:`diag.onnx_generate` picks the driver
+        from the file
+    :param max_length: with ``cache="static"``, the positions of each buffer: prompt
+        plus new tokens of the longest generation (recorded in the metadata)
     :return: an :class:`ExportResult` (usable as a path)
 
     The model's ``generation_config`` goes into the file's metadata
@@ -183,7 +196,8 @@ def export_causal_lm(
     quantization options (:data:`diag.contract.QUANTIZATION_METADATA`).
 
     The key covers the model class and config, its generation config, a hash of the
-    weights, the exporter, the opset, the quantization options and the versions of
+    weights, the exporter, the opset, the quantization options, the cache layout
+    (``cache`` and ``max_length``, static only) and the versions of
     diag, torch, transformers, onnx, onnxscript and onnx-ir.
     """
     from diag.compat.versions import warn_if_transformers_untested
@@ -192,12 +206,14 @@ def export_causal_lm(
     check_causal_lm(model)
     _check_exporter(exporter)
     quantization = QuantizeOptions.parse(quantize)
+    max_length = check_max_length(cache, max_length)
+    static = max_length is not None
     # the cache's shapes come from the model's own cache, not from config attributes
     # that some architectures do not use (multi-query falcon, latent attention...);
     # an unsupported cache fails here, before anything is hashed or traced
     layout = cache_layout(model)
     if opset is None:
-        opset = DEFAULT_OPSET
+        opset = STATIC_OPSET if static else DEFAULT_OPSET
     with_position_ids = takes_position_ids(model)
     options: dict[str, Any] = {
         "exporter": exporter,
@@ -210,15 +226,21 @@ def export_causal_lm(
     if quantization is not None:
         # only then: the keys of float exports stay what they were
         options["quantize"] = quantization.as_dict()
+    if static:
+        # only then, as quantize: the keys of dynamic exports stay what they were
+        options["cache"] = cache
+        options["max_length"] = max_length
     parts = export_key_parts(model, options)
     key = key_of_parts(parts)
     if filename is None:
         folder = model_name(model) + (f"-{quantization.name}" if quantization else "")
+        folder += f"-static{max_length}" if static else ""
         filename = os.path.join(cache_dir(), "onnx", f"{folder}-{key}", "model.onnx")
     filename = os.path.abspath(os.fspath(filename))
+    io_layout = contract.STATIC_LAYOUT if static else contract.DIAG_LAYOUT
     names = (
-        contract.DIAG_LAYOUT.input_names(layout.num_layers, with_position_ids),
-        contract.DIAG_LAYOUT.output_names(layout.num_layers),
+        io_layout.input_names(layout.num_layers, with_position_ids),
+        io_layout.output_names(layout.num_layers),
     )
     if not force and is_cached(filename, key):
         return _reuse(model, filename, key, verify, verbose, names)
@@ -230,10 +252,12 @@ def export_causal_lm(
         dummy_inputs = None
         if quantization is None:
             timings = ExportTimings()
-            done = _export(
+            static_args = {"max_length": max_length} if static else {}
+            done = (_export_static if static else _export)(
                 model,
                 filename,
                 layout,
+                **static_args,
                 opset=opset,
                 exporter=exporter,
                 fuse=fuse,
@@ -246,7 +270,7 @@ def export_causal_lm(
         else:
             float_export = export_causal_lm(
                 model, None, verify=False, force=force, opset=opset, verbose=verbose,
-                exporter=exporter, fuse=fuse,
+                exporter=exporter, fuse=fuse, cache=cache, max_length=max_length,
             )  # fmt: skip
             source = float_export.filename
             timings = float_export.timings

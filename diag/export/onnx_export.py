@@ -129,8 +129,10 @@ def export_to_ir(
     verbose: int = 0,
     timings: ExportTimings | None = None,
     fuse: bool = False,
+    custom_translation_table: Mapping[Any, Any] | None = None,
 ) -> ir.Model:
-    """Steps 1 to 3 of :func:`to_onnx`: returns the :class:`onnx_ir.Model`, unsaved."""
+    """Steps 1 to 3 of :func:`to_onnx`: returns the :class:`onnx_ir.Model`, unsaved;
+    ``custom_translation_table`` translates custom ops (``torch.onnx.export``'s)."""
     _check_exporter(exporter)
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple of positional inputs, got {type(args).__name__}")
@@ -160,6 +162,7 @@ def export_to_ir(
             opset_version=opset,
             optimize=False,
             verbose=verbose > 1,
+            custom_translation_table=dict(custom_translation_table or {}) or None,
         )
         timings.translate = time.perf_counter() - begin
         if verbose:

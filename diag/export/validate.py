@@ -154,9 +154,19 @@ def compare_one(
     passes when its relative RMS difference (``relative`` in the row) is within it."""
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
-    feeds = step_feeds(inputs, input_names, full_past)
+    # a static cache export (diag.contract.STATIC_LAYOUT): the same step, its past in
+    # buffers of max_length positions; the positions written are compared
+    static = contract.metadata_static_cache(session)
+    feeds = step_feeds(inputs, [n for n in input_names if n != contract.CACHE_POSITION], full_past)
+    if static is not None:
+        from diag.export.static_export import static_feeds
+
+        feeds = static_feeds(feeds, static["max_length"])
     logits, keys, values = run_torch(model, inputs)
     got = dict(zip(output_names, session.run(None, feeds), strict=True))
+    if static is not None:
+        total = inputs[contract.ATTENTION_MASK].shape[1]
+        got = {k: v if k == contract.LOGITS else v[:, :, :total] for k, v in got.items()}
     ids = inputs[contract.INPUT_IDS]
     shapes = f"b={ids.shape[0]} s={ids.shape[1]} p={inputs[contract.ATTENTION_MASK].shape[1] - ids.shape[1]}"
     torch_side = {"logits": logits, "present.key": keys, "present.value": values}
@@ -253,6 +263,10 @@ def validate_causal_lm(
     if rtol is not None:
         # a random past: far off what a quantized model was made for (module docstring)
         input_sets = [spec for spec in input_sets if spec.past == 0]
+        dummy_inputs = None
+    if contract.metadata_static_cache(session) is not None:
+        # a static export's dummy inputs are buffers, not a cache the torch model takes;
+        # the input sets below check it against the model's own (dynamic) forward
         dummy_inputs = None
     if dummy_inputs is not None:
         report.rows.extend(

@@ -31,6 +31,10 @@ class StepBackend(Protocol):
     # Optional: ``input_device``, the torch device where the loop keeps the ids, mask
     # and tokens it passes (the torch backend: the model's). Without it, they stay
     # where the prompt is (the CPU for ONNX Runtime, whose backend copies them).
+    #
+    # Optional: ``reserve(batch, total_length)``, called once before the prefill with the
+    # generation's rows and positions (prompt + max_new_tokens): a backend whose cache
+    # has a fixed size (:class:`diag.ort.static_backend.StaticOrtBackend`) raises there.
 
     def __call__(
         self,

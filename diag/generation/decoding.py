@@ -194,6 +194,10 @@ def _loop(
     # One buffer for the tokens and one for the mask, sliced at each step, instead of
     # concatenating a new column to the whole history every step.
     total = prompt_length + max_new
+    reserve = getattr(backend, "reserve", None)
+    if reserve is not None:
+        # a backend with buffers of a fixed size refuses a longer generation now
+        reserve(batch, total)
     sequences = torch.empty((batch, total), dtype=torch.long, device=device)
     sequences[:, :prompt_length] = input_ids
     mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=device)

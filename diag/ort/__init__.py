@@ -12,11 +12,14 @@ from diag.ort.backend import OrtBackend, OrtPast
 from diag.ort.generate import get_backend, onnx_generate
 from diag.ort.open import open_backend
 from diag.ort.session import default_session_options, make_session
+from diag.ort.static_backend import StaticOrtBackend, StaticPast
 from diag.ort.step_backend import as_step_backend
 
 __all__ = [
     "OrtBackend",
     "OrtPast",
+    "StaticOrtBackend",
+    "StaticPast",
     "as_step_backend",
     "default_session_options",
     "get_backend",

@@ -24,10 +24,16 @@ from diag.contract.detect import detect_layout, find_model
 from diag.contract.layout import Layout
 from diag.ort.backend import OrtBackend
 from diag.ort.session import Providers, make_session
+from diag.ort.static_backend import StaticOrtBackend
 
 #: what ``layout=`` takes: a Layout (replaces the detected one), a mapping (fields of
 #: the detected one overridden), None (detected)
 LayoutArg = Layout | Mapping[str, Any] | None
+
+
+def _driver(layout: Layout) -> type[OrtBackend]:
+    """The backend class of ``layout``: buffers bound in place for a static cache."""
+    return StaticOrtBackend if layout.is_static else OrtBackend
 
 
 def open_backend(
@@ -48,11 +54,12 @@ def open_backend(
     if isinstance(model, OrtBackend):
         return model
     if isinstance(model, ort.InferenceSession):
-        return OrtBackend(model, layout=detect_layout(model, layout), vocab_size=vocab_size)
+        found_layout = detect_layout(model, layout)
+        return _driver(found_layout)(model, layout=found_layout, vocab_size=vocab_size)
     if isinstance(model, (str, os.PathLike)):
         found = find_model(model, layout)
         sessions = [make_session(p, providers, session_options=session_options) for p in found.paths]
-        return OrtBackend(
+        return _driver(found.layout)(
             sessions[-1],
             layout=found.layout,
             prefill_session=sessions[0] if len(sessions) == 2 else None,
@@ -66,7 +73,7 @@ def open_backend(
     if isinstance(model, onnx.ModelProto):
         found_layout = detect_layout(model, layout)
         session = make_session(model, providers, session_options=session_options)
-        return OrtBackend(session, layout=found_layout, vocab_size=vocab_size)
+        return _driver(found_layout)(session, layout=found_layout, vocab_size=vocab_size)
     raise TypeError(
         "model must be a folder or a path to an .onnx file, an onnx.ModelProto, an "
         f"onnx_ir.Model or an onnxruntime.InferenceSession, got {type(model).__name__}."

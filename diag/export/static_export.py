@@ -1,0 +1,212 @@
+"""The float export of a causal LM with a static cache, the ``cache="static"`` step of
+:func:`diag.export_causal_lm`: :class:`~diag.export.static_cache.StaticStep` traced on
+dummy buffers of ``max_length`` positions under :func:`diag.export.torch_export_patches`,
+``diag::cache_write`` translated to ``TensorScatter`` (opset 24), the names of
+:data:`diag.contract.STATIC_LAYOUT`, ``max_length`` and the generation config in the
+metadata, the file saved atomically.
+
+Example::
+
+    result = diag.export_causal_lm(model, cache="static", max_length=2048)
+    diag.onnx_generate(result, ids, max_new_tokens=100)  # StaticOrtBackend, from the file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import torch
+
+from diag import contract
+from diag.export.decoder_export import DecoderExport
+from diag.export.generation_config import write_generation_config
+from diag.export.onnx_export import ExportTimings, export_to_ir
+from diag.export.patches import torch_export_patches
+from diag.export.rename import rename_io
+from diag.export.save import save_model_atomic
+from diag.export.static_cache import STATIC_OPSET, TRANSLATION_TABLE, StaticStep
+from diag.export.validation_inputs import takes_position_ids
+from diag.models.cache_layout import CacheLayout
+
+#: the smallest ``max_length`` :func:`static_dummy_inputs` can trace with (its dummy
+#: step writes 3 positions after 5)
+MIN_MAX_LENGTH = 16
+
+
+def check_max_length(cache: str, max_length: int | None) -> int | None:
+    """``max_length`` checked against ``cache`` (``"dynamic"`` or ``"static"``).
+
+    >>> check_max_length("static", 2048), check_max_length("dynamic", None)
+    (2048, None)
+    """
+    if cache not in ("dynamic", "static"):
+        raise ValueError(f"cache={cache!r}: use 'dynamic' (the default) or 'static'.")
+    if cache == "dynamic":
+        if max_length is not None:
+            raise ValueError(
+                "max_length= sizes the buffers of a static cache: pass cache='static' with "
+                "it, or drop it (a dynamic cache grows as it needs)."
+            )
+        return None
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < MIN_MAX_LENGTH:
+        raise ValueError(
+            f"cache='static' needs max_length=N, the positions of each buffer (prompt plus "
+            f"new tokens, at least {MIN_MAX_LENGTH}), e.g. max_length=2048; got {max_length!r}."
+        )
+    return max_length
+
+
+def static_dummy_inputs(
+    model: torch.nn.Module, layout: CacheLayout, max_length: int, with_position_ids: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The inputs of one step of :class:`StaticStep` (``batch`` rows writing ``seq``
+    positions after ``past``, in buffers of ``max_length``) and their dynamic shapes:
+    ``batch`` and ``seq`` dynamic, ``max_length`` static."""
+    from diag.models.inputs import _pick_dims
+
+    static = set(layout.static_dims()) | {max_length}
+    batch, seq, past = _pick_dims(None, None, None, static)
+    generator = torch.Generator().manual_seed(0)
+    pairs = layout.random_pairs(batch, max_length, generator=generator)
+    mask = torch.zeros((batch, max_length), dtype=torch.int64)
+    mask[:, : past + seq] = 1
+    inputs: dict[str, Any] = {
+        "input_ids": torch.randint(0, layout.vocab_size, (batch, seq), generator=generator),
+        "attention_mask": mask,
+    }
+    if with_position_ids:
+        inputs["position_ids"] = torch.arange(past, past + seq).expand(batch, seq).contiguous()
+    inputs["cache_position"] = torch.arange(past, past + seq)
+    inputs["past"] = [t for pair in pairs for t in pair]
+    d_batch = torch.export.Dim(contract.DIM_BATCH, min=1, max=1024)
+    d_seq = torch.export.Dim(contract.DIM_SEQ, min=1, max=max_length)
+    shapes: dict[str, Any] = {"input_ids": {0: d_batch, 1: d_seq}, "attention_mask": {0: d_batch}}
+    if with_position_ids:
+        shapes["position_ids"] = {0: d_batch, 1: d_seq}
+    shapes["cache_position"] = {0: d_seq}
+    shapes["past"] = [{0: d_batch} for _ in inputs["past"]]
+    return inputs, shapes
+
+
+def export_static_decoder(
+    model: torch.nn.Module,
+    filename: str,
+    layout: CacheLayout,
+    *,
+    max_length: int,
+    opset: int | None,
+    exporter: str,
+    fuse: bool,
+    generation_config: str | None,
+    timings: ExportTimings,
+    verbose: int = 0,
+) -> DecoderExport:
+    """Exports ``model`` with a static cache of ``max_length`` positions to
+    ``filename`` (:data:`diag.contract.STATIC_LAYOUT`); ``timings`` receives the
+    duration of each step. ``opset`` below 24 (no ``TensorScatter``) is refused."""
+    opset = STATIC_OPSET if opset is None else opset
+    if opset < STATIC_OPSET:
+        raise ValueError(
+            f"cache='static' writes the cache with TensorScatter, which needs opset >= "
+            f"{STATIC_OPSET}; got opset={opset} (pass opset=None)."
+        )
+    with_position_ids = takes_position_ids(model)
+    inputs, shapes = static_dummy_inputs(model, layout, max_length, with_position_ids)
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        inputs = {
+            k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device)
+            for k, v in inputs.items()
+        }
+    names = contract.STATIC_LAYOUT
+    input_names = names.input_names(layout.num_layers, with_position_ids=with_position_ids)
+    output_names = names.output_names(layout.num_layers)
+    with torch_export_patches(verbose=verbose) as report:
+        model_ir = export_to_ir(
+            StaticStep(model),
+            (),
+            kwargs=inputs,
+            dynamic_shapes=shapes,
+            exporter=exporter,
+            opset=opset,
+            verbose=verbose,
+            timings=timings,
+            fuse=fuse,
+            custom_translation_table=TRANSLATION_TABLE,
+        )
+    got_in = [v.name for v in model_ir.graph.inputs]
+    got_out = [v.name for v in model_ir.graph.outputs]
+    if len(got_in) != len(input_names) or len(got_out) != len(output_names):
+        raise RuntimeError(
+            f"the static export of {type(model).__name__} has inputs {got_in} and outputs "
+            f"{got_out}, which do not map onto {input_names} -> {output_names}."
+        )
+    rename_io(model_ir, input_names, output_names)
+    write_generation_config(model_ir, generation_config)
+    model_ir.metadata_props[contract.STATIC_CACHE_METADATA] = json.dumps({"max_length": max_length})
+    begin = time.perf_counter()
+    written = save_model_atomic(model_ir, filename)
+    timings.save = time.perf_counter() - begin
+    if verbose:
+        print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
+    dummy = dict(inputs)
+    past = dummy.pop("past")
+    for i, name in enumerate(contract.PAST.names(layout.num_layers)):
+        dummy[name] = past[i]
+    return DecoderExport(
+        inputs=dummy,
+        input_names=input_names,
+        output_names=output_names,
+        extra_files=[os.path.basename(w) for w in written[1:]],
+        patches=report.applied + report.skipped,
+    )
+
+
+
+
+def static_feeds(feeds: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """The numpy feeds of a dynamic step (``past`` positions of cache, a mask of
+    ``past + seq``) as a static step takes them: the past written at the start of
+    zero buffers of ``max_length`` positions, the mask padded with zeros, the write
+    position ``past, ..., past + seq - 1``.
+
+    >>> import numpy as np
+    >>> f = static_feeds({"input_ids": np.zeros((1, 2), np.int64),
+    ...                  "attention_mask": np.ones((1, 5), np.int64),
+    ...                  "past_key_values.0.key": np.ones((1, 1, 3, 2), np.float32)}, 16)
+    >>> f["attention_mask"].sum(), f["cache_position"].tolist(), f["past_key_values.0.key"].shape
+    (np.int64(5), [3, 4], (1, 1, 16, 2))
+    """
+    import numpy as np
+
+    mask = feeds[contract.ATTENTION_MASK]
+    batch, total = mask.shape
+    past = total - feeds[contract.INPUT_IDS].shape[1]
+    if total > max_length:
+        raise ValueError(
+            f"a step of {total} positions does not fit a static cache of {max_length}: "
+            "export with a larger max_length."
+        )
+    out = dict(feeds)
+    padded = np.zeros((batch, max_length), dtype=mask.dtype)
+    padded[:, :total] = mask
+    out[contract.ATTENTION_MASK] = padded
+    out[contract.CACHE_POSITION] = np.arange(past, total, dtype=np.int64)
+    for name, value in feeds.items():
+        if contract.PAST.parse(name) is not None:
+            buffer = np.zeros(value.shape[:2] + (max_length,) + value.shape[3:], dtype=value.dtype)
+            buffer[:, :, :past] = value
+            out[name] = buffer
+    return out
+
+
+__all__ = [
+    "MIN_MAX_LENGTH",
+    "check_max_length",
+    "export_static_decoder",
+    "static_dummy_inputs",
+    "static_feeds",
+]
