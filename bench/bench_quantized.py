@@ -17,18 +17,20 @@ it cannot beat ``bandwidth / bytes read per token``; the bandwidth is a numpy co
 a buffer much larger than the caches (read + write bytes / time, best of several),
 measured between the rounds.
 
-Then the settings sweep of int4 (teacher-forced only): accuracy_level, block size,
-lm_head excluded, asymmetric, with their decode speed at batch 1: which setting
-reaches a top-1 agreement of 0.95, and at what speed.
+Then the settings table (teacher-forced only, same prompts): block size 32 / 64 / 128,
+symmetric or not, accuracy_level, the lm_head in int8 or float, the tied embedding
+sharing the lm_head's table, int8 for all; each with its decode speed at batch 1
+(alternated with genai's int4 in the same rounds: the ratio is of the same moments)
+and its weight MiB: which setting reaches a top-1 agreement of 0.95, and at what speed.
+The default int4 and int8 rows are the contenders' of the first table.
 
 Usage::
 
     python bench/bench_quantized.py            # the full run (~15 min on 2 busy cores)
     python bench/bench_quantized.py --quick    # 2 prompts, 20 steps, 1 repeat: a smoke check
 
-The genai model's files are read by diag once their one symbolic head size is made
-static (a copy of the ``.onnx`` next to it, the weights shared): the report then runs
-on the very file genai's Generator runs.
+genai's folder is read by diag as it is (:mod:`diag.contract.detect` knows its
+layout): the report runs on the very files genai's ``Generator`` runs.
 """
 
 from __future__ import annotations
@@ -66,13 +68,20 @@ CHAT = [
     "What are three good habits for staying healthy while working from home?",
     "Tell me a short story about a lighthouse keeper and a storm.",
 ]
-SWEEP = {
-    "int4 acc0 (fp32 compute)": QuantizeOptions(bits=4, accuracy_level=None),
-    "int4 block 16": QuantizeOptions(bits=4, block_size=16),
-    "int4 asymmetric": QuantizeOptions(bits=4, symmetric=False),
-    "int4 lm_head float": QuantizeOptions(bits=4, lm_head=False),
-    "int4 b16 lm_head float": QuantizeOptions(bits=4, block_size=16, lm_head=False),
-}
+#: the settings table: (label, options); None: the row of that contender of the first
+#: table (the default int4 and int8 exports)
+SETTINGS = [
+    ("int4 b32 sym acc4 (default)", None),
+    ("int4 b64 sym acc4", QuantizeOptions(block_size=64)),
+    ("int4 b128 sym acc4", QuantizeOptions(block_size=128)),
+    ("int4 b32 asym acc4", QuantizeOptions(symmetric=False)),
+    ("int4 b32 sym acc0 (fp32 compute)", QuantizeOptions(accuracy_level=None)),
+    ("int4 b32 lm_head int8", QuantizeOptions(lm_head_bits=8)),
+    ("int4 b32 lm_head float", QuantizeOptions(lm_head=False)),
+    ("int4 b32 tied embedding shared", QuantizeOptions(embedding=True)),
+    ("int8 all b32 acc4", None),
+]
+DEFAULTS = {"int4 b32 sym acc4 (default)": "diag int4", "int8 all b32 acc4": "diag int8"}
 
 
 def copy_bandwidth(size_bytes: int = 2**29, repeat: int = 5) -> float:
@@ -88,13 +97,15 @@ def copy_bandwidth(size_bytes: int = 2**29, repeat: int = 5) -> float:
     return 2 * size_bytes / best
 
 
+def onnx_file(path: str) -> str:
+    """The ``.onnx`` file of a contender (genai's: ``model.onnx`` of its folder)."""
+    return os.path.join(path, "model.onnx") if os.path.isdir(path) else path
+
+
 def file_bytes(path: str) -> int:
+    path = onnx_file(path)
     folder, base = os.path.dirname(path), os.path.basename(path)
-    return sum(
-        os.path.getsize(os.path.join(folder, n))
-        for n in os.listdir(folder)
-        if n in (base, base + ".data") or (n.endswith(".data") and base == "model.diag.onnx")
-    )
+    return sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder) if n in (base, base + ".data"))
 
 
 def bytes_per_token(path: str) -> int:
@@ -102,7 +113,7 @@ def bytes_per_token(path: str) -> int:
     lookups (``Gather`` / ``GatherBlockQuantized`` data), of which one row."""
     import onnx
 
-    proto = onnx.load(path, load_external_data=False)
+    proto = onnx.load(onnx_file(path), load_external_data=False)
     readers: dict[str, list[tuple[str, int]]] = {}
     for node in proto.graph.node:
         for k, name in enumerate(node.input):
@@ -134,22 +145,6 @@ def genai_build(hf_folder: str, out: str) -> float:
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     return time.perf_counter() - begin
-
-
-def genai_drivable_copy(folder: str, head_dim: int) -> str:
-    """``model.diag.onnx`` next to genai's ``model.onnx`` (same weights file), its
-    symbolic head size made static: diag builds the empty cache of a prefill from it."""
-    import onnx
-
-    out = os.path.join(folder, "model.diag.onnx")
-    proto = onnx.load(os.path.join(folder, "model.onnx"), load_external_data=False)
-    for v in list(proto.graph.input) + list(proto.graph.output):
-        for d in v.type.tensor_type.shape.dim:
-            if d.dim_param == "kv_cache_dim":
-                d.Clear()
-                d.dim_value = head_dim
-    onnx.save(proto, out)
-    return out
 
 
 class DiagRunner:
@@ -220,6 +215,49 @@ def speed(runners: dict[str, Any], tokenizer: Any, batches, new_tokens, repeat) 
     return rows, statistics.median(bandwidths)
 
 
+def settings_table(model, tokenizer, prompts, args, df, genai_folder, threads) -> pandas.DataFrame:
+    """:data:`SETTINGS`: top-1, mean KL (teacher-forced), decode tokens/s at batch 1
+    alternated with genai's int4, MiB; the default rows read from ``df``."""
+    first = df.set_index("contender")
+    genai = GenaiRunner(genai_folder)
+    rows = []
+    for label, options in SETTINGS:
+        if options is None:
+            row = first.loc[DEFAULTS[label]]
+            rows.append({
+                "setting": label, "name": QuantizeOptions.parse(DEFAULTS[label][-4:]).name,
+                "top1": row["top1"], "mean KL": row["mean KL"],
+                "decode tok/s b1": row["decode tok/s b1"],
+                "x genai": row["decode tok/s b1"] / first.loc["genai int4", "decode tok/s b1"],
+                "weight MiB": row["weight MiB"],
+            })  # fmt: skip
+            continue
+        result = export_causal_lm(model, quantize=options, verify=False)
+        with single_torch_thread():
+            rep = diag.quantization_report(
+                model, result, prompts, tokenizer=tokenizer, max_new_tokens=args.tf_tokens,
+                free_running=0, text=None,
+            )  # fmt: skip
+        runners = {label: DiagRunner(result.filename, model, tokenizer, threads), "genai int4": genai}
+        sp = pandas.DataFrame(speed(runners, tokenizer, [1], args.new_tokens, args.repeat)[0]).set_index("contender")
+        tok_s = sp.loc[label, "decode_tok/s"]
+        print(f"[setting {label}: top-1 {rep.summary['top1_agreement']:.3f}, {tok_s:.1f} tok/s]", flush=True)
+        rows.append({
+            "setting": label, "name": options.name,
+            "top1": rep.summary["top1_agreement"], "mean KL": rep.summary["mean_kl"],
+            "decode tok/s b1": tok_s, "x genai": tok_s / sp.loc["genai int4", "decode_tok/s"],
+            "weight MiB": file_bytes(result.filename) / 2**20,
+        })  # fmt: skip
+    table = pandas.DataFrame(rows)
+    reach = table[table.top1 >= 0.95]
+    print(f"\nsettings (teacher-forced, {len(prompts)} prompts x {args.tf_tokens} steps; decode batch 1, "
+          f"median of {args.repeat} rounds alternated with genai int4, x genai: the same rounds)")  # fmt: skip
+    print("reaches top-1 >= 0.95: " + (
+        ", ".join(f"{r.setting} ({r['decode tok/s b1']:.0f} tok/s, {r['x genai']:.2f}x genai)" for _, r in reach.iterrows())
+        if len(reach) else "none of these"))  # fmt: skip
+    return table
+
+
 def main(argv: list[str] | None = None) -> pandas.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 prompts, 20 steps, 1 repeat")
@@ -257,7 +295,7 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
         with open(genai_time_file, "w") as f:
             f.write(str(build))
     export_s["genai int4"] = float(open(genai_time_file).read()) if os.path.exists(genai_time_file) else float("nan")
-    paths["genai int4"] = genai_drivable_copy(genai_folder, model.config.head_dim)
+    paths["genai int4"] = genai_folder  # its own folder, as genai's Generator reads it
 
     runners = {name: DiagRunner(p, model, tokenizer, threads) for name, p in paths.items() if name.startswith("diag")}
     runners["genai int4"] = GenaiRunner(genai_folder)
@@ -325,33 +363,8 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     print("\nfirst divergence of diag int4, prompt 0:\n" + str(quality["diag int4"].divergences[0]))
 
     if not args.no_sweep:
-        sweep_rows = []
-        for label, options in SWEEP.items():
-            result = export_causal_lm(model, quantize=options, verify=False)
-            with single_torch_thread():
-                rep = diag.quantization_report(
-                    model, result, prompts, tokenizer=tokenizer, max_new_tokens=args.tf_tokens,
-                    free_running=0, text=None,
-                )  # fmt: skip
-            runner = DiagRunner(result.filename, model, tokenizer, threads)
-            enc = tokenizer(PROMPTS[:1], return_tensors="pt")
-            runner.run(enc["input_ids"], enc["attention_mask"], 4)
-            decode = [
-                (args.new_tokens - 1) / runner.run(enc["input_ids"], enc["attention_mask"], args.new_tokens)[1]
-                for _ in range(args.repeat)
-            ]
-            print(f"[sweep {label}: top-1 {rep.summary['top1_agreement']:.3f}]", flush=True)
-            sweep_rows.append({
-                "setting": label, "name": options.name,
-                "top1": rep.summary["top1_agreement"], "mean KL": rep.summary["mean_kl"],
-                "decode tok/s b1": statistics.median(decode),
-                "weight MiB": file_bytes(result.filename) / 2**20,
-            })  # fmt: skip
-        sw = pandas.DataFrame(sweep_rows)
-        print("\nint4 settings (teacher-forced, same prompts; decode batch 1, median):")
-        print(sw.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-        reach = sw[sw.top1 >= 0.95]
-        print("reaches top-1 >= 0.95: " + (", ".join(reach.setting) if len(reach) else "none of these"))
+        print("\n" + settings_table(model, tokenizer, prompts, args, df, genai_folder, threads).to_string(
+            index=False, float_format=lambda v: f"{v:.3g}"))  # fmt: skip
     return df
 
 

@@ -14,10 +14,15 @@ teacher forcing (both sides read the same tokens: top-1 agreement, KL, top-5
 overlap), free-running generation (the first step where the tokens part, with
 both sides' candidates and margins) and the perplexity of a fixed text.
 
-The page measures, when the documentation is built: the speed and the agreement
-side by side, the first divergence, and the trade-off of ONNX Runtime's
-``accuracy_level`` (4: the activations are quantized to int8 inside the matrix
-product, fast; 0: computed in float32).
+The page measures, when the documentation is built: the speed, the agreement and
+the file size side by side, the first divergence, and the trade-offs of the
+options of :class:`diag.QuantizeOptions`: ONNX Runtime's ``accuracy_level`` (4: the
+activations are quantized to int8 inside the matrix product, fast; 0: computed in
+float32), the lm_head (the largest matrix of a small model) kept in 8 bits, and the
+tied embedding reading the lm_head's quantized table (one table in the file instead
+of a float one: the size of onnxruntime-genai's int4 build). ``bench/bench_quantized.py``
+measures more settings (block size, symmetric or not, int8 for all) against
+onnxruntime-genai's int4 build.
 
 Exports
 -------
@@ -46,12 +51,19 @@ exports = {
     "int4 (accuracy_level 0)": diag.export_causal_lm(
         model, quantize=diag.QuantizeOptions(bits=4, accuracy_level=None)
     ),
+    "int4, lm_head int8": diag.export_causal_lm(
+        model, quantize=diag.QuantizeOptions(bits=4, lm_head_bits=8)
+    ),
+    "int4, embedding shared": diag.export_causal_lm(
+        model, quantize=diag.QuantizeOptions(bits=4, embedding=True)
+    ),
 }
+sizes = {}
 for name, result in exports.items():
-    size = sum(
+    sizes[name] = sum(
         os.path.getsize(p) for p in (result.filename, result.filename + ".data") if os.path.exists(p)
-    )
-    print(f"{name:<24} {size / 2**20:6.1f} MiB  {result.filename}")
+    ) / 2**20
+    print(f"{name:<24} {sizes[name]:6.1f} MiB  {result.filename}")
 
 # %%
 # The validation of a quantized export says that it is one: it checks the relative
@@ -106,6 +118,7 @@ summary = pd.DataFrame(
         {
             "export": name,
             "decode tok/s": speed[name],
+            "MiB": sizes[name],
             "top-1 agreement": r.summary["top1_agreement"],
             "mean KL": r.summary["mean_kl"],
             "top-5 overlap": r.summary["top5_overlap"],
@@ -114,20 +127,23 @@ summary = pd.DataFrame(
         }
         for name, r in reports.items()
     ]
-    + [{"export": "float32", "decode tok/s": speed["float32"], "top-1 agreement": 1.0,
-        "perplexity": next(iter(reports.values())).perplexity["torch"]}]  # fmt: skip
+    + [{"export": "float32", "decode tok/s": speed["float32"], "MiB": sizes["float32"],
+        "top-1 agreement": 1.0, "perplexity": next(iter(reports.values())).perplexity["torch"]}]  # fmt: skip
 )
 print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 # %%
-# Speed and agreement side by side: the accuracy-level trade-off.
+# Speed and agreement side by side: the trade-offs of the settings.
 
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 3.5))
 left.barh(summary["export"], summary["decode tok/s"], color="#4c72b0")
 left.set_xlabel("decode tokens/s, batch 1")
-right.barh(summary["export"], summary["top-1 agreement"], color="#55a868")
-right.set_xlim(0, 1.05)
-right.set_xlabel("teacher-forced top-1 agreement with float32 torch")
+middle.barh(summary["export"], summary["top-1 agreement"], color="#55a868")
+middle.set_xlim(0, 1.05)
+middle.set_xlabel("teacher-forced top-1 agreement\nwith float32 torch")
+middle.set_yticks([])
+right.barh(summary["export"], summary["MiB"], color="#c44e52")
+right.set_xlabel("file size, MiB")
 right.set_yticks([])
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_quantized_speed.png"))

@@ -7,9 +7,10 @@ Runtime's ``accuracy_level``, which matrices); :func:`quantize_model` does it:
   :class:`onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer` with a
   ``DefaultWeightOnlyQuantConfig``: every ``MatMul`` reading a constant weight becomes
   a ``com.microsoft.MatMulNBits`` (weights in blocks of ``block_size`` along the input
-  dimension, one scale per block, a zero point when not symmetric); with
-  ``embedding=True`` (4 bits only) the embedding ``Gather`` becomes a
-  ``GatherBlockQuantized``;
+  dimension, one scale per block, a zero point when not symmetric); the lm_head may
+  take other bits (``lm_head_bits=8``: a second pass of the same quantizer on that
+  node alone); with ``embedding=True`` the embedding ``Gather`` becomes a
+  ``GatherBlockQuantized`` (see below);
 * ``method="dynamic"`` (8 bits): :func:`onnxruntime.quantization.quantize_dynamic`,
   int8 weights per channel and activations quantized at run time
   (``DynamicQuantizeMatMul`` / ``MatMulInteger``).
@@ -20,10 +21,17 @@ transB=1)`` so that the weight is stored once; ONNX Runtime's quantizers read
 ``MatMul`` only, so with ``lm_head=True`` that ``Gemm`` becomes ``MatMul(x, E^T)``
 (the quantized copy replaces the float one, the embedding keeps ``E``).
 
+With ``embedding=True`` and such a tied head quantized, ONNX Runtime's quantizer
+would write a second table for the ``Gather``; diag makes the embedding read the
+lm_head's quantized bytes instead (:func:`share_tied_embedding`: a
+``GatherBlockQuantized`` on a ``Reshape`` of the ``MatMulNBits`` weight, its scales
+and zero points): one table in the file, as onnxruntime-genai's builder writes it.
+An untied embedding gets its own 4-bit table from ONNX Runtime's quantizer.
+
 Example::
 
     >>> QuantizeOptions.parse("int4")
-    QuantizeOptions(bits=4, block_size=32, symmetric=True, accuracy_level=4, lm_head=True, embedding=False, method='nbits')
+    QuantizeOptions(bits=4, block_size=32, symmetric=True, accuracy_level=4, lm_head=True, lm_head_bits=None, embedding=False, method='nbits')
     >>> QuantizeOptions.parse("int8").name
     'int8'
 """
@@ -73,7 +81,11 @@ class QuantizeOptions:
     accuracy_level: int | None = 4
     #: quantizes the output projection (the largest matrix of a small model)
     lm_head: bool = True
-    #: quantizes the embedding table too (``GatherBlockQuantized``, 4 bits only)
+    #: the bits of the quantized lm_head (4 or 8); None: :attr:`bits`. 8 keeps the
+    #: logits closer for twice the bytes of that matrix
+    lm_head_bits: int | None = None
+    #: quantizes the embedding table too (``GatherBlockQuantized``): a tied one reads
+    #: the quantized lm_head's table (one copy); an untied one gets its own (4 bits)
     embedding: bool = False
     #: ``"nbits"`` (MatMulNBits, 4 or 8 bits) or ``"dynamic"`` (quantize_dynamic, 8 bits)
     method: str = "nbits"
@@ -85,10 +97,14 @@ class QuantizeOptions:
             raise ValueError(f"bits={self.bits!r}: diag quantizes to 4 or 8 bits.")
         if self.method == "dynamic" and self.bits != 8:
             raise ValueError("method='dynamic' (quantize_dynamic) quantizes to 8 bits: set bits=8.")
-        if self.embedding and self.bits != 4:
-            raise ValueError(
-                "embedding=True needs bits=4: ONNX Runtime's GatherBlockQuantized takes 4-bit tables."
-            )
+        if self.lm_head_bits is not None:
+            if self.lm_head_bits not in (4, 8):
+                raise ValueError(f"lm_head_bits={self.lm_head_bits!r}: use 4, 8 or None (bits).")
+            if self.method != "nbits" or not self.lm_head:
+                raise ValueError(
+                    "lm_head_bits needs method='nbits' and lm_head=True (the lm_head quantized "
+                    "by MatMulNBits); leave it None otherwise."
+                )
         if self.embedding and self.method != "nbits":
             raise ValueError("embedding=True needs method='nbits'.")
         if not isinstance(self.block_size, int) or self.block_size < 16 or self.block_size & (
@@ -138,6 +154,8 @@ class QuantizeOptions:
                 parts.append(f"acc{self.accuracy_level or 0}")
             if not self.lm_head:
                 parts.append("no_lm_head")
+            elif self.lm_head_bits not in (None, self.bits):
+                parts.append(f"lm_head{self.lm_head_bits}")
             if self.embedding:
                 parts.append("embedding")
         return "-".join(parts)
@@ -222,6 +240,9 @@ def quantize_model(proto: onnx.ModelProto, options: QuantizeOptions) -> onnx.Mod
     head = lm_head_node(proto)
     if head is not None and not head.name:
         head.name = "lm_head"  # the quantizers exclude nodes by name
+    # the table a tied head shares with the embedding (the Gemm's weight), read before
+    # the Gemm becomes a MatMul on its transposed copy
+    tied = _tied_embedding(proto, head) if options.lm_head else None
     if options.lm_head and head is not None and head.op_type == "Gemm":
         _gemm_as_matmul(proto, head)
     exclude = [] if options.lm_head or head is None else [head.name]
@@ -236,7 +257,7 @@ def quantize_model(proto: onnx.ModelProto, options: QuantizeOptions) -> onnx.Mod
             if options.method == "dynamic":
                 quantized = _quantize_dynamic(proto, exclude)
             else:
-                quantized = _quantize_nbits(proto, options, exclude)
+                quantized = _quantize_nbits(proto, options, exclude, head, tied)
     finally:
         logger.setLevel(previous)
     entries = [p for p in quantized.metadata_props if p.key != contract.QUANTIZATION_METADATA]
@@ -246,15 +267,36 @@ def quantize_model(proto: onnx.ModelProto, options: QuantizeOptions) -> onnx.Mod
     return quantized
 
 
-def _quantize_nbits(
-    proto: onnx.ModelProto, options: QuantizeOptions, exclude: list[str]
+def _tied_embedding(proto: onnx.ModelProto, head: onnx.NodeProto | None) -> onnx.NodeProto | None:
+    """The embedding ``Gather`` reading the table of a tied ``Gemm(x, E, transB=1)``
+    head, or None."""
+    if head is None or head.op_type != "Gemm":
+        return None
+    table = head.input[1]
+    return next(
+        (
+            n
+            for n in proto.graph.node
+            if n.op_type == "Gather"
+            and n.input[0] == table
+            and {a.name: a.i for a in n.attribute}.get("axis", 0) == 0
+        ),
+        None,
+    )
+
+
+def _nbits_pass(
+    proto: onnx.ModelProto,
+    options: QuantizeOptions,
+    bits: int,
+    exclude: list[str],
+    ops: tuple[str, ...] = ("MatMul",),
 ) -> onnx.ModelProto:
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
         MatMulNBitsQuantizer,
     )
 
-    ops = ("MatMul", "Gather") if options.embedding else ("MatMul",)
     config = DefaultWeightOnlyQuantConfig(
         block_size=options.block_size,
         is_symmetric=options.symmetric,
@@ -262,11 +304,122 @@ def _quantize_nbits(
         op_types_to_quantize=ops,
         # Gather: blocks along the hidden dimension (axis 1 of the [vocab, hidden] table)
         quant_axes=(("MatMul", 0), ("Gather", 1)),
-        bits=options.bits,
+        bits=bits,
     )
     quantizer = MatMulNBitsQuantizer(proto, algo_config=config, nodes_to_exclude=exclude)
     quantizer.process()
     return quantizer.model.model
+
+
+def _quantize_nbits(
+    proto: onnx.ModelProto,
+    options: QuantizeOptions,
+    exclude: list[str],
+    head: onnx.NodeProto | None,
+    tied: onnx.NodeProto | None,
+) -> onnx.ModelProto:
+    head_bits = options.lm_head_bits or options.bits
+    if options.lm_head and head is not None and head_bits != options.bits:
+        # the lm_head alone first, in its own bits: every other MatMul excluded; the
+        # second pass skips it (a MatMulNBits already)
+        others = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n is not head]
+        proto = _nbits_pass(proto, options, head_bits, exclude + others)
+    # MatMulNBits pads a last partial block, GatherBlockQuantized does not: a hidden
+    # size that is not a multiple of the block size cannot share the bytes
+    share = (
+        options.embedding
+        and tied is not None
+        and _initializers(proto)[tied.input[0]].dims[1] % options.block_size == 0
+    )
+    ops: tuple[str, ...] = ("MatMul",)
+    if options.embedding and not share:
+        if options.bits != 4:
+            raise ValueError(
+                "embedding=True on an embedding that is not a tied lm_head's table (or a "
+                f"hidden size that is not a multiple of block_size={options.block_size}) needs "
+                "bits=4: ONNX Runtime's quantizer writes 4-bit Gather tables only."
+            )
+        ops = ("MatMul", "Gather")
+    quantized = _nbits_pass(proto, options, options.bits, exclude, ops)
+    if share:
+        share_tied_embedding(quantized, tied.output[0])
+    return quantized
+
+
+def share_tied_embedding(proto: onnx.ModelProto, embedding_output: str) -> onnx.NodeProto:
+    """Replaces the embedding ``Gather`` whose output is ``embedding_output`` by a
+    ``GatherBlockQuantized`` reading the quantized lm_head's bytes (``MatMulNBits``'
+    ``B`` reshaped to ``[vocab, hidden * bits / 8]``, its scales and zero points:
+    the same blocks along the hidden dimension); the float table goes when nothing
+    else reads it. Returns the new node. ``proto`` is modified in place.
+
+    The head's table is ``W^T = E`` (``[vocab, hidden]``), quantized by ``MatMulNBits``
+    per output row in blocks along the hidden dimension: exactly the blocks of a
+    ``GatherBlockQuantized`` on ``E`` with ``quantize_axis=1``, unsigned 4 / 8-bit data
+    packed low bits first, and the same default zero point ``2^(bits-1)``.
+    """
+    head = lm_head_node(proto)
+    if head is None or head.op_type != "MatMulNBits":
+        raise ValueError("share_tied_embedding needs a model whose lm_head is a MatMulNBits.")
+    gather = next(
+        (n for n in proto.graph.node if n.op_type == "Gather" and embedding_output in n.output),
+        None,
+    )
+    if gather is None:
+        raise ValueError(f"no Gather writes {embedding_output!r}.")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in head.attribute}
+    bits, block, vocab = attrs["bits"], attrs["block_size"], attrs["N"]
+    inits = _initializers(proto)
+    table = gather.input[0]
+    data = inits[head.input[1]]
+    if int(np.prod(data.dims)) * 8 // bits != vocab * attrs["K"]:
+        raise ValueError(
+            f"the lm_head's quantized table has padding (K={attrs['K']}, block_size={block}): "
+            "the embedding cannot read it; quantize the embedding on its own."
+        )
+
+    def reshaped(name: str, shape: list[int]) -> str:
+        # a Reshape node, not a reshaped copy: both readers share the stored bytes
+        if list(inits[name].dims) == shape:
+            return name
+        const = f"{name}.embedding_shape"
+        proto.graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), const))
+        out = f"{name}.embedding"
+        proto.graph.node.insert(
+            list(proto.graph.node).index(gather),
+            onnx.helper.make_node("Reshape", [name, const], [out], name=f"{out}_reshape"),
+        )
+        return out
+
+    k_blocks = attrs["K"] // block
+    inputs = [
+        reshaped(head.input[1], [vocab, attrs["K"] * bits // 8]),
+        gather.input[1],
+        reshaped(head.input[2], [vocab, k_blocks]),
+    ]
+    if len(head.input) > 3 and head.input[3]:
+        inputs.append(reshaped(head.input[3], [vocab, (k_blocks * bits + 7) // 8]))
+    node = onnx.helper.make_node(
+        "GatherBlockQuantized",
+        inputs,
+        list(gather.output),
+        name=f"{gather.name or 'embedding'}_shared",
+        domain="com.microsoft",
+        bits=bits,
+        block_size=block,
+        gather_axis=0,
+        quantize_axis=1,
+    )
+    position = list(proto.graph.node).index(gather)
+    proto.graph.node.remove(gather)
+    proto.graph.node.insert(position, node)
+    if not any(table in n.input for n in proto.graph.node):
+        kept = [i for i in proto.graph.initializer if i.name != table]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.add(domain="com.microsoft", version=1)
+    return node
 
 
 def _quantize_dynamic(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
@@ -309,4 +462,5 @@ __all__ = [
     "lm_head_node",
     "quantize_file",
     "quantize_model",
+    "share_tied_embedding",
 ]

@@ -112,6 +112,78 @@ def test_lm_head_excluded_and_embedding_included(tiny):
     assert _attrs(gather)["block_size"] == 32 and _attrs(gather)["quantize_axis"] == 1
 
 
+def _tied_graph(vocab: int, hidden: int) -> onnx.ModelProto:
+    """``emb = Gather(E, ids)``, ``logits = Gemm(x, E, transB=1)``: a tied table, as the
+    exporter writes SmolLM2's."""
+    from onnx import TensorProto, helper
+
+    table = np.random.default_rng(0).standard_normal((vocab, hidden)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["emb"], name="embed"),
+        helper.make_node("Gemm", ["x", "E"], ["logits"], name="head", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tied",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [vocab]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [hidden, hidden])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [vocab, hidden]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, [hidden, vocab])],
+        [onnx.numpy_helper.from_array(table, "E")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        QuantizeOptions(embedding=True, accuracy_level=None),
+        QuantizeOptions(embedding=True, symmetric=False, accuracy_level=None),
+        QuantizeOptions(bits=8, embedding=True, block_size=16, accuracy_level=None),
+        QuantizeOptions(embedding=True, lm_head_bits=8, symmetric=False, accuracy_level=None),
+    ],
+    ids=lambda o: o.name,
+)
+def test_tied_embedding_reads_the_head_table(options):
+    # 96 = 3 blocks of 32: an odd number of packed zero points per row
+    vocab, hidden = 80, 96
+    proto = quantize_model(_tied_graph(vocab, hidden), options)
+    assert count_ops(proto) == {"MatMulNBits": 1, "GatherBlockQuantized": 1, "Reshape": 1}
+    # one table: the float one is gone, the embedding reads the head's bytes
+    assert "E" not in {i.name for i in proto.graph.initializer}
+    head = lm_head_node(proto)
+    gather = next(n for n in proto.graph.node if n.op_type == "GatherBlockQuantized")
+    reshape = next(n for n in proto.graph.node if n.op_type == "Reshape")
+    assert reshape.input[0] == head.input[1] and gather.input[0] == reshape.output[0]
+    assert list(gather.input[2:]) == list(head.input[2:])
+    bits = options.lm_head_bits or options.bits
+    assert _attrs(gather)["bits"] == _attrs(head)["bits"] == bits
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    # x = identity: the logits are the dequantized table, transposed
+    emb, logits = session.run(
+        None, {"ids": np.arange(vocab), "x": np.eye(hidden, dtype=np.float32)}
+    )
+    np.testing.assert_array_equal(emb, logits.T)
+    error = np.abs(emb - onnx.numpy_helper.to_array(_tied_graph(vocab, hidden).graph.initializer[0]))
+    assert 0 < error.max() < (0.5 if bits == 4 else 0.05)
+
+
+def test_tied_embedding_on_a_padded_table_and_lm_head_bits(tiny):
+    _, float_export, _ = tiny
+    # hidden 96 is no multiple of 64: the head's last block is padded, the embedding
+    # gets ORT's own 4-bit table; in 8 bits that table cannot be made
+    proto = quantize_model(_tied_graph(80, 96), QuantizeOptions(embedding=True, block_size=64))
+    assert count_ops(proto) == {"MatMulNBits": 1, "GatherBlockQuantized": 1}
+    with pytest.raises(ValueError, match="needs bits=4"):
+        quantize_model(_tied_graph(80, 96), QuantizeOptions(bits=8, embedding=True, block_size=64))
+    # the lm_head in 8 bits, the rest in 4
+    mixed = _quantized(float_export, QuantizeOptions(lm_head_bits=8))
+    head = lm_head_node(mixed)
+    assert head.op_type == "MatMulNBits" and _attrs(head)["bits"] == 8
+    others = {_attrs(n)["bits"] for n in mixed.graph.node if n.op_type == "MatMulNBits" and n is not head}
+    assert others == {4}
+    assert QuantizeOptions(lm_head_bits=8).name == "int4-b32-sym-acc4-lm_head8"
+
+
 def test_dynamic_int8(tiny):
     _, float_export, _ = tiny
     proto = _quantized(float_export, QuantizeOptions(bits=8, method="dynamic"))
@@ -126,8 +198,10 @@ def test_bad_options_say_what_to_do():
         QuantizeOptions(bits=3)
     with pytest.raises(ValueError, match="power of 2"):
         QuantizeOptions(block_size=24)
-    with pytest.raises(ValueError, match="GatherBlockQuantized takes 4-bit"):
-        QuantizeOptions(bits=8, embedding=True)
+    with pytest.raises(ValueError, match="use 4, 8 or None"):
+        QuantizeOptions(lm_head_bits=2)
+    with pytest.raises(ValueError, match="lm_head=True"):
+        QuantizeOptions(lm_head=False, lm_head_bits=8)
     with pytest.raises(ValueError, match="set bits=8"):
         QuantizeOptions(method="dynamic")
     with pytest.raises(ValueError, match="'int4', 'int8'"):
