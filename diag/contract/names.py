@@ -23,12 +23,17 @@ INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 POSITION_IDS = "position_ids"
 LOGITS = "logits"
+#: int64 ``[keep_length]``: the positions of the step whose logits the graph computes
+#: (:mod:`diag.contract.logits_to_keep`); absent from the graphs of other tools
+LOGITS_TO_KEEP = "logits_to_keep"
 
 # names of the dynamic dimensions, as they appear in the ONNX graph (they are the names
 # of the torch.export dimensions, diag.models.make_dummy_inputs)
 DIM_BATCH = "batch"
 DIM_SEQ = "seq_length"
 DIM_PAST = "past_length"
+#: the length of ``logits_to_keep``, the logits' second dimension
+DIM_KEEP = "keep_length"
 
 
 @dataclass(frozen=True)
