@@ -13,8 +13,8 @@ import torch
 
 from diag.compat.transformers_api import cache_input
 from diag.export import torch_export_patches
-from diag.export.onnx_export import export_to_ir
 from diag.export.logits_to_keep import add_logits_to_keep
+from diag.export.onnx_export import export_to_ir
 from diag.export.rewrite import FUSIONS, explain, fuse_decoder
 from diag.export.validation_inputs import make_step_inputs
 from diag.models import get_untrained_model_with_inputs
