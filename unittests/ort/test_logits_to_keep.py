@@ -87,3 +87,24 @@ def test_zoo_prefill_is_the_last_row_of_every_position(tiny):
     backend(nxt, step_mask, positions[:, -1:] + 1, past)
     assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [0]
     assert _replayed_logits(backend).shape == (2, 1, model.config.vocab_size)
+
+
+@pytest.mark.slow
+def test_smollm2_prefill_keeps_the_last_position(smollm2):
+    model, tokenizer = smollm2
+    backend = get_backend(export_causal_lm(model))  # the export the other slow tests use
+    assert backend.contract.has_logits_to_keep
+    enc = tokenizer(["def print_prime(n):", "The capital of France is a city where"],
+                    return_tensors="pt", padding=True, padding_side="left")  # fmt: skip
+    ids, mask = enc.input_ids, enc.attention_mask
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits, _ = backend(ids, mask, positions, None)
+    assert _replayed_logits(backend).shape == (2, 1, 49152)
+    feeds = backend.feeds_as_numpy()
+    feeds[contract.LOGITS_TO_KEEP] = contract.every_position(ids.shape[1])
+    every = backend.session.run([contract.LOGITS], feeds)[0]
+    np.testing.assert_allclose(logits.numpy(), every[:, -1], atol=1e-4)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
+    np.testing.assert_allclose(logits.numpy(), expected.numpy(), atol=5e-3)
+    assert torch.equal(logits.argmax(-1), expected.argmax(-1))
