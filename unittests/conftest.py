@@ -101,13 +101,16 @@ def build_bigram_lm(
     with_position_ids: bool = True,
     num_present_layers: int | None = None,
     rename: dict[str, str] | None = None,
+    with_logits_to_keep: bool = False,
 ) -> tuple[onnx.ModelProto, np.ndarray]:
     """A causal LM small enough to write by hand and to check by hand.
 
     ``logits = E[input_ids]`` (so greedy decoding follows ``next = argmax E[prev]``) and
     each layer's cache grows by ``K[input_ids]`` per step: ``present.i.* =
     Concat(past_key_values.i.*, ...)`` along the length axis, as the contract says.
-    The keyword arguments break the contract on purpose. Returns the model and ``E``.
+    The keyword arguments break the contract on purpose, but ``with_logits_to_keep``:
+    the graph takes ``logits_to_keep`` and returns the logits of those positions only.
+    Returns the model and ``E``.
     """
     rng = np.random.default_rng(seed)
     table = rng.standard_normal((vocab, vocab)).astype(np.float32)
@@ -117,7 +120,7 @@ def build_bigram_lm(
     inits = [numpy_helper.from_array(table, "E"), numpy_helper.from_array(kv, "K")]
     nodes = [
         helper.make_node("Cast", ["input_ids"], ["ids64"], to=TensorProto.INT64),
-        helper.make_node("Gather", ["E", "ids64"], ["logits"]),
+        helper.make_node("Gather", ["E", "ids64"], ["all_logits" if with_logits_to_keep else "logits"]),
         helper.make_node("Gather", ["K", "ids64"], ["kv_bshd"]),
         helper.make_node("Transpose", ["kv_bshd"], ["kv_new32"], perm=[0, 2, 1, 3]),
         helper.make_node("Cast", ["kv_new32"], ["kv_new"], to=past_type),
@@ -134,9 +137,8 @@ def build_bigram_lm(
                 "position_ids", TensorProto.INT64, ["batch", "seq_length"]
             )
         )
-    outputs = [
-        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq_length", vocab])
-    ]
+    keep = "keep_length" if with_logits_to_keep else "seq_length"
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", keep, vocab])]
     for i in range(num_layers):
         for kind in ("key", "value"):
             past = f"past_key_values.{i}.{kind}"
@@ -154,6 +156,9 @@ def build_bigram_lm(
                         present, present_type, ["batch", heads, "total_length", head_dim]
                     )
                 )
+    if with_logits_to_keep:
+        nodes.append(helper.make_node("Gather", ["all_logits", "logits_to_keep"], ["logits"], axis=1))
+        inputs.append(helper.make_tensor_value_info("logits_to_keep", TensorProto.INT64, ["keep_length"]))
     graph = helper.make_graph(nodes, "bigram_lm", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9

@@ -11,6 +11,8 @@ it; the three import it from here and none imports another for it.
 * :mod:`diag.contract.read`: :func:`read_contract`, a session checked against a
   layout, :class:`ContractInfo` what it found, :class:`ContractError` why not;
 * :mod:`diag.contract.metadata`: the metadata entries (the generation config).
+* :mod:`diag.contract.logits_to_keep`: which positions' logits a step computes, and
+  what to feed for the last one (generation) or for every one (the diagnosis);
 * :mod:`diag.contract.detect`: the layout of a file or folder another tool wrote
   (onnxruntime-genai's builder, transformers' exporter, optimum-onnx), found from its
   graph and side files;
@@ -21,12 +23,13 @@ Example::
 
     >>> from diag.contract import DIAG_LAYOUT, past_key_name
     >>> DIAG_LAYOUT.input_names(1)
-    ['input_ids', 'attention_mask', 'position_ids', 'past_key_values.0.key', 'past_key_values.0.value']
+    ['input_ids', 'attention_mask', 'position_ids', 'past_key_values.0.key', 'past_key_values.0.value', 'logits_to_keep']
     >>> past_key_name(3)
     'past_key_values.3.key'
 """
 
 from diag.contract.layout import DIAG_LAYOUT, STATIC_LAYOUT, Layout
+from diag.contract.logits_to_keep import every_position, keep_every_position, last_position
 from diag.contract.metadata import (
     GENERATION_CONFIG_METADATA,
     QUANTIZATION_METADATA,
@@ -39,10 +42,12 @@ from diag.contract.names import (
     ATTENTION_MASK,
     CACHE_POSITION,
     DIM_BATCH,
+    DIM_KEEP,
     DIM_PAST,
     DIM_SEQ,
     INPUT_IDS,
     LOGITS,
+    LOGITS_TO_KEEP,
     PAST,
     POSITION_IDS,
     PRESENT,
@@ -62,11 +67,13 @@ __all__ = [
     "ContractInfo",
     "DIAG_LAYOUT",
     "DIM_BATCH",
+    "DIM_KEEP",
     "DIM_PAST",
     "DIM_SEQ",
     "GENERATION_CONFIG_METADATA",
     "INPUT_IDS",
     "LOGITS",
+    "LOGITS_TO_KEEP",
     "Layout",
     "PAST",
     "POSITION_IDS",
@@ -74,6 +81,9 @@ __all__ = [
     "QUANTIZATION_METADATA",
     "STATIC_CACHE_METADATA",
     "STATIC_LAYOUT",
+    "every_position",
+    "keep_every_position",
+    "last_position",
     "metadata_generation_config",
     "metadata_quantization",
     "metadata_static_cache",

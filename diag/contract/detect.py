@@ -107,7 +107,7 @@ def detect_layout_from_names(
     True
     """
     inputs, outputs = list(inputs), list(outputs)
-    tokens = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS, N.CACHE_POSITION}
+    tokens = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS, N.CACHE_POSITION, N.LOGITS_TO_KEEP}
     past = _cache_names(n for n in inputs if n not in tokens)
     present = _cache_names(n for n in outputs if n != N.LOGITS)
     if past is None or present is None or N.INPUT_IDS not in inputs or N.LOGITS not in outputs:
@@ -124,6 +124,8 @@ def detect_layout_from_names(
         past=past,
         present=present,
         cache_position=N.CACHE_POSITION if static else None,
+        # a graph without it (older diag exports, other tools) computes every position
+        logits_to_keep=N.LOGITS_TO_KEEP if N.LOGITS_TO_KEEP in inputs else None,
     )
     if layout.attention_mask is None:
         layout = dataclasses.replace(layout, padding="none")

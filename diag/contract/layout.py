@@ -13,16 +13,22 @@ Inputs
 * ``past_key_values.{i}.key`` / ``past_key_values.{i}.value``: float
   ``[batch, kv_heads, past, head_dim]`` for each layer ``i``; ``past`` may be 0
   (the prefill step)
+* ``logits_to_keep``: int64 ``[keep]``, the positions of the step (``0 .. seq - 1``)
+  whose logits the graph computes, present when the model's forward takes
+  transformers' ``logits_to_keep``: ``[seq - 1]`` for generation, ``arange(seq)`` for
+  every position (:mod:`diag.contract.logits_to_keep`)
 
 Outputs
 
-* ``logits``: float ``[batch, seq, vocab]``
+* ``logits``: float ``[batch, keep, vocab]`` (``[batch, seq, vocab]`` without
+  ``logits_to_keep``)
 * ``present.{i}.key`` / ``present.{i}.value``: float
   ``[batch, kv_heads, past + seq, head_dim]``, fed back as the next step's past
 
-``batch``, ``seq`` and ``past`` are dynamic dimensions, named
-:data:`~diag.contract.names.DIM_BATCH`, :data:`~diag.contract.names.DIM_SEQ` and
-:data:`~diag.contract.names.DIM_PAST` in the graph; the mask's second dimension and
+``batch``, ``seq``, ``past`` and ``keep`` are dynamic dimensions, named
+:data:`~diag.contract.names.DIM_BATCH`, :data:`~diag.contract.names.DIM_SEQ`,
+:data:`~diag.contract.names.DIM_PAST` and :data:`~diag.contract.names.DIM_KEEP` in
+the graph; the mask's second dimension and
 the present's third are the expression ``past_length + seq_length``. None is
 specialised: ``past = 0``, ``batch = 1`` and ``seq = 1`` run the same graph.
 
@@ -45,7 +51,7 @@ Details an engine driving the model must know
 Example::
 
     >>> DIAG_LAYOUT.input_names(2, with_position_ids=False)
-    ['input_ids', 'attention_mask', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value']
+    ['input_ids', 'attention_mask', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value', 'logits_to_keep']
     >>> DIAG_LAYOUT.output_names(1)
     ['logits', 'present.0.key', 'present.0.value']
 """
@@ -73,6 +79,10 @@ class Layout:
     * ``name``: whose layout it is (``"diag"``, ``"onnxruntime-genai"``,
       ``"transformers"``...);
     * ``attention_mask`` / ``position_ids``: None when the graph has no such input;
+    * ``logits_to_keep``: the input saying which positions' logits to compute (see
+      :mod:`diag.contract.logits_to_keep`), None when the graph computes every
+      position's (other tools' layouts, a diag export of a model whose forward has no
+      ``logits_to_keep``);
     * ``kv_heads`` / ``head_dim``: set when the graph leaves them symbolic and a side
       file says them (the empty cache of the prefill needs them);
     * ``padding``: how a batch of prompts of different lengths is given: ``"left"``
@@ -104,6 +114,8 @@ class Layout:
     cache_position: str | None = None
     #: static cache: the positions of each buffer (None: read from the graph's shapes)
     max_length: int | None = None
+    #: the positions whose logits the graph computes (None: every position)
+    logits_to_keep: str | None = None
 
     def __post_init__(self) -> None:
         if self.padding not in PADDING_SIDES:
@@ -117,9 +129,15 @@ class Layout:
 
     @property
     def token_inputs(self) -> tuple[str, ...]:
-        """The inputs that are not the cache: ids, mask, positions, write position
-        (those it has)."""
-        names = (self.input_ids, self.attention_mask, self.position_ids, self.cache_position)
+        """The inputs that are not the cache: ids, mask, positions, write position,
+        the logits' positions (those it has)."""
+        names = (
+            self.input_ids,
+            self.attention_mask,
+            self.position_ids,
+            self.cache_position,
+            self.logits_to_keep,
+        )
         return tuple(n for n in names if n)
 
     @property
@@ -127,8 +145,11 @@ class Layout:
         """True for a prefill graph and a decode graph, False for one graph."""
         return self.prefill_present is not None
 
-    def input_names(self, num_layers: int, with_position_ids: bool = True) -> list[str]:
-        """All input names in graph order (of the decode graph for a pair)."""
+    def input_names(
+        self, num_layers: int, with_position_ids: bool = True, with_logits_to_keep: bool = True
+    ) -> list[str]:
+        """All input names in graph order (of the decode graph for a pair); the logits'
+        positions come last (the last argument of transformers' forward)."""
         names = [self.input_ids]
         if self.attention_mask:
             names.append(self.attention_mask)
@@ -136,7 +157,10 @@ class Layout:
             names.append(self.position_ids)
         if self.cache_position:
             names.append(self.cache_position)
-        return names + self.past.names(num_layers)
+        names += self.past.names(num_layers)
+        if with_logits_to_keep and self.logits_to_keep:
+            names.append(self.logits_to_keep)
+        return names
 
     def output_names(self, num_layers: int) -> list[str]:
         """All output names in graph order."""
@@ -146,7 +170,7 @@ class Layout:
         """One line for the error messages: the inputs and outputs this layout expects.
 
         >>> DIAG_LAYOUT.describe()
-        'inputs input_ids, attention_mask, [position_ids], past_key_values.{i}.key/value; outputs logits, present.{i}.key/value'
+        'inputs input_ids, attention_mask, [position_ids], past_key_values.{i}.key/value, [logits_to_keep]; outputs logits, present.{i}.key/value'
         """
         tokens = [self.input_ids]
         if self.attention_mask:
@@ -155,8 +179,9 @@ class Layout:
             tokens.append(f"[{self.position_ids}]")
         if self.cache_position:
             tokens.append(self.cache_position)
+        keep = f", [{self.logits_to_keep}]" if self.logits_to_keep else ""
         text = (
-            f"inputs {', '.join(tokens)}, {self.past.patterns()}; "
+            f"inputs {', '.join(tokens)}, {self.past.patterns()}{keep}; "
             f"outputs {self.logits}, {self.present.patterns()}"
         )
         if self.prefill_present is not None:
@@ -170,6 +195,7 @@ class Layout:
         layout diag: one graph
           ids input_ids, mask attention_mask, positions position_ids, logits logits
           cache inputs past_key_values.{i}.key/value, outputs present.{i}.key/value
+          logits of the positions in logits_to_keep
           padding left
         """
         lines = [f"layout {self.name}: " + ("prefill + decode graphs" if self.is_pair else "one graph")]
@@ -181,6 +207,10 @@ class Layout:
         if self.prefill_present is not None:
             cache += f", prefill outputs {self.prefill_present.patterns()}"
         lines.append(cache)
+        if self.logits_to_keep:
+            lines.append(f"  logits of the positions in {self.logits_to_keep}")
+        else:
+            lines.append("  logits of every position (no input choosing them)")
         if self.kv_heads is not None or self.head_dim is not None:
             lines.append(f"  kv_heads {self.kv_heads}, head_dim {self.head_dim} (from the side files)")
         lines.append(f"  padding {self.padding}")
@@ -204,6 +234,7 @@ DIAG_LAYOUT = Layout(
     logits=N.LOGITS,
     past=N.PAST,
     present=N.PRESENT,
+    logits_to_keep=N.LOGITS_TO_KEEP,
 )
 
 
@@ -225,4 +256,5 @@ STATIC_LAYOUT = Layout(
     past=N.PAST,
     present=N.PRESENT,
     cache_position=N.CACHE_POSITION,
+    logits_to_keep=N.LOGITS_TO_KEEP,
 )

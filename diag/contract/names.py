@@ -25,12 +25,17 @@ POSITION_IDS = "position_ids"
 LOGITS = "logits"
 #: the write position of a static cache (:data:`diag.contract.layout.STATIC_LAYOUT`)
 CACHE_POSITION = "cache_position"
+#: int64 ``[keep_length]``: the positions of the step whose logits the graph computes
+#: (:mod:`diag.contract.logits_to_keep`); absent from the graphs of other tools
+LOGITS_TO_KEEP = "logits_to_keep"
 
 # names of the dynamic dimensions, as they appear in the ONNX graph (they are the names
 # of the torch.export dimensions, diag.models.make_dummy_inputs)
 DIM_BATCH = "batch"
 DIM_SEQ = "seq_length"
 DIM_PAST = "past_length"
+#: the length of ``logits_to_keep``, the logits' second dimension
+DIM_KEEP = "keep_length"
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ class ContractInfo:
     int_types: dict[str, np.dtype]
     vocab_size: int | None
     batch_size: int | None = None
+    #: whether the graph takes ``layout.logits_to_keep`` (it then computes the logits
+    #: of the positions fed there only, :mod:`diag.contract.logits_to_keep`)
+    has_logits_to_keep: bool = False
 
     @property
     def has_attention_mask(self) -> bool:
@@ -279,4 +282,5 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
         int_types=int_types,
         vocab_size=vocab_size,
         batch_size=batch_size,
+        has_logits_to_keep=bool(layout.logits_to_keep) and layout.logits_to_keep in int_types,
     )

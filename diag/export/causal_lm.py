@@ -43,6 +43,7 @@ from diag.export.export_cache import (
     write_sidecar,
 )
 from diag.export.generation_config import generation_config_json
+from diag.export.logits_to_keep import takes_logits_to_keep
 from diag.export.onnx_export import ExportTimings, _check_exporter
 from diag.export.quantize import QuantizeOptions, quantize_file
 from diag.export.static_cache import STATIC_OPSET
@@ -223,6 +224,10 @@ def export_causal_lm(
         # written in the file's metadata: another eos or pad needs another file
         "generation_config": generation_config_json(model),
     }
+    with_logits_to_keep = takes_logits_to_keep(model)
+    if with_logits_to_keep:
+        # another graph than the exports made before the input existed
+        options["logits_to_keep"] = True
     if quantization is not None:
         # only then: the keys of float exports stay what they were
         options["quantize"] = quantization.as_dict()
@@ -239,7 +244,7 @@ def export_causal_lm(
     filename = os.path.abspath(os.fspath(filename))
     io_layout = contract.STATIC_LAYOUT if static else contract.DIAG_LAYOUT
     names = (
-        io_layout.input_names(layout.num_layers, with_position_ids),
+        io_layout.input_names(layout.num_layers, with_position_ids, with_logits_to_keep),
         io_layout.output_names(layout.num_layers),
     )
     if not force and is_cached(filename, key):

@@ -23,6 +23,7 @@ import torch
 
 from diag import contract
 from diag.export.generation_config import write_generation_config
+from diag.export.logits_to_keep import add_logits_to_keep
 from diag.export.onnx_export import ExportTimings, export_to_ir
 from diag.export.patches import torch_export_patches
 from diag.export.rename import rename_io
@@ -122,10 +123,15 @@ def export_decoder(
     inputs, dynamic_shapes = make_dummy_inputs(
         model, with_position_ids=with_position_ids, layout=layout
     )
+    # the graph computes only the logits of the positions it is given (a forward
+    # without the argument: every position, and the file says so by lacking the input)
+    with_logits_to_keep = add_logits_to_keep(model, inputs, dynamic_shapes)
     device = next(model.parameters()).device
     if device.type != "cpu":
         inputs = _on_device(inputs, device)
-    input_names = contract.DIAG_LAYOUT.input_names(layout.num_layers, with_position_ids=with_position_ids)
+    input_names = contract.DIAG_LAYOUT.input_names(
+        layout.num_layers, with_position_ids=with_position_ids, with_logits_to_keep=with_logits_to_keep
+    )
     output_names = contract.DIAG_LAYOUT.output_names(layout.num_layers)
     with torch_export_patches(verbose=verbose) as report:
         model_ir = export_to_ir(

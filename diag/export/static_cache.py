@@ -144,6 +144,7 @@ class StaticStep(torch.nn.Module):
         position_ids: torch.Tensor | None = None,
         cache_position: torch.Tensor | None = None,
         past: list[torch.Tensor] | None = None,
+        logits_to_keep: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         cache = BufferCache(list(zip(past[0::2], past[1::2], strict=True)), cache_position)
         kwargs: dict[str, Any] = {self.cache_name: cache, "use_cache": True}
@@ -151,6 +152,9 @@ class StaticStep(torch.nn.Module):
             kwargs["position_ids"] = position_ids
         if self.pass_cache_position:
             kwargs[CACHE_POSITION] = cache_position
+        if logits_to_keep is not None:
+            # the positions whose logits the graph computes (diag.export.logits_to_keep)
+            kwargs["logits_to_keep"] = logits_to_keep
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return (out.logits, *[t for layer in cache.layers for t in (layer.keys, layer.values)])
 

@@ -23,6 +23,7 @@ import torch
 from diag import contract
 from diag.export.decoder_export import DecoderExport
 from diag.export.generation_config import write_generation_config
+from diag.export.logits_to_keep import add_logits_to_keep
 from diag.export.onnx_export import ExportTimings, export_to_ir
 from diag.export.patches import torch_export_patches
 from diag.export.rename import rename_io
@@ -115,6 +116,7 @@ def export_static_decoder(
         )
     with_position_ids = takes_position_ids(model)
     inputs, shapes = static_dummy_inputs(model, layout, max_length, with_position_ids)
+    with_keep = add_logits_to_keep(model, inputs, shapes)
     device = next(model.parameters()).device
     if device.type != "cpu":
         inputs = {
@@ -122,7 +124,9 @@ def export_static_decoder(
             for k, v in inputs.items()
         }
     names = contract.STATIC_LAYOUT
-    input_names = names.input_names(layout.num_layers, with_position_ids=with_position_ids)
+    input_names = names.input_names(
+        layout.num_layers, with_position_ids=with_position_ids, with_logits_to_keep=with_keep
+    )
     output_names = names.output_names(layout.num_layers)
     with torch_export_patches(verbose=verbose) as report:
         model_ir = export_to_ir(

@@ -108,12 +108,17 @@ def make_step_inputs(
 def step_feeds(
     inputs: dict[str, Any], input_names: Sequence[str], full_past: Sequence[Any] | None = None
 ) -> dict[str, np.ndarray]:
+    """The ONNX Runtime feeds of the step ``inputs`` (of :func:`make_step_inputs`, or the
+    export's dummy inputs) for a graph taking ``input_names``; a graph that takes
+    ``logits_to_keep`` computes the positions ``inputs`` keep, every position when
+    they keep none (the torch side then returns every position's logits too)."""
     from diag.helpers.cache_helper import cache_to_list
 
     feeds: dict[str, np.ndarray] = {}
-    for name in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
+    for name in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS, contract.LOGITS_TO_KEEP):
         if name in inputs:
             feeds[name] = inputs[name].cpu().numpy()
+    contract.keep_every_position(feeds, input_names)
     # the cache's sliding layers hold the window only; the ONNX model wants the whole past
     pairs = cache_to_list(cache_input(inputs)) if full_past is None else full_past
     for i, (k, v) in enumerate(pairs):
@@ -136,7 +141,7 @@ def run_torch(model: torch.nn.Module, inputs: dict[str, Any], dtype: torch.dtype
 
     device = next(model.parameters()).device
     torch_inputs = copy.copy(inputs)
-    for k in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
+    for k in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS, contract.LOGITS_TO_KEEP):
         if k in torch_inputs:
             torch_inputs[k] = torch_inputs[k].to(device)
     # under the model's own name, whichever the inputs used

@@ -6,7 +6,8 @@ OrtValues a step returns are bound, as they are, as the next step's
 ``past_key_values.*`` inputs (no copy, no numpy, no device round trip). Only the last
 position's logits come back to Python each step, as a torch tensor that views the
 OrtValue's memory on the CPU (DLPack, no copy); on an accelerator only those
-``[batch, vocab]`` floats are copied to the host.
+``[batch, vocab]`` floats are copied to the host. A graph taking ``logits_to_keep``
+(:mod:`diag.contract.logits_to_keep`) computes only that last position's logits.
 
 Example::
 
@@ -24,7 +25,14 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from diag.contract import ContractInfo, Layout, metadata_generation_config, read_contract
+from diag.contract import (
+    ContractInfo,
+    Layout,
+    every_position,
+    last_position,
+    metadata_generation_config,
+    read_contract,
+)
 from diag.contract.detect import detect_layout
 from diag.contract.read import contract_error
 from diag.ort.session import provider_device
@@ -302,6 +310,13 @@ class OrtBackend:
         ):
             if name and name in runner.input_names:
                 runner.bind_array(name, self._int_array(name, tensor), feeds)
+        keep = layout.logits_to_keep
+        if keep and keep in runner.input_names:
+            # the logits of the last position only ([batch, 1, vocab]); right padding
+            # reads each row's own last real position (rows): every position then
+            seq = int(input_ids.shape[1])
+            wanted = last_position(seq) if rows is None else every_position(seq)
+            runner.bind_array(keep, wanted.astype(self.contract.int_types[keep], copy=False), feeds)
         outputs = runner.run(past_names, past, output_names, feeds)
         return self._logits_to_torch(outputs[0], rows), OrtPast(outputs[1:])
 

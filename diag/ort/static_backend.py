@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from diag.contract import metadata_static_cache
+from diag.contract import last_position, metadata_static_cache
 from diag.ort.backend import OrtBackend, OrtPast
 
 
@@ -143,6 +143,10 @@ class StaticOrtBackend(OrtBackend):
                 runner.bind_array(name, self._int_array(name, tensor), feeds)
         positions = np.arange(total - seq, total, dtype=np.int64)
         runner.bind_array(layout.cache_position, positions, feeds)
+        keep = layout.logits_to_keep
+        if keep and keep in runner.input_names:
+            # the last position's logits only ([batch, 1, vocab]), as OrtBackend asks
+            runner.bind_array(keep, last_position(seq).astype(self.contract.int_types[keep], copy=False), feeds)
         logits = _run_in_place(runner, self.contract.past_names, self.contract.present_names, past, feeds)
         return self._logits_to_torch(logits), StaticPast(tuple(past), total)
 

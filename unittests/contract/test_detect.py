@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import onnx
@@ -23,9 +24,15 @@ def _names(past: str, present: str, layers: int = 2, kinds=("key", "value")):
 
 def test_diag_names_are_diag_layout():
     ins, outs = _names("past_key_values.{layer}.{kind}", "present.{layer}.{kind}")
-    assert detect_layout_from_names(ins + ["position_ids"], outs) is DIAG_LAYOUT
-    without = detect_layout_from_names(ins, outs)
+    assert detect_layout_from_names(ins + ["position_ids", "logits_to_keep"], outs) is DIAG_LAYOUT
+    without = detect_layout_from_names(ins + ["logits_to_keep"], outs)
     assert without.name == "diag" and without.position_ids is None
+    assert without.logits_to_keep == "logits_to_keep"
+    # a diag export older than logits_to_keep, or of a forward without it
+    every = detect_layout_from_names(ins + ["position_ids"], outs)
+    assert every.name == "diag" and every.logits_to_keep is None
+    assert every == dataclasses.replace(DIAG_LAYOUT, logits_to_keep=None)
+    assert "logits of every position" in every.summary()
 
 
 @pytest.mark.parametrize("cache", ["past_key_values", "cache"])

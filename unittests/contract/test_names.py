@@ -72,8 +72,9 @@ def test_diag_layout():
         "past_key_values.0.value",
         "past_key_values.1.key",
         "past_key_values.1.value",
+        "logits_to_keep",
     ]
-    assert DIAG_LAYOUT.input_names(1, with_position_ids=False) == [
+    assert DIAG_LAYOUT.input_names(1, with_position_ids=False, with_logits_to_keep=False) == [
         "input_ids",
         "attention_mask",
         "past_key_values.0.key",
@@ -86,4 +87,4 @@ def test_diag_layout():
         "present.1.key",
         "present.1.value",
     ]
-    assert DIAG_LAYOUT.token_inputs == ("input_ids", "attention_mask", "position_ids")
+    assert DIAG_LAYOUT.token_inputs == ("input_ids", "attention_mask", "position_ids", "logits_to_keep")

@@ -112,6 +112,9 @@ def ort_greedy(path: str, prompt: torch.Tensor, max_new_tokens: int) -> list[int
         feeds = {"input_ids": feed_ids, "attention_mask": np.ones((1, length), dtype=np.int64)}
         if "position_ids" in names:
             feeds["position_ids"] = positions
+        if "logits_to_keep" in names:
+            # the last position's logits only
+            feeds["logits_to_keep"] = np.array([feed_ids.shape[1] - 1], dtype=np.int64)
         feeds.update({i.name: p for i, p in zip(past_inputs, past, strict=True)})
         out = sess.run(None, feeds)
         token = int(out[0][0, -1].argmax())

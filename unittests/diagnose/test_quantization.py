@@ -15,6 +15,7 @@ import torch
 from onnx import numpy_helper
 
 import diag
+from diag.contract import keep_every_position
 from diag.diagnose.quantization import QuantizationReport, resolve_onnx
 
 TEXT = [1, 40, 7, 300, 12, 5000, 9, 77, 1024, 3]
@@ -61,6 +62,7 @@ def _onnx_full_logits(path: str, ids: list[int]) -> np.ndarray:
             feeds[i.name] = np.arange(n, dtype=np.int64)[None]
         elif i.name.startswith("past_key_values"):
             feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=np.float32)
+    keep_every_position(feeds, [i.name for i in sess.get_inputs()])
     return sess.run(["logits"], feeds)[0][0]
 
 

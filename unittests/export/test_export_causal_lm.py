@@ -43,6 +43,10 @@ def exports():
     return get
 
 
+def inputs_names(proto: onnx.ModelProto) -> list[str]:
+    return [i.name for i in proto.graph.input]
+
+
 def _dims(value_info) -> list:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
@@ -84,6 +88,9 @@ def test_tiny_architecture_exports_and_validates(exports, name):
         n, with_position_ids=with_pos
     )
     assert [o.name for o in proto.graph.output] == contract.DIAG_LAYOUT.output_names(n)
+    # every zoo forward takes logits_to_keep: one Gather of the kept positions
+    assert contract.LOGITS_TO_KEEP in inputs_names(proto)
+    assert result.fusions["gather_positions"] == 1, name
     # the cache inputs have the heads and sizes of the model's own cache (one head for
     # multi-query falcon and latent-attention deepseek_v3, whatever their config says)
     inputs = {i.name: _dims(i) for i in proto.graph.input}
@@ -116,7 +123,9 @@ def test_contract_names_and_dynamic_dims(exports):
     total = outputs["present.0.key"][2]
     assert isinstance(total, str) and past in total and seq in total
     assert inputs["attention_mask"] == [batch, total]
-    assert outputs["logits"] == [batch, seq, model.config.vocab_size]
+    assert inputs["logits_to_keep"] == [contract.DIM_KEEP]
+    assert outputs["logits"] == [batch, contract.DIM_KEEP, model.config.vocab_size]
+    assert result.input_names[-1] == contract.LOGITS_TO_KEEP
     assert outputs["present.1.value"] == [batch, 4, total, 16]
     assert os.fspath(result) == result.filename == str(result)
     assert result.input_names == [i.name for i in proto.graph.input]
@@ -135,6 +144,7 @@ def test_two_steps_fed_back_match_torch(exports):
     feeds = {k: inputs[k].numpy() for k in ("input_ids", "attention_mask", "position_ids")}
     for i in range(2):
         feeds[contract.past_key_name(i)] = feeds[contract.past_value_name(i)] = empty
+    contract.keep_every_position(feeds, [i.name for i in sess.get_inputs()])
     out = dict(zip(names, sess.run(None, feeds), strict=True))
     with torch.no_grad():
         expected = model(**inputs)
@@ -145,6 +155,7 @@ def test_two_steps_fed_back_match_torch(exports):
         "input_ids": next_ids,
         "attention_mask": mask,
         "position_ids": feeds["position_ids"][:, -1:] + 1,
+        "logits_to_keep": contract.last_position(1),
     }
     for i in range(2):
         feeds2[contract.past_key_name(i)] = out[contract.present_key_name(i)]
@@ -226,6 +237,7 @@ def test_cached_export_is_reused_and_force_exports_again(exports, monkeypatch):
         "with_position_ids": True,
         "fuse": True,
         "generation_config": causal_lm_module.generation_config_json(model),
+        "logits_to_keep": True,
     }
     assert export_key(changed, options) != result.key == export_key(model, options)
     assert not is_cached(result.filename, export_key(changed, options))

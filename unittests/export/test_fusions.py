@@ -13,6 +13,7 @@ import torch
 
 from diag.compat.transformers_api import cache_input
 from diag.export import torch_export_patches
+from diag.export.logits_to_keep import add_logits_to_keep
 from diag.export.onnx_export import export_to_ir
 from diag.export.rewrite import FUSIONS, explain, fuse_decoder
 from diag.export.validation_inputs import make_step_inputs
@@ -24,6 +25,7 @@ from diag.models.inputs import make_dummy_inputs
 def _export(name: str, opset: int) -> tuple[torch.nn.Module, ir.Model]:
     model = get_untrained_model_with_inputs(name)["model"].eval()
     inputs, dynamic_shapes = make_dummy_inputs(model, with_position_ids=True)
+    assert add_logits_to_keep(model, inputs, dynamic_shapes)
     with torch_export_patches():
         model_ir = export_to_ir(
             model, (), kwargs=inputs, dynamic_shapes=dynamic_shapes, opset=opset
@@ -32,13 +34,16 @@ def _export(name: str, opset: int) -> tuple[torch.nn.Module, ir.Model]:
 
 
 def _feeds(session, model: torch.nn.Module) -> list[dict[str, np.ndarray]]:
-    """A step with a past and left padding, a decode step, a prefill: numpy feeds."""
+    """A step with a past and left padding, a decode step, a prefill: numpy feeds,
+    each keeping the logits of other positions (some, the last one, every one)."""
     feeds = []
-    for batch, seq, past, pad in ((2, 4, 6, 3), (2, 1, 9, 0), (1, 5, 0, 0)):
+    steps = ((2, 4, 6, 3, [3, 0, 2]), (2, 1, 9, 0, [0]), (1, 5, 0, 0, list(range(5))))
+    for batch, seq, past, pad, keep in steps:
         inputs = make_step_inputs(model, batch, seq, past, left_padding=pad)
         flat = [inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"]]
         for layer in cache_input(inputs).layers:
             flat.extend([layer.keys, layer.values])
+        flat.append(torch.tensor(keep))
         names = [i.name for i in session.get_inputs()]
         feeds.append({n: t.numpy() for n, t in zip(names, flat, strict=True)})
     return feeds
@@ -66,8 +71,15 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23, graphs):
         "attention_past": layers,
         "attention_3d": layers,
         "packed_matmul": 2 * layers,
+        "gather_positions": 1,
     }
     ops = collections.Counter(n.op_type for n in fused_ir.graph)
+    # the kept positions: one Gather of the final norm's output, read by the lm_head
+    gather = next(n for n in fused_ir.graph if n.op_type == "Gather" and n.inputs[1].name == "logits_to_keep")
+    assert gather.attributes["axis"].value == 1
+    assert [u.node.op_type for u in gather.outputs[0].uses()] == ["MatMul"]
+    assert gather.inputs[0].producer().op_type == "RMSNormalization"
+    # (its Transpose -> GatherND -> Transpose gone: no Transpose left below)
     assert ops["RMSNormalization"] == 2 * layers + 1
     assert ops["RotaryEmbedding"] == 2 * layers
     # transformers 4.57 computes the rotary angles (cos / sin, once for all layers) with
@@ -99,6 +111,7 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23, graphs):
         for e, g in zip(expected, got, strict=True):
             assert e.shape == g.shape
             np.testing.assert_allclose(g, e, atol=2e-5)
+        assert got[0].shape[1] == len(feeds["logits_to_keep"])
 
 
 def test_fusions_can_be_chosen_and_unknown_ones_are_refused(llama23):
@@ -115,6 +128,7 @@ def test_fusions_can_be_chosen_and_unknown_ones_are_refused(llama23):
         "attention_past",
         "attention_3d",
         "packed_matmul",
+        "gather_positions",
     ]
 
 

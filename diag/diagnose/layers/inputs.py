@@ -70,7 +70,8 @@ def onnx_feeds(
     """The ONNX model's feeds from :func:`normalize_inputs`'s: the ids, mask and
     positions by name, then the cache tensors in contract order (key 0, value 0, key
     1...), each cast to the graph input's element type; no cache means the prefill's
-    empty past, of the shapes of the model's own cache."""
+    empty past, of the shapes of the model's own cache. A graph taking
+    ``logits_to_keep`` is asked for every position (the torch side computes them all)."""
     graph = model_ir.graph
     graph_inputs = [v for v in graph.inputs if v.name not in graph.initializers]
     ids = feeds["input_ids"]
@@ -88,6 +89,8 @@ def onnx_feeds(
         if name in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
             out[name] = feeds[name].numpy().astype(elem)
             continue
+        if name == contract.LOGITS_TO_KEEP:
+            continue  # below, once input_ids is in
         # the cache inputs, in contract order: key 0, value 0, key 1, ...
         if k >= len(flat_past):
             raise ValueError(
@@ -97,6 +100,7 @@ def onnx_feeds(
             )
         out[name] = flat_past[k].detach().float().numpy().astype(elem)
         k += 1
+    contract.keep_every_position(out, [v.name for v in graph_inputs])
     return out
 
 

@@ -199,7 +199,12 @@ def candidates_from_residuals(model_ir: ir.Model, stages: list[Stage]) -> dict[s
         # lm_head may be a Gemm between two Reshapes (see diag.export.weight_transpose)
         head = _before_pass_through(graph.outputs[0]).producer()
         if head is not None and head.op_type in ("MatMul", "Gemm"):
-            result[norm[0].name] = [_before_pass_through(head.inputs[0]).name]
+            normed = _before_pass_through(head.inputs[0])
+            kept = normed.producer()
+            if kept is not None and kept.op_type == "Gather" and kept.inputs[1].name == contract.LOGITS_TO_KEEP:
+                # the positions whose logits are kept, gathered after the norm
+                normed = _before_pass_through(kept.inputs[0])
+            result[norm[0].name] = [normed.name]
     return result
 
 

@@ -22,7 +22,10 @@ refusal with its reason (:func:`explain`). One module per fusion, run in this or
   ``Reshape``/``Transpose`` into heads and back gone;
 * ``packed_matmul`` (:mod:`~diag.export.rewrite.packed_matmul`): the products of one
   input by several weights (q, k, v; gate, up) -> one product by the concatenated
-  weights and a ``Split``.
+  weights and a ``Split``;
+* ``gather_positions`` (:mod:`~diag.export.rewrite.gather_positions`): the positions
+  whose logits are kept (``logits_to_keep``), ``Transpose -> GatherND -> Transpose``
+  -> one ``Gather`` before the ``lm_head`` product.
 
 Example::
 

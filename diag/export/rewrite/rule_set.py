@@ -9,7 +9,7 @@ what the earlier ones wrote (``attention_3d`` flattens the ``Attention`` of
 Example::
 
     >>> list(FUSIONS)
-    ['rms_norm', 'rotary', 'attention_past', 'attention_3d', 'packed_matmul']
+    ['rms_norm', 'rotary', 'attention_past', 'attention_3d', 'packed_matmul', 'gather_positions']
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from onnxscript.rewriter import pattern
 from diag.export.rewrite import (
     attention_3d,
     attention_with_cache,
+    gather_positions,
     packed_matmul,
     rms_norm,
     rotary,
@@ -38,6 +39,7 @@ FUSIONS: dict[str, tuple[pattern.RewriteRule, ...]] = {
     "attention_past": attention_with_cache.RULES,
     "attention_3d": attention_3d.RULES,
     "packed_matmul": packed_matmul.RULES,
+    "gather_positions": gather_positions.RULES,
 }
 #: fusions that emit ops of opset 23
 OPSET23 = frozenset({"rms_norm", "rotary", "attention_past", "attention_3d"})
