@@ -27,7 +27,16 @@ def _prompts() -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-@pytest.mark.parametrize("name", TINY_ARCHITECTURES + SLIDING_VARIANTS)
+#: the architectures the fast suite (run on every tested release) covers: the one the
+#: other tests export anyway and the two sliding-window variants; the rest of the zoo
+#: runs with the slow tests (once, on the pinned set: 9 more tiny exports of ~10 s each)
+FAST = ("llama", *SLIDING_VARIANTS)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in TINY_ARCHITECTURES + SLIDING_VARIANTS],
+)
 def test_static_cache_generates_what_generate_does(static_exports, name):
     model, exported = static_exports(name)
     backend = get_backend(exported)
