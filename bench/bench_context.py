@@ -26,6 +26,10 @@ length vs the shortest (batch 1, target >= 0.85), vs genai fp32 at the longest
 (target >= 1.2), and the prefill of the 1637-token prompt vs ``model.generate``'s
 (target <= 1), and a plot (``--plot``, written atomically).
 
+``onnx_generate`` prefills a prompt longer than 256 tokens in chunks
+(:mod:`diag.ort.chunked_prefill`); ``--contenders ... "onnx_generate one-shot
+prefill"`` adds it with the prompt in one step, as before, to compare in one run.
+
 Usage::
 
     python bench/bench_context.py                      # 128 512 1024 1637 2048, batch 1 and 8
@@ -65,6 +69,9 @@ from diag.helpers.atomic_write import write_atomically  # noqa: E402
 from diag.models import load_pretrained  # noqa: E402
 
 CONTENDERS = ("model.generate", "onnx_generate", "onnx_generate static", "genai fp32")
+#: not in the default run: onnx_generate with its prefill in one step
+#: (``OrtBackend(prefill_chunk=None)``, what it did before diag.ort.chunked_prefill)
+ONE_SHOT = "onnx_generate one-shot prefill"
 MODEL = "smollm2-135m-instruct"
 #: the prompt length the issue's prefill target names
 PREFILL_TARGET_LENGTH = 1637
@@ -224,11 +231,11 @@ def make_runner(name: str, source: str, threads: int):
 
         return run
     if name.startswith("onnx_generate"):
-        from diag.ort import get_backend, make_session, onnx_generate
+        from diag.ort import OrtBackend, get_backend, make_session, onnx_generate
 
         # no spinning: the idle workers would busy-wait against the one measured
         session = make_session(source, intra_op_num_threads=threads, allow_spinning=False)
-        backend = get_backend(session)
+        backend = OrtBackend(session, prefill_chunk=None) if name == ONE_SHOT else get_backend(session)
 
         def run(ids, n):
             res = onnx_generate(
@@ -306,7 +313,7 @@ def sources(names: Sequence[str], model: Any, max_positions: int) -> dict[str, s
     for name in names:
         if name == "model.generate":
             out[name] = MODEL
-        elif name == "onnx_generate":
+        elif name in ("onnx_generate", ONE_SHOT):
             out[name] = export_causal_lm(model).filename
         elif name == "onnx_generate static":
             reason = static_export_reason()
@@ -332,7 +339,9 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument(
+        "--contenders", nargs="+", default=list(CONTENDERS), choices=[*CONTENDERS, ONE_SHOT]
+    )
     parser.add_argument("--quick", action="store_true", help="128 and 512, batch 1, 8 tokens, 1 round")
     parser.add_argument("--plot", default="bench_context.png", help="the plot ('' for none)")
     parser.add_argument("--csv", default="", help="writes the table there too")

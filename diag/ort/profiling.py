@@ -17,6 +17,7 @@ import pandas
 import torch
 
 from diag.ort.backend import OrtBackend
+from diag.ort.chunked_prefill import PREFILL_CHUNK, prefill_chunks
 from diag.ort.generate import onnx_generate
 from diag.ort.session import make_session
 
@@ -113,27 +114,29 @@ def profile_phases(
     new_tokens: int = 10,
     threads: int | None = None,
     providers: Any = None,
+    prefill_chunk: int | None = PREFILL_CHUNK,
 ) -> pandas.DataFrame:
     """Kernel time per operator type of the prefill and of one decode step, apart.
 
     Generates ``new_tokens`` greedily (eos ignored) from ``input_ids`` with a profiling
-    session; the prefill is the first run, a decode step the mean of the others (a
-    long prompt makes the prefill and every step after it read a long cache). Columns:
-    ``prefill_ms``, ``prefill_%``, ``decode_ms``, ``decode_%``, indexed by op type,
-    sorted by decode time.
+    session; the prefill is the first run (the first runs when it is chunked:
+    ``prefill_chunk``, see :mod:`diag.ort.chunked_prefill`), a decode step the mean of
+    the others (a long prompt makes the prefill and every step after it read a long
+    cache). Columns: ``prefill_ms``, ``prefill_%``, ``decode_ms``, ``decode_%``,
+    indexed by op type, sorted by decode time.
     """
     session = make_session(model, providers, intra_op_num_threads=threads, enable_profiling=True)
-    onnx_generate(
-        OrtBackend(session), input_ids, max_new_tokens=new_tokens, eos_token_id=[]
-    )
+    backend = OrtBackend(session, prefill_chunk=prefill_chunk)
+    onnx_generate(backend, input_ids, max_new_tokens=new_tokens, eos_token_id=[])
     trace = session.end_profiling()
     try:
         kernels = read_kernels(trace)
     finally:
         os.remove(trace)
-    steps = max(int(kernels["run"].max()), 1)
-    prefill = kernels[kernels["run"] == 0].groupby("op_type")["ms"].sum()
-    decode = kernels[kernels["run"] > 0].groupby("op_type")["ms"].sum() / steps
+    first = len(prefill_chunks(int(input_ids.shape[1]), backend.prefill_chunk))
+    steps = max(int(kernels["run"].max()) + 1 - first, 1)
+    prefill = kernels[kernels["run"] < first].groupby("op_type")["ms"].sum()
+    decode = kernels[kernels["run"] >= first].groupby("op_type")["ms"].sum() / steps
     df = pandas.DataFrame({"prefill_ms": prefill, "decode_ms": decode}).fillna(0.0)
     df["prefill_%"] = 100 * df["prefill_ms"] / (df["prefill_ms"].sum() or 1.0)
     df["decode_%"] = 100 * df["decode_ms"] / (df["decode_ms"].sum() or 1.0)
