@@ -76,3 +76,29 @@ def test_prefill_chunks_and_where_they_apply():
     # right padding: the rows' last tokens may lie in any chunk
     assert not can_chunk(dataclasses.replace(DIAG_LAYOUT, padding="right"))
     assert not can_chunk(dataclasses.replace(DIAG_LAYOUT, name="transformers"))
+
+
+@pytest.mark.slow
+def test_smollm2_long_prompt_in_chunks(smollm2):
+    """A 400-token prompt (2 chunks of the default size) and a left-padded second row:
+    the one-shot prefill's logits bit for bit, model.generate's tokens."""
+    from diag.ort.chunked_prefill import PREFILL_CHUNK
+
+    model, tokenizer = smollm2
+    text = tokenizer("def print_prime(n):\n    # Print all primes up to n\n")["input_ids"]
+    ids = torch.tensor((text * 40)[:400]).repeat(2, 1)
+    mask = torch.ones_like(ids)
+    mask[1, :40] = 0
+    ids[1, :40] = tokenizer.pad_token_id
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    session = make_session(export_causal_lm(model).filename)
+    chunked = OrtBackend(session)
+    assert chunked.prefill_chunk == PREFILL_CHUNK < 400
+    logits, _ = OrtBackend(session, prefill_chunk=None)(ids, mask, positions, None)
+    res = onnx_generate(
+        chunked, ids, mask, max_new_tokens=6, generation_config=model.generation_config,
+        output_logits=True, return_result=True,
+    )  # fmt: skip
+    assert torch.equal(res.logits[0], logits)
+    expected = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    assert torch.equal(res.sequences, expected)
