@@ -14,7 +14,9 @@ Each contender runs in a subprocess of its own (this script with ``--worker``), 
 loads its model once and then answers one measurement at a time: the contenders
 alternate, measurement after measurement, so they see the same load. The peak memory
 of a measurement is the resident-set high-water mark of its worker (``VmHWM``, reset
-before each measurement through ``/proc/self/clear_refs``): ONNX Runtime's arenas and
+before each measurement through ``/proc/self/clear_refs``; the first round's, the
+lengths growing within a round: ONNX Runtime's arena keeps what it once took, so a
+later round would show the longest prompt's peak everywhere): ONNX Runtime's arenas and
 genai's buffers are native allocations that ``tracemalloc`` does not see, and one
 process per contender keeps the torch model out of the ONNX workers' figure. The
 table gives the medians over ``--repeat`` rounds, the spread ``(max - min) / median``,
@@ -99,7 +101,8 @@ def cache_mib(config: Any, batch: int, positions: int, itemsize: int = 4) -> flo
 def summarize(records: Sequence[dict]) -> pandas.DataFrame:
     """One row per (contender, batch, length) of the measurements ``records`` (dicts
     with ``contender``, ``batch``, ``length``, ``new_tokens``, ``prefill_s``,
-    ``decode_s``, ``peak_mib``, ``same_tokens``): medians, spreads, the worst peak."""
+    ``decode_s``, ``peak_mib``, ``same_tokens``, in the order measured): medians,
+    spreads, the peak of the first round."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["contender"], r["batch"], r["length"]), []).append(r)
@@ -116,7 +119,9 @@ def summarize(records: Sequence[dict]) -> pandas.DataFrame:
                 "prefill_spread": spread(prefill),
                 "decode_ms/step": statistics.median(decode),
                 "decode_spread": spread(decode),
-                "peak_MiB": max(r["peak_mib"] for r in rs),
+                # the first round's: ONNX Runtime's arena keeps what a longer prompt
+                # took, and the lengths grow within a round
+                "peak_MiB": rs[0]["peak_mib"],
                 "same_tokens": all(r.get("same_tokens", True) for r in rs),
                 "rounds": len(rs),
             }
