@@ -394,7 +394,13 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
                                 "same_tokens": answer["tokens"] == reference,
                             }
                         )  # fmt: skip
-                    print(f"[batch {batch}, {length} tokens: done]", flush=True)
+                    done = ", ".join(
+                        f"{r['contender']} {r['prefill_s']:.2f} s + "
+                        f"{1e3 * r['decode_s'] / max(r['new_tokens'] - 1, 1):.0f} ms/step "
+                        f"{r['peak_mib']:.0f} MiB"
+                        for r in records[-len(workers) :]
+                    )
+                    print(f"[batch {batch}, {length} tokens: {done}]", flush=True)
         loaded = {name: w.loaded_mib for name, w in workers.items()}
     finally:
         for w in workers.values():
