@@ -320,7 +320,8 @@ class OrtBackend:
 
     def feeds_as_numpy(self) -> dict[str, np.ndarray]:
         """The last step's inputs as numpy arrays: ``session.run(None, feeds)`` replays it
-        (on the prefill session for the first step of a prefill + decode pair)."""
+        (on the prefill session for the first step of a prefill + decode pair; the last
+        chunk of a chunked prefill)."""
         result = {}
         for name, value in self.last_feeds.items():
             if name.endswith("#ortvalue"):
