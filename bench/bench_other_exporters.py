@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,33 @@ def build(folder: str) -> None:
     src = ensure_model_folder("smollm2-135m-instruct")
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", folder]
     subprocess.run([*cmd, "-p", "fp32", "-e", "cpu"], check=True, capture_output=True)
+
+
+def genai_generate(
+    og_model: Any, ids: torch.Tensor, new_tokens: int
+) -> tuple[list[list[int]], float, float]:
+    """Greedy generation of exactly ``new_tokens`` per row (eos ignored: ``min_length``
+    is ``max_length``) by onnxruntime-genai's ``Generator`` on ``ids`` (``[batch, seq]``,
+    no padding). Returns the new tokens of each row, the prefill seconds (the prompt to
+    the first token) and the decode seconds (the tokens after the first)."""
+    import onnxruntime_genai as og
+
+    batch, length = ids.shape
+    params = og.GeneratorParams(og_model)
+    total = length + new_tokens
+    params.set_search_options(
+        max_length=total, min_length=total, do_sample=False, batch_size=batch
+    )
+    gen = og.Generator(og_model, params)
+    begin = time.perf_counter()
+    gen.append_tokens(ids.numpy().astype(np.int32))
+    gen.generate_next_token()
+    first = time.perf_counter()
+    while not gen.is_done():
+        gen.generate_next_token()
+    end = time.perf_counter()
+    tokens = [[int(t) for t in gen.get_sequence(row)[length:]] for row in range(batch)]
+    return tokens, first - begin, end - first
 
 
 def main() -> None:
@@ -75,14 +103,7 @@ def main() -> None:
             return out[0, ids.shape[1] :].tolist()
 
         def run_genai() -> list[int]:
-            params = og.GeneratorParams(og_model)
-            total = ids.shape[1] + n
-            params.set_search_options(max_length=total, min_length=total, do_sample=False)
-            gen = og.Generator(og_model, params)
-            gen.append_tokens(ids.numpy().astype(np.int32))
-            while not gen.is_done():
-                gen.generate_next_token()
-            return [int(t) for t in gen.get_sequence(0)[ids.shape[1] :]]
+            return genai_generate(og_model, ids, n)[0][0]
 
         contenders = {"onnx_generate": run_diag, "genai Generator": run_genai}
         for fn in contenders.values():  # warm-up: first-call allocations

@@ -35,6 +35,7 @@ from diag.contract import (
 )
 from diag.contract.detect import detect_layout
 from diag.contract.read import contract_error
+from diag.ort.chunked_prefill import PREFILL_CHUNK, can_chunk, prefill_chunks, run_chunked
 from diag.ort.session import provider_device
 
 
@@ -138,6 +139,10 @@ class OrtBackend:
     inputs and outputs are bound follows the session's first provider: ``"cuda"`` for
     ``CUDAExecutionProvider`` (the cache then stays on the GPU), else the CPU.
 
+    ``prefill_chunk``: a prompt longer than that runs as steps of that many tokens
+    (:mod:`diag.ort.chunked_prefill`: faster on the CPU, the same logits bit for bit;
+    diag's own layout only); None runs it at once.
+
     The backend keeps no state between generations besides reusable IO bindings and
     the feeds of the last step (:attr:`last_feeds`, for debugging); one backend runs
     one generation at a time.
@@ -153,6 +158,7 @@ class OrtBackend:
         vocab_size: int | None = None,
         device: str | None = None,
         device_id: int | None = None,
+        prefill_chunk: int | None = PREFILL_CHUNK,
     ):
         if not isinstance(session, ort.InferenceSession):
             raise TypeError(
@@ -199,6 +205,9 @@ class OrtBackend:
                     layout,
                 )
         self._on_cpu = self.device_type == "cpu"
+        # a long prompt runs in steps of prefill_chunk tokens (diag.ort.chunked_prefill)
+        prefill_chunks(0, prefill_chunk)  # checks the value
+        self.prefill_chunk = prefill_chunk if can_chunk(layout) else None
         self._empty_past: dict[int, OrtPast] = {}
         #: inputs of the last step (numpy arrays and OrtValues), for debugging
         self.last_feeds: dict[str, Any] = {}
@@ -284,6 +293,10 @@ class OrtBackend:
         position_ids: torch.Tensor,
         past: OrtPast | None,
     ) -> tuple[torch.Tensor, OrtPast]:
+        if past is None and self.prefill_chunk and input_ids.shape[1] > self.prefill_chunk:
+            self._check_prompt(input_ids, attention_mask)  # the whole prompt's padding
+            chunks = prefill_chunks(int(input_ids.shape[1]), self.prefill_chunk)
+            return run_chunked(self, input_ids, attention_mask, position_ids, chunks)
         rows = None
         runner = self._runner
         past_names = self.contract.past_names
@@ -322,7 +335,8 @@ class OrtBackend:
 
     def feeds_as_numpy(self) -> dict[str, np.ndarray]:
         """The last step's inputs as numpy arrays: ``session.run(None, feeds)`` replays it
-        (on the prefill session for the first step of a prefill + decode pair)."""
+        (on the prefill session for the first step of a prefill + decode pair; the last
+        chunk of a chunked prefill)."""
         result = {}
         for name, value in self.last_feeds.items():
             if name.endswith("#ortvalue"):
