@@ -58,7 +58,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from diag.contract import names as N
 from diag.contract.names import CacheNames
@@ -247,14 +247,4 @@ DIAG_LAYOUT = Layout(
 #: bind it as the input's own OrtValue and ONNX Runtime writes in place
 #: (:mod:`diag.ort.static_backend`). The metadata entry
 #: :data:`~diag.contract.metadata.STATIC_CACHE_METADATA` records ``max_length``.
-STATIC_LAYOUT = Layout(
-    name="diag-static",
-    input_ids=N.INPUT_IDS,
-    attention_mask=N.ATTENTION_MASK,
-    position_ids=N.POSITION_IDS,
-    logits=N.LOGITS,
-    past=N.PAST,
-    present=N.PRESENT,
-    cache_position=N.CACHE_POSITION,
-    logits_to_keep=N.LOGITS_TO_KEEP,
-)
+STATIC_LAYOUT = replace(DIAG_LAYOUT, name="diag-static", cache_position=N.CACHE_POSITION)

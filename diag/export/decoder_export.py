@@ -145,22 +145,9 @@ def export_decoder(
             timings=timings,
             fuse=fuse,
         )
-    got_in = [v.name for v in model_ir.graph.inputs]
-    got_out = [v.name for v in model_ir.graph.outputs]
-    if len(got_in) != len(input_names) or len(got_out) != len(output_names):
-        raise RuntimeError(
-            f"the exported graph of {type(model).__name__} has inputs {got_in} and outputs "
-            f"{got_out}, which do not map onto the export contract {input_names} -> "
-            f"{output_names}; the model's cache layout is not supported yet."
-        )
-    rename_io(model_ir, input_names, output_names)
-    _fix_mask_dim(model_ir)
-    write_generation_config(model_ir, generation_config)
-    begin = time.perf_counter()
-    written = save_model_atomic(model_ir, filename)
-    timings.save = time.perf_counter() - begin
-    if verbose:
-        print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
+    written = name_and_save(
+        model_ir, model, filename, input_names, output_names, generation_config, timings, verbose
+    )
     return DecoderExport(
         inputs=inputs,
         input_names=input_names,
@@ -170,4 +157,39 @@ def export_decoder(
     )
 
 
-__all__ = ["DecoderExport", "check_causal_lm", "export_decoder", "model_name"]
+def name_and_save(
+    model_ir: ir.Model,
+    model: torch.nn.Module,
+    filename: str,
+    input_names: list[str],
+    output_names: list[str],
+    generation_config: str | None,
+    timings: ExportTimings,
+    verbose: int = 0,
+    metadata: dict[str, str] | None = None,
+    fix_mask_dim: bool = True,
+) -> list[str]:
+    """The last steps of an export, dynamic or static cache: names the graph's inputs
+    and outputs after the layout (refused when they do not map), writes the generation
+    config and ``metadata`` into the metadata, saves atomically; returns the files written."""
+    got_in = [v.name for v in model_ir.graph.inputs]
+    got_out = [v.name for v in model_ir.graph.outputs]
+    if len(got_in) != len(input_names) or len(got_out) != len(output_names):
+        raise RuntimeError(
+            f"the exported graph of {type(model).__name__} has inputs {got_in} and outputs "
+            f"{got_out}, which do not map onto the export contract {input_names} -> "
+            f"{output_names}; the model's cache layout is not supported yet."
+        )
+    rename_io(model_ir, input_names, output_names)
+    if fix_mask_dim:
+        _fix_mask_dim(model_ir)
+    write_generation_config(model_ir, generation_config)
+    model_ir.metadata_props.update(metadata or {})
+    begin = time.perf_counter()
+    written = save_model_atomic(model_ir, filename)
+    timings.save = time.perf_counter() - begin
+    if verbose:
+        print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
+    return written
+
+__all__ = ["DecoderExport", "check_causal_lm", "export_decoder", "model_name", "name_and_save"]

@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import torch
 
 from diag import contract
-from diag.export.decoder_export import DecoderExport
-from diag.export.generation_config import write_generation_config
+from diag.export.decoder_export import DecoderExport, name_and_save
 from diag.export.logits_to_keep import add_logits_to_keep
 from diag.export.onnx_export import ExportTimings, export_to_ir
 from diag.export.patches import torch_export_patches
-from diag.export.rename import rename_io
-from diag.export.save import save_model_atomic
 from diag.export.static_cache import STATIC_OPSET, TRANSLATION_TABLE, StaticStep
 from diag.export.validation_inputs import takes_position_ids
 from diag.models.cache_layout import CacheLayout
@@ -141,21 +137,12 @@ def export_static_decoder(
             fuse=fuse,
             custom_translation_table=TRANSLATION_TABLE,
         )
-    got_in = [v.name for v in model_ir.graph.inputs]
-    got_out = [v.name for v in model_ir.graph.outputs]
-    if len(got_in) != len(input_names) or len(got_out) != len(output_names):
-        raise RuntimeError(
-            f"the static export of {type(model).__name__} has inputs {got_in} and outputs "
-            f"{got_out}, which do not map onto {input_names} -> {output_names}."
-        )
-    rename_io(model_ir, input_names, output_names)
-    write_generation_config(model_ir, generation_config)
-    model_ir.metadata_props[contract.STATIC_CACHE_METADATA] = json.dumps({"max_length": max_length})
-    begin = time.perf_counter()
-    written = save_model_atomic(model_ir, filename)
-    timings.save = time.perf_counter() - begin
-    if verbose:
-        print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
+    # the mask is [batch, max_length], not [batch, present length]: no dimension to fix
+    metadata = {contract.STATIC_CACHE_METADATA: json.dumps({"max_length": max_length})}
+    written = name_and_save(
+        model_ir, model, filename, input_names, output_names, generation_config, timings,
+        verbose, metadata=metadata, fix_mask_dim=False,
+    )  # fmt: skip
     dummy = dict(inputs)
     past = dummy.pop("past")
     for i, name in enumerate(contract.PAST.names(layout.num_layers)):
