@@ -293,7 +293,10 @@ def test_smollm2_exports_and_validates(smollm2):
         assert row["max_abs"] < 1e-2, row
     assert sorted(os.listdir(folder)) == ["model.onnx", "model.onnx.data", "model.onnx.json"]
     proto = onnx.load(result.filename, load_external_data=False)
-    assert len(proto.graph.input) == 3 + 2 * model.config.num_hidden_layers
+    # ids, mask, positions, the cache of every layer, and the positions of the logits
+    names = [i.name for i in proto.graph.input]
+    assert len(names) == 4 + 2 * model.config.num_hidden_layers, names[:4]
+    assert names[-1] == "logits_to_keep"
     # the generation config travels in the metadata: onnx_generate stops at eos 2
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["generation_config"])["eos_token_id"] == 2
