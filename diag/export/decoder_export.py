@@ -95,12 +95,16 @@ class DecoderExport:
 
 
 def _on_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The trace's inputs moved to ``device``: tensors, caches, lists of tensors (the
+    static export's buffers)."""
     from diag.helpers.cache_helper import is_cache, map_cache_tensors
 
-    return {
-        k: (map_cache_tensors(v, lambda t, _: t.to(device)) if is_cache(v) else v.to(device))
-        for k, v in inputs.items()
-    }
+    def move(v: Any) -> Any:
+        if is_cache(v):
+            return map_cache_tensors(v, lambda t, _: t.to(device))
+        return [t.to(device) for t in v] if isinstance(v, list) else v.to(device)
+
+    return {k: move(v) for k, v in inputs.items()}
 
 
 def export_decoder(
@@ -126,16 +130,45 @@ def export_decoder(
     # the graph computes only the logits of the positions it is given (a forward
     # without the argument: every position, and the file says so by lacking the input)
     with_logits_to_keep = add_logits_to_keep(model, inputs, dynamic_shapes)
-    device = next(model.parameters()).device
-    if device.type != "cpu":
-        inputs = _on_device(inputs, device)
     input_names = contract.DIAG_LAYOUT.input_names(
         layout.num_layers, with_position_ids=with_position_ids, with_logits_to_keep=with_logits_to_keep
     )
     output_names = contract.DIAG_LAYOUT.output_names(layout.num_layers)
+    return trace_and_save(
+        model, model, filename, inputs, dynamic_shapes, input_names, output_names,
+        opset=opset, exporter=exporter, fuse=fuse, generation_config=generation_config,
+        timings=timings, verbose=verbose,
+    )  # fmt: skip
+
+
+def trace_and_save(
+    model: torch.nn.Module,
+    module: torch.nn.Module,
+    filename: str,
+    inputs: dict[str, Any],
+    dynamic_shapes: dict[str, Any],
+    input_names: list[str],
+    output_names: list[str],
+    *,
+    opset: int | None,
+    exporter: str,
+    fuse: bool,
+    generation_config: str | None,
+    timings: ExportTimings,
+    verbose: int = 0,
+    metadata: dict[str, str] | None = None,
+    fix_mask_dim: bool = True,
+    custom_translation_table: dict[Any, Any] | None = None,
+) -> DecoderExport:
+    """Traces ``module`` (``model`` itself, or a wrapper of it such as the static
+    export's step) on ``inputs`` under :func:`torch_export_patches`, translates it, then
+    :func:`name_and_save`; the one path of the dynamic and the static exports."""
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        inputs = _on_device(inputs, device)
     with torch_export_patches(verbose=verbose) as report:
         model_ir = export_to_ir(
-            model,
+            module,
             (),
             kwargs=inputs,
             dynamic_shapes=dynamic_shapes,
@@ -144,10 +177,12 @@ def export_decoder(
             verbose=verbose,
             timings=timings,
             fuse=fuse,
+            custom_translation_table=custom_translation_table,
         )
     written = name_and_save(
-        model_ir, model, filename, input_names, output_names, generation_config, timings, verbose
-    )
+        model_ir, model, filename, input_names, output_names, generation_config, timings,
+        verbose, metadata=metadata, fix_mask_dim=fix_mask_dim,
+    )  # fmt: skip
     return DecoderExport(
         inputs=inputs,
         input_names=input_names,
@@ -192,4 +227,4 @@ def name_and_save(
         print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
     return written
 
-__all__ = ["DecoderExport", "check_causal_lm", "export_decoder", "model_name", "name_and_save"]
+__all__ = ["DecoderExport", "check_causal_lm", "export_decoder", "model_name", "name_and_save", "trace_and_save"]

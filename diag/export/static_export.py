@@ -13,17 +13,16 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 from typing import Any
 
 import torch
 
 from diag import contract
-from diag.export.decoder_export import DecoderExport, name_and_save
+from diag.export.decoder_export import DecoderExport, trace_and_save
 from diag.export.logits_to_keep import add_logits_to_keep
-from diag.export.onnx_export import ExportTimings, export_to_ir
-from diag.export.patches import torch_export_patches
+from diag.export.onnx_export import ExportTimings
 from diag.export.static_cache import STATIC_OPSET, TRANSLATION_TABLE, StaticStep
 from diag.export.validation_inputs import takes_position_ids
 from diag.models.cache_layout import CacheLayout
@@ -113,49 +112,24 @@ def export_static_decoder(
     with_position_ids = takes_position_ids(model)
     inputs, shapes = static_dummy_inputs(model, layout, max_length, with_position_ids)
     with_keep = add_logits_to_keep(model, inputs, shapes)
-    device = next(model.parameters()).device
-    if device.type != "cpu":
-        inputs = {
-            k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device)
-            for k, v in inputs.items()
-        }
     names = contract.STATIC_LAYOUT
     input_names = names.input_names(
         layout.num_layers, with_position_ids=with_position_ids, with_logits_to_keep=with_keep
     )
-    output_names = names.output_names(layout.num_layers)
-    with torch_export_patches(verbose=verbose) as report:
-        model_ir = export_to_ir(
-            StaticStep(model),
-            (),
-            kwargs=inputs,
-            dynamic_shapes=shapes,
-            exporter=exporter,
-            opset=opset,
-            verbose=verbose,
-            timings=timings,
-            fuse=fuse,
-            custom_translation_table=TRANSLATION_TABLE,
-        )
     # the mask is [batch, max_length], not [batch, present length]: no dimension to fix
-    metadata = {contract.STATIC_CACHE_METADATA: json.dumps({"max_length": max_length})}
-    written = name_and_save(
-        model_ir, model, filename, input_names, output_names, generation_config, timings,
-        verbose, metadata=metadata, fix_mask_dim=False,
+    done = trace_and_save(
+        model, StaticStep(model), filename, inputs, shapes, input_names,
+        names.output_names(layout.num_layers), opset=opset, exporter=exporter, fuse=fuse,
+        generation_config=generation_config, timings=timings, verbose=verbose,
+        metadata={contract.STATIC_CACHE_METADATA: json.dumps({"max_length": max_length})},
+        fix_mask_dim=False, custom_translation_table=TRANSLATION_TABLE,
     )  # fmt: skip
-    dummy = dict(inputs)
+    # the validation feeds the buffers by name
+    dummy = dict(done.inputs)
     past = dummy.pop("past")
     for i, name in enumerate(contract.PAST.names(layout.num_layers)):
         dummy[name] = past[i]
-    return DecoderExport(
-        inputs=dummy,
-        input_names=input_names,
-        output_names=output_names,
-        extra_files=[os.path.basename(w) for w in written[1:]],
-        patches=report.applied + report.skipped,
-    )
-
-
+    return dataclasses.replace(done, inputs=dummy)
 
 
 def static_feeds(feeds: dict[str, Any], max_length: int) -> dict[str, Any]:
