@@ -88,6 +88,19 @@ def static_exports(tmp_path_factory):
     return get
 
 
+def left_padded_prompts(
+    length: int, pads: tuple[int, ...], *, high: int, seed: int, low: int = 3, pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``len(pads)`` seeded random prompts of ``length`` ids in ``[low, high)``, row ``i``
+    left-padded with ``pads[i]`` tokens ``pad_id``: ``(input_ids, attention_mask)``."""
+    ids = torch.randint(low, high, (len(pads), length), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    for row, pad in enumerate(pads):
+        mask[row, :pad] = 0
+        ids[row, :pad] = pad_id
+    return ids, mask
+
+
 def build_bigram_lm(
     num_layers: int = 2,
     vocab: int = 16,

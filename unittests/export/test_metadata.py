@@ -16,6 +16,7 @@ from diag.export.causal_lm import generation_config_json
 from diag.export.export_cache import export_key
 from diag.models import get_untrained_model_with_inputs
 from diag.ort import get_backend, onnx_generate
+from unittests.conftest import left_padded_prompts
 
 MAX_NEW = 8
 PAD = 7
@@ -27,11 +28,7 @@ def _metadata(filename: str) -> dict[str, str]:
 
 
 def _prompts() -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.randint(10, 1000, (2, 6), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    mask[1, :2] = 0
-    ids[1, :2] = PAD
-    return ids, mask
+    return left_padded_prompts(6, (0, 2), high=1000, seed=1, low=10, pad_id=PAD)
 
 
 def _pick_eos(new: torch.Tensor) -> tuple[int, int]:

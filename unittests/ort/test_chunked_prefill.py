@@ -12,7 +12,7 @@ from diag.export import export_causal_lm
 from diag.models import get_untrained_model_with_inputs
 from diag.ort import OrtBackend, make_session, onnx_generate
 from diag.ort.chunked_prefill import can_chunk, prefill_chunks
-from unittests.conftest import TINY_ARCHITECTURES
+from unittests.conftest import TINY_ARCHITECTURES, left_padded_prompts
 
 CHUNK = 4
 
@@ -26,11 +26,7 @@ def tiny(request):
 
 def _prompts(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two prompts of 14 tokens, the second with 5 padding tokens (past a chunk)."""
-    ids = torch.randint(3, min(vocab, 1000), (2, 14), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    mask[1, :5] = 0
-    ids[1, :5] = 0
-    return ids, mask
+    return left_padded_prompts(14, (0, 5), high=min(vocab, 1000), seed=1)
 
 
 def test_chunks_give_the_one_shot_prefill_bit_for_bit(tiny):

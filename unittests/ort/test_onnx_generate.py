@@ -12,7 +12,10 @@ from diag.contract import ContractError
 from diag.export import export_causal_lm
 from diag.models import get_untrained_model_with_inputs
 from diag.ort import OrtBackend, get_backend, onnx_generate
-from unittests.conftest import TINY_ARCHITECTURES  # noqa: F401  (the list is the source of truth)
+from unittests.conftest import (
+    TINY_ARCHITECTURES,  # noqa: F401  (the list is the source of truth)
+    left_padded_prompts,
+)
 
 ARCHITECTURES = TINY_ARCHITECTURES
 
@@ -28,11 +31,7 @@ def tiny(request):
 
 def _prompts(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two prompts of different lengths, the shorter one left-padded."""
-    ids = torch.randint(3, min(vocab, 1000), (2, 9), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    mask[1, :4] = 0
-    ids[1, :4] = 0
-    return ids, mask
+    return left_padded_prompts(9, (0, 4), high=min(vocab, 1000), seed=0)
 
 
 def test_greedy_batch_matches_torch(tiny):

@@ -11,7 +11,12 @@ import torch
 
 from diag.ort import get_backend, onnx_generate
 from diag.ort.static_backend import StaticOrtBackend, StaticPast
-from unittests.conftest import SLIDING_VARIANTS, STATIC_MAX_LENGTH, TINY_ARCHITECTURES
+from unittests.conftest import (
+    SLIDING_VARIANTS,
+    STATIC_MAX_LENGTH,
+    TINY_ARCHITECTURES,
+    left_padded_prompts,
+)
 
 PROMPT = 10  # past the window of 8 of the sliding variants already
 NEW_TOKENS = 6
@@ -19,12 +24,7 @@ NEW_TOKENS = 6
 
 def _prompts() -> tuple[torch.Tensor, torch.Tensor]:
     """Three rows: no padding, 3 and 6 padding tokens on the left."""
-    ids = torch.randint(3, 90, (3, PROMPT), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    for row, pad in ((1, 3), (2, 6)):
-        mask[row, :pad] = 0
-        ids[row, :pad] = 0
-    return ids, mask
+    return left_padded_prompts(PROMPT, (0, 3, 6), high=90, seed=0)
 
 
 #: the architectures the fast suite (run on every tested release) covers: the one the
