@@ -125,6 +125,33 @@ class _Runner:
         return self.binding.get_outputs()
 
 
+    def run_in_place(
+        self, past_names: list[str], present_names: list[str], past: Any, feeds: dict[str, Any]
+    ) -> Any:
+        """Runs the step with each buffer bound as its past input and its present output
+        (a static cache: ONNX Runtime's TensorScatter then writes in place); returns the
+        logits, the only output ONNX Runtime allocates."""
+        # the logits bound first: the binding returns its outputs in the order they were bound
+        logits_name = self.session.get_outputs()[0].name
+        if self.fast:
+            binding = self.cbinding
+            binding.bind_output(logits_name, self.cdevice)
+            for name, out, value in zip(past_names, present_names, past, strict=True):
+                binding.bind_ortvalue_input(name, value._ortvalue)
+                binding.bind_ortvalue_output(out, value._ortvalue)
+                feeds[name] = value
+            self.csession.run_with_iobinding(binding, None)
+            return ort.OrtValue(binding.get_outputs()[0])
+        binding = self.binding
+        binding.bind_output(logits_name, self.device_type, self.device_id)
+        for name, out, value in zip(past_names, present_names, past, strict=True):
+            binding.bind_ortvalue_input(name, value)
+            binding.bind_ortvalue_output(out, value)
+            feeds[name] = value
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
+
+
 class OrtBackend:
     """Runs one step of an exported causal LM with ONNX Runtime and IO binding.
 

@@ -28,6 +28,7 @@ import onnxruntime as ort
 import torch
 
 from diag.contract import last_position, metadata_static_cache
+from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype
 from diag.ort.backend import OrtBackend, OrtPast
 
 
@@ -97,7 +98,7 @@ class StaticOrtBackend(OrtBackend):
         call: a generation owns its buffers (the steps write into them)."""
         values = []
         for (heads, dim), elem in zip(self.contract.past_shapes, self.contract.past_elem_types, strict=True):
-            zeros = np.zeros((batch, heads, self.max_length, dim), dtype=_numpy_type(elem))
+            zeros = np.zeros((batch, heads, self.max_length, dim), dtype=onnx_dtype_to_numpy_dtype(elem))
             if self._on_cpu:
                 # the OrtValue wraps the array's memory (and keeps it alive): no copy
                 values.append(ort.OrtValue.ortvalue_from_numpy(zeros))
@@ -147,38 +148,8 @@ class StaticOrtBackend(OrtBackend):
         if keep and keep in runner.input_names:
             # the last position's logits only ([batch, 1, vocab]), as OrtBackend asks
             runner.bind_array(keep, last_position(seq).astype(self.contract.int_types[keep], copy=False), feeds)
-        logits = _run_in_place(runner, self.contract.past_names, self.contract.present_names, past, feeds)
+        logits = runner.run_in_place(self.contract.past_names, self.contract.present_names, past, feeds)
         return self._logits_to_torch(logits), StaticPast(tuple(past), total)
-
-
-def _numpy_type(elem: int) -> np.dtype:
-    from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype
-
-    return onnx_dtype_to_numpy_dtype(elem)
-
-
-def _run_in_place(runner: Any, past_names: list[str], present_names: list[str], past: Any, feeds: dict) -> Any:
-    """Runs the step with each buffer bound as its past input and its present output
-    (ONNX Runtime's TensorScatter then writes in place); returns the logits."""
-    # the logits bound first: the binding returns its outputs in the order they were bound
-    logits_name = runner.session.get_outputs()[0].name
-    if runner.fast:
-        binding = runner.cbinding
-        binding.bind_output(logits_name, runner.cdevice)
-        for name, out, value in zip(past_names, present_names, past, strict=True):
-            binding.bind_ortvalue_input(name, value._ortvalue)
-            binding.bind_ortvalue_output(out, value._ortvalue)
-            feeds[name] = value
-        runner.csession.run_with_iobinding(binding, None)
-        return ort.OrtValue(binding.get_outputs()[0])
-    binding = runner.binding
-    binding.bind_output(logits_name, runner.device_type, runner.device_id)
-    for name, out, value in zip(past_names, present_names, past, strict=True):
-        binding.bind_ortvalue_input(name, value)
-        binding.bind_ortvalue_output(out, value)
-        feeds[name] = value
-    runner.session.run_with_iobinding(binding)
-    return binding.get_outputs()[0]
 
 
 __all__ = ["StaticOrtBackend", "StaticPast", "static_max_length"]
