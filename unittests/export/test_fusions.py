@@ -60,11 +60,12 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23, graphs):
     before = graphs.session(model_ir)
     fused_ir = ir.from_proto(ir.serde.serialize_model(model_ir))
     nodes_before = len(list(fused_ir.graph))
+    ops_before = collections.Counter(n.op_type for n in fused_ir.graph)
 
     counts = fuse_decoder(fused_ir)
 
     # two norms per layer and the final one; q and k rotated; one attention per layer;
-    # q/k/v and gate/up packed
+    # q/k/v and gate/up packed; every norm but the first layer's reads a residual sum
     assert counts == {
         "rms_norm": 2 * layers + 1,
         "rotary": 2 * layers,
@@ -72,15 +73,23 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23, graphs):
         "attention_3d": layers,
         "packed_matmul": 2 * layers,
         "gather_positions": 1,
+        "skip_norm": 2 * layers,
     }
     ops = collections.Counter(n.op_type for n in fused_ir.graph)
     # the kept positions: one Gather of the final norm's output, read by the lm_head
     gather = next(n for n in fused_ir.graph if n.op_type == "Gather" and n.inputs[1].name == "logits_to_keep")
     assert gather.attributes["axis"].value == 1
     assert [u.node.op_type for u in gather.outputs[0].uses()] == ["MatMul"]
-    assert gather.inputs[0].producer().op_type == "RMSNormalization"
+    assert gather.inputs[0].producer().op_type == "SkipSimplifiedLayerNormalization"
     # (its Transpose -> GatherND -> Transpose gone: no Transpose left below)
-    assert ops["RMSNormalization"] == 2 * layers + 1
+    # the first layer's input norm reads the embedding, no sum: the only one left
+    assert ops["RMSNormalization"] == 1
+    assert ops["SkipSimplifiedLayerNormalization"] == 2 * layers
+    skip_norms = [n for n in fused_ir.graph if n.op_type == "SkipSimplifiedLayerNormalization"]
+    # the sum (4th output) goes on down the residual stream, but not after the last norm
+    assert [len(n.outputs[3].uses()) for n in skip_norms] == [1] * (2 * layers - 1) + [0]
+    # the residual sums are the fused nodes' own: two Add less per layer
+    assert ops_before["Add"] - ops["Add"] >= 2 * layers
     assert ops["RotaryEmbedding"] == 2 * layers
     # transformers 4.57 computes the rotary angles (cos / sin, once for all layers) with
     # a MatMul and a Transpose in rotary_emb: counted apart
@@ -97,7 +106,10 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23, graphs):
     assert nodes_before - len(list(fused_ir.graph)) >= 35 * layers
     # the fused nodes keep the exporter's module scopes (diag.localize_layer reads them)
     for node in fused_ir.graph:
-        if node.op_type in ("RMSNormalization", "RotaryEmbedding", "Attention", "Split"):
+        if node.op_type in (
+            "RMSNormalization", "SkipSimplifiedLayerNormalization", "RotaryEmbedding",
+            "Attention", "Split",
+        ):  # fmt: skip
             scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
             assert "model" in scopes, (node.op_type, node.name)
     attention = next(n for n in fused_ir.graph if n.op_type == "Attention")
@@ -129,6 +141,7 @@ def test_fusions_can_be_chosen_and_unknown_ones_are_refused(llama23):
         "attention_3d",
         "packed_matmul",
         "gather_positions",
+        "skip_norm",
     ]
 
 
@@ -145,6 +158,6 @@ def test_opset_18_keeps_its_patterns_but_packs_matmuls():
     _, model_ir = _export("llama", 18)
     counts = fuse_decoder(model_ir)
     assert counts["rms_norm"] == counts["rotary"] == counts["attention_past"] == 0
-    assert counts["attention_3d"] == 0
+    assert counts["attention_3d"] == counts["skip_norm"] == 0
     assert counts["packed_matmul"] > 0
     assert not any(n.op_type in ("RMSNormalization", "RotaryEmbedding") for n in model_ir.graph)

@@ -37,7 +37,10 @@ from diag.export.rewrite.rule_set import (
 
 
 def _pattern_size(rule: pattern.RewriteRule) -> float:
-    """Nodes per output node: a pattern of several products is as deep as one."""
+    """Nodes per output node: a pattern of several products is as deep as one; a rule
+    may say its own (``near_miss_size``: a pattern of two nodes, one of them common)."""
+    if getattr(rule, "near_miss_size", None) is not None:
+        return float(rule.near_miss_size)
     target = getattr(rule, "_target_pattern", None)
     if target is None:
         return 2.0

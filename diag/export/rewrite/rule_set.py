@@ -9,7 +9,7 @@ what the earlier ones wrote (``attention_3d`` flattens the ``Attention`` of
 Example::
 
     >>> list(FUSIONS)
-    ['rms_norm', 'rotary', 'attention_past', 'attention_3d', 'packed_matmul', 'gather_positions']
+    ['rms_norm', 'rotary', 'attention_past', 'attention_3d', 'packed_matmul', 'gather_positions', 'skip_norm']
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from diag.export.rewrite import (
     packed_matmul,
     rms_norm,
     rotary,
+    skip_norm,
 )
 
 #: the opset where RMSNormalization, RotaryEmbedding and Attention appeared
@@ -40,9 +41,10 @@ FUSIONS: dict[str, tuple[pattern.RewriteRule, ...]] = {
     "attention_3d": attention_3d.RULES,
     "packed_matmul": packed_matmul.RULES,
     "gather_positions": gather_positions.RULES,
+    "skip_norm": skip_norm.RULES,
 }
 #: fusions that emit ops of opset 23
-OPSET23 = frozenset({"rms_norm", "rotary", "attention_past", "attention_3d"})
+OPSET23 = frozenset({"rms_norm", "rotary", "attention_past", "attention_3d", "skip_norm"})
 
 
 def opset_of(model: ir.Model) -> int:
