@@ -67,6 +67,8 @@ def apply_fusion(model: ir.Model, name: str) -> int:
     if name == "rotary" and count:
         # the rotary rule makes the cos/sin tables once per rotation: one pair for all
         common_passes.CommonSubexpressionEliminationPass()(model)
+    if name == "skip_norm" and count:
+        skip_norm.drop_unread_outputs(model)
     return count
 
 

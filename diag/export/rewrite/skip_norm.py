@@ -8,7 +8,8 @@ sum for the next block::
 
 ONNX Runtime computes both in one kernel, ``SkipSimplifiedLayerNormalization(x, skip,
 scale)``, whose outputs are the normalized sum and (its 4th) the sum itself, which the
-next residual ``Add`` reads: one pass over the hidden state instead of two, one kernel
+next residual ``Add`` reads (the outputs nothing reads are left out,
+:func:`drop_unread_outputs`): one pass over the hidden state instead of two, one kernel
 launch less per pair (two per layer). The rule runs after ``rms_norm``, on the
 ``RMSNormalization`` nodes it wrote. onnxscript's own rule
 (``onnxscript.rewriter.ort_fusions.skip_normalization``) matches ORT's
@@ -108,11 +109,28 @@ class SkipNorm(pattern.RewriteRuleClassBase):
 
     def rewrite(self, op, x, skip, scale, normalized, **_):
         epsilon = normalized.producer().attributes.get_float("epsilon", 1e-5)
-        # outputs 1 and 2 (mean, inverse std) are training outputs nothing reads
+        # outputs 1 and 2 (mean, inverse std): see drop_unread_outputs
         fused, _mean, _inv_std, total = op.SkipSimplifiedLayerNormalization(
             x, skip, scale, epsilon=epsilon, _outputs=4, _domain="com.microsoft"
         )
         return fused, total
+
+
+def drop_unread_outputs(model: ir.Model) -> int:
+    """Names ``""`` the outputs of the fused nodes nothing reads (the mean and inverse
+    std, training outputs, and the last norm's sum), so that ONNX Runtime neither
+    computes nor allocates them; returns how many. It runs after the rewrite: the graph
+    names every value a rule writes."""
+    outputs = set(model.graph.outputs)
+    dropped = 0
+    for node in model.graph:
+        if node.op_type != "SkipSimplifiedLayerNormalization" or node.domain != "com.microsoft":
+            continue
+        for value in node.outputs[1:]:
+            if value.name and not value.uses() and value not in outputs:
+                value.name = ""
+                dropped += 1
+    return dropped
 
 
 #: the rule
