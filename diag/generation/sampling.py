@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers.generation.logits_process import (
     EpsilonLogitsWarper,
@@ -111,6 +112,23 @@ def build_logits_processor(
     return processors
 
 
+def greedy_tokens(scores: torch.Tensor) -> torch.Tensor:
+    """``argmax(scores, dim=-1)``: the first of the highest scores of each row
+    (a NaN counts as the highest, as in torch).
+
+    On the CPU, torch's argmax runs one element at a time: ~90 us for a row of
+    SmolLM2's 49152 scores, 0.7 ms for 8 rows (one torch thread, as
+    :func:`diag.ort.generate.onnx_generate` runs the loop), where numpy's, which takes
+    the same first index, needs ~5 us a row. So float CPU tensors go through numpy.
+
+    >>> greedy_tokens(torch.tensor([[0.0, 2.0, 2.0], [float("-inf"), -1.0, -3.0]])).tolist()
+    [1, 1]
+    """
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.argmax(scores.detach().numpy(), axis=-1))
+    return torch.argmax(scores, dim=-1)
+
+
 def choose_tokens(
     scores: torch.Tensor, *, do_sample: bool, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -126,6 +144,6 @@ def choose_tokens(
         choose_tokens(torch.randn(2, 10), do_sample=True)
     """
     if not do_sample:
-        return torch.argmax(scores, dim=-1)
+        return greedy_tokens(scores)
     probs = torch.nn.functional.softmax(scores, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
