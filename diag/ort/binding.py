@@ -64,6 +64,9 @@ class Runner:
             ort.OrtDevice.make(device_type, device_id)._get_c_device() if self.fast else None
         )
         self.device_type, self.device_id = device_type, device_id
+        # the buffers run_in_place bound last (names and OrtValues): the next step of a
+        # static cache binds the same ones, which the binding still holds
+        self._in_place: tuple | None = None
 
     def bind_array(self, name: str, array: np.ndarray, feeds: dict[str, Any]) -> None:
         if self.device_type == "cpu":
@@ -85,6 +88,7 @@ class Runner:
         # Binding an output to a device (no buffer) lets ONNX Runtime allocate it at
         # the right shape; rebinding every step matters: the binding otherwise keeps
         # the previous step's tensors and expects the same shapes.
+        self._in_place = None  # the cache names get other values
         if self.fast:
             bind_input = self.cbinding.bind_ortvalue_input
             for name, value in zip(past_names, past, strict=True):
@@ -116,10 +120,21 @@ class Runner:
         if self.fast:
             binding = self.cbinding
             binding.bind_output(logits_name, self.cdevice)
-            for name, out, value in zip(past_names, present_names, past, strict=True):
-                binding.bind_ortvalue_input(name, value._ortvalue)
-                binding.bind_ortvalue_output(out, value._ortvalue)
-                feeds[name] = value
+            bound = self._in_place
+            if (
+                bound is None
+                or bound[0] is not past_names
+                or bound[1] is not present_names
+                or len(bound[2]) != len(past)
+                or any(a is not b for a, b in zip(bound[2], past))
+            ):
+                # the same buffers as the step before are left bound (~120 calls less
+                # a step: 2 per cache tensor)
+                for name, out, value in zip(past_names, present_names, past, strict=True):
+                    binding.bind_ortvalue_input(name, value._ortvalue)
+                    binding.bind_ortvalue_output(out, value._ortvalue)
+                self._in_place = (past_names, present_names, tuple(past))
+            feeds.update(zip(past_names, past))
             self.csession.run_with_iobinding(binding, None)
             return ort.OrtValue(binding.get_outputs()[0])
         binding = self.binding
