@@ -133,23 +133,25 @@ def bytes_per_token(path: str) -> int:
     return total
 
 
-def genai_build(hf_folder: str, out: str) -> float:
-    """Builds genai's int4 CPU model into ``out`` (once); returns the build seconds
-    (0 when reused)."""
+def genai_build(hf_folder: str, out: str, precision: str = "int4") -> float:
+    """Builds genai's ``precision`` (int4, fp32) CPU model into ``out`` (once); returns
+    the build seconds (0 when reused)."""
     if os.path.exists(os.path.join(out, "genai_config.json")):
         return 0.0
     begin = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf_folder, "-o", out,
-         "-p", "int4", "-e", "cpu", "-c", out + ".cache"],
+         "-p", precision, "-e", "cpu", "-c", out + ".cache"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     return time.perf_counter() - begin
 
 
 class DiagRunner:
-    def __init__(self, path: str, model: Any, tokenizer: Any, threads: int) -> None:
-        self.backend = get_backend(make_session(path, intra_op_num_threads=threads))
+    def __init__(self, path: str, model: Any, tokenizer: Any, threads: int, spinning: bool | None = None) -> None:
+        session = make_session(path, intra_op_num_threads=threads, allow_spinning=spinning)
+        self.spinning = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        self.backend = get_backend(session)
         self.model, self.tokenizer = model, tokenizer
 
     def run(self, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> tuple[float, float]:
@@ -266,6 +268,11 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     parser.add_argument("--free-running", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--speed-only", action="store_true", help="the speed rounds only (no report)")
+    parser.add_argument("--genai-fp32", action="store_true", help="genai's float32 build as well")
+    parser.add_argument("--spinning", choices=["auto", "on", "off"], default="auto",
+                        help="diag's intra-op threads spinning (genai's always spin); auto: "
+                        "diag.ort.make_session decides from the load")  # fmt: skip
     args = parser.parse_args(argv)
     prompts_text = CODE + CHAT
     if args.quick:
@@ -296,14 +303,29 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
             f.write(str(build))
     export_s["genai int4"] = float(open(genai_time_file).read()) if os.path.exists(genai_time_file) else float("nan")
     paths["genai int4"] = genai_folder  # its own folder, as genai's Generator reads it
+    if args.genai_fp32:
+        folder = os.path.join(cache_dir(), "genai", "smollm2-135m-instruct-fp32-cpu")
+        export_s["genai fp32"] = genai_build(hf_folder, folder, "fp32") or float("nan")
+        paths["genai fp32"] = folder
 
-    runners = {name: DiagRunner(p, model, tokenizer, threads) for name, p in paths.items() if name.startswith("diag")}
-    runners["genai int4"] = GenaiRunner(genai_folder)
-    print(f"[exports ready: {export_s}]", flush=True)
+    spinning = {"auto": None, "on": True, "off": False}[args.spinning]
+    runners = {name: DiagRunner(p, model, tokenizer, threads, spinning) for name, p in paths.items() if name.startswith("diag")}
+    for name, p in paths.items():
+        if name.startswith("genai"):
+            runners[name] = GenaiRunner(p)
+    print(f"[exports ready: {export_s}; diag's threads spin: "
+          f"{next(iter(runners.values())).spinning}, load {os.getloadavg()[0]:.1f}]", flush=True)  # fmt: skip
     rows, bandwidth = speed(runners, tokenizer, [1, 8], args.new_tokens, args.repeat)
     sp = pandas.DataFrame(rows)
     print(sp.to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
+    for batch in (1, 8):
+        rate = sp[sp.batch == batch].set_index("contender")["decode_tok/s"]
+        print(f"batch {batch}, x genai int4: " + ", ".join(
+            f"{n} {rate[n] / rate['genai int4']:.2f}x" for n in rate.index if n != "genai int4"), flush=True)  # fmt: skip
+    print(f"[load after the rounds {os.getloadavg()[0]:.1f}]", flush=True)
     del runners
+    if args.speed_only:
+        return sp
 
     quality = {}
     for name, path in paths.items():

@@ -3,7 +3,8 @@ builds, in one run: per op type the kernel calls and milliseconds per step (ONNX
 Runtime's profiler, :func:`diag.ort.profiling.read_kernels`), the kernels' sum, the
 ``model_run`` time ONNX Runtime reports per step (kernels + its own overhead), and the
 wall time of a whole step through :func:`diag.onnx_generate` without the profiler
-(``run_with_iobinding`` + Python).
+(``run_with_iobinding`` + Python); for genai's folders, the step of genai's own
+``Generator`` too.
 
 The prompt is ``--positions`` tokens long, then ``--steps`` greedy steps (eos
 ignored); a step is the mean of them. The contenders run one after the other
@@ -27,6 +28,9 @@ import pandas
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_quantized import GenaiRunner  # noqa: E402
 
 import diag  # noqa: E402
 from diag.export import export_causal_lm  # noqa: E402
@@ -77,7 +81,13 @@ def profile(path: str, ids: torch.Tensor, steps: int, threads: int) -> tuple[pan
         "kernels ms": float(table["ms/step"].sum()),
         "model_run ms": statistics.mean(runs[1:]),
         "step wall ms": wall,
+        # genai's own loop (C++) on its folder: what bench_quantized.py compares with
+        "genai Generator ms": float("nan"),
     }
+    if os.path.isdir(path):
+        runner = GenaiRunner(path)
+        runner.run(ids, torch.ones_like(ids), 4)
+        totals["genai Generator ms"] = 1e3 * runner.run(ids, torch.ones_like(ids), steps + 1)[1] / steps
     return table.sort_values("ms/step", ascending=False), totals
 
 

@@ -126,7 +126,7 @@ class Runner:
                 or bound[0] is not past_names
                 or bound[1] is not present_names
                 or len(bound[2]) != len(past)
-                or any(a is not b for a, b in zip(bound[2], past))
+                or any(a is not b for a, b in zip(bound[2], past, strict=True))
             ):
                 # the same buffers as the step before are left bound (~120 calls less
                 # a step: 2 per cache tensor)
@@ -134,7 +134,7 @@ class Runner:
                     binding.bind_ortvalue_input(name, value._ortvalue)
                     binding.bind_ortvalue_output(out, value._ortvalue)
                 self._in_place = (past_names, present_names, tuple(past))
-            feeds.update(zip(past_names, past))
+            feeds.update(zip(past_names, past, strict=True))
             self.csession.run_with_iobinding(binding, None)
             return ort.OrtValue(binding.get_outputs()[0])
         binding = self.binding

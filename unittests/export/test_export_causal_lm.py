@@ -91,6 +91,14 @@ def test_tiny_architecture_exports_and_validates(exports, name):
     # every zoo forward takes logits_to_keep: one Gather of the kept positions
     assert contract.LOGITS_TO_KEEP in inputs_names(proto)
     assert result.fusions["gather_positions"] == 1, name
+    # every residual sum normalized after it: one SkipSimplifiedLayerNormalization (two a
+    # layer, the first layer's input norm reads the embedding), no sum left for a norm
+    expected = 2 * n if result.fusions["rms_norm"] else 0
+    assert result.fusions["skip_norm"] == expected, (name, result.fusions)
+    producers = {o: node.op_type for node in proto.graph.node for o in node.output}
+    norms_of_sums = [node.name for node in proto.graph.node
+                     if node.op_type == "RMSNormalization" and producers.get(node.input[0]) == "Add"]  # fmt: skip
+    assert not norms_of_sums, (name, norms_of_sums)
     # the cache inputs have the heads and sizes of the model's own cache (one head for
     # multi-query falcon and latent-attention deepseek_v3, whatever their config says)
     inputs = {i.name: _dims(i) for i in proto.graph.input}
@@ -301,6 +309,10 @@ def test_smollm2_exports_and_validates(smollm2):
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["generation_config"])["eos_token_id"] == 2
     check_graph_is_lean(result.filename)
+    ops = Counter(n.op_type for n in proto.graph.node)
+    layers = model.config.num_hidden_layers
+    assert result.fusions["skip_norm"] == ops["SkipSimplifiedLayerNormalization"] == 2 * layers
+    assert ops["RMSNormalization"] == 1  # the first layer's, on the embedding
     # tied lm_head: the 49152 x 576 embedding is stored once, read by Gather and Gemm
     embedding = [i for i in proto.graph.initializer if list(i.dims) == [49152, 576]]
     assert len(embedding) == 1

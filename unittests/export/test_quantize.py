@@ -275,6 +275,8 @@ def test_smollm2_quantized_exports_validate_and_report(smollm2, quantize):
     # 30 layers x (q/k/v packed, o, gate/up packed, down) + the tied lm_head
     assert ops["MatMulNBits"] == 30 * 4 + 1 and "Gemm" not in ops and "MatMul" not in ops
     assert {_attrs(n)["bits"] for n in proto.graph.node if n.op_type == "MatMulNBits"} == {bits}
+    # the residual sums and their norms stay fused through the quantizer
+    assert ops["SkipSimplifiedLayerNormalization"] == 60 and ops["RMSNormalization"] == 1
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta[contract.QUANTIZATION_METADATA])["bits"] == bits
     size = sum(

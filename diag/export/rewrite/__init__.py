@@ -25,7 +25,10 @@ refusal with its reason (:func:`explain`). One module per fusion, run in this or
   weights and a ``Split``;
 * ``gather_positions`` (:mod:`~diag.export.rewrite.gather_positions`): the positions
   whose logits are kept (``logits_to_keep``), ``Transpose -> GatherND -> Transpose``
-  -> one ``Gather`` before the ``lm_head`` product.
+  -> one ``Gather`` before the ``lm_head`` product;
+* ``skip_norm`` (:mod:`~diag.export.rewrite.skip_norm`): a residual ``Add`` and the
+  ``RMSNormalization`` of its sum -> ``com.microsoft.SkipSimplifiedLayerNormalization``
+  (ONNX Runtime's kernel; its 4th output, the sum, feeds the next residual).
 
 Example::
 
