@@ -152,6 +152,39 @@ def test_export_without_fusions_at_opset_18(tmp_path, capsys):
     assert "--opset 12: diag exports with opsets 18 to 23" in capsys.readouterr().err
 
 
+def test_export_static_cache(tmp_path, capsys):
+    import json
+
+    import onnx
+
+    out = tmp_path / "static"
+    argv = ["export", "-m", "tiny:llama", "-o", str(out), "--cache", "static", "--max-length", "32"]
+    assert main([*argv, "--no-verify"]) == 0
+    assert "validation: skipped" in capsys.readouterr().out
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    # the flags reached export_causal_lm: buffers of 32 positions written in place
+    assert "TensorScatter" in {n.op_type for n in model.graph.node}
+    past = next(i for i in model.graph.input if i.name.startswith("past_key_values"))
+    assert [d.dim_value for d in past.type.tensor_type.shape.dim][2] == 32
+    assert json.loads(dict((p.key, p.value) for p in model.metadata_props)["static_cache"]) == {
+        "max_length": 32
+    }
+    options = json.loads((out / "model.onnx.json").read_text())["key_parts"]["options"]
+    assert (options["cache"], options["max_length"]) == ("static", 32)
+
+    # the wrong combinations fail before any model is loaded, naming the flag to pass
+    for bad, message in [
+        (argv[:-2], "--cache static needs --max-length N"),
+        ([*argv[:5], "--max-length", "32"], "--max-length 32 sizes the buffers of a static cache"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(bad)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--cache", "static", "--max-length", "32", "--onnx", str(out)])
+    assert "drop one of them" in capsys.readouterr().err
+
+
 def test_unknown_tiny_architecture_is_a_one_line_error(capsys):
     assert main(["generate", "--model", "tiny:no-such-arch", "--prompt", "x"]) == 3
     err = capsys.readouterr().err
