@@ -23,6 +23,15 @@ table gives the medians over ``--repeat`` rounds, the spread ``(max - min) / med
 the peak, and what the cache and the weights alone take (``cache MiB``: keys and
 values of every layer at ``length + new tokens`` positions).
 
+The hardware bound, as gpt-fast reports it: the memory bandwidth is measured once at
+the start (:func:`diag.helpers.bandwidth.measure_bandwidth`, a torch sum over 512 MiB
+with the bench's threads, median of 5), ``step_MiB`` is what a decode step must read
+(the weights, :func:`~diag.helpers.bandwidth.decode_weight_bytes`, and the cache at
+the mean position of the decode steps, ``length + new tokens / 2``), ``bound_ms`` that
+read at the measured bandwidth, and ``%_of_bound`` = ``bound_ms`` / the measured
+``decode_ms/step``: 100 % is a step as fast as the memory allows (a static cache that
+attends over its whole buffer reads more than the bound counts, and shows it).
+
 Then the ratios the targets of issue 15 name: ``onnx_generate`` decode at the longest
 length vs the shortest (batch 1, target >= 0.85), vs genai fp32 at the longest
 (target >= 1.2), and the prefill of the 1637-token prompt vs ``model.generate``'s
@@ -68,6 +77,13 @@ from prompts import PROMPTS  # noqa: E402
 from diag.export import export_causal_lm  # noqa: E402
 from diag.export.export_cache import cache_dir  # noqa: E402
 from diag.helpers.atomic_write import write_atomically  # noqa: E402
+from diag.helpers.bandwidth import (  # noqa: E402
+    MIN_MIB,
+    bandwidth_bound_ms,
+    decode_weight_bytes,
+    measure_bandwidth,
+    percent_of_bound,
+)
 from diag.models import load_pretrained  # noqa: E402
 
 CONTENDERS = ("model.generate", "onnx_generate", "onnx_generate static", "genai fp32")
@@ -96,6 +112,26 @@ def cache_mib(config: Any, batch: int, positions: int, itemsize: int = 4) -> flo
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return 2 * config.num_hidden_layers * batch * heads * positions * head_dim * itemsize / 2**20
+
+
+def add_bandwidth_bound(
+    table: pandas.DataFrame, config: Any, weight_bytes: int, new_tokens: int, gb_per_s: float
+) -> pandas.DataFrame:
+    """:func:`summarize`'s table with the bandwidth bound of a decode step: ``step_MiB``
+    (the weights and the cache at the mean position of the decode steps), ``bound_ms``
+    (that read at ``gb_per_s`` GB/s) and ``%_of_bound`` (bound / ``decode_ms/step``)."""
+    table = table.copy()
+    step_bytes = [
+        weight_bytes + cache_mib(config, b, n + new_tokens / 2) * 2**20
+        for b, n in zip(table.batch, table.length, strict=True)
+    ]
+    table["step_MiB"] = [b / 2**20 for b in step_bytes]
+    table["bound_ms"] = [bandwidth_bound_ms(b, gb_per_s) for b in step_bytes]
+    table["%_of_bound"] = [
+        percent_of_bound(bound, measured)
+        for bound, measured in zip(table.bound_ms, table["decode_ms/step"], strict=True)
+    ]
+    return table
 
 
 def summarize(records: Sequence[dict]) -> pandas.DataFrame:
@@ -365,11 +401,15 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
             # load of 11 on 2 cores); one thread for every contender keeps it fair
             threads = 1
             print(f"[the machine is busy (load {os.getloadavg()[0]:.1f}): 1 thread each]")
+    # the machine's limit, before the workers load: what a decode step could reach
+    gb_per_s = measure_bandwidth(threads=threads)
+    print(f"[memory bandwidth: {gb_per_s:.1f} GB/s (torch sum over {MIN_MIB} MiB, {threads} threads)]")
     model, tokenizer = load_pretrained(MODEL)
     text_ids = tokenizer("\n\n".join(PROMPTS))["input_ids"]
     shift = len(text_ids) // len(PROMPTS)
     srcs = sources(args.contenders, model.eval().to(torch.float32), max(args.lengths) + args.new_tokens)
     config = model.config
+    weight_bytes = decode_weight_bytes(model)
     del model
 
     workers = {name: Worker(name, src, threads) for name, src in srcs.items()}
@@ -411,13 +451,15 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
         cache_mib(config, b, n + args.new_tokens) for b, n in zip(table.batch, table.length, strict=True)
     ]
     table["loaded_MiB"] = [loaded[c] for c in table.contender]
+    table = add_bandwidth_bound(table, config, weight_bytes, args.new_tokens, gb_per_s)
     pandas.set_option("display.width", 250)
     pandas.set_option("display.max_columns", 20)
     print(
         f"\n{MODEL} float32, {threads} threads, {args.new_tokens} new tokens, median of "
         f"{args.repeat} alternated rounds; load average "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
-        "same_tokens: row 0 generated what the first contender generated"
+        "same_tokens: row 0 generated what the first contender generated; memory bandwidth "
+        f"{gb_per_s:.1f} GB/s, bound_ms: step_MiB (weights + cache) read at that rate"
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print()

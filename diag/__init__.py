@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "to_any": "diag.helpers.torch_helper",
     "get_weight_type": "diag.helpers.torch_helper",
     "make_dynamic_cache": "diag.helpers.cache_helper",
+    "measure_bandwidth": "diag.helpers.bandwidth",
     # model zoo
     "get_untrained_model_with_inputs": "diag.models",
     "load_pretrained": "diag.models",

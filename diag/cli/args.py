@@ -296,3 +296,47 @@ def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
         help="quantize the exported weights (MatMulNBits, block 32, symmetric, "
         "accuracy_level 4, lm_head included; default: float weights)",
     )
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cache dynamic|static`` and ``--max-length N``: the cache layout of the export
+    (``cache=`` and ``max_length=`` of :func:`diag.export_causal_lm`).
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_cache_arguments(parser)
+    >>> args = parser.parse_args(["--cache", "static", "--max-length", "64"])
+    >>> check_cache_arguments(parser, args)
+    >>> args.cache, args.max_length
+    ('static', 64)
+    """
+    parser.add_argument(
+        "--cache",
+        choices=["dynamic", "static"],
+        default="dynamic",
+        help="the exported cache: 'dynamic' (the default: present is past plus the step's "
+        "positions) or 'static' (buffers of --max-length positions written in place; "
+        "needs --max-length)",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --cache static, the positions of each buffer: prompt plus new tokens "
+        "of the longest generation",
+    )
+
+
+def check_cache_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks ``--cache`` and ``--max-length`` together, before any model is loaded (the
+    library checks the smallest ``--max-length`` it can trace with)."""
+    if args.cache == "static" and args.max_length is None:
+        parser.error(
+            "--cache static needs --max-length N, the positions of each cache buffer "
+            "(prompt plus new tokens of the longest generation), e.g. --max-length 2048"
+        )
+    if args.cache == "dynamic" and args.max_length is not None:
+        parser.error(
+            f"--max-length {args.max_length} sizes the buffers of a static cache: add "
+            "--cache static, or drop --max-length (a dynamic cache grows as it needs)"
+        )

@@ -13,6 +13,7 @@ Example::
 
     python -m diag compare                       # SmolLM2, "def print_prime(n):", 100 tokens
     python -m diag compare --model tiny:llama --max-new-tokens 10 --output results/
+    python -m diag compare --cache static --max-length 128   # the static cache export
     python -m diag compare --onnx genai-folder --model smollm2-135m-instruct   # another tool's file
 
 Every prompt runs alone (batch of 1, no padding), after one untimed warm-up call per
@@ -25,11 +26,13 @@ import argparse
 import os
 
 from diag.cli.args import (
+    add_cache_arguments,
     add_chat_and_warmup_arguments,
     add_max_new_tokens_argument,
     add_model_argument,
     add_prompt_argument,
     add_quantize_argument,
+    check_cache_arguments,
     check_model_name,
     positive_int,
     prompts_of,
@@ -86,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_record_arguments(parser)
     add_quantize_argument(parser)
+    add_cache_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +100,12 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
     check_record_arguments(args)
+    check_cache_arguments(args.parser, args)
+    if getattr(args, "onnx", None) and args.cache == "static":
+        args.parser.error(
+            "--cache static chooses the layout of diag's export; --onnx compares a file "
+            "already written: drop one of them"
+        )
 
     import dataclasses
 
@@ -115,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
         output_logits=True,  # what the divergence report reads
     )
     runners = {
-        name: make_runner(name, model, force_export=args.force_export, quantize=args.quantize)
+        name: make_runner(
+            name, model, force_export=args.force_export, quantize=args.quantize,
+            cache=args.cache, max_length=args.max_length,
+        )  # fmt: skip
         for name in ORDER
     }
     if getattr(args, "onnx", None):

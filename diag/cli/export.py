@@ -3,6 +3,7 @@
 Example::
 
     python -m diag export --model tiny:llama --output exported/
+    python -m diag export --model tiny:llama --output static/ --cache static --max-length 256
 
 The folder receives ``model.onnx`` (with its external weights when the model is large)
 and the tokenizer, so that it holds all a runtime needs. With ``--verify`` (the default)
@@ -16,7 +17,13 @@ import argparse
 import os
 import sys
 
-from diag.cli.args import add_model_argument, add_quantize_argument, check_model_name
+from diag.cli.args import (
+    add_cache_arguments,
+    add_model_argument,
+    add_quantize_argument,
+    check_cache_arguments,
+    check_model_name,
+)
 
 HELP = "export a model to ONNX and print the validation report"
 DESCRIPTION = (
@@ -63,12 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export again even when the folder already holds an export of this model",
     )
     add_quantize_argument(parser)
+    add_cache_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``diag export``; returns the exit code (1 when the validation fails)."""
     output = os.path.abspath(args.output)
     check_model_name(args.model)
+    check_cache_arguments(args.parser, args)
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
 
@@ -89,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         fuse=args.fuse,
         opset=args.opset,
         quantize=args.quantize,
+        cache=args.cache,
+        max_length=args.max_length,
     )
     # what a runtime needs next to the graph: the tokenizer and the decoding defaults
     tokenizer.save_pretrained(output)

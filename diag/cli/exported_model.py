@@ -85,9 +85,11 @@ def export_model(
     fuse: bool = True,
     opset: int | None = None,
     quantize: str | None = None,
+    cache: str = "dynamic",
+    max_length: int | None = None,
 ) -> ExportedModel:
     """Exports ``model`` with :func:`diag.export_causal_lm` (reusing its cache);
-    ``fuse``, ``opset`` and ``quantize`` are passed on.
+    ``fuse``, ``opset``, ``quantize``, ``cache`` and ``max_length`` are passed on.
 
     A validation failure does not raise: the result says ``passed=False`` and holds the
     library's message, and the file is kept (the library only refuses to cache it).
@@ -100,7 +102,7 @@ def export_model(
         try:
             result = export_causal_lm(
                 model, filename, verify=verify, force=force, fuse=fuse, opset=opset,
-                quantize=quantize,
+                quantize=quantize, cache=cache, max_length=max_length,
             )  # fmt: skip
         except ExportValidationError as exc:
             bar.update(1)
@@ -114,7 +116,11 @@ def export_model(
 
 
 def export_for_comparison(
-    model: Any, force: bool = False, quantize: str | None = None
+    model: Any,
+    force: bool = False,
+    quantize: str | None = None,
+    cache: str = "dynamic",
+    max_length: int | None = None,
 ) -> ExportedModel:
     """The export ``generate --backend onnx`` and ``compare`` run.
 
@@ -124,7 +130,9 @@ def export_for_comparison(
     find out why (a warning on stderr says so).
     """
     try:
-        return export_model(model, verify=True, force=force, quantize=quantize)
+        return export_model(
+            model, verify=True, force=force, quantize=quantize, cache=cache, max_length=max_length
+        )
     except RuntimeError as exc:
         if not isinstance(exc.__cause__, AssertionError):
             raise
@@ -137,6 +145,9 @@ def export_for_comparison(
         from diag.export import export_causal_lm
 
         with progress(total=1, desc="export to ONNX (unverified)") as bar:
-            export_causal_lm(model, path, verify=False, force=True, quantize=quantize)
+            export_causal_lm(
+                model, path, verify=False, force=True, quantize=quantize, cache=cache,
+                max_length=max_length,
+            )  # fmt: skip
             bar.update(1)
         return ExportedModel(path, cached=False, failure=str(exc.__cause__), _tmp=tmp)

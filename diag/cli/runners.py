@@ -183,10 +183,19 @@ class OnnxRunner(Runner):
 
     name = "onnx"
 
-    def __init__(self, model: Any, force_export: bool = False, quantize: str | None = None):
+    def __init__(
+        self,
+        model: Any,
+        force_export: bool = False,
+        quantize: str | None = None,
+        cache: str = "dynamic",
+        max_length: int | None = None,
+    ):
         super().__init__(model)
         self.force_export = force_export
         self.quantize = quantize
+        self.cache = cache
+        self.max_length = max_length
         self.exported: Any = None
         self.backend: Any = None
 
@@ -197,7 +206,11 @@ class OnnxRunner(Runner):
             from diag.cli.exported_model import export_for_comparison
 
             self.exported = export_for_comparison(
-                self.model, force=self.force_export, quantize=self.quantize
+                self.model,
+                force=self.force_export,
+                quantize=self.quantize,
+                cache=self.cache,
+                max_length=self.max_length,
             )
         return self.exported
 
@@ -230,14 +243,21 @@ class OnnxRunner(Runner):
 
 
 def make_runner(
-    name: str, model: Any, force_export: bool = False, quantize: str | None = None
+    name: str,
+    model: Any,
+    force_export: bool = False,
+    quantize: str | None = None,
+    cache: str = "dynamic",
+    max_length: int | None = None,
 ) -> Runner:
-    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``; ``quantize``:
-    the onnx backend runs a quantized export)."""
+    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``; ``quantize``,
+    ``cache`` and ``max_length``: the export the onnx backend runs)."""
     if name == "hf":
         return HFRunner(model)
     if name == "torch":
         return TorchRunner(model)
     if name == "onnx":
-        return OnnxRunner(model, force_export=force_export, quantize=quantize)
+        return OnnxRunner(
+            model, force_export=force_export, quantize=quantize, cache=cache, max_length=max_length
+        )
     raise ValueError(f"unknown backend {name!r}; choose among {sorted(BACKEND_LABELS)}")

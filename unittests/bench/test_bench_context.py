@@ -97,6 +97,19 @@ def test_table_and_ratios_of_real_runs(bench, tiny, tmp_path):
     # genai and model.generate were not measured, nor the 1637-token prompt
     assert math.isnan(genai) and math.isnan(prefill)
 
+    # the bandwidth bound: the weights once and the cache at the mean decode position
+    from diag.helpers.bandwidth import decode_weight_bytes
+
+    weights = decode_weight_bytes(model)
+    bound = bench.add_bandwidth_bound(table, model.config, weights, 5, gb_per_s=10.0)
+    for length in (8, 32):
+        row = bound[bound.length == length].iloc[0]
+        step_bytes = weights + bench.cache_mib(model.config, 1, length + 2.5) * 2**20
+        assert row["step_MiB"] == pytest.approx(step_bytes / 2**20)
+        assert row["bound_ms"] == pytest.approx(step_bytes / 10e9 * 1e3)
+        assert row["%_of_bound"] == pytest.approx(100 * row["bound_ms"] / row["decode_ms/step"])
+    assert "step_MiB" not in table  # a new table, the measured one unchanged
+
     png = bench.save_plot(table, str(tmp_path / "context.png"))
     import matplotlib.image
 

@@ -112,10 +112,31 @@ def test_generate_chat(capsys):
     assert numbers(report_fields(out)["input_tokens"])[0] > 5
 
 
+def copy_export(result, folder) -> None:
+    """Copies the export ``result`` (the .onnx file, its data, its sidecar) into
+    ``folder``: ``diag export`` reuses it only when its options give the same key."""
+    import shutil
+
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.basename(result.filename)
+    source = os.path.dirname(result.filename)
+    for name in os.listdir(source):
+        if name.startswith(base):
+            shutil.copy2(os.path.join(source, name), os.path.join(folder, name))
+
+
 def test_export_writes_model_and_passes(tmp_path, capsys):
+    import diag
+
+    # the session's export of tiny:llama (compare's and the bench tests'), copied in:
+    # found in the folder only if the command's options give the same key; a fresh
+    # export through the command is test_export_without_fusions_at_opset_18's
+    model, _ = diag.load_pretrained("tiny:llama")
     out = tmp_path / "exported"
+    copy_export(diag.export_causal_lm(model.eval()), out)
     assert main(["export", "--model", "tiny:llama", "--output", str(out)]) == 0
     text = capsys.readouterr().out
+    assert "reused the export already in the folder" in text
     assert (out / "model.onnx").is_file()
     assert (out / "tokenizer_config.json").is_file() and (out / "generation_config.json").is_file()
     assert "validation: PASS" in text and "FAIL" not in text
@@ -130,10 +151,6 @@ def test_export_writes_model_and_passes(tmp_path, capsys):
     # fused by default: the decoder's patterns became the ONNX ops made for them
     ops = {n.op_type for n in model.graph.node}
     assert {"Attention", "RMSNormalization", "RotaryEmbedding"} <= ops
-
-    # a second call finds the export in the folder and says so
-    assert main(["export", "--model", "tiny:llama", "--output", str(out)]) == 0
-    assert "reused the export already in the folder" in capsys.readouterr().out
 
 
 def test_export_without_fusions_at_opset_18(tmp_path, capsys):
@@ -150,6 +167,41 @@ def test_export_without_fusions_at_opset_18(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", "-m", "tiny:llama", "-o", str(out), "--opset", "12"])
     assert "--opset 12: diag exports with opsets 18 to 23" in capsys.readouterr().err
+
+
+def test_export_static_cache(tmp_path, capsys, static_exports):
+    import json
+
+    import onnx
+
+    from unittests.conftest import STATIC_MAX_LENGTH
+
+    # the session's static export of the tiny llama, copied in: the command finds it
+    # only if --cache and --max-length reach export_causal_lm (the key covers both)
+    _, exported = static_exports("llama")
+    out = tmp_path / "static"
+    copy_export(exported, out)
+    argv = ["export", "-m", "tiny:llama", "-o", str(out), "--cache", "static",
+            "--max-length", str(STATIC_MAX_LENGTH)]  # fmt: skip
+    assert main([*argv, "--no-verify"]) == 0
+    text = capsys.readouterr().out
+    assert "reused the export already in the folder" in text and "validation: skipped" in text
+    options = json.loads((out / "model.onnx.json").read_text())["key_parts"]["options"]
+    assert (options["cache"], options["max_length"]) == ("static", STATIC_MAX_LENGTH)
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    assert "TensorScatter" in {n.op_type for n in model.graph.node}
+
+    # the wrong combinations fail before any model is loaded, naming the flag to pass
+    for bad, message in [
+        (argv[:-2], "--cache static needs --max-length N"),
+        ([*argv[:5], "--max-length", "32"], "--max-length 32 sizes the buffers of a static cache"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(bad)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--cache", "static", "--max-length", "32", "--onnx", str(out)])
+    assert "drop one of them" in capsys.readouterr().err
 
 
 def test_unknown_tiny_architecture_is_a_one_line_error(capsys):
