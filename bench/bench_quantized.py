@@ -13,8 +13,8 @@ first free-running divergence.
 The speed rounds alternate the contenders ``--repeat`` times; the table shows the
 median and the spread (max - min) / median. The int4 bandwidth bound: a batch-1 decode
 step reads every weight once (an embedding table only read by a lookup: one row), so
-it cannot beat ``bandwidth / bytes read per token``; the bandwidth is a numpy copy of
-a buffer much larger than the caches (read + write bytes / time, best of several),
+it cannot beat ``bandwidth / bytes read per token``; the bandwidth is
+:func:`diag.measure_bandwidth` (a sum over a buffer much larger than the caches),
 measured between the rounds.
 
 Then the settings table (teacher-forced only, same prompts): block size 32 / 64 / 128,
@@ -55,6 +55,7 @@ from prompts import PROMPTS  # noqa: E402
 import diag  # noqa: E402
 from diag.export import QuantizeOptions, export_causal_lm  # noqa: E402
 from diag.export.export_cache import cache_dir, read_sidecar  # noqa: E402
+from diag.helpers.bandwidth import measure_bandwidth  # noqa: E402
 from diag.ort import get_backend, make_session, onnx_generate  # noqa: E402
 from diag.ort.generate import single_torch_thread  # noqa: E402
 from diag.ort.session import physical_cores  # noqa: E402
@@ -82,19 +83,6 @@ SETTINGS = [
     ("int8 all b32 acc4", None),
 ]
 DEFAULTS = {"int4 b32 sym acc4 (default)": "diag int4", "int8 all b32 acc4": "diag int8"}
-
-
-def copy_bandwidth(size_bytes: int = 2**29, repeat: int = 5) -> float:
-    """Bytes/s of a numpy copy (read + write) of ``size_bytes``, best of ``repeat``."""
-    src = np.ones(size_bytes // 4, dtype=np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    best = float("inf")
-    for _ in range(repeat):
-        begin = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - begin)
-    return 2 * size_bytes / best
 
 
 def onnx_file(path: str) -> str:
@@ -204,7 +192,7 @@ def speed(runners: dict[str, Any], tokenizer: Any, batches, new_tokens, repeat) 
         for _ in range(repeat):
             for name, runner in runners.items():  # alternated
                 times[name].append(runner.run(ids, mask, new_tokens))
-            bandwidths.append(copy_bandwidth())
+            bandwidths.append(measure_bandwidth() * 1e9)  # bytes/s, between the rounds
         for name, values in times.items():
             prefill = [v[0] for v in values]
             decode = [batch * (new_tokens - 1) / v[1] for v in values]
@@ -375,7 +363,7 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     int4 = df.set_index("contender")
     bound = bandwidth / bytes_per_token(paths["diag int4"])
-    print(f"\nnumpy copy bandwidth {bandwidth / 2**30:.1f} GiB/s; int4 bound (batch 1): "
+    print(f"\nmemory bandwidth (diag.measure_bandwidth) {bandwidth / 1e9:.1f} GB/s; int4 bound (batch 1): "
           f"{bytes_per_token(paths['diag int4']) / 2**20:.0f} MiB/token -> {bound:.0f} tokens/s; "
           f"diag int4 reaches {int4.loc['diag int4', 'decode tok/s b1'] / bound:.0%} of it")  # fmt: skip
     ratio = int4.loc["diag int4", "decode tok/s b1"] / int4.loc["genai int4", "decode tok/s b1"]
