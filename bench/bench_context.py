@@ -70,7 +70,9 @@ from diag.export.export_cache import cache_dir  # noqa: E402
 from diag.helpers.atomic_write import write_atomically  # noqa: E402
 from diag.models import load_pretrained  # noqa: E402
 
-CONTENDERS = ("model.generate", "onnx_generate", "onnx_generate static", "genai fp32")
+CONTENDERS = (
+    "model.generate", "onnx_generate", "onnx_generate static", "onnx_generate gqa", "genai fp32",
+)
 #: not in the default run: onnx_generate with its prefill in one step
 #: (``OrtBackend(prefill_chunk=None)``, what it did before diag.ort.chunked_prefill)
 ONE_SHOT = "onnx_generate one-shot prefill"
@@ -326,6 +328,11 @@ def sources(names: Sequence[str], model: Any, max_positions: int) -> dict[str, s
                 print(f"[skipped {name!r}: {reason}]")
                 continue
             out[name] = export_causal_lm(model, cache="static", max_length=max_positions).filename
+        elif name == "onnx_generate gqa":
+            if "attention" not in inspect.signature(export_causal_lm).parameters:
+                print(f"[skipped {name!r}: export_causal_lm has no attention= argument here]")
+                continue
+            out[name] = export_causal_lm(model, attention="gqa").filename
         elif name == "genai fp32":
             folder = os.path.join(cache_dir(), "genai", f"{MODEL}-fp32-cpu")
             if not os.path.exists(os.path.join(folder, "genai_config.json")):
@@ -423,9 +430,10 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     print()
     for name, ratio in target_ratios(table).items():
         print(f"{name:75s} {ratio:6.2f}")
-    if "onnx_generate static" in srcs:
-        for name, ratio in target_ratios(table, "onnx_generate static").items():
-            print(f"{name:75s} {ratio:6.2f}")
+    for other in ("onnx_generate static", "onnx_generate gqa"):
+        if other in srcs:
+            for name, ratio in target_ratios(table, other).items():
+                print(f"{name:75s} {ratio:6.2f}")
     if args.plot:
         print(f"plot: {save_plot(table, args.plot)}")
     if args.csv:

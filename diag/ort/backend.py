@@ -28,7 +28,6 @@ import torch
 from diag.contract import (
     ContractInfo,
     Layout,
-    every_position,
     last_position,
     metadata_generation_config,
     read_contract,
@@ -353,9 +352,14 @@ class OrtBackend:
         keep = layout.logits_to_keep
         if keep and keep in runner.input_names:
             # the logits of the last position only ([batch, 1, vocab]); right padding
-            # reads each row's own last real position (rows): every position then
+            # reads each row's own last real position (rows): those positions then,
+            # each once, and rows becomes the index of its row's among them
             seq = int(input_ids.shape[1])
-            wanted = last_position(seq) if rows is None else every_position(seq)
+            if rows is None:
+                wanted = last_position(seq)
+            else:
+                positions, rows = torch.unique(rows, sorted=True, return_inverse=True)
+                wanted = positions.numpy()
             runner.bind_array(keep, wanted.astype(self.contract.int_types[keep], copy=False), feeds)
         outputs = runner.run(past_names, past, output_names, feeds)
         return self._logits_to_torch(outputs[0], rows), OrtPast(outputs[1:])
