@@ -39,6 +39,7 @@ from onnxscript.rewriter import pattern
 
 from diag.contract.metadata import ATTENTION_METADATA
 from diag.export.rewrite.group_query_attention import gqa_rules
+from diag.export.rewrite.group_query_attention_static import static_gqa_rules
 from diag.export.rewrite.refusals import _Refusals
 
 #: the values of ``attention=``, the default first
@@ -98,10 +99,13 @@ def to_group_query_attention(
     model_ir: ir.Model, model: torch.nn.Module, max_length: int | None = None
 ) -> int:
     """Rewrites every layer's attention of the fused ``model_ir`` (exported from
-    ``model``) into ``GroupQueryAttention``, in place; returns how many. Raises
+    ``model``; ``max_length``: a static cache export's buffers) into
+    ``GroupQueryAttention``, in place; returns how many. Raises
     :class:`GroupQueryAttentionError` with the reasons when an opset-23 ``Attention``
     is left."""
-    rules = gqa_rules(max_positions(model, max_length), sliding_windows(model))
+    # a static cache: the buffers of max_length positions are past and present at once
+    make = gqa_rules if max_length is None else static_gqa_rules
+    rules = make(max_positions(model, max_length), sliding_windows(model))
     count = pattern.RewriteRuleSet(rules).apply_to_model(model_ir)
     # the 4-D mask, the row scale and the rotary angles of position_ids: read by nothing now
     common_passes.RemoveUnusedNodesPass()(model_ir)

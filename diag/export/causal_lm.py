@@ -214,11 +214,6 @@ def export_causal_lm(
     gqa = check_attention(attention) == "gqa"
     if gqa and not fuse:
         raise ValueError("attention='gqa' rewrites the fused attention: it needs fuse=True.")
-    if gqa and static:
-        raise ValueError(
-            "attention='gqa' with cache='static' is not supported yet: use cache='dynamic' "
-            "(GroupQueryAttention reads only each row's real positions of a growing cache)."
-        )
     # the cache's shapes come from the model's own cache, not from config attributes
     # that some architectures do not use (multi-query falcon, latent attention...);
     # an unsupported cache fails here, before anything is hashed or traced
@@ -271,7 +266,7 @@ def export_causal_lm(
         dummy_inputs = None
         if quantization is None:
             timings = ExportTimings()
-            static_args = {"max_length": max_length} if static else {"attention": attention}
+            static_args = {"max_length": max_length} if static else {}
             done = (_export_static if static else _export)(
                 model,
                 filename,
@@ -280,6 +275,7 @@ def export_causal_lm(
                 opset=opset,
                 exporter=exporter,
                 fuse=fuse,
+                attention=attention,
                 generation_config=options["generation_config"],
                 timings=timings,
                 verbose=verbose,

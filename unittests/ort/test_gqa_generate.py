@@ -81,3 +81,46 @@ def test_smollm2_gqa_generates_what_generate_does(smollm2, one_torch_thread):
     )  # fmt: skip
     assert (batch["attention_mask"] == 0).any()
     _same_as_generate(model, get_backend(exported), batch["input_ids"], batch["attention_mask"])
+
+
+@pytest.fixture(scope="module")
+def static_gqa(tmp_path_factory):
+    """``get(name) -> (model, ExportResult)``: ``cache="static"`` with ``attention="gqa"``."""
+    from diag.export import export_causal_lm
+    from diag.models import get_untrained_model_with_inputs
+
+    done: dict = {}
+
+    def get(name: str):
+        if name not in done:
+            model = get_untrained_model_with_inputs(name)["model"].eval()
+            path = tmp_path_factory.mktemp(f"static-gqa-{name}") / "model.onnx"
+            done[name] = (model, export_causal_lm(model, path, cache="static", max_length=32, attention="gqa"))
+        return done[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ["llama", pytest.param("mistral-sw8", marks=pytest.mark.slow)])
+def test_static_gqa_generates_what_generate_does(static_gqa, one_torch_thread, name):
+    from diag.ort.static_backend import StaticOrtBackend
+
+    model, exported = static_gqa(name)
+    ops = [(n.domain, n.op_type) for n in onnx.load(exported.filename, load_external_data=False).graph.node]
+    assert ops.count(("com.microsoft", "GroupQueryAttention")) == model.config.num_hidden_layers
+    assert not {"Attention", "TensorScatter", "RotaryEmbedding"} & {op for _, op in ops}
+    assert exported.validation is not None and exported.validation.ok
+    backend = get_backend(exported)
+    assert isinstance(backend, StaticOrtBackend) and backend.layout.padding == "right"
+    ids, mask = _prompts()
+    _same_as_generate(model, backend, ids, mask)
+    # the kernel writes the buffers bound as past and present: the same memory after a step
+    positions = (mask.cumsum(-1) - 1).clip(0)
+    _, past = backend(ids, mask, positions, None)
+    before = [v.data_ptr() for v in past]
+    step_mask = torch.cat([mask, torch.ones((3, 1), dtype=mask.dtype)], dim=1)
+    _, after = backend(ids[:, -1:], step_mask, positions[:, -1:] + 1, past)
+    assert [v.data_ptr() for v in after] == before and after.length == PROMPT + 1
+    # row 2 (6 padding tokens) holds its 4 tokens and the step's one at position 4
+    keys = after[0].numpy()
+    assert (keys[2, :, :5] != 0).any(axis=(0, 2)).all()

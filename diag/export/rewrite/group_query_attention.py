@@ -135,8 +135,9 @@ class GroupQueryAttention(pattern.RewriteRuleClassBase):
     the module). ``windows`` maps a layer's index to its ``local_window_size``
     (absent: -1, no window)."""
 
-    def __init__(self, max_positions: int, windows: Mapping[int, int], scaled: bool):
-        super().__init__("GroupQueryAttention" + ("Scaled" if scaled else ""))
+    def __init__(self, max_positions: int, windows: Mapping[int, int], scaled: bool,
+                 prefix: str = ""):  # fmt: skip
+        super().__init__(prefix + "GroupQueryAttention" + ("Scaled" if scaled else ""))
         self._max_positions = int(max_positions)
         self._windows = dict(windows)
         self._scaled = scaled
@@ -243,11 +244,19 @@ class GroupQueryAttention(pattern.RewriteRuleClassBase):
         return self._shared[key]
 
     def rewrite(self, op, q3, k3, v3, q_cos, past_key, past_value, q_rot, attention, **_):
-        node = attention.producer()
-        heads = node.attributes["q_num_heads"].as_int()
-        kv_heads = node.attributes["kv_num_heads"].as_int()
-        scale = node.attributes.get("scale")
-        softcap = node.attributes.get("softcap")
+        attributes = attention.producer().attributes
+        return self._group_query_attention(
+            op, q3, k3, v3, q_cos, past_key, past_value, q_rot, attributes
+        )
+
+    def _group_query_attention(self, op, q3, k3, v3, q_cos, past_key, past_value, q_rot,
+                               attributes):  # fmt: skip
+        """The ``GroupQueryAttention`` replacing an ``Attention`` of ``attributes``
+        (``q_num_heads`` / ``kv_num_heads`` set) on ``q3``, ``k3``, ``v3``."""
+        heads = attributes["q_num_heads"].as_int()
+        kv_heads = attributes["kv_num_heads"].as_int()
+        scale = attributes.get("scale")
+        softcap = attributes.get("softcap")
         seqlens, total = self._lengths(op, self._shared["mask"])
         cos_cache, sin_cache = self._caches(op, q_cos.producer().inputs[0])
         split = q3.producer()
@@ -260,7 +269,7 @@ class GroupQueryAttention(pattern.RewriteRuleClassBase):
         qkv = [split.inputs[0], None, None] if packed else [q3, k3, v3]
         interleaved = q_rot.producer().attributes.get("interleaved", ir.AttrInt64("", 0)).as_int()
         head_dim = (q3.shape[2] // heads) if isinstance(q3.shape[2], int) else None
-        attributes = {
+        gqa_attributes = {
             "num_heads": heads,
             "kv_num_heads": kv_heads,
             "do_rotary": 1,
@@ -271,7 +280,7 @@ class GroupQueryAttention(pattern.RewriteRuleClassBase):
         }
         return op.GroupQueryAttention(
             *qkv, past_key, past_value, seqlens, total, cos_cache, sin_cache,
-            **attributes, _domain=MS_DOMAIN, _outputs=3,
+            **gqa_attributes, _domain=MS_DOMAIN, _outputs=3,
         )  # fmt: skip
 
 
