@@ -1,7 +1,8 @@
 """Long prompts: the prefill time and the decode cost per token as the context grows,
 for ``model.generate``, ``onnx_generate`` (diag's dynamic export, and the static-cache
-export where ``export_causal_lm`` has ``cache="static"``) and onnxruntime-genai's fp32
-build, in one run.
+export where ``export_causal_lm`` has ``cache="static"``; ``onnx_generate gqa`` and
+``onnx_generate gqa static``: the same with ``attention="gqa"``, ONNX Runtime's
+GroupQueryAttention) and onnxruntime-genai's fp32 build, in one run.
 
 SmolLM2-135M-Instruct in float32, greedy, ``--new-tokens`` new tokens per row with eos
 ignored, prompts of exactly ``--lengths`` tokens (the benchmark prompts of
@@ -71,7 +72,8 @@ from diag.helpers.atomic_write import write_atomically  # noqa: E402
 from diag.models import load_pretrained  # noqa: E402
 
 CONTENDERS = (
-    "model.generate", "onnx_generate", "onnx_generate static", "onnx_generate gqa", "genai fp32",
+    "model.generate", "onnx_generate", "onnx_generate static", "onnx_generate gqa",
+    "onnx_generate gqa static", "genai fp32",
 )
 #: not in the default run: onnx_generate with its prefill in one step
 #: (``OrtBackend(prefill_chunk=None)``, what it did before diag.ort.chunked_prefill)
@@ -328,11 +330,13 @@ def sources(names: Sequence[str], model: Any, max_positions: int) -> dict[str, s
                 print(f"[skipped {name!r}: {reason}]")
                 continue
             out[name] = export_causal_lm(model, cache="static", max_length=max_positions).filename
-        elif name == "onnx_generate gqa":
+        elif name in ("onnx_generate gqa", "onnx_generate gqa static"):
+            # GroupQueryAttention (export_causal_lm's attention="gqa"), dynamic or static
             if "attention" not in inspect.signature(export_causal_lm).parameters:
                 print(f"[skipped {name!r}: export_causal_lm has no attention= argument here]")
                 continue
-            out[name] = export_causal_lm(model, attention="gqa").filename
+            static = {"cache": "static", "max_length": max_positions} if name.endswith("static") else {}
+            out[name] = export_causal_lm(model, attention="gqa", **static).filename
         elif name == "genai fp32":
             folder = os.path.join(cache_dir(), "genai", f"{MODEL}-fp32-cpu")
             if not os.path.exists(os.path.join(folder, "genai_config.json")):
@@ -430,7 +434,7 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     print()
     for name, ratio in target_ratios(table).items():
         print(f"{name:75s} {ratio:6.2f}")
-    for other in ("onnx_generate static", "onnx_generate gqa"):
+    for other in ("onnx_generate static", "onnx_generate gqa", "onnx_generate gqa static"):
         if other in srcs:
             for name, ratio in target_ratios(table, other).items():
                 print(f"{name:75s} {ratio:6.2f}")
