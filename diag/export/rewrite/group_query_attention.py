@@ -55,7 +55,10 @@ from diag.contract import names as N
 MS_DOMAIN = "com.microsoft"
 
 # the ops the angles of the rotary may be computed with (evaluated by _angles)
-_ANGLE_OPS = frozenset({"Unsqueeze", "Cast", "Mul", "MatMul", "Transpose", "Reshape", "Identity"})
+_ANGLE_OPS = frozenset({
+    "Unsqueeze", "Cast", "Mul", "MatMul", "Transpose", "Reshape", "Identity", "Expand",
+    "Concat", "Shape",
+})  # fmt: skip
 
 
 def _const(value: ir.Value) -> np.ndarray | None:
@@ -79,6 +82,15 @@ def _angles(value: ir.Value, positions: np.ndarray, memo: dict) -> np.ndarray | 
     if node is None or node.op_type not in _ANGLE_OPS or node.domain not in ("", "ai.onnx"):
         op = "?" if node is None else node.op_type
         return f"the rotary angles are computed by {op}, which the rule does not evaluate"
+    if node.op_type == "Shape":
+        # transformers 4.x expands inv_freq to the batch (Shape(mask)[:1]): batch 1 here
+        shape = node.inputs[0].shape
+        start = node.attributes.get("start", ir.AttrInt64("", 0)).as_int()
+        end = node.attributes.get("end", ir.AttrInt64("", len(shape or ()))).as_int()
+        dims = list(shape or ())[start:end]
+        if shape is None or any(not isinstance(d, int) and str(d) != N.DIM_BATCH for d in dims):
+            return f"the rotary angles read the shape of {node.inputs[0].name!r}, not static"
+        return np.array([d if isinstance(d, int) else 1 for d in dims], np.int64)
     args = []
     for x in node.inputs:
         got = _angles(x, positions, memo) if x is not None else None
@@ -97,6 +109,10 @@ def _angles(value: ir.Value, positions: np.ndarray, memo: dict) -> np.ndarray | 
     elif node.op_type == "Transpose":
         perm = attrs.get("perm")
         result = np.transpose(args[0], None if perm is None else list(perm.as_ints()))
+    elif node.op_type == "Expand":
+        result = np.broadcast_to(args[0], np.broadcast_shapes(args[0].shape, tuple(args[1])))
+    elif node.op_type == "Concat":
+        result = np.concatenate(args, axis=attrs["axis"].as_int())
     elif node.op_type == "Reshape":
         shape = [d if d != 0 else args[0].shape[i] for i, d in enumerate(args[1].tolist())]
         result = args[0].reshape(shape)
