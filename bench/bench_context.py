@@ -1,7 +1,8 @@
 """Long prompts: the prefill time and the decode cost per token as the context grows,
 for ``model.generate``, ``onnx_generate`` (diag's dynamic export, and the static-cache
-export where ``export_causal_lm`` has ``cache="static"``) and onnxruntime-genai's fp32
-build, in one run.
+export where ``export_causal_lm`` has ``cache="static"``; ``onnx_generate gqa`` and
+``onnx_generate gqa static``: the same with ``attention="gqa"``, ONNX Runtime's
+GroupQueryAttention) and onnxruntime-genai's fp32 build, in one run.
 
 SmolLM2-135M-Instruct in float32, greedy, ``--new-tokens`` new tokens per row with eos
 ignored, prompts of exactly ``--lengths`` tokens (the benchmark prompts of
@@ -86,7 +87,10 @@ from diag.helpers.bandwidth import (  # noqa: E402
 )
 from diag.models import load_pretrained  # noqa: E402
 
-CONTENDERS = ("model.generate", "onnx_generate", "onnx_generate static", "genai fp32")
+CONTENDERS = (
+    "model.generate", "onnx_generate", "onnx_generate static", "onnx_generate gqa",
+    "onnx_generate gqa static", "genai fp32",
+)
 #: not in the default run: onnx_generate with its prefill in one step
 #: (``OrtBackend(prefill_chunk=None)``, what it did before diag.ort.chunked_prefill)
 ONE_SHOT = "onnx_generate one-shot prefill"
@@ -362,6 +366,13 @@ def sources(names: Sequence[str], model: Any, max_positions: int) -> dict[str, s
                 print(f"[skipped {name!r}: {reason}]")
                 continue
             out[name] = export_causal_lm(model, cache="static", max_length=max_positions).filename
+        elif name in ("onnx_generate gqa", "onnx_generate gqa static"):
+            # GroupQueryAttention (export_causal_lm's attention="gqa"), dynamic or static
+            if "attention" not in inspect.signature(export_causal_lm).parameters:
+                print(f"[skipped {name!r}: export_causal_lm has no attention= argument here]")
+                continue
+            static = {"cache": "static", "max_length": max_positions} if name.endswith("static") else {}
+            out[name] = export_causal_lm(model, attention="gqa", **static).filename
         elif name == "genai fp32":
             folder = os.path.join(cache_dir(), "genai", f"{MODEL}-fp32-cpu")
             if not os.path.exists(os.path.join(folder, "genai_config.json")):
@@ -465,9 +476,10 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     print()
     for name, ratio in target_ratios(table).items():
         print(f"{name:75s} {ratio:6.2f}")
-    if "onnx_generate static" in srcs:
-        for name, ratio in target_ratios(table, "onnx_generate static").items():
-            print(f"{name:75s} {ratio:6.2f}")
+    for other in ("onnx_generate static", "onnx_generate gqa", "onnx_generate gqa static"):
+        if other in srcs:
+            for name, ratio in target_ratios(table, other).items():
+                print(f"{name:75s} {ratio:6.2f}")
     if args.plot:
         print(f"plot: {save_plot(table, args.plot)}")
     if args.csv:

@@ -90,6 +90,25 @@ def static_exports(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session")
+def gqa_exports(tmp_path_factory):
+    """``get(name) -> (model, ExportResult)``: the zoo model ``name`` exported once per
+    session with ``attention="gqa"`` (``GroupQueryAttention``), validated."""
+    from diag.export import export_causal_lm
+    from diag.models import get_untrained_model_with_inputs
+
+    done: dict = {}
+
+    def get(name: str):
+        if name not in done:
+            model = get_untrained_model_with_inputs(name)["model"].eval()
+            path = tmp_path_factory.mktemp(f"gqa-{name}") / "model.onnx"
+            done[name] = (model, export_causal_lm(model, path, attention="gqa"))
+        return done[name]
+
+    return get
+
+
 def left_padded_prompts(
     length: int, pads: tuple[int, ...], *, high: int, seed: int, low: int = 3, pad_id: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,12 +28,14 @@ Example::
     'past_key_values.3.key'
 """
 
-from diag.contract.layout import DIAG_LAYOUT, STATIC_LAYOUT, Layout
+from diag.contract.layout import DIAG_LAYOUT, GQA_LAYOUT, STATIC_LAYOUT, Layout
 from diag.contract.logits_to_keep import every_position, keep_every_position, last_position
 from diag.contract.metadata import (
+    ATTENTION_METADATA,
     GENERATION_CONFIG_METADATA,
     QUANTIZATION_METADATA,
     STATIC_CACHE_METADATA,
+    metadata_attention,
     metadata_generation_config,
     metadata_quantization,
     metadata_static_cache,
@@ -61,6 +63,7 @@ from diag.contract.read import ContractError, ContractInfo, read_contract
 
 __all__ = [
     "ATTENTION_MASK",
+    "ATTENTION_METADATA",
     "CACHE_POSITION",
     "CacheNames",
     "ContractError",
@@ -71,6 +74,7 @@ __all__ = [
     "DIM_PAST",
     "DIM_SEQ",
     "GENERATION_CONFIG_METADATA",
+    "GQA_LAYOUT",
     "INPUT_IDS",
     "LOGITS",
     "LOGITS_TO_KEEP",
@@ -84,6 +88,7 @@ __all__ = [
     "every_position",
     "keep_every_position",
     "last_position",
+    "metadata_attention",
     "metadata_generation_config",
     "metadata_quantization",
     "metadata_static_cache",

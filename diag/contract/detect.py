@@ -36,7 +36,7 @@ import onnx
 
 from diag.contract import names as N
 from diag.contract.layout import DIAG_LAYOUT, Layout
-from diag.contract.metadata import STATIC_CACHE_METADATA
+from diag.contract.metadata import STATIC_CACHE_METADATA, metadata_attention
 from diag.contract.names import CacheNames
 from diag.contract.read import ContractError
 
@@ -277,6 +277,10 @@ def detect_layout(model: Any, layout: Layout | Mapping[str, Any] | None = None) 
         found = detect_layout_from_names(
             [i.name for i in model.get_inputs()], [o.name for o in model.get_outputs()]
         )
+        entry = metadata_attention(model) if hasattr(model, "get_modelmeta") else None
+        if entry and entry.get("padding") and found.attention_mask:
+            # export_causal_lm(attention="gqa"): its metadata says the padding side
+            found = dataclasses.replace(found, padding=entry["padding"])
         return _with_overrides(found, layout)
     raise TypeError(
         "detect_layout takes a path, an onnx.ModelProto or an onnxruntime.InferenceSession, "

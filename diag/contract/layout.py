@@ -248,3 +248,11 @@ DIAG_LAYOUT = Layout(
 #: (:mod:`diag.ort.static_backend`). The metadata entry
 #: :data:`~diag.contract.metadata.STATIC_CACHE_METADATA` records ``max_length``.
 STATIC_LAYOUT = replace(DIAG_LAYOUT, name="diag-static", cache_position=N.CACHE_POSITION)
+
+
+#: diag's layout of an ``export_causal_lm(..., attention="gqa")`` export: the names of
+#: :data:`DIAG_LAYOUT`, right padding (``GroupQueryAttention`` reads each row's length
+#: from ``attention_mask``: the real tokens first, the padding after them, rotary
+#: positions from 0; ``position_ids`` is taken and unused). The metadata entry
+#: :data:`~diag.contract.metadata.ATTENTION_METADATA` says so.
+GQA_LAYOUT = replace(DIAG_LAYOUT, padding="right")

@@ -26,6 +26,12 @@ QUANTIZATION_METADATA = "quantization"
 STATIC_CACHE_METADATA = "static_cache"
 
 
+#: key of the ONNX metadata entry of an export whose attention is ONNX Runtime's
+#: ``GroupQueryAttention`` (JSON ``{"op": "GroupQueryAttention", "padding": "right"}``,
+#: :data:`diag.contract.layout.GQA_LAYOUT`); absent from an opset-23 ``Attention`` one
+ATTENTION_METADATA = "attention"
+
+
 def metadata_json(session: Any, key: str) -> dict[str, Any] | None:
     """The JSON object stored under ``key`` in the metadata of ``session`` (an
     ``onnxruntime.InferenceSession``), or None when there is none (or it is not a JSON
@@ -55,3 +61,9 @@ def metadata_static_cache(session: Any) -> dict[str, Any] | None:
     """The static cache entry of ``session``'s metadata (``{"max_length": N}``), or None
     for a model whose cache grows."""
     return metadata_json(session, STATIC_CACHE_METADATA)
+
+
+def metadata_attention(session: Any) -> dict[str, Any] | None:
+    """The attention entry of ``session``'s metadata (``{"op": ..., "padding": "right"}``),
+    or None for an export with the opset-23 ``Attention``."""
+    return metadata_json(session, ATTENTION_METADATA)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from diag import contract
+from diag.export.attention_kind import check_attention
 from diag.export.decoder_export import check_causal_lm, export_decoder, model_name
 from diag.export.export_cache import (
     cache_dir,
@@ -159,6 +160,7 @@ def export_causal_lm(
     quantize: str | QuantizeOptions | None = None,
     cache: str = "dynamic",
     max_length: int | None = None,
+    attention: str = "onnx",
 ) -> ExportResult:
     """Exports a causal LM of transformers to ONNX, following the export contract.
 
@@ -198,7 +200,7 @@ def export_causal_lm(
 
     The key covers the model class and config, its generation config, a hash of the
     weights, the exporter, the opset, the quantization options, the cache layout
-    (``cache`` and ``max_length``, static only) and the versions of
+    (``cache`` and ``max_length``, static only), the attention (``"gqa"`` only) and the versions of
     diag, torch, transformers, onnx, onnxscript and onnx-ir.
     """
     from diag.compat.versions import warn_if_transformers_untested
@@ -209,6 +211,9 @@ def export_causal_lm(
     quantization = QuantizeOptions.parse(quantize)
     max_length = check_max_length(cache, max_length)
     static = max_length is not None
+    gqa = check_attention(attention) == "gqa"
+    if gqa and not fuse:
+        raise ValueError("attention='gqa' rewrites the fused attention: it needs fuse=True.")
     # the cache's shapes come from the model's own cache, not from config attributes
     # that some architectures do not use (multi-query falcon, latent attention...);
     # an unsupported cache fails here, before anything is hashed or traced
@@ -235,14 +240,18 @@ def export_causal_lm(
         # only then, as quantize: the keys of dynamic exports stay what they were
         options["cache"] = cache
         options["max_length"] = max_length
+    if gqa:
+        # only then, as quantize: the keys of the opset-23 exports stay what they were
+        options["attention"] = attention
     parts = export_key_parts(model, options)
     key = key_of_parts(parts)
     if filename is None:
         folder = model_name(model) + (f"-{quantization.name}" if quantization else "")
         folder += f"-static{max_length}" if static else ""
+        folder += "-gqa" if gqa else ""
         filename = os.path.join(cache_dir(), "onnx", f"{folder}-{key}", "model.onnx")
     filename = os.path.abspath(os.fspath(filename))
-    io_layout = contract.STATIC_LAYOUT if static else contract.DIAG_LAYOUT
+    io_layout = contract.STATIC_LAYOUT if static else (contract.GQA_LAYOUT if gqa else contract.DIAG_LAYOUT)
     names = (
         io_layout.input_names(layout.num_layers, with_position_ids, with_logits_to_keep),
         io_layout.output_names(layout.num_layers),
@@ -266,6 +275,7 @@ def export_causal_lm(
                 opset=opset,
                 exporter=exporter,
                 fuse=fuse,
+                attention=attention,
                 generation_config=options["generation_config"],
                 timings=timings,
                 verbose=verbose,
@@ -276,6 +286,7 @@ def export_causal_lm(
             float_export = export_causal_lm(
                 model, None, verify=False, force=force, opset=opset, verbose=verbose,
                 exporter=exporter, fuse=fuse, cache=cache, max_length=max_length,
+                attention=attention,
             )  # fmt: skip
             source = float_export.filename
             timings = float_export.timings

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -118,9 +119,11 @@ def export_decoder(
     generation_config: str | None,
     timings: ExportTimings,
     verbose: int = 0,
+    attention: str = "onnx",
 ) -> DecoderExport:
     """Exports ``model`` (float, the weights as they are) to ``filename`` following
-    the export contract; ``timings`` receives the duration of each step."""
+    the export contract; ``timings`` receives the duration of each step; ``attention``:
+    see :mod:`diag.export.attention_kind`."""
     from diag.models.inputs import make_dummy_inputs
 
     with_position_ids = takes_position_ids(model)
@@ -137,7 +140,7 @@ def export_decoder(
     return trace_and_save(
         model, model, filename, inputs, dynamic_shapes, input_names, output_names,
         opset=opset, exporter=exporter, fuse=fuse, generation_config=generation_config,
-        timings=timings, verbose=verbose,
+        timings=timings, verbose=verbose, attention=attention,
     )  # fmt: skip
 
 
@@ -159,10 +162,13 @@ def trace_and_save(
     metadata: dict[str, str] | None = None,
     fix_mask_dim: bool = True,
     custom_translation_table: dict[Any, Any] | None = None,
+    attention: str = "onnx",
 ) -> DecoderExport:
     """Traces ``module`` (``model`` itself, or a wrapper of it such as the static
     export's step) on ``inputs`` under :func:`torch_export_patches`, translates it, then
-    :func:`name_and_save`; the one path of the dynamic and the static exports."""
+    :func:`name_and_save`; the one path of the dynamic and the static exports.
+    ``attention="gqa"`` rewrites the fused attention into ``GroupQueryAttention``
+    (:mod:`diag.export.attention_kind`) and says so in the metadata."""
     device = next(model.parameters()).device
     if device.type != "cpu":
         inputs = _on_device(inputs, device)
@@ -179,6 +185,14 @@ def trace_and_save(
             fuse=fuse,
             custom_translation_table=custom_translation_table,
         )
+    if attention == "gqa":
+        from diag.export.attention_kind import gqa_metadata, to_group_query_attention
+
+        static = json.loads((metadata or {}).get(contract.STATIC_CACHE_METADATA, "null"))
+        timings.fusions["group_query_attention"] = to_group_query_attention(
+            model_ir, model, static["max_length"] if static else None
+        )
+        metadata = {**(metadata or {}), **gqa_metadata()}
     written = name_and_save(
         model_ir, model, filename, input_names, output_names, generation_config, timings,
         verbose, metadata=metadata, fix_mask_dim=fix_mask_dim,

@@ -99,10 +99,13 @@ def export_static_decoder(
     generation_config: str | None,
     timings: ExportTimings,
     verbose: int = 0,
+    attention: str = "onnx",
 ) -> DecoderExport:
     """Exports ``model`` with a static cache of ``max_length`` positions to
     ``filename`` (:data:`diag.contract.STATIC_LAYOUT`); ``timings`` receives the
-    duration of each step. ``opset`` below 24 (no ``TensorScatter``) is refused."""
+    duration of each step. ``opset`` below 24 (no ``TensorScatter``) is refused.
+    ``attention="gqa"``: ``GroupQueryAttention`` on the shared buffers
+    (:mod:`diag.export.rewrite.group_query_attention_static`)."""
     opset = STATIC_OPSET if opset is None else opset
     if opset < STATIC_OPSET:
         raise ValueError(
@@ -122,7 +125,7 @@ def export_static_decoder(
         names.output_names(layout.num_layers), opset=opset, exporter=exporter, fuse=fuse,
         generation_config=generation_config, timings=timings, verbose=verbose,
         metadata={contract.STATIC_CACHE_METADATA: json.dumps({"max_length": max_length})},
-        fix_mask_dim=False, custom_translation_table=TRANSLATION_TABLE,
+        fix_mask_dim=False, custom_translation_table=TRANSLATION_TABLE, attention=attention,
     )  # fmt: skip
     # the validation feeds the buffers by name
     dummy = dict(done.inputs)

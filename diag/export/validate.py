@@ -268,6 +268,14 @@ def validate_causal_lm(
         # a static export's dummy inputs are buffers, not a cache the torch model takes;
         # the input sets below check it against the model's own (dynamic) forward
         dummy_inputs = None
+    attention = contract.metadata_attention(session)
+    if attention is not None and attention.get("padding") == "right":
+        # GroupQueryAttention takes right-padded rows (the drivers move the padding):
+        # a left-padded input set means another thing to it (the generation tests check
+        # padded batches through the drivers); its CPU kernel refuses several tokens
+        # after a cache on a batch of several rows: the dummy inputs are such a step
+        input_sets = [spec for spec in input_sets if not spec.left_padding]
+        dummy_inputs = None
     if dummy_inputs is not None:
         report.rows.extend(
             compare_one(model, session, dummy_inputs, "dummy", atol, ref, quantized_rtol=rtol)

@@ -28,7 +28,6 @@ import torch
 from diag.contract import (
     ContractInfo,
     Layout,
-    every_position,
     last_position,
     metadata_generation_config,
     read_contract,
@@ -200,6 +199,23 @@ class OrtBackend:
         mask = (torch.arange(width)[None, :] < lengths[:, None]).to(attention_mask.dtype)
         return ids, mask, lengths - 1
 
+    def _bind_logits_to_keep(
+        self, runner: _Runner, seq: int, rows: torch.Tensor | None, feeds: dict[str, Any]
+    ) -> torch.Tensor | None:
+        """Binds ``logits_to_keep`` when the graph takes it: the last position only
+        (``[batch, 1, vocab]``), or with right padding each row's own last real
+        position (``rows``), each once; returns the rows to read in the logits then."""
+        keep = self.layout.logits_to_keep
+        if not keep or keep not in runner.input_names:
+            return rows
+        if rows is None:
+            wanted = last_position(seq)
+        else:
+            positions, rows = torch.unique(rows, sorted=True, return_inverse=True)
+            wanted = positions.numpy()
+        runner.bind_array(keep, wanted.astype(self.contract.int_types[keep], copy=False), feeds)
+        return rows
+
     # ------------------------------------------------------------------ the step
     def __call__(
         self,
@@ -238,13 +254,7 @@ class OrtBackend:
         ):
             if name and name in runner.input_names:
                 runner.bind_array(name, self._int_array(name, tensor), feeds)
-        keep = layout.logits_to_keep
-        if keep and keep in runner.input_names:
-            # the logits of the last position only ([batch, 1, vocab]); right padding
-            # reads each row's own last real position (rows): every position then
-            seq = int(input_ids.shape[1])
-            wanted = last_position(seq) if rows is None else every_position(seq)
-            runner.bind_array(keep, wanted.astype(self.contract.int_types[keep], copy=False), feeds)
+        rows = self._bind_logits_to_keep(runner, int(input_ids.shape[1]), rows, feeds)
         outputs = runner.run(past_names, past, output_names, feeds)
         return self._logits_to_torch(outputs[0], rows), OrtPast(outputs[1:])
 

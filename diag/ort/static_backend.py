@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from diag.contract import last_position, metadata_static_cache
+from diag.contract import metadata_static_cache
 from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype
 from diag.ort.backend import OrtBackend, OrtPast
 
@@ -117,8 +117,10 @@ class StaticOrtBackend(OrtBackend):
         total = int(attention_mask.shape[1])
         if total > self.max_length:
             raise self._too_long(total, f"step {total - seq} -> {total}")
+        rows = None
         if past is None:
-            input_ids, attention_mask, _ = self._check_prompt(input_ids, attention_mask)
+            # right padding (GroupQueryAttention): the padding moved after the tokens
+            input_ids, attention_mask, rows = self._check_prompt(input_ids, attention_mask)
             past = self.empty_past(batch)
             self._mask = np.zeros((batch, self.max_length), dtype=np.int64)
         elif not isinstance(past, StaticPast) or len(past) != len(self.contract.past_names):
@@ -144,12 +146,9 @@ class StaticOrtBackend(OrtBackend):
                 runner.bind_array(name, self._int_array(name, tensor), feeds)
         positions = np.arange(total - seq, total, dtype=np.int64)
         runner.bind_array(layout.cache_position, positions, feeds)
-        keep = layout.logits_to_keep
-        if keep and keep in runner.input_names:
-            # the last position's logits only ([batch, 1, vocab]), as OrtBackend asks
-            runner.bind_array(keep, last_position(seq).astype(self.contract.int_types[keep], copy=False), feeds)
+        rows = self._bind_logits_to_keep(runner, seq, rows, feeds)
         logits = runner.run_in_place(self.contract.past_names, self.contract.present_names, past, feeds)
-        return self._logits_to_torch(logits), StaticPast(tuple(past), total)
+        return self._logits_to_torch(logits, rows), StaticPast(tuple(past), total)
 
 
 __all__ = ["StaticOrtBackend", "StaticPast", "static_max_length"]

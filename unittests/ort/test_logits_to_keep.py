@@ -41,15 +41,16 @@ def test_bigram_prefill_and_decode_keep_the_last_position(bigram_lm):
 
 
 def test_right_padding_reads_each_row_s_last_real_position(bigram_lm):
-    # a layout whose attention reads the lengths from the mask (onnxruntime-genai's):
-    # each row's last real token sits elsewhere, so every position is computed
+    # a layout whose attention reads the lengths from the mask (onnxruntime-genai's,
+    # attention="gqa"): each row's last real token sits elsewhere, so those positions
+    # are computed, each once
     model, table = bigram_lm(with_logits_to_keep=True)
     layout = dataclasses.replace(contract.DIAG_LAYOUT, padding="right")
     backend = OrtBackend(make_session(model), layout=layout)
     ids = torch.tensor([[3, 5, 7], [0, 2, 9]])
     mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
     logits, _ = backend(ids, mask, torch.tensor([[0, 1, 2], [0, 0, 1]]), None)
-    assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [0, 1, 2]
+    assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [1, 2]
     np.testing.assert_array_equal(logits.numpy(), table[[7, 9]])
 
 
