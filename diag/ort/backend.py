@@ -200,7 +200,7 @@ class OrtBackend:
         return ids, mask, lengths - 1
 
     def _bind_logits_to_keep(
-        self, runner: _Runner, seq: int, rows: torch.Tensor | None, feeds: dict[str, Any]
+        self, runner: Runner, seq: int, rows: torch.Tensor | None, feeds: dict[str, Any]
     ) -> torch.Tensor | None:
         """Binds ``logits_to_keep`` when the graph takes it: the last position only
         (``[batch, 1, vocab]``), or with right padding each row's own last real
