@@ -31,6 +31,12 @@ STATIC_CACHE_METADATA = "static_cache"
 #: :data:`diag.contract.layout.GQA_LAYOUT`); absent from an opset-23 ``Attention`` one
 ATTENTION_METADATA = "attention"
 
+#: key of a node's metadata (like the exporter's ``pkg.torch.onnx.name_scopes``) giving
+#: the module scopes of the node's *last* output when that output belongs to another
+#: module than the node: a fused residual sum + norm computes the end of one layer (the
+#: sum) and the start of the next (the norm); :func:`diag.localize_layer` reads it
+OUTPUT_SCOPES_METADATA = "diag.last_output_name_scopes"
+
 
 def metadata_json(session: Any, key: str) -> dict[str, Any] | None:
     """The JSON object stored under ``key`` in the metadata of ``session`` (an

@@ -46,6 +46,7 @@ import onnxruntime as ort
 from onnx_ir.passes.common import ShapeInferencePass
 
 from diag import contract
+from diag.contract.metadata import OUTPUT_SCOPES_METADATA
 from diag.diagnose.layers.stages import Stage
 from diag.ort.session import Providers, make_session
 
@@ -90,6 +91,18 @@ def node_scopes(node: ir.Node) -> list[str] | None:
     return None
 
 
+def output_scopes(node: ir.Node) -> list[str] | None:
+    """The module names of the node's last output when they differ from the node's
+    (:data:`~diag.contract.metadata.OUTPUT_SCOPES_METADATA`), None otherwise."""
+    text = node.metadata_props.get(OUTPUT_SCOPES_METADATA)
+    if text is None:
+        return None
+    try:
+        return [str(s) for s in ast.literal_eval(text)]
+    except (ValueError, SyntaxError):
+        return None
+
+
 def _in_scope(scopes: list[str], qualname: str) -> bool:
     return any(s == qualname or s.endswith("." + qualname) for s in scopes)
 
@@ -102,19 +115,24 @@ def candidates_from_scopes(model_ir: ir.Model, stages: list[Stage]) -> dict[str,
     scopes = [node_scopes(n) for n in nodes]
     if not any(s for s in scopes):
         return None
+    # a fused node whose last output ends another module (a residual sum fused with the
+    # next norm: diag.export.rewrite.skip_norm) names that module's scopes
+    last_scopes = [output_scopes(n) for n in nodes]
     result: dict[str, list[str]] = {}
     for st in stages:
         if st.kind == "logits":
             continue
-        inside = [n for n, s in zip(nodes, scopes, strict=True) if s and _in_scope(s, st.name)]
-        members = {id(n) for n in inside}
-        cands = [
-            out.name
-            for node in inside
-            for out in node.outputs
-            if out.name
-            and (out.is_graph_output() or any(id(u.node) not in members for u in out.uses()))
-        ]
+        members = {id(n) for n, s in zip(nodes, scopes, strict=True) if s and _in_scope(s, st.name)}
+        cands = []
+        for node, node_scope, last in zip(nodes, scopes, last_scopes, strict=True):
+            for k, out in enumerate(node.outputs):
+                tagged = last is not None and k == len(node.outputs) - 1
+                owner = last if tagged else node_scope
+                if not out.name or not owner or not _in_scope(owner, st.name):
+                    continue
+                # a module's output is read outside it (the last layer's sum may be unread)
+                if tagged or out.is_graph_output() or any(id(u.node) not in members for u in out.uses()):
+                    cands.append(out.name)
         if cands:
             result[st.name] = cands
     return result
@@ -134,6 +152,19 @@ def _before_pass_through(value: ir.Value) -> ir.Value:
         value = node.inputs[0]
         node = value.producer()
     return value
+
+
+def _residual_sum_of(node: ir.Node, value: ir.Value) -> bool:
+    """True when ``node`` is a residual sum fused with the next norm
+    (``com.microsoft.SkipSimplifiedLayerNormalization``, diag's and onnxruntime-genai's)
+    adding ``value`` and returning the sum (its 4th output, named)."""
+    return (
+        node.op_type in ("SkipSimplifiedLayerNormalization", "SkipLayerNormalization")
+        and node.domain == "com.microsoft"
+        and value in node.inputs[:2]
+        and len(node.outputs) > 3
+        and bool(node.outputs[3].name)
+    )
 
 
 def candidates_from_residuals(model_ir: ir.Model, stages: list[Stage]) -> dict[str, list[str]]:
@@ -164,9 +195,10 @@ def candidates_from_residuals(model_ir: ir.Model, stages: list[Stage]) -> dict[s
         users = [u.node for u in current.uses()]
         nxt = next(
             (
-                n.outputs[0]
+                n.outputs[0] if n.op_type == "Add" else n.outputs[3]
                 for n in users
-                if n.op_type == "Add" and not any(_is_constant(i) for i in n.inputs)
+                if (n.op_type == "Add" and not any(_is_constant(i) for i in n.inputs))
+                or _residual_sum_of(n, current)
             ),
             None,
         )

@@ -41,6 +41,11 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from diag.contract.metadata import OUTPUT_SCOPES_METADATA
+
+#: the module scopes the dynamo exporter writes in each node's metadata
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
 #: the types ONNX Runtime's CPU kernel is registered for
 _TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16})
 
@@ -107,26 +112,34 @@ class SkipNorm(pattern.RewriteRuleClassBase):
             )
         return result
 
-    def rewrite(self, op, x, skip, scale, normalized, **_):
-        epsilon = normalized.producer().attributes.get_float("epsilon", 1e-5)
+    def rewrite(self, op, x, skip, scale, normalized, total, **_):
+        norm_node, add_node = normalized.producer(), total.producer()
+        epsilon = norm_node.attributes.get_float("epsilon", 1e-5)
         # outputs 1 and 2 (mean, inverse std): see drop_unread_outputs
-        fused, _mean, _inv_std, total = op.SkipSimplifiedLayerNormalization(
+        fused, _mean, _inv_std, summed = op.SkipSimplifiedLayerNormalization(
             x, skip, scale, epsilon=epsilon, _outputs=4, _domain="com.microsoft"
         )
-        return fused, total
+        # the node is the norm's (its module scopes); the sum ends the module of the
+        # Add (a decoder layer): diag.localize_layer reads a layer's output there
+        node = fused.producer()
+        node.metadata_props.update(norm_node.metadata_props)
+        if NAME_SCOPES in add_node.metadata_props:
+            node.metadata_props[OUTPUT_SCOPES_METADATA] = add_node.metadata_props[NAME_SCOPES]
+        return fused, summed
 
 
 def drop_unread_outputs(model: ir.Model) -> int:
     """Names ``""`` the outputs of the fused nodes nothing reads (the mean and inverse
-    std, training outputs, and the last norm's sum), so that ONNX Runtime neither
-    computes nor allocates them; returns how many. It runs after the rewrite: the graph
+    std, training outputs), so that ONNX Runtime neither computes nor allocates them;
+    returns how many. The last norm's sum stays, unread: it is the last layer's output,
+    which :func:`diag.localize_layer` compares (one hidden state written a step). It runs after the rewrite: the graph
     names every value a rule writes."""
     outputs = set(model.graph.outputs)
     dropped = 0
     for node in model.graph:
         if node.op_type != "SkipSimplifiedLayerNormalization" or node.domain != "com.microsoft":
             continue
-        for value in node.outputs[1:]:
+        for value in node.outputs[1:3]:  # the sum stays: localize_layer reads layers there
             if value.name and not value.uses() and value not in outputs:
                 value.name = ""
                 dropped += 1
