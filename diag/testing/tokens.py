@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence, first_divergent_step
+from diag.diagnose.layers.localize import DEFAULT_TOL
 from diag.testing.sides import Side, as_side, encode_prompts, resolve_decoding
 from diag.testing.sides import prompt_rows as _prompt_rows
 
@@ -90,7 +91,7 @@ def assert_same_tokens(
     tokenizer: Any = None,
     max_new_tokens: int = 20,
     num_candidates: int = 5,
-    layer_tol: float = 1e-4,
+    layer_tol: float = DEFAULT_TOL,
     localize_layers: bool = True,
     providers: Any = None,
     **decoding_options: Any,

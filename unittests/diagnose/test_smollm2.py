@@ -29,7 +29,7 @@ def test_smollm2_good_export(smollm2_case):
     assert df["argmax_agree"].all()
     assert df["max_abs_diff"].max() < 1e-3
     assert df["top5_overlap"].min() == 1.0
-    report = localize_layer(model, path, {"input_ids": ids})  # tol=1e-4, scaled per token
+    report = localize_layer(model, path, {"input_ids": ids})  # tol=1e-3, scaled per token
     assert report.method == "module scopes"
     assert len(report.table) == 30 + 3 and report.table["onnx_name"].notna().all()
     assert report.culprit is None, str(report)

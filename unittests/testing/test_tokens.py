@@ -60,7 +60,7 @@ def test_broken_layer_names_the_step_and_the_layer(zoo, broken_llama):
     assert "reference top:" in prompt_block and "candidate top:" in prompt_block
     assert "margin over its 2nd" in prompt_block
     assert "verdict: not" in prompt_block  # not rounding: a broken weight
-    assert f"first stage beyond tol=0.0001: model.layers.{BROKEN_LAYER} " in prompt_block
+    assert f"first stage beyond tol=0.001: model.layers.{BROKEN_LAYER} " in prompt_block
     assert "2 of 2 generations differ" in message
 
 

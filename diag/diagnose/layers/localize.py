@@ -115,6 +115,10 @@ class LayerLocalization:
         }
 
 
+#: the default tolerance of :func:`localize_layer` on the scaled difference (see its ``tol``)
+DEFAULT_TOL = 1e-3
+
+
 def scaled_difference(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
     """``(max |got - expected|, scaled difference)`` of two ``[..., hidden]`` tensors.
 
@@ -145,7 +149,7 @@ def localize_layer(
     model: torch.nn.Module,
     onnx_model_path: str | os.PathLike | onnx.ModelProto,
     inputs: dict[str, Any] | torch.Tensor,
-    tol: float = 1e-4,
+    tol: float = DEFAULT_TOL,
     *,
     providers: list[str] | None = None,
 ) -> LayerLocalization:
@@ -162,7 +166,10 @@ def localize_layer(
         mask) or an ``input_ids`` tensor
     :param tol: a stage agrees when its ``scaled_diff`` is at most ``tol``: at every
         position (token), ``max |onnx - torch|`` divided by ``max(1, RMS of torch's
-        vector at that position)``, see :func:`scaled_difference`
+        vector at that position)``, see :func:`scaled_difference`. The default leaves
+        room for float32 rounding through a deep model with fused kernels (a healthy
+        SmolLM2 export, 30 layers, reaches 1.2e-4 at one layer) and stays far below an
+        error (5% noise on one matrix of SmolLM2 gives 0.4 at the final norm)
     :param providers: ONNX Runtime providers (CPU by default)
     :return: a :class:`LayerLocalization` (``.table`` per stage, ``.culprit``)
 
@@ -238,4 +245,4 @@ def localize_layer(
     )
 
 
-__all__ = ["LayerLocalization", "localize_layer", "scaled_difference"]
+__all__ = ["DEFAULT_TOL", "LayerLocalization", "localize_layer", "scaled_difference"]
