@@ -197,28 +197,38 @@ class GroupQueryAttention(pattern.RewriteRuleClassBase):
             return result.fail(f"the graph has no {N.ATTENTION_MASK!r} input to read lengths from")
         self._shared["mask"] = mask
         for rot in (q_rot, k_rot):
-            attrs = rot.producer().attributes
-            if "num_heads" not in attrs:
+            if "num_heads" not in rot.producer().attributes:
                 return result.fail(f"the rotation {rot.name!r} is not on 3-D heads", rot)
-            if attrs.get("rotary_embedding_dim", ir.AttrInt64("", 0)).as_int():
-                return result.fail(f"the rotation {rot.name!r} is partial (rotary_embedding_dim)", rot)
-        if (q_cos, q_sin) != (k_cos, k_sin):
-            return result.fail("q and k are rotated with different tables", k_cos)
-        for table, op_type in ((q_cos, "Cos"), (q_sin, "Sin")):
-            producer = table.producer()
-            if producer is None or producer.op_type != op_type:
-                return result.fail(f"the rotary table {table.name!r} is not {op_type}(angles)", table)
-        if q_cos.producer().inputs[0] is not q_sin.producer().inputs[0]:
-            return result.fail("cos and sin are not of the same angles", q_sin)
-        tables = self._tables(q_cos.producer().inputs[0])
-        if isinstance(tables, str):
-            return result.fail(tables, q_cos)
+        refused = self._check_rotary(result, (q_rot, k_rot), (q_cos, q_sin), (k_cos, k_sin))
+        if refused is not None:
+            return refused
         if self._scaled and _row_scale(attention) is None:
             return result.fail("the attention is not scaled by Squeeze(rows) (attention_3d's)", node)
         for role, x in (("query", q3), ("key", k3), ("value", v3)):
             if x.shape is None or len(x.shape) != 3:
                 return result.fail(f"the {role} {x.name!r} is not known to be 3-D", x)
         return result
+
+    def _check_rotary(self, result, rotations, q_tables, k_tables):
+        """The failed ``result`` when the rotations of q and k cannot move inside the
+        kernel (partial, other tables for q and k, tables not ``Cos``/``Sin`` of one
+        set of angles, angles the tables cannot be evaluated from), else None."""
+        for rot in rotations:
+            if rot.producer().attributes.get("rotary_embedding_dim", ir.AttrInt64("", 0)).as_int():
+                return result.fail(f"the rotation {rot.name!r} is partial (rotary_embedding_dim)", rot)
+        if q_tables != k_tables:
+            return result.fail("q and k are rotated with different tables", k_tables[0])
+        cos, sin = q_tables
+        for table, op_type in ((cos, "Cos"), (sin, "Sin")):
+            producer = table.producer()
+            if producer is None or producer.op_type != op_type:
+                return result.fail(f"the rotary table {table.name!r} is not {op_type}(angles)", table)
+        if cos.producer().inputs[0] is not sin.producer().inputs[0]:
+            return result.fail("cos and sin are not of the same angles", sin)
+        tables = self._tables(cos.producer().inputs[0])
+        if isinstance(tables, str):
+            return result.fail(tables, cos)
+        return None
 
     def setup(self):
         self._shared = {}

@@ -91,21 +91,8 @@ class StaticGroupQueryAttention(GroupQueryAttention):
         self._shared["mask"] = inputs[N.ATTENTION_MASK]
         self._shared["cache_position"] = inputs[N.CACHE_POSITION]
         self._shared["heads"] = heads
-        if (q_cos, q_sin) != (k_cos, k_sin):
-            return result.fail("q and k are rotated with different tables", k_cos)
-        for rot in (q_rot, k_rot):
-            if rot.producer().attributes.get("rotary_embedding_dim", ir.AttrInt64("", 0)).as_int():
-                return result.fail(f"the rotation {rot.name!r} is partial (rotary_embedding_dim)", rot)
-        for table, op_type in ((q_cos, "Cos"), (q_sin, "Sin")):
-            producer = table.producer()
-            if producer is None or producer.op_type != op_type:
-                return result.fail(f"the rotary table {table.name!r} is not {op_type}(angles)", table)
-        if q_cos.producer().inputs[0] is not q_sin.producer().inputs[0]:
-            return result.fail("cos and sin are not of the same angles", q_sin)
-        tables = self._tables(q_cos.producer().inputs[0])
-        if isinstance(tables, str):
-            return result.fail(tables, q_cos)
-        return result
+        refused = self._check_rotary(result, (q_rot, k_rot), (q_cos, q_sin), (k_cos, k_sin))
+        return result if refused is None else refused
 
     def _lengths(self, op, mask: ir.Value) -> tuple[ir.Value, ir.Value]:
         """``seqlens_k`` from the mask (its zeros: padding and positions not written
