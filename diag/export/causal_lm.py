@@ -34,7 +34,7 @@ import torch
 
 from diag import contract
 from diag.export.attention_kind import check_attention
-from diag.export.decoder_export import check_causal_lm, export_decoder, model_name
+from diag.export.decoder_export import TraceOptions, check_causal_lm, export_decoder, model_name
 from diag.export.export_cache import (
     cache_dir,
     export_key_parts,
@@ -266,20 +266,14 @@ def export_causal_lm(
         dummy_inputs = None
         if quantization is None:
             timings = ExportTimings()
-            static_args = {"max_length": max_length} if static else {}
-            done = (_export_static if static else _export)(
-                model,
-                filename,
-                layout,
-                **static_args,
-                opset=opset,
-                exporter=exporter,
-                fuse=fuse,
-                attention=attention,
+            trace = TraceOptions(
+                opset=opset, exporter=exporter, fuse=fuse, verbose=verbose, attention=attention,
                 generation_config=options["generation_config"],
-                timings=timings,
-                verbose=verbose,
-            )
+            )  # fmt: skip
+            if static:
+                done = _export_static(model, filename, layout, max_length, trace, timings)
+            else:
+                done = _export(model, filename, layout, trace, timings)
             dummy_inputs, extra_files, patches = done.inputs, done.extra_files, done.patches
             fusions = dict(timings.fusions)
         else:

@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -108,22 +107,36 @@ def _on_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: move(v) for k, v in inputs.items()}
 
 
+@dataclass(frozen=True)
+class TraceOptions:
+    """How the float export traces and writes a decoder, as
+    :func:`diag.export_causal_lm` was asked: one value that :func:`export_decoder`,
+    :func:`~diag.export.static_export.export_static_decoder` and :func:`trace_and_save`
+    pass down, instead of the same six keywords in each.
+
+    >>> TraceOptions(opset=23, attention="gqa").fuse
+    True
+    """
+
+    opset: int | None = None
+    exporter: str = "onnx-dynamo"
+    fuse: bool = True
+    #: the generation config JSON written into the metadata (None: none)
+    generation_config: str | None = None
+    verbose: int = 0
+    #: ``"onnx"`` or ``"gqa"``: see :mod:`diag.export.attention_kind`
+    attention: str = "onnx"
+
+
 def export_decoder(
     model: torch.nn.Module,
     filename: str,
     layout: CacheLayout,
-    *,
-    opset: int | None,
-    exporter: str,
-    fuse: bool,
-    generation_config: str | None,
+    options: TraceOptions,
     timings: ExportTimings,
-    verbose: int = 0,
-    attention: str = "onnx",
 ) -> DecoderExport:
     """Exports ``model`` (float, the weights as they are) to ``filename`` following
-    the export contract; ``timings`` receives the duration of each step; ``attention``:
-    see :mod:`diag.export.attention_kind`."""
+    the export contract; ``timings`` receives the duration of each step."""
     from diag.models.inputs import make_dummy_inputs
 
     with_position_ids = takes_position_ids(model)
@@ -138,10 +151,8 @@ def export_decoder(
     )
     output_names = contract.DIAG_LAYOUT.output_names(layout.num_layers)
     return trace_and_save(
-        model, model, filename, inputs, dynamic_shapes, input_names, output_names,
-        opset=opset, exporter=exporter, fuse=fuse, generation_config=generation_config,
-        timings=timings, verbose=verbose, attention=attention,
-    )  # fmt: skip
+        model, model, filename, inputs, dynamic_shapes, input_names, output_names, options, timings
+    )
 
 
 def trace_and_save(
@@ -152,50 +163,44 @@ def trace_and_save(
     dynamic_shapes: dict[str, Any],
     input_names: list[str],
     output_names: list[str],
-    *,
-    opset: int | None,
-    exporter: str,
-    fuse: bool,
-    generation_config: str | None,
+    options: TraceOptions,
     timings: ExportTimings,
-    verbose: int = 0,
+    *,
     metadata: dict[str, str] | None = None,
     fix_mask_dim: bool = True,
     custom_translation_table: dict[Any, Any] | None = None,
-    attention: str = "onnx",
+    max_length: int | None = None,
 ) -> DecoderExport:
     """Traces ``module`` (``model`` itself, or a wrapper of it such as the static
     export's step) on ``inputs`` under :func:`torch_export_patches`, translates it, then
     :func:`name_and_save`; the one path of the dynamic and the static exports.
-    ``attention="gqa"`` rewrites the fused attention into ``GroupQueryAttention``
-    (:mod:`diag.export.attention_kind`) and says so in the metadata."""
+    ``options.attention == "gqa"`` rewrites the fused attention into
+    ``GroupQueryAttention`` (:mod:`diag.export.attention_kind`; on the static cache's
+    buffers of ``max_length`` positions when given) and says so in the metadata."""
     device = next(model.parameters()).device
     if device.type != "cpu":
         inputs = _on_device(inputs, device)
-    with torch_export_patches(verbose=verbose) as report:
+    with torch_export_patches(verbose=options.verbose) as report:
         model_ir = export_to_ir(
             module,
             (),
             kwargs=inputs,
             dynamic_shapes=dynamic_shapes,
-            exporter=exporter,
-            opset=opset,
-            verbose=verbose,
+            exporter=options.exporter,
+            opset=options.opset,
+            verbose=options.verbose,
             timings=timings,
-            fuse=fuse,
+            fuse=options.fuse,
             custom_translation_table=custom_translation_table,
         )
-    if attention == "gqa":
+    if options.attention == "gqa":
         from diag.export.attention_kind import gqa_metadata, to_group_query_attention
 
-        static = json.loads((metadata or {}).get(contract.STATIC_CACHE_METADATA, "null"))
-        timings.fusions["group_query_attention"] = to_group_query_attention(
-            model_ir, model, static["max_length"] if static else None
-        )
+        timings.fusions["group_query_attention"] = to_group_query_attention(model_ir, model, max_length)
         metadata = {**(metadata or {}), **gqa_metadata()}
     written = name_and_save(
-        model_ir, model, filename, input_names, output_names, generation_config, timings,
-        verbose, metadata=metadata, fix_mask_dim=fix_mask_dim,
+        model_ir, model, filename, input_names, output_names, options.generation_config, timings,
+        options.verbose, metadata=metadata, fix_mask_dim=fix_mask_dim,
     )  # fmt: skip
     return DecoderExport(
         inputs=inputs,
@@ -241,4 +246,7 @@ def name_and_save(
         print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
     return written
 
-__all__ = ["DecoderExport", "check_causal_lm", "export_decoder", "model_name", "name_and_save", "trace_and_save"]
+__all__ = [
+    "DecoderExport", "TraceOptions", "check_causal_lm", "export_decoder", "model_name", "name_and_save",
+    "trace_and_save",
+]  # fmt: skip

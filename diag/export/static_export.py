@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from diag import contract
-from diag.export.decoder_export import DecoderExport, trace_and_save
+from diag.export.decoder_export import DecoderExport, TraceOptions, trace_and_save
 from diag.export.logits_to_keep import add_logits_to_keep
 from diag.export.onnx_export import ExportTimings
 from diag.export.static_cache import STATIC_OPSET, TRANSLATION_TABLE, StaticStep
@@ -91,22 +91,16 @@ def export_static_decoder(
     model: torch.nn.Module,
     filename: str,
     layout: CacheLayout,
-    *,
     max_length: int,
-    opset: int | None,
-    exporter: str,
-    fuse: bool,
-    generation_config: str | None,
+    options: TraceOptions,
     timings: ExportTimings,
-    verbose: int = 0,
-    attention: str = "onnx",
 ) -> DecoderExport:
     """Exports ``model`` with a static cache of ``max_length`` positions to
     ``filename`` (:data:`diag.contract.STATIC_LAYOUT`); ``timings`` receives the
-    duration of each step. ``opset`` below 24 (no ``TensorScatter``) is refused.
-    ``attention="gqa"``: ``GroupQueryAttention`` on the shared buffers
-    (:mod:`diag.export.rewrite.group_query_attention_static`)."""
-    opset = STATIC_OPSET if opset is None else opset
+    duration of each step. ``options.opset`` below 24 (no ``TensorScatter``) is
+    refused (None: 24). ``options.attention="gqa"``: ``GroupQueryAttention`` on the
+    shared buffers (:mod:`diag.export.rewrite.group_query_attention_static`)."""
+    opset = STATIC_OPSET if options.opset is None else options.opset
     if opset < STATIC_OPSET:
         raise ValueError(
             f"cache='static' writes the cache with TensorScatter, which needs opset >= "
@@ -122,10 +116,9 @@ def export_static_decoder(
     # the mask is [batch, max_length], not [batch, present length]: no dimension to fix
     done = trace_and_save(
         model, StaticStep(model), filename, inputs, shapes, input_names,
-        names.output_names(layout.num_layers), opset=opset, exporter=exporter, fuse=fuse,
-        generation_config=generation_config, timings=timings, verbose=verbose,
+        names.output_names(layout.num_layers), dataclasses.replace(options, opset=opset), timings,
         metadata={contract.STATIC_CACHE_METADATA: json.dumps({"max_length": max_length})},
-        fix_mask_dim=False, custom_translation_table=TRANSLATION_TABLE, attention=attention,
+        fix_mask_dim=False, custom_translation_table=TRANSLATION_TABLE, max_length=max_length,
     )  # fmt: skip
     # the validation feeds the buffers by name
     dummy = dict(done.inputs)

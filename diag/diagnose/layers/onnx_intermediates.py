@@ -19,7 +19,12 @@ diagnose another file), as an :class:`onnx_ir.Model`, and two methods find the v
    so the hidden states follow a chain of ``Add`` nodes whose both inputs are computed
    values: starting from the embedding ``Gather``, each element of the chain is
    consumed by the next residual ``Add``. The last ``2 * num_layers`` links of the
-   chain are the residual sums; layer ``i``'s output is link ``2 * i + 1``.
+   chain are the residual sums; layer ``i``'s output is link ``2 * i + 1``. A residual
+   sum fused with the next norm (``com.microsoft.SkipSimplifiedLayerNormalization``,
+   diag's fused exports and onnxruntime-genai's builder) is its 4th output; genai's
+   final norm does not return it, so the node is given that output
+   (:func:`_expose_residual_sum`), and genai's embedding table is the tied lm_head
+   weight transposed.
    Parallel-attention architectures (one residual sum per layer) do not fit and raise
    a clear error.
 
@@ -145,6 +150,14 @@ def _is_constant(value: ir.Value | None) -> bool:
     return value.is_initializer() or (producer is not None and producer.op_type == "Constant")
 
 
+def _is_constant_table(value: ir.Value | None) -> bool:
+    """A constant, or a constant transposed (onnxruntime-genai's builder looks the
+    embeddings up in ``Transpose(lm_head weight)`` when the two are tied)."""
+    while value is not None and value.producer() is not None and value.producer().op_type in ("Transpose", *_PASS_THROUGH):
+        value = value.producer().inputs[0]
+    return _is_constant(value)
+
+
 def _before_pass_through(value: ir.Value) -> ir.Value:
     """The value a chain of Reshape / Cast / Identity nodes started from."""
     node = value.producer()
@@ -167,6 +180,32 @@ def _residual_sum_of(node: ir.Node, value: ir.Value) -> bool:
     )
 
 
+def _expose_residual_sum(graph: ir.Graph, node: ir.Node) -> None:
+    """Makes a fused skip norm return its residual sum (a 4th output, named) when it
+    does not: onnxruntime-genai's final norm keeps only the normalized output, and the
+    last layer's output is that sum. The node is replaced by the same node with four
+    outputs (ONNX Runtime computes the sum either way, so the values do not change)."""
+    if len(node.outputs) > 3:
+        if not node.outputs[3].name:
+            node.outputs[3].name = f"{node.name or node.op_type}/residual_sum"
+        return
+    fused = ir.Node(
+        node.domain, node.op_type, node.inputs, list(node.attributes.values()), num_outputs=4,
+        name=node.name, metadata_props=dict(node.metadata_props),
+    )  # fmt: skip
+    for old, new in zip(node.outputs, fused.outputs, strict=False):
+        name, old.name = old.name, None
+        ir.convenience.replace_all_uses_with(old, new)
+        new.name, new.type, new.shape = name, old.type, old.shape
+        graph.outputs[:] = [new if out is old else out for out in graph.outputs]
+    summed = fused.outputs[3]
+    summed.name = f"{node.name or node.op_type}/residual_sum"
+    # the sum has the residual's type (no shape inference: it fails on genai's files)
+    summed.type, summed.shape = node.inputs[0].type, node.inputs[0].shape
+    graph.insert_before(node, fused)
+    graph.remove(node, safe=True)
+
+
 def candidates_from_residuals(model_ir: ir.Model, stages: list[Stage]) -> dict[str, list[str]]:
     """The stages' values found by following the residual stream (see the module
     docstring); raises a ValueError saying what to do when the graph does not fit."""
@@ -174,7 +213,7 @@ def candidates_from_residuals(model_ir: ir.Model, stages: list[Stage]) -> dict[s
     # the embedding lookup: a Gather of a constant table indexed by input_ids (maybe cast)
     start = None
     for node in graph:
-        if node.op_type == "Gather" and _is_constant(node.inputs[0]):
+        if node.op_type == "Gather" and _is_constant_table(node.inputs[0]):
             idx = node.inputs[1]
             src = idx.producer() if idx is not None else None
             while src is not None and src.op_type in ("Cast", "Reshape", "Unsqueeze", "Identity"):
@@ -192,6 +231,12 @@ def candidates_from_residuals(model_ir: ir.Model, stages: list[Stage]) -> dict[s
     chain: list[ir.Value] = []
     current = start
     for _ in range(10_000):
+        users = [u.node for u in current.uses()]
+        for user in users:
+            if user.op_type in ("SkipSimplifiedLayerNormalization", "SkipLayerNormalization") and (
+                user.domain == "com.microsoft" and current in user.inputs[:2]
+            ):
+                _expose_residual_sum(graph, user)
         users = [u.node for u in current.uses()]
         nxt = next(
             (
