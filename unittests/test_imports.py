@@ -10,6 +10,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# pinned: diag's own import graph, the same on every transformers release (a fresh
+# interpreter per case, ~15 s a phase)
+pytestmark = pytest.mark.pinned
+
 
 def _loaded_after(module: str) -> set[str]:
     """The diag modules in sys.modules after ``import module`` in a fresh interpreter."""

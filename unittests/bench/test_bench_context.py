@@ -16,6 +16,10 @@ import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
+# pinned: the bench script's measuring and formatting over diag's public API, which the
+# unit tests check on every release (its tiny export costs ~10 s a phase)
+pytestmark = pytest.mark.pinned
+
 
 @pytest.fixture(scope="module")
 def bench():

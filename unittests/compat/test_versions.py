@@ -210,6 +210,8 @@ def test_ci_reads_the_data_files():
     assert f"diag/compat/{versions.PINS_FILE}" in script
 
 
+# pinned: packaging (pip builds a wheel), the same on every transformers release
+@pytest.mark.pinned
 def test_wheel_ships_the_data_files(tmp_path):
     """A non-editable install knows the tested set: the wheel holds both data files."""
     pytest.importorskip("setuptools", minversion="68")

@@ -154,6 +154,9 @@ def test_explain_finds_no_near_miss_on_llama_and_leaves_the_model_alone(llama23)
     assert not any(n.op_type == "RMSNormalization" for n in model_ir.graph)
 
 
+# pinned: the rewriter's handling of an older opset, a second export of llama (every
+# release checks each fusion at the default opset above)
+@pytest.mark.pinned
 def test_opset_18_keeps_its_patterns_but_packs_matmuls():
     _, model_ir = _export("llama", 18)
     counts = fuse_decoder(model_ir)

@@ -52,6 +52,9 @@ def test_every_layer_is_one_group_query_attention(gqa_exports):
     assert contract.GQA_LAYOUT.padding == "right"
 
 
+# pinned: a second architecture (every release fuses llama's attention above), its own
+# GQA export of ~12 s
+@pytest.mark.pinned
 def test_sliding_window_goes_to_local_window_size(gqa_exports):
     model, exported = gqa_exports("mistral-sw8")
     windows = [

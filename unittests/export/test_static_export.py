@@ -56,8 +56,11 @@ def test_static_layout_names_shapes_and_metadata(static_exports):
     assert (options["cache"], options["max_length"], options["opset"]) == ("static", m, 24)
 
 
-def test_static_export_validates_against_the_dynamic_forward(static_exports):
-    model, result = static_exports("gemma2-sw8")
+# the static cache on llama on every release; pinned: the sliding-window variant (a
+# second architecture, another static export of ~15 s)
+@pytest.mark.parametrize("name", ["llama", pytest.param("gemma2-sw8", marks=pytest.mark.pinned)])
+def test_static_export_validates_against_the_dynamic_forward(static_exports, name):
+    model, result = static_exports(name)
     report = validate_causal_lm(model, result.filename)
     table = report.as_dict()
     # the dummy inputs are buffers (no torch cache to compare with): the input sets only
@@ -69,6 +72,9 @@ def test_static_export_validates_against_the_dynamic_forward(static_exports):
     assert report.ok
 
 
+# pinned: a second architecture of the static cache (test_static_export_validates_...
+# checks llama's on every release), another static export of ~10 s
+@pytest.mark.pinned
 def test_one_step_writes_past_the_window_like_torch(static_exports):
     # a decode step 5 positions past a sliding window of 8, compared by hand
     model, result = static_exports("mistral-sw8")

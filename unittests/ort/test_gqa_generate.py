@@ -39,8 +39,15 @@ def _same_as_generate(model, backend, ids, mask) -> None:
     assert torch.equal(tokens, expected)
 
 
+# GroupQueryAttention on llama on every release; pinned: mistral-sw8 (a second
+# architecture, its own GQA export of ~12 s)
 @pytest.mark.parametrize(
-    "name", ["llama", "mistral-sw8", pytest.param("qwen2", marks=pytest.mark.slow)]
+    "name",
+    [
+        "llama",
+        pytest.param("mistral-sw8", marks=pytest.mark.pinned),
+        pytest.param("qwen2", marks=pytest.mark.slow),
+    ],
 )
 def test_gqa_generates_what_generate_does(gqa_exports, one_torch_thread, name):
     model, exported = gqa_exports(name)
@@ -101,7 +108,15 @@ def static_gqa(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", ["llama", pytest.param("mistral-sw8", marks=pytest.mark.slow)])
+# pinned: the static cache and GroupQueryAttention each run on every release (llama,
+# test_static_backend.py and above); their combination is one more export of ~12 s
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("llama", marks=pytest.mark.pinned),
+        pytest.param("mistral-sw8", marks=pytest.mark.slow),
+    ],
+)
 def test_static_gqa_generates_what_generate_does(static_gqa, one_torch_thread, name):
     from diag.ort.static_backend import StaticOrtBackend
 

@@ -5,10 +5,13 @@ model.generate on a tiny model exported with a generation config that sets them.
 
 from __future__ import annotations
 
+import onnx_ir as ir
 import pytest
 import torch
 
 from diag.export import export_causal_lm
+from diag.export.generation_config import generation_config_json, write_generation_config
+from diag.export.save import save_model_atomic
 from diag.generation import UNSET
 from diag.models import get_untrained_model_with_inputs
 from diag.ort import get_backend, onnx_generate
@@ -23,18 +26,26 @@ def _prompt(seed: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def exported():
+def exported(tmp_path_factory):
     """``(model, session, eos)``: the tiny llama whose generation config stops on the
     token greedy decoding emits 5th, generates 3 tokens, samples with top_k=3 and
     temperature=0.3 and pads with 7, and a session over its export (which keeps that
-    config in its metadata)."""
+    config in its metadata).
+
+    The graph is the suite's export of the tiny llama (cached) with that config written
+    in its metadata as the export writes it: another export would only differ there
+    (the export's own writing is test_metadata.py's)."""
     model = get_untrained_model_with_inputs("llama")["model"]
+    graph = ir.load(export_causal_lm(model, verify=False).filename)
     row = model.generate(_prompt(1), max_new_tokens=5, do_sample=False)[0, PROMPT_LENGTH:]
     assert int(row[4]) not in row[:4].tolist()
     config = model.generation_config
     config.eos_token_id, config.pad_token_id = int(row[4]), PAD
     config.max_new_tokens, config.top_k, config.temperature = 3, 3, 0.3
-    return model, get_backend(export_causal_lm(model, verify=False)), int(row[4])
+    write_generation_config(graph, generation_config_json(model))
+    path = tmp_path_factory.mktemp("explicit-none") / "model.onnx"
+    save_model_atomic(graph, path)
+    return model, get_backend(str(path)), int(row[4])
 
 
 def _both(model, session, ids, seed: int = 0, **kwargs):

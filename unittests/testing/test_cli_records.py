@@ -12,6 +12,9 @@ ARGS = ["compare", "--model", "tiny:llama", "--max-new-tokens", "4", "--prompt",
         "--warmup", "0"]  # fmt: skip
 
 
+# pinned: compare --record / --against is CLI plumbing over diag.testing's records
+# (test_records.py runs on every release)
+@pytest.mark.pinned
 def test_record_then_against(tmp_path, capsys):
     path = tmp_path / "golden.json"
     assert main([*ARGS, "--output", str(tmp_path), "--record", str(path)]) == 0

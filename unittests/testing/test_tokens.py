@@ -17,7 +17,12 @@ PROMPTS = [[5, 17, 256, 1024, 77], [9, 8, 300]]
 MAX_NEW_TOKENS = 4
 
 
-@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+# llama on every release; pinned: the rest of the zoo (assert_same_tokens is diag's
+# comparison over onnx_generate and model.generate, whose parity on every architecture
+# unittests/ort/test_onnx_generate.py checks on every release)
+@pytest.mark.parametrize(
+    "arch", [a if a == "llama" else pytest.param(a, marks=pytest.mark.pinned) for a in TINY_ARCHITECTURES]
+)
 def test_every_zoo_export_passes(zoo, arch):
     model, path = zoo(arch)
     rows = assert_same_tokens(model, path, PROMPTS, max_new_tokens=MAX_NEW_TOKENS)
