@@ -14,6 +14,10 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
+# pinned: hand-built ONNX graphs and torch, no transformers model: the release phases
+# would run the same thing again
+pytestmark = pytest.mark.pinned
+
 
 @pytest.fixture(scope="module")
 def bench():
