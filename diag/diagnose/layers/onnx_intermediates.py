@@ -167,17 +167,21 @@ def _before_pass_through(value: ir.Value) -> ir.Value:
     return value
 
 
-def _residual_sum_of(node: ir.Node, value: ir.Value) -> bool:
+def _skip_norm_adding(node: ir.Node, value: ir.Value) -> bool:
     """True when ``node`` is a residual sum fused with the next norm
     (``com.microsoft.SkipSimplifiedLayerNormalization``, diag's and onnxruntime-genai's)
-    adding ``value`` and returning the sum (its 4th output, named)."""
+    adding ``value``."""
     return (
         node.op_type in ("SkipSimplifiedLayerNormalization", "SkipLayerNormalization")
         and node.domain == "com.microsoft"
         and value in node.inputs[:2]
-        and len(node.outputs) > 3
-        and bool(node.outputs[3].name)
     )
+
+
+def _residual_sum_of(node: ir.Node, value: ir.Value) -> bool:
+    """True when ``node`` is :func:`_skip_norm_adding` ``value`` and returns the sum
+    (its 4th output, named)."""
+    return _skip_norm_adding(node, value) and len(node.outputs) > 3 and bool(node.outputs[3].name)
 
 
 def _expose_residual_sum(graph: ir.Graph, node: ir.Node) -> None:
@@ -193,11 +197,12 @@ def _expose_residual_sum(graph: ir.Graph, node: ir.Node) -> None:
         node.domain, node.op_type, node.inputs, list(node.attributes.values()), num_outputs=4,
         name=node.name, metadata_props=dict(node.metadata_props),
     )  # fmt: skip
-    for old, new in zip(node.outputs, fused.outputs, strict=False):
+    replaced = dict(zip(node.outputs, fused.outputs, strict=False))
+    for old, new in replaced.items():
         name, old.name = old.name, None
         ir.convenience.replace_all_uses_with(old, new)
         new.name, new.type, new.shape = name, old.type, old.shape
-        graph.outputs[:] = [new if out is old else out for out in graph.outputs]
+    graph.outputs[:] = [replaced.get(out, out) for out in graph.outputs]
     summed = fused.outputs[3]
     summed.name = f"{node.name or node.op_type}/residual_sum"
     # the sum has the residual's type (no shape inference: it fails on genai's files)
@@ -231,12 +236,9 @@ def candidates_from_residuals(model_ir: ir.Model, stages: list[Stage]) -> dict[s
     chain: list[ir.Value] = []
     current = start
     for _ in range(10_000):
-        users = [u.node for u in current.uses()]
-        for user in users:
-            if user.op_type in ("SkipSimplifiedLayerNormalization", "SkipLayerNormalization") and (
-                user.domain == "com.microsoft" and current in user.inputs[:2]
-            ):
-                _expose_residual_sum(graph, user)
+        for user in [u.node for u in current.uses()]:
+            if _skip_norm_adding(user, current) and not _residual_sum_of(user, current):
+                _expose_residual_sum(graph, user)  # replaces the node: read the users after
         users = [u.node for u in current.uses()]
         nxt = next(
             (
