@@ -96,6 +96,21 @@ def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _bound_call(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> Callable[[], np.ndarray]:
+    """A call running ``session`` on ``feeds`` bound once (IO binding, as diag's driver
+    binds a step), returning its first output."""
+    binding = session.io_binding()
+    for name, array in feeds.items():
+        binding.bind_cpu_input(name, array)
+    binding.bind_output(session.get_outputs()[0].name)
+
+    def run() -> np.ndarray:
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy()
+
+    return run
+
+
 # ------------------------------------------------------------------ decode graphs
 def decode_gqa_model(s: Shapes, max_length: int) -> onnx.ModelProto:
     """Every layer's ``GroupQueryAttention`` on its own shared buffer; the layers
@@ -212,33 +227,18 @@ def decode_contenders(s: Shapes, past: int, max_length: int, threads: int, seed:
         gqa.run_with_iobinding(binding)
         return binding.get_outputs()[0].numpy().reshape(s.kv_heads, s.group, s.head_dim)
 
-    matmul = _session(decode_matmul_model(s, max_length), threads)
     mask = np.zeros((1, 1, 1, max_length), np.float32)
     mask[..., past + 1 :] = -np.inf
-    mm_binding = matmul.io_binding()
+    buffers = {}
     for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-        mm_binding.bind_cpu_input(f"past_key.{i}", k)
-        mm_binding.bind_cpu_input(f"past_value.{i}", v)
-    mm_binding.bind_cpu_input("q", q[None])
-    mm_binding.bind_cpu_input("mask", mask)
-    mm_binding.bind_output(matmul.get_outputs()[0].name)
-
-    def run_matmul() -> np.ndarray:
-        matmul.run_with_iobinding(mm_binding)
-        return mm_binding.get_outputs()[0].numpy()[0]
-
-    attention = _session(decode_attention_model(s, max_length), threads)
-    at_binding = attention.io_binding()
-    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-        at_binding.bind_cpu_input(f"past_key.{i}", k)
-        at_binding.bind_cpu_input(f"past_value.{i}", v)
-    at_binding.bind_cpu_input("q", q.reshape(1, s.heads, 1, s.head_dim))
-    at_binding.bind_cpu_input("mask", mask)
-    at_binding.bind_output(attention.get_outputs()[0].name)
-
-    def run_attention() -> np.ndarray:
-        attention.run_with_iobinding(at_binding)
-        return at_binding.get_outputs()[0].numpy().reshape(s.kv_heads, s.group, s.head_dim)
+        buffers[f"past_key.{i}"], buffers[f"past_value.{i}"] = k, v
+    run_matmul = _bound_call(
+        _session(decode_matmul_model(s, max_length), threads), {**buffers, "q": q[None], "mask": mask}
+    )
+    run_attention = _bound_call(
+        _session(decode_attention_model(s, max_length), threads),
+        {**buffers, "q": q.reshape(1, s.heads, 1, s.head_dim), "mask": mask},
+    )
 
     def run_torch() -> np.ndarray:
         with torch.inference_mode():
@@ -246,8 +246,8 @@ def decode_contenders(s: Shapes, past: int, max_length: int, threads: int, seed:
 
     return {
         "ort GroupQueryAttention": run_gqa,
-        "ort Attention (opset 23)": run_attention,
-        "ort MatMul, grouped": run_matmul,
+        "ort Attention (opset 23)": lambda: run_attention().reshape(s.kv_heads, s.group, s.head_dim),
+        "ort MatMul, grouped": lambda: run_matmul()[0],
         "torch matmul, grouped": run_torch,
     }
 
