@@ -356,12 +356,16 @@ def pytree_nodes_restored() -> Iterator[None]:
     ``unittests/export/patches`` checks it.)"""
     import torch.utils._pytree as pytree
 
+    from diag.compat.torch_pytree import deregister_pytree_node
+
     before = set(pytree.SUPPORTED_NODES)
     try:
         yield
     finally:
+        # from every registry (optree's too when installed): the next registration
+        # of the class would fail otherwise
         for cls in set(pytree.SUPPORTED_NODES) - before:
-            pytree._deregister_pytree_node(cls)
+            deregister_pytree_node(cls)
 
 
 def export_with_transformers(

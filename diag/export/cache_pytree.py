@@ -4,7 +4,9 @@
 flatten (pytree nodes). The cache classes of transformers are not registered, so
 neither a cache given as input nor one returned by the model can get dynamic
 shapes. :func:`register_cache_pytrees` registers them, :func:`unregister_cache_pytrees`
-removes exactly what it registered; :func:`diag.export.torch_export_patches` calls both.
+removes exactly what it registered, from each pytree registry torch keeps (the Python
+one, and optree's when optree is installed: :mod:`diag.compat.torch_pytree`), so the
+next export registers them again; :func:`diag.export.torch_export_patches` calls both.
 transformers' own exporter (``transformers.exporters``) registers the same classes
 with its own flattening for the rest of the process: diag sets those registrations
 aside for the time of its export and puts them back afterwards, so both exporters
@@ -51,6 +53,8 @@ from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
+
+from diag.compat import torch_pytree
 
 # attributes a layer derives from its tensors, or that are tensors themselves:
 # never stored in the (static, hashable) context
@@ -279,7 +283,7 @@ def _cache_classes() -> list[tuple[type, Any, Any, Any]]:
 
 
 # registrations of transformers' own exporter that diag's replaced for the time of its
-# export: class -> (node, serialization), put back by unregister_cache_pytrees
+# export: class -> their Python pytree registration, put back by unregister_cache_pytrees
 _REPLACED: dict[type, tuple[Any, Any]] = {}
 
 
@@ -294,12 +298,14 @@ def _replaceable(cls: type) -> bool:
 
 
 def register_cache_pytrees(verbose: int = 0) -> list[type]:
-    """Registers the cache classes of transformers as pytree nodes.
+    """Registers the cache classes of transformers as pytree nodes, in every pytree
+    registry torch keeps (:mod:`diag.compat.torch_pytree`).
 
     Classes already registered by the user or another library are left as they are and
     not returned, except the registrations of transformers' own exporter
-    (``transformers.exporters``), which are set aside, replaced by diag's, and put back
-    by :func:`unregister_cache_pytrees`. Returns the classes this call registered, to
+    (``transformers.exporters``), which are set aside in the Python pytree (the one
+    ``torch.export`` flattens with), replaced by diag's, and put back by
+    :func:`unregister_cache_pytrees`. Returns the classes this call registered, to
     give to :func:`unregister_cache_pytrees`.
     """
     done: list[type] = []
@@ -310,10 +316,8 @@ def register_cache_pytrees(verbose: int = 0) -> list[type]:
                 if verbose:
                     print(f"[torch_export_patches] {cls.__name__} is already a pytree node: kept as is")
                 continue
-            _REPLACED[cls] = (pytree.SUPPORTED_NODES[cls], pytree.SUPPORTED_SERIALIZED_TYPES[cls])
-            # the Python pytree only, as the exporter's registration: no C++ pytree here
-            pytree._deregister_pytree_node(cls)
-            pytree._private_register_pytree_node(
+            _REPLACED[cls] = torch_pytree.python_registration(cls)
+            torch_pytree.replace_python_registration(
                 cls, flatten, unflatten, serialized_type_name=name, flatten_with_keys_fn=with_keys
             )
             if verbose:
@@ -329,32 +333,14 @@ def register_cache_pytrees(verbose: int = 0) -> list[type]:
 
 
 def unregister_cache_pytrees(classes: list[type]) -> None:
-    """Removes the pytree registrations made by :func:`register_cache_pytrees` and puts
-    back those of transformers' exporter it replaced."""
+    """Removes the pytree registrations made by :func:`register_cache_pytrees`, from
+    every registry that holds them (the Python pytree, optree's when installed), and
+    puts back those of transformers' exporter it replaced."""
     for cls in classes:
-        if cls in pytree.SUPPORTED_NODES:
-            pytree._deregister_pytree_node(cls)
         if cls in _REPLACED:
-            node, serialized = _REPLACED.pop(cls)
-            pytree._private_register_pytree_node(
-                cls,
-                node.flatten_fn,
-                node.unflatten_fn,
-                serialized_type_name=serialized.serialized_type_name,
-                to_dumpable_context=serialized.to_dumpable_context,
-                from_dumpable_context=serialized.from_dumpable_context,
-                flatten_with_keys_fn=node.flatten_with_keys_fn,
-            )
-            continue
-        # the C++ pytree (optree), when present, keeps its own table
-        cxx = getattr(pytree, "_cxx_pytree_imported", False)
-        if cxx:
-            try:
-                import torch.utils._cxx_pytree as cxx_pytree
-
-                cxx_pytree._deregister_pytree_node(cls)  # type: ignore[attr-defined]
-            except Exception:  # optree without deregistration: nothing more to do
-                pass
+            torch_pytree.restore_python_registration(cls, _REPLACED.pop(cls))
+        else:
+            torch_pytree.deregister_pytree_node(cls)
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from transformers.cache_utils import (
 )
 from transformers.integrations import sdpa_attention
 
+from diag.compat.torch_pytree import deregister_pytree_node
 from diag.compat.transformers_api import output_cache_field, parameter_names
 from diag.export import torch_export_patches
 from diag.export.patches import (
@@ -335,7 +336,7 @@ def test_classes_registered_by_someone_else_are_left_alone():
         # still registered: not ours to remove
         assert DynamicCache in pytree.SUPPORTED_NODES
     finally:
-        pytree._deregister_pytree_node(DynamicCache)
+        deregister_pytree_node(DynamicCache)
 
 
 def test_transformers_exporter_nodes_set_aside_for_an_export_and_put_back():
@@ -376,5 +377,5 @@ def test_transformers_exporter_nodes_set_aside_for_an_export_and_put_back():
         assert not isinstance(placeholders[0].meta["val"].shape[2], int)
     finally:
         for cls in set(pytree.SUPPORTED_NODES) - before:
-            pytree._deregister_pytree_node(cls)
+            deregister_pytree_node(cls)
     assert set(pytree.SUPPORTED_NODES) == before
