@@ -37,12 +37,20 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_record_arguments(args: argparse.Namespace) -> None:
-    """Refuses a missing ``--against`` file before anything runs."""
+    """Refuses a missing or unreadable ``--against`` file before anything runs."""
     against = getattr(args, "against", None)
-    if against and not os.path.isfile(against):
+    if not against:
+        return
+    if not os.path.isfile(against):
         args.parser.error(
             f"--against {against!r}: no such file; write one first with --record {against}"
         )
+    from diag.testing.records import RecordError, load_record
+
+    try:
+        load_record(against)
+    except RecordError as exc:
+        args.parser.error(f"--against: {exc}")
 
 
 def apply_records(

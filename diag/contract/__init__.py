@@ -17,7 +17,9 @@ it; the three import it from here and none imports another for it.
   (onnxruntime-genai's builder, transformers' exporter, optimum-onnx), found from its
   graph and side files;
 * :mod:`diag.contract.inspection`: :func:`~diag.contract.inspection.inspect_onnx`,
-  what a model is and why diag cannot drive it when it cannot.
+  what a model is and why diag cannot drive it when it cannot;
+* :mod:`diag.contract.files`: a model's files read, with an error naming the file
+  and the fix when one is missing, empty, truncated or of another format.
 
 Example::
 

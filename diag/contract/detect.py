@@ -35,6 +35,7 @@ from typing import Any
 import onnx
 
 from diag.contract import names as N
+from diag.contract.files import load_onnx, read_json
 from diag.contract.layout import DIAG_LAYOUT, Layout
 from diag.contract.metadata import STATIC_CACHE_METADATA, metadata_attention
 from diag.contract.names import CacheNames
@@ -87,6 +88,11 @@ def _with_overrides(layout: Layout, overrides: Layout | Mapping[str, Any] | None
         return layout
     if isinstance(overrides, Layout):
         return overrides
+    if not isinstance(overrides, Mapping):
+        raise TypeError(
+            f"layout= takes a Layout or a dict of its fields ({{'head_dim': 64}}), not "
+            f"{type(overrides).__name__}."
+        )
     unknown = set(overrides) - {f.name for f in dataclasses.fields(Layout)}
     if unknown:
         raise ValueError(
@@ -133,17 +139,6 @@ def detect_layout_from_names(
     return DIAG_LAYOUT if layout == DIAG_LAYOUT else layout
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        value = json.load(f)
-    return value if isinstance(value, dict) else {}
-
-
-def _load_graph(path: str) -> onnx.ModelProto:
-    # the graph without its weights: a few hundred KB even for a large model
-    return onnx.load(path, load_external_data=False)
-
-
 def graph_op_types(model: onnx.ModelProto) -> set[str]:
     """The operator types of the main graph."""
     return {n.op_type for n in model.graph.node}
@@ -166,17 +161,17 @@ def _from_proto(model: onnx.ModelProto, **fields: Any) -> Layout:
 
 
 def _genai(folder: str) -> FoundModel:
-    with open(os.path.join(folder, GENAI_CONFIG), encoding="utf-8") as f:
-        config = json.load(f)
+    config = read_json(os.path.join(folder, GENAI_CONFIG), "onnxruntime-genai's config")
     model = config.get("model", {})
     decoder = model.get("decoder", {})
     filename = decoder.get("filename", "model.onnx")
     path = os.path.join(folder, filename)
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise ContractError(
-            f"{GENAI_CONFIG} in {folder!r} names the decoder {filename!r}, which is not there."
+            f"{GENAI_CONFIG} in {folder!r} names the decoder {filename!r}, which is not there; "
+            "build the folder again (onnxruntime_genai.models.builder) or copy it whole."
         )
-    proto = _load_graph(path)
+    proto = load_onnx(path)
     layout = _from_proto(
         proto,
         name="onnxruntime-genai",
@@ -197,8 +192,7 @@ def _genai(folder: str) -> FoundModel:
 
 
 def _transformers(folder: str) -> FoundModel:
-    with open(os.path.join(folder, TRANSFORMERS_EXPORT), encoding="utf-8") as f:
-        export = json.load(f)
+    export = read_json(os.path.join(folder, TRANSFORMERS_EXPORT), "transformers' export file")
     components = export.get("components", {})
     if set(components) != {"prefill", "decode"}:
         raise ContractError(
@@ -206,9 +200,18 @@ def _transformers(folder: str) -> FoundModel:
             "diag drives a decoder exported as 'prefill' + 'decode' "
             "(OnnxExporter().export_for_generation on a causal LM)."
         )
-    files = (components["prefill"]["file"], components["decode"]["file"])
-    paths = tuple(os.path.join(folder, f) for f in files)
-    prefill, decode = (_load_graph(p) for p in paths)
+    files = tuple(components[c].get("file") for c in ("prefill", "decode"))
+    paths = tuple(os.path.join(folder, f) for f in files if isinstance(f, str))
+    missing = [
+        f for f in files if not isinstance(f, str) or not os.path.isfile(os.path.join(folder, f))
+    ]
+    if missing:
+        raise ContractError(
+            f"{TRANSFORMERS_EXPORT} in {folder!r} names the graphs {list(files)}, and "
+            f"{missing} are not there; export the model again "
+            "(OnnxExporter().export_for_generation) or copy the whole folder."
+        )
+    prefill, decode = (load_onnx(p) for p in paths)
     layout = _from_proto(decode, name="transformers", files=files, side_files=(TRANSFORMERS_EXPORT,))
     prefill_present = _cache_names(o.name for o in prefill.graph.output if o.name != layout.logits)
     if prefill_present is None or layout.name != "transformers":
@@ -219,8 +222,23 @@ def _transformers(folder: str) -> FoundModel:
         )
     layout = dataclasses.replace(layout, prefill_present=prefill_present)
     gen_path = os.path.join(folder, "generation_config.json")
-    defaults = _read_json(gen_path) if os.path.exists(gen_path) else {}
+    defaults = read_json(gen_path, "generation config") if os.path.exists(gen_path) else {}
     return FoundModel(folder, layout, paths, defaults)
+
+
+def model_path(path: Any) -> str:
+    """``path`` as a string; a TypeError naming what to give for anything else.
+
+    >>> model_path(3)
+    Traceback (most recent call last):
+    ...
+    TypeError: give the path of a folder or of an .onnx file, not a int.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"give the path of a folder or of an .onnx file, not a {type(path).__name__}."
+        )
+    return os.fspath(path)
 
 
 def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | None = None) -> FoundModel:
@@ -229,7 +247,7 @@ def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | Non
 
     Raises a :class:`ContractError` naming what was looked for when nothing fits.
     """
-    path = os.fspath(path)
+    path = model_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"ONNX model {path!r} does not exist; export one with diag.export_causal_lm."
@@ -258,8 +276,8 @@ def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | Non
         # optimum-onnx and others save the model's generation config next to the graph
         gen_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generation_config.json")
         if os.path.exists(gen_path):
-            defaults = _read_json(gen_path)
-        found = FoundModel(None, _from_proto(_load_graph(path)), (path,), defaults)
+            defaults = read_json(gen_path, "generation config")
+        found = FoundModel(None, _from_proto(load_onnx(path)), (path,), defaults)
     if layout is not None:
         found = dataclasses.replace(found, layout=_with_overrides(found.layout, layout))
     return found
@@ -296,4 +314,5 @@ __all__ = [
     "detect_layout_from_names",
     "find_model",
     "graph_op_types",
+    "model_path",
 ]

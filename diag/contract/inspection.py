@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from diag.contract.detect import find_model
+from diag.contract.detect import find_model, model_path
+from diag.contract.files import load_onnx
 from diag.contract.layout import Layout
 from diag.contract.read import ContractError, read_contract
 from diag.helpers.dtypes import _BY_ORT
@@ -146,13 +147,13 @@ def inspect_onnx(path: str | os.PathLike, layout: Any = None) -> Inspection:
 
     Never raises for a model it cannot drive: :attr:`Inspection.problems` says why.
     """
-    path = os.fspath(path)
+    path = model_path(path)
     try:
         found = find_model(path, layout)
     except ContractError as exc:
         return Inspection(path, None, problems=[str(exc)])
     result = Inspection(path, found.layout)
-    graphs = [onnx.load(p, load_external_data=False) for p in found.paths]
+    graphs = [load_onnx(p) for p in found.paths]
     for p, model in zip(found.paths, graphs, strict=True):
         result.graphs[os.path.basename(p)] = _operators(model)
         result.weight_bytes += _weight_bytes(model)

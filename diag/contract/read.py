@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -166,6 +167,17 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
     not pair up, cache tensors that are not ``[batch, kv_heads, length, head_dim]``
     with ``kv_heads`` and ``head_dim`` static or given by the layout.
     """
+    if not (hasattr(session, "get_inputs") and hasattr(session, "get_outputs")):
+        hint = (
+            ": for a path, diag.inspect_onnx(path) says what the file is and "
+            "diag.detect_layout(path) its layout"
+            if isinstance(session, (str, os.PathLike))
+            else ""
+        )
+        raise TypeError(
+            "read_contract checks an onnxruntime.InferenceSession "
+            f"(onnxruntime.InferenceSession(path)), not a {type(session).__name__}{hint}."
+        )
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     problems = _Problems()

@@ -40,6 +40,7 @@ from diag.diagnose.divergence import Divergence
 from diag.diagnose.free_running import first_divergence
 from diag.diagnose.metrics import perplexity
 from diag.diagnose.teacher_forced import compare_teacher_forced
+from diag.generation.decoding import check_inputs
 
 #: the text whose perplexity the report measures when none is given (code and prose)
 DEFAULT_TEXT = (
@@ -134,10 +135,9 @@ def _encode(prompt: Any, tokenizer: Any) -> torch.Tensor:
         if tokenizer is None:
             raise ValueError("the prompts are strings: give the tokenizer (tokenizer=...).")
         return torch.tensor([tokenizer(prompt).input_ids], dtype=torch.long)
-    ids = torch.as_tensor(prompt, dtype=torch.long)
-    if ids.dim() == 1:
-        ids = ids[None]
-    if ids.dim() != 2 or ids.shape[0] != 1 or ids.shape[1] == 0:
+    # the prompt check of the generate loop: integer ids, none negative, 2-D
+    ids, _ = check_inputs(torch.as_tensor(prompt), None)
+    if ids.shape[0] != 1:
         raise ValueError(
             f"a prompt is a string or the token ids of one prompt ([seq] or [1, seq]), got "
             f"shape {tuple(ids.shape)}."
@@ -229,6 +229,9 @@ def quantization_report(
 
     if isinstance(prompts, str):
         prompts = [prompts]
+    elif isinstance(prompts, torch.Tensor):
+        # token ids: one prompt ([seq]) or one per row ([n, seq])
+        prompts = [prompts] if prompts.dim() < 2 else list(prompts)
     if not prompts:
         raise ValueError("give at least one prompt.")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:

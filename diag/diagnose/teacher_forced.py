@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from diag.diagnose.metrics import step_metrics, token_log_prob
-from diag.generation.decoding import check_inputs, prompt_position_ids
+from diag.generation.decoding import check_inputs, check_token_ids, prompt_position_ids
 from diag.ort.step_backend import as_step_backend
 
 
@@ -110,6 +110,12 @@ def compare_teacher_forced(
     n_steps = forced.shape[1] if forced is not None else (max_new_tokens or 20)
     torch_backend = as_step_backend(model)
     ort_backend = as_step_backend(onnx_model_or_session, providers, what="onnx_model_or_session")
+    # checked once the backends say their vocabulary (the smaller one: both read the ids)
+    sizes = [getattr(b, "vocab_size", None) for b in (torch_backend, ort_backend)]
+    vocab_size = min((v for v in sizes if v is not None), default=None)
+    check_token_ids(input_ids, vocab_size)
+    if forced is not None:
+        check_token_ids(forced, vocab_size, what="tokens")
 
     mask = attention_mask
     position_ids = prompt_position_ids(mask)

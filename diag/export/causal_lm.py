@@ -45,12 +45,13 @@ from diag.export.export_cache import (
 )
 from diag.export.generation_config import generation_config_json
 from diag.export.logits_to_keep import takes_logits_to_keep
-from diag.export.onnx_export import ExportTimings, _check_exporter
+from diag.export.onnx_export import ExportTimings, _check_exporter, check_opset
 from diag.export.quantize import QuantizeOptions, quantize_file
 from diag.export.static_cache import STATIC_OPSET
 from diag.export.static_export import check_max_length, export_static_decoder
 from diag.export.validate import ValidationReport, validate_causal_lm
 from diag.export.validation_inputs import takes_position_ids
+from diag.helpers.atomic_write import check_file_destination
 from diag.models.cache_layout import cache_layout
 
 #: the opset of :func:`export_causal_lm`: ``Attention`` (grouped-query heads and the
@@ -208,6 +209,7 @@ def export_causal_lm(
     warn_if_transformers_untested()  # once per process: a newer transformers may break it
     check_causal_lm(model)
     _check_exporter(exporter)
+    check_opset(opset)
     quantization = QuantizeOptions.parse(quantize)
     max_length = check_max_length(cache, max_length)
     static = max_length is not None
@@ -250,7 +252,7 @@ def export_causal_lm(
         folder += f"-static{max_length}" if static else ""
         folder += "-gqa" if gqa else ""
         filename = os.path.join(cache_dir(), "onnx", f"{folder}-{key}", "model.onnx")
-    filename = os.path.abspath(os.fspath(filename))
+    filename = check_file_destination(filename)
     io_layout = contract.STATIC_LAYOUT if static else (contract.GQA_LAYOUT if gqa else contract.DIAG_LAYOUT)
     names = (
         io_layout.input_names(layout.num_layers, with_position_ids, with_logits_to_keep),

@@ -48,6 +48,7 @@ from diag.export.rename import rename_io
 from diag.export.rewrite import fuse_decoder
 from diag.export.save import save_model_atomic
 from diag.export.weight_transpose import fold_weight_transposes
+from diag.helpers.atomic_write import check_file_destination
 
 EXPORTERS = ("onnx-dynamo",)
 
@@ -100,6 +101,15 @@ def _check_exporter(exporter: str) -> None:
         )
 
 
+def check_opset(opset: int | None) -> None:
+    """Raises a TypeError for an opset that is not an int (or None: the default).
+
+    >>> check_opset(23)
+    """
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)):
+        raise TypeError(f"opset={opset!r}: give an int (23, 24) or None for the default.")
+
+
 def _check_no_complex(program: torch.export.ExportedProgram, model: torch.nn.Module) -> None:
     """ONNX has no complex type: a graph computing with complex numbers (rotary
     embeddings written with ``torch.polar`` / ``view_as_complex``, as deepseek_v2's)
@@ -134,6 +144,7 @@ def export_to_ir(
     """Steps 1 to 3 of :func:`to_onnx`: returns the :class:`onnx_ir.Model`, unsaved;
     ``custom_translation_table`` translates custom ops (``torch.onnx.export``'s)."""
     _check_exporter(exporter)
+    check_opset(opset)
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple of positional inputs, got {type(args).__name__}")
     if kwargs is not None and not isinstance(kwargs, Mapping):
@@ -231,6 +242,13 @@ def to_onnx(
     :return: the :class:`onnx.ModelProto`; when the weights were written as external
         data, the proto references them (load with :func:`onnx.load` to get them)
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"to_onnx exports a torch.nn.Module, got {type(model).__name__}; load a model "
+            "first (diag.load_pretrained(name), or diag.get_untrained_model_with_inputs(arch))."
+        )
+    if filename is not None:
+        check_file_destination(filename)
     timings = timings if timings is not None else ExportTimings()
     model_ir = export_to_ir(
         model,

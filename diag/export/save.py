@@ -24,6 +24,8 @@ import tempfile
 
 import onnx_ir as ir
 
+from diag.helpers.atomic_write import check_file_destination
+
 # above this total size of the weights, they go to a ``.data`` file next to the model
 # (an ONNX protobuf cannot exceed 2 GB, and a separate file loads faster)
 EXTERNAL_DATA_THRESHOLD = 100 * 2**20
@@ -61,7 +63,7 @@ def save_model_atomic(
     A stale ``.data`` file of a previous save that had external data is removed when
     the new model keeps its weights inside.
     """
-    filename = os.path.abspath(os.fspath(filename))
+    filename = check_file_destination(filename)
     folder = os.path.dirname(filename)
     os.makedirs(folder, exist_ok=True)
     if external_data is None:

@@ -59,11 +59,41 @@ class StepEvent:
     text: list[str] | None = None
 
 
-def check_inputs(input_ids: Any, attention_mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def check_token_ids(ids: torch.Tensor, vocab_size: int | None, what: str = "input_ids") -> None:
+    """Raises a ValueError naming the first token id of ``ids`` outside the vocabulary
+    ``[0, vocab_size)`` (negative ids only when ``vocab_size`` is None): the embedding
+    would fail with torch's or ONNX Runtime's index error, or, for a negative id, wrap
+    around silently.
+
+    >>> check_token_ids(torch.tensor([[1, 5]]), 10)
+    >>> check_token_ids(torch.tensor([[1, 12]]), 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: input_ids holds the token id 12 (row 0, position 1), outside the model's vocabulary [0, 10); encode the text with the model's own tokenizer.
+    """
+    if ids.numel() == 0:
+        return
+    bad = ids < 0 if vocab_size is None else (ids < 0) | (ids >= vocab_size)
+    if not bool(bad.any()):
+        return
+    where = tuple(int(i) for i in bad.nonzero()[0])
+    place = f"row {where[0]}, position {where[1]}" if len(where) == 2 else f"index {where}"
+    vocabulary = "[0, ...)" if vocab_size is None else f"[0, {vocab_size})"
+    raise ValueError(
+        f"{what} holds the token id {int(ids[where])} ({place}), outside the model's "
+        f"vocabulary {vocabulary}; encode the text with the model's own tokenizer."
+    )
+
+
+def check_inputs(
+    input_ids: Any, attention_mask: Any, vocab_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validates and normalises the prompt: ``[batch, seq]`` int64 ids and mask.
 
-    A 1-D tensor is taken as one row. Raises a ValueError/TypeError that says what
-    to pass instead.
+    A 1-D tensor is taken as one row. Token ids must lie in ``[0, vocab_size)`` (when
+    known: the backend's vocabulary), mask values be 0 or 1. Raises a
+    ValueError/TypeError that says what to pass instead; runs once per call, never per
+    step.
     """
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(
@@ -86,6 +116,7 @@ def check_inputs(input_ids: Any, attention_mask: Any) -> tuple[torch.Tensor, tor
             f"input_ids is empty (shape {tuple(input_ids.shape)}); give at least one token per row."
         )
     input_ids = input_ids.long()
+    check_token_ids(input_ids, vocab_size)
     if attention_mask is None:
         return input_ids, torch.ones_like(input_ids)
     if not isinstance(attention_mask, torch.Tensor):
@@ -96,6 +127,12 @@ def check_inputs(input_ids: Any, attention_mask: Any) -> tuple[torch.Tensor, tor
         raise ValueError(
             f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
             f"{tuple(input_ids.shape)}; they must match (one 0/1 per token, 0 on left padding)."
+        )
+    other = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
+    if other.numel():
+        raise ValueError(
+            f"attention_mask holds values other than 0 and 1 ({other.unique()[:5].tolist()}); "
+            "give 1 for each token and 0 for each left-padding slot."
         )
     attention_mask = attention_mask.long()
     empty_rows = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
@@ -160,7 +197,9 @@ def iter_decode(
     """
     # validated here, eagerly: a bad input fails at the call, not at the first next()
     given_mask = attention_mask is not None
-    input_ids, attention_mask = check_inputs(input_ids, attention_mask)
+    input_ids, attention_mask = check_inputs(
+        input_ids, attention_mask, getattr(backend, "vocab_size", None)
+    )
     if not given_mask:
         attention_mask = infer_attention_mask(input_ids, options)
     options.validate(getattr(backend, "vocab_size", None))

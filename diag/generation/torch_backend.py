@@ -3,6 +3,7 @@ transformers causal LM with a ``DynamicCache``."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -14,6 +15,24 @@ from diag.compat.transformers_api import (
     output_cache,
     require_cache_argument,
 )
+
+
+def model_vocab_size(model: torch.nn.Module) -> int | None:
+    """The vocabulary size of a transformers causal LM: its (text) config's, else the
+    rows of its output embedding; None when neither says.
+
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model_vocab_size(LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, hidden_size=16,
+    ...     intermediate_size=32, num_attention_heads=2, vocab_size=20)))
+    20
+    """
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab = getattr(text_config, "vocab_size", None)
+    if vocab is None:
+        emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        vocab = emb.weight.shape[0] if emb is not None else None
+    return int(vocab) if vocab is not None else None
 
 
 class TorchBackend:
@@ -35,18 +54,17 @@ class TorchBackend:
 
     def __init__(self, model: torch.nn.Module):
         if not callable(model) or not hasattr(model, "config"):
+            hint = (
+                "; for an ONNX file or folder, call diag.onnx_generate"
+                if isinstance(model, (str, os.PathLike))
+                else ""
+            )
             raise TypeError(
                 f"TorchBackend expects a transformers causal LM (a model with a config), "
-                f"got {type(model).__name__}."
+                f"got {type(model).__name__}{hint}."
             )
         self.model = model
-        config = model.config
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        vocab = getattr(text_config, "vocab_size", None)
-        if vocab is None:
-            emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-            vocab = emb.weight.shape[0] if emb is not None else None
-        self.vocab_size: int | None = int(vocab) if vocab is not None else None
+        self.vocab_size: int | None = model_vocab_size(model)
         params = forward_parameters(model)
         # "cache" from transformers 5.24 on, "past_key_values" before (the old name warns)
         self._cache_argument = require_cache_argument(model, "the torch backend")

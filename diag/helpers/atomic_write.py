@@ -29,6 +29,25 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def check_file_destination(path: str | os.PathLike) -> str:
+    """The absolute path of ``path`` as a file to write; raises an IsADirectoryError
+    when it is a folder (checked before any long work that would end writing there).
+
+    >>> import tempfile
+    >>> check_file_destination(tempfile.gettempdir())
+    Traceback (most recent call last):
+    ...
+    IsADirectoryError: ... is a folder; give the path of a file to write in it (.../model.onnx).
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path!r} is a folder; give the path of a file to write in it "
+            f"({os.path.join(path, 'model.onnx')})."
+        )
+    return path
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> str:
     """Calls ``write(tmp_path)`` on a temporary file next to ``path``, then renames it
     to ``path`` (folders created as needed). Returns the absolute path.
@@ -39,7 +58,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> s
     >>> open(p).read()
     'x'
     """
-    path = os.path.abspath(os.fspath(path))
+    path = check_file_destination(path)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))

@@ -101,6 +101,22 @@ def get_tiny_config(name: str) -> PreTrainedConfig:
     return AutoConfig.for_model(model_type, **kwargs)
 
 
+def weight_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """The floating torch dtype of weights given as a dtype or by transformers' name.
+
+    >>> weight_dtype("bfloat16")
+    torch.bfloat16
+    """
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, dtype)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"dtype={dtype!r}: give a floating torch.dtype for the weights "
+            "(torch.float32, torch.float16 or torch.bfloat16)."
+        )
+    return dtype
+
+
 def make_untrained_model(
     config: PreTrainedConfig, dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> torch.nn.Module:
@@ -111,6 +127,7 @@ def make_untrained_model(
     >>> type(m).__name__, m.training
     ('GPT2LMHeadModel', False)
     """
+    dtype = weight_dtype(dtype)
     # fork_rng: the model init draws from the global RNG; restore it afterwards so that
     # building a model does not change what the caller's next random call returns
     with torch.random.fork_rng(devices=[]):
@@ -150,6 +167,7 @@ def get_untrained_model_with_inputs(
     ['config', 'dynamic_shapes', 'inputs', 'model', 'name']
     """
     config = get_tiny_config(name)
+    dtype = weight_dtype(dtype)
     model = make_untrained_model(config, dtype=dtype, seed=seed)
     inputs, dynamic_shapes = make_dummy_inputs(
         model, batch=batch, seq=seq, past=past, dtype=dtype, seed=seed
@@ -169,4 +187,5 @@ __all__ = [
     "get_untrained_model_with_inputs",
     "list_tiny_models",
     "make_untrained_model",
+    "weight_dtype",
 ]

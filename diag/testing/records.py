@@ -91,7 +91,13 @@ def weights_hash(side: Side) -> str | None:
     import onnx
     from onnx import numpy_helper
 
-    proto = side.onnx_model if isinstance(side.onnx_model, onnx.ModelProto) else onnx.load(side.onnx_model)
+    from diag.contract.files import load_onnx
+
+    proto = (
+        side.onnx_model
+        if isinstance(side.onnx_model, onnx.ModelProto)
+        else load_onnx(side.onnx_model, load_external_data=True)
+    )
     digest = hashlib.sha256()
     for init in sorted(proto.graph.initializer, key=lambda t: t.name):
         digest.update(f"{init.name}|{init.data_type}|{tuple(init.dims)}|".encode())

@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+import diag
 from diag.contract import DIAG_LAYOUT, ContractError
 from diag.contract.detect import detect_layout, detect_layout_from_names, find_model
 from diag.contract.names import CacheNames
@@ -63,6 +64,15 @@ def test_overrides(bigram_lm):
     assert (layout.name, layout.head_dim, layout.past) == ("mine", 8, DIAG_LAYOUT.past)
     with pytest.raises(ValueError, match="unknown fields \\['head_size'\\]"):
         detect_layout(model, {"head_size": 8})
+    with pytest.raises(TypeError, match="layout= takes a Layout or a dict of its fields"):
+        detect_layout(model, 8)
+
+
+def test_a_path_of_another_type_is_named():
+    with pytest.raises(TypeError, match="give the path of a folder or of an .onnx file, not a int"):
+        find_model(3)
+    with pytest.raises(TypeError, match="give the path of a folder or of an .onnx file, not a int"):
+        diag.inspect_onnx(3)
 
 
 def test_unknown_layout_short_error(bigram_lm, tmp_path):

@@ -127,3 +127,8 @@ def test_dynamic_head_dim_is_refused(bigram_lm):
             v.type.tensor_type.shape.dim[3].dim_param = "head_dim"
     with pytest.raises(ContractError, match="kv_heads .* and head_dim .* must be static"):
         read_contract(_session(model))
+
+
+def test_read_contract_of_a_path_points_to_inspect_onnx():
+    with pytest.raises(TypeError, match=r"not a str: for a path, diag.inspect_onnx\(path\)"):
+        read_contract("model.onnx")

@@ -173,3 +173,10 @@ def test_folder_and_bad_input(tmp_path, tiny_model):
     assert resolve_onnx(tmp_path) == str(tmp_path / "decoder.onnx")
     with pytest.raises(ValueError, match="give the tokenizer"):
         diag.quantization_report(tiny_model, "x.onnx", ["a string"])
+    # checked before any session: the file does not exist
+    with pytest.raises(TypeError, match="integer token ids, got dtype torch.float32"):
+        diag.quantization_report(tiny_model, "x.onnx", [[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"token id -3 \(row 0, position 1\)"):
+        diag.quantization_report(tiny_model, "x.onnx", torch.tensor([[1, -3]]))
+    with pytest.raises(ValueError, match="the token ids of one prompt"):
+        diag.quantization_report(tiny_model, "x.onnx", [torch.ones(2, 3, dtype=torch.long)])

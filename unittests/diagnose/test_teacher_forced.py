@@ -87,6 +87,9 @@ def test_accepts_a_session_and_the_text_of_tokens(tiny_model, tiny_onnx, prompt)
         (dict(tokens=[]), ValueError, "empty"),
         (dict(max_new_tokens=0), ValueError, "max_new_tokens"),
         (dict(top_k=0), ValueError, "top_k"),
+        # the vocabulary of the tiny models: 49152 tokens
+        (dict(tokens=torch.tensor([3, 49152])), ValueError, r"^tokens holds the token id 49152"),
+        (dict(tokens=torch.tensor([[3, -1]])), ValueError, r"^tokens holds the token id -1"),
     ],
 )
 def test_bad_arguments(tiny_model, tiny_onnx, kwargs, error, match, prompt):
@@ -97,3 +100,8 @@ def test_bad_arguments(tiny_model, tiny_onnx, kwargs, error, match, prompt):
 def test_bad_onnx_argument(tiny_model, prompt):
     with pytest.raises(TypeError, match="InferenceSession"):
         compare_teacher_forced(tiny_model, 42, prompt, max_new_tokens=2)
+
+
+def test_prompt_beyond_the_vocabulary(tiny_model, tiny_onnx):
+    with pytest.raises(ValueError, match=r"^input_ids holds the token id 49152 .*\[0, 49152\)"):
+        compare_teacher_forced(tiny_model, tiny_onnx, torch.tensor([[1, 49152]]), max_new_tokens=1)

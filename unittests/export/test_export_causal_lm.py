@@ -287,6 +287,17 @@ def test_bad_models_get_clear_errors():
         export_causal_lm(torch.nn.Linear(2, 2))
 
 
+def test_a_folder_as_filename_is_refused_before_the_export(tmp_path):
+    from diag.models import get_untrained_model_with_inputs
+
+    model = get_untrained_model_with_inputs("llama")["model"]
+    with pytest.raises(IsADirectoryError, match=r"is a folder; give the path of a file .*model.onnx"):
+        export_causal_lm(model, tmp_path)
+    with pytest.raises(TypeError, match=r"opset='23': give an int \(23, 24\) or None"):
+        export_causal_lm(model, tmp_path / "model.onnx", opset="23")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_smollm2_exports_and_validates(smollm2):
     model, _ = smollm2

@@ -77,6 +77,15 @@ def test_to_onnx_bad_arguments():
         to_onnx(model, (torch.randn(1, 2),), input_names=["a", "b", "c"])
 
 
+def test_to_onnx_refuses_what_is_not_a_module_and_a_folder_as_file(tmp_path):
+    # both before the export: a long trace would end on them otherwise
+    with pytest.raises(TypeError, match="exports a torch.nn.Module, got str; load a model first"):
+        to_onnx("tiny:llama", (torch.randn(1, 2),))
+    with pytest.raises(IsADirectoryError, match="is a folder; give the path of a file"):
+        to_onnx(torch.nn.Linear(2, 2), (torch.randn(1, 2),), filename=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 class ComplexRotation(torch.nn.Module):
     """A rotation written with complex numbers, like deepseek_v2's rotary embedding."""
 

@@ -9,7 +9,11 @@ import os
 import pytest
 
 from diag.export.export_cache import read_sidecar, write_sidecar
-from diag.helpers.atomic_write import write_atomically, write_text_atomically
+from diag.helpers.atomic_write import (
+    check_file_destination,
+    write_atomically,
+    write_text_atomically,
+)
 
 
 def test_write_atomically_keeps_old_file_on_failure(tmp_path):
@@ -41,3 +45,12 @@ def test_write_text_atomically_and_the_sidecar_use_it(tmp_path):
     assert read_sidecar(tmp_path / "model.onnx") == {"key": "abc", "n": 3}
     assert os.stat(sidecar).st_mode & 0o777 == 0o666 & ~umask
     assert sorted(os.listdir(tmp_path)) == ["deep", "model.onnx.json"]
+
+
+def test_a_folder_as_destination_names_a_file_to_give(tmp_path):
+    (tmp_path / "out").mkdir()
+    expected = str(tmp_path / "out" / "model.onnx")
+    with pytest.raises(IsADirectoryError, match=f"is a folder; .*\\({expected}\\)"):
+        write_text_atomically(tmp_path / "out", "x")
+    assert os.listdir(tmp_path / "out") == []
+    assert check_file_destination(tmp_path / "out" / "a.txt") == str(tmp_path / "out" / "a.txt")

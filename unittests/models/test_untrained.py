@@ -106,3 +106,15 @@ def test_unknown_name():
         get_untrained_model_with_inputs("bert")
     with pytest.raises(ValueError, match="known architectures"):
         get_tiny_config(None)
+
+
+@pytest.mark.parametrize("dtype", ["float17", torch.int64, 16])
+def test_a_dtype_that_is_not_a_floating_one_is_named(dtype):
+    with pytest.raises(TypeError, match=r"dtype=.*: give a floating torch.dtype for the weights"):
+        get_untrained_model_with_inputs("llama", dtype=dtype)
+
+
+def test_a_dtype_by_its_name_is_transformers_spelling():
+    data = get_untrained_model_with_inputs("llama", dtype="bfloat16")
+    assert data["model"].dtype == torch.bfloat16
+    assert data["inputs"]["attention_mask"].shape == (2, 8)

@@ -39,3 +39,15 @@ def test_against_a_missing_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*ARGS, "--output", str(tmp_path), "--against", str(tmp_path / "none.json")])
     assert "no such file" in capsys.readouterr().err
+
+
+# pinned: the CLI's argument check over a file, no model involved
+@pytest.mark.pinned
+def test_against_a_file_that_is_not_a_record_is_refused_before_anything_runs(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a record")
+    with pytest.raises(SystemExit):
+        main([*ARGS, "--output", str(tmp_path), "--against", str(path)])
+    out = capsys.readouterr()
+    assert "--against: " in out.err and "is not a usable diag record: it is not JSON" in out.err
+    assert out.out == ""  # nothing generated before the refusal

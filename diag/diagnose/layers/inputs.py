@@ -21,6 +21,8 @@ import torch
 
 from diag import contract
 from diag.compat.transformers_api import cache_input, require_cache_argument
+from diag.generation.decoding import check_token_ids
+from diag.generation.torch_backend import model_vocab_size
 from diag.helpers.cache_helper import cache_to_list, is_cache, make_dynamic_cache
 from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype
 from diag.models.cache_layout import cache_layout
@@ -41,8 +43,9 @@ def normalize_inputs(inputs: Any, model: torch.nn.Module) -> dict[str, Any]:
             f"{type(inputs).__name__}."
         )
     ids = inputs["input_ids"]
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point:
         raise ValueError("inputs['input_ids'] must be a 2D int64 tensor [batch, seq].")
+    check_token_ids(ids, model_vocab_size(model))
     feeds: dict[str, Any] = {"input_ids": ids.to(torch.int64)}
     past = cache_input(inputs)
     past_len = 0

@@ -51,6 +51,7 @@ import onnxruntime as ort
 from onnx_ir.passes.common import ShapeInferencePass
 
 from diag import contract
+from diag.contract.files import load_onnx
 from diag.contract.metadata import OUTPUT_SCOPES_METADATA
 from diag.diagnose.layers.stages import Stage
 from diag.ort.session import Providers, make_session
@@ -70,10 +71,8 @@ def load_model(onnx_model: Any) -> ir.Model:
     if isinstance(onnx_model, onnx.ModelProto):
         return ir.serde.deserialize_model(onnx_model)
     if isinstance(onnx_model, (str, os.PathLike)):
-        if not os.path.exists(onnx_model):
-            raise FileNotFoundError(f"localize_layer: no ONNX file at {os.fspath(onnx_model)!r}.")
         # loaded whole (external data included): the session is built from memory
-        return ir.serde.deserialize_model(onnx.load(os.fspath(onnx_model)))
+        return ir.serde.deserialize_model(load_onnx(onnx_model, load_external_data=True))
     raise TypeError(
         "localize_layer needs the ONNX model itself (a path or an onnx.ModelProto) to expose "
         f"intermediate values as outputs; got {type(onnx_model).__name__}. An InferenceSession "

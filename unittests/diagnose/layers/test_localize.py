@@ -135,5 +135,9 @@ def test_bad_arguments(tiny_model, tiny_onnx, prompt, tmp_path):
         localize_layer(tiny_model, str(tmp_path / "missing.onnx"), prompt)
     with pytest.raises(TypeError, match="input_ids"):
         localize_layer(tiny_model, tiny_onnx, [1, 2, 3])
+    with pytest.raises(ValueError, match=r"token id 49152 \(row 0, position 1\), outside"):
+        localize_layer(tiny_model, tiny_onnx, torch.tensor([[1, 49152]]))
+    with pytest.raises(ValueError, match="2D int64 tensor"):
+        localize_layer(tiny_model, tiny_onnx, torch.tensor([[1.0, 2.0]]))
     with pytest.raises(ValueError, match="tol"):
         localize_layer(tiny_model, tiny_onnx, prompt, tol=0)
