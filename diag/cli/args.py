@@ -123,6 +123,19 @@ def check_model_name(name: str) -> None:
         )
 
 
+def check_onnx_path(parser: argparse.ArgumentParser, option: str, path: str) -> None:
+    """Refuses ``option PATH`` (an ONNX model: a folder or an ``.onnx`` file) that is
+    missing, unreadable or a folder of no known tool, with the reader's message, before
+    any model is loaded (this imports onnx, so it runs after the parsing)."""
+    from diag.contract.detect import find_model
+    from diag.contract.read import ContractError
+
+    try:
+        find_model(path)
+    except (OSError, ContractError) as exc:
+        parser.error(f"{option} {path!r}: {exc}")
+
+
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     """``--model NAME_OR_PATH``."""
     parser.add_argument(

@@ -34,6 +34,7 @@ from diag.cli.args import (
     add_quantize_argument,
     check_cache_arguments,
     check_model_name,
+    check_onnx_path,
     positive_int,
     prompts_of,
 )
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
     check_record_arguments(args)
+    if getattr(args, "onnx", None):
+        check_onnx_path(args.parser, "--onnx", args.onnx)
     check_cache_arguments(args.parser, args)
     if getattr(args, "onnx", None) and args.cache == "static":
         args.parser.error(

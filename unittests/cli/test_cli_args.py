@@ -129,6 +129,51 @@ def test_missing_model_folder_gives_one_line_error(argv, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+# bad files named by --onnx / inspect PATH: (what is written in the folder, argv, exit
+# code, message); the reader's words (diag.contract.files), before any model is loaded
+BAD_PATHS = {
+    "--onnx missing": ({}, ["compare", "-m", "tiny:llama", "--onnx", "none.onnx"], 2, "--onnx 'none.onnx': ONNX model 'none.onnx' does not exist"),
+    "--onnx truncated": ({"t.onnx": b"\x08\x07\x12"}, ["compare", "-m", "tiny:llama", "--onnx", "t.onnx"], 2, "--onnx 't.onnx': 't.onnx' is not an ONNX model (truncated"),
+    "--onnx empty file": ({"e.onnx": b""}, ["compare", "-m", "tiny:llama", "--onnx", "e.onnx"], 2, "'e.onnx' is empty (0 bytes), not an ONNX model"),
+    "--onnx folder of no tool": ({"d/a.txt": b"x"}, ["compare", "-m", "tiny:llama", "--onnx", "d"], 2, "no decoder layout found in the folder 'd'"),
+    "--onnx genai config not JSON": ({"g/genai_config.json": b"{", "g/model.onnx": b""}, ["compare", "-m", "tiny:llama", "--onnx", "g"], 2, "onnxruntime-genai's config 'g/genai_config.json' is not valid JSON"),
+    "inspect missing": ({}, ["inspect", "none.onnx"], 3, "ONNX model 'none.onnx' does not exist"),
+}  # fmt: skip
+
+
+# pinned: CLI plumbing over the file checks of diag.contract.files
+@pytest.mark.pinned
+@pytest.mark.parametrize("case", list(BAD_PATHS))
+def test_a_bad_onnx_path_is_one_line_naming_the_file(case, tmp_path, monkeypatch, capsys):
+    from diag.cli.main import main
+
+    files, argv, code, message = BAD_PATHS[case]
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    try:  # in-process: argparse's errors exit, the others return their code
+        returned = main(argv)
+    except SystemExit as exit:
+        returned = exit.code
+    err = capsys.readouterr().err
+    assert returned == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diag: error: "), err
+    assert message in lines[0], lines[0]
+
+
+# pinned: CLI plumbing over the file checks of diag.contract.files
+@pytest.mark.pinned
+def test_inspect_says_why_a_truncated_file_is_not_drivable(tmp_path, capsys):
+    from diag.cli.main import main
+
+    (tmp_path / "t.onnx").write_bytes(b"\x08\x07\x12")
+    assert main(["inspect", str(tmp_path / "t.onnx")]) == 1
+    out = capsys.readouterr().out
+    assert "drivable: no" in out and "is not an ONNX model (truncated" in out
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = run_cli("generate", "--model", "./no/such/model", "--prompt", "x", "--debug")
     assert proc.returncode == 1
