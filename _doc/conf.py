@@ -26,8 +26,9 @@ sys.path.insert(0, _HERE)  # ``gallery_hooks``
 os.environ.setdefault("DIAG_GALLERY_OUT", os.path.join(_HERE, "_build", "gallery_figures"))
 os.makedirs(os.environ["DIAG_GALLERY_OUT"], exist_ok=True)
 
-import diag  # noqa: E402
 from api_check import check_api_page  # noqa: E402
+
+import diag  # noqa: E402
 
 project = "diag"
 author = "diag developers"

@@ -14,6 +14,10 @@ Two places use it:
 * ``unittests/test_gallery.py`` runs each script in a subprocess through
   :func:`run_script`, so the fast mode fails on the same warnings as the docs build.
 
+One warning is let through: diag's :class:`~diag.compat.versions.UntestedReleaseWarning`
+(a transformers newer than the tested ones). The page then works and says so in one
+line of its output, printed once, instead of failing the day a release comes out.
+
 Example::
 
     >>> import warnings
@@ -32,6 +36,8 @@ import runpy
 import sys
 import warnings
 
+from diag.compat.versions import UntestedReleaseWarning
+
 # Known third-party noise that no gallery script can avoid, as
 # (action, message regex, category, module regex). Keep it short and say why:
 # each entry hides a warning on every page.
@@ -45,11 +51,20 @@ _context: warnings.catch_warnings | None = None
 
 
 def install_filters() -> None:
-    """Turns warnings into errors, except the :data:`IGNORED` ones."""
+    """Turns warnings into errors, except the :data:`IGNORED` ones and diag's
+    :class:`~diag.compat.versions.UntestedReleaseWarning`, printed once on stdout."""
     warnings.simplefilter("error")
     # filterwarnings inserts at the front: the ignore-list wins over "error".
     for action, message, category, module in IGNORED:
         warnings.filterwarnings(action, message=message, category=category, module=module)
+    warnings.filterwarnings("once", category=UntestedReleaseWarning)
+    warnings.showwarning = show_on_stdout
+
+
+def show_on_stdout(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of a script: one line on stdout, which the page shows
+    (sphinx-gallery captures stdout; stderr goes to the build's log, which nobody reads)."""
+    print(f"{category.__name__}: {message}")
 
 
 def warnings_as_errors(gallery_conf: dict, fname: str, when: str) -> None:

@@ -75,9 +75,7 @@ def test_documented(page):
     ids=["absent", "no-members", "no-option", "other-member", "wrong-module", "after-blank"],
 )
 def test_not_documented(page):
-    assert api_check.undocumented(page, diag, names=["measure_bandwidth"]) == [
-        "measure_bandwidth"
-    ]
+    assert api_check.undocumented(page, diag, names=["measure_bandwidth"]) == ["measure_bandwidth"]
 
 
 def test_a_submodule_is_documented_by_automodule():
@@ -91,11 +89,15 @@ def test_the_message_gives_the_line_to_add(tmp_path: Path):
     page = API_PAGE.read_text(encoding="utf-8")
     assert "measure_bandwidth, " in page  # the edit below must remove something
     path = tmp_path / "api.rst"
-    path.write_text(page.replace("measure_bandwidth, ", "").replace(".. autofunction:: diag.to_onnx\n", ""))
+    path.write_text(
+        page.replace("measure_bandwidth, ", "").replace(".. autofunction:: diag.to_onnx\n", "")
+    )
     with pytest.raises(RuntimeError) as caught:
         api_check.check_api_page(str(path), diag)
     message = str(caught.value)
     assert "['measure_bandwidth', 'to_onnx']" in message
-    assert ".. autofunction:: diag.measure_bandwidth    (defined in diag.helpers.bandwidth)" in message
+    assert (
+        ".. autofunction:: diag.measure_bandwidth    (defined in diag.helpers.bandwidth)" in message
+    )
     assert ".. autofunction:: diag.to_onnx    (defined in diag.export)" in message
     assert "':members:'" in message
