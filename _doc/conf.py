@@ -26,6 +26,7 @@ sys.path.insert(0, _HERE)  # ``gallery_hooks``
 os.environ.setdefault("DIAG_GALLERY_OUT", os.path.join(_HERE, "_build", "gallery_figures"))
 os.makedirs(os.environ["DIAG_GALLERY_OUT"], exist_ok=True)
 
+import gallery_hooks  # noqa: E402
 from api_check import check_api_page  # noqa: E402
 
 import diag  # noqa: E402
@@ -51,7 +52,7 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
 templates_path = []
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
+exclude_patterns = ["_build", "auto_examples/**.ipynb", "auto_examples/**.py"]
 
 html_theme = "furo"
 html_title = f"diag {release}"
@@ -70,6 +71,8 @@ sphinx_gallery_conf = {
     "run_stale_examples": True,
     "only_warn_on_example_error": False,
     "download_all_examples": False,
+    # the sections in the index's order (a subfolder left out of the list fails the build)
+    "subsection_order": [f"../examples_gallery/{name}" for name in gallery_hooks.SECTIONS],
     "within_subsection_order": "gallery_hooks.example_order",
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),

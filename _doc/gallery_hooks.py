@@ -85,7 +85,12 @@ def warnings_as_errors(gallery_conf: dict, fname: str, when: str) -> None:
         _context = None
 
 
-#: order of the gallery pages: the tour first, then one topic each; others by name after
+#: the sections of the gallery, subfolders of ``examples_gallery/`` (each with its
+#: README.txt: the title and a line per page), in the order of the index
+SECTIONS = ["generate", "export", "onnxruntime", "diagnose", "speed"]
+
+#: order of the pages inside a section: the tour first, then one topic each; others by
+#: name after
 ORDER = [
     "plot_generate.py",
     "plot_sampling.py",
@@ -110,7 +115,7 @@ def example_order(filename: str) -> tuple[int, str]:
 def run_script(path: str) -> None:
     """Runs a gallery script as ``__main__`` with warnings turned into errors.
 
-    ``python _doc/gallery_hooks.py examples_gallery/plot_generate.py`` runs one
+    ``python _doc/gallery_hooks.py examples_gallery/generate/plot_generate.py`` runs one
     script the way the docs build does.
     """
     install_filters()
@@ -120,5 +125,7 @@ def run_script(path: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not os.path.isfile(sys.argv[1]):
-        raise SystemExit("usage: python _doc/gallery_hooks.py examples_gallery/plot_<name>.py")
+        raise SystemExit(
+            "usage: python _doc/gallery_hooks.py examples_gallery/<section>/plot_<name>.py"
+        )
     run_script(sys.argv[1])

@@ -1,6 +1,6 @@
 """Runs every gallery script in its fast mode so the gallery cannot rot.
 
-Each ``examples_gallery/plot_*.py`` runs in a fresh subprocess with ``DIAG_FAST=1``
+Each ``examples_gallery/<section>/plot_*.py`` runs in a fresh subprocess with ``DIAG_FAST=1``
 (a tiny untrained model instead of SmolLM2) through ``_doc/gallery_hooks.py``, which
 turns warnings into errors exactly as the documentation build does. The test checks
 the script exits with 0 and saved at least one figure, a PNG matplotlib can read.
@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ROOT / "examples_gallery"
 HOOKS = ROOT / "_doc" / "gallery_hooks.py"
-SCRIPTS = sorted(GALLERY.glob("plot_*.py"))
+SCRIPTS = sorted(GALLERY.glob("*/plot_*.py"))
 # seconds; a fast-mode script takes a few seconds to ~30 s on 2 shared cores
 TIMEOUT = 300
 # the page every CI phase runs: the generation loops side by side (model.generate,
@@ -47,6 +47,21 @@ def test_gallery_is_not_empty():
     assert {"plot_generate.py", "plot_sampling.py", "plot_batch.py"} <= names, names
     # a renamed page must not leave the release phases without a page
     assert {f"{page}.py" for page in RELEASE_PAGES} <= names, names
+
+
+def test_every_page_is_in_a_section():
+    # a page at the top or in a folder the index does not list would not be built
+    # (sphinx-gallery's subsection_order refuses an unlisted folder)
+    assert list(GALLERY.glob("*.py")) == []
+    folders = sorted(p.name for p in GALLERY.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders == sorted(_hooks().SECTIONS)
+    for folder in folders:
+        readme = (GALLERY / folder / "README.txt").read_text(encoding="utf-8")
+        # the section's index names every page of the folder, by its label
+        for script in (GALLERY / folder).glob("plot_*.py"):
+            label = script.stem.replace("_", "-")
+            assert f":ref:`l-{label}`" in readme, (folder, script.name)
+            assert f".. _l-{label}:" in script.read_text(encoding="utf-8"), script.name
 
 
 @pytest.mark.parametrize("script", [_page(p) for p in SCRIPTS])
