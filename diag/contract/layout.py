@@ -259,8 +259,10 @@ GQA_LAYOUT = replace(DIAG_LAYOUT, padding="right")
 
 
 #: diag's plain layout (``export_causal_lm(..., layout="plain")``): the names of
-#: :data:`DIAG_LAYOUT` without ``logits_to_keep``, the logits of every position
-#: returned: the inputs a loop written for any exporter feeds (``input_ids``,
-#: ``attention_mask``, ``[position_ids]``, then the cache inputs in graph order) and
-#: the outputs it reads by position (the logits, then each layer's key and value)
-PLAIN_LAYOUT = replace(DIAG_LAYOUT, logits_to_keep=None)
+#: :data:`DIAG_LAYOUT` without ``position_ids`` and ``logits_to_keep``, the logits of
+#: every position returned: the inputs a loop written for any exporter feeds
+#: (``input_ids``, ``attention_mask``, then the cache inputs in graph order) and the
+#: outputs it reads by position (the logits, then each layer's key and value). The
+#: model counts the positions from the cache: a left-padded batch needs
+#: :data:`DIAG_LAYOUT`'s ``position_ids``.
+PLAIN_LAYOUT = replace(DIAG_LAYOUT, position_ids=None, logits_to_keep=None)
