@@ -57,6 +57,10 @@ _CACHE_NAME = re.compile(r"^(?P<head>.*?)(?P<layer>\d+)(?P<tail>\D*?)(?P<kind>ke
 _TOKENS = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS, N.CACHE_POSITION, N.LOGITS_TO_KEEP}
 #: onnx-diagnostic's cache inputs (its flattening of a DynamicCache of full layers)
 _ONNX_DIAGNOSTIC = re.compile(r"past_key_values_(key|value)_\d+")
+#: the exporter's name of a node's output (``linear_14``, ``cat_3``)
+_EXPORTER_OUTPUT = re.compile(r"[a-z][a-z0-9_]*_\d+")
+#: the exporter's name of a flattened argument's tensor (``cache_0``)
+_FLAT_INPUT = re.compile(r"(?P<arg>[A-Za-z_][A-Za-z0-9_]*?)_(?P<i>0)")
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,24 @@ def _positional(
     present = [n for n in outputs if n != logits]
     if logits is None or not past or len(past) != len(present) or len(past) % 2:
         return None
+    # only the exporter's own names: names that say something else are not read by
+    # position (read_contract then lists them)
+    if not all(_EXPORTER_OUTPUT.fullmatch(n) for n in [*present, logits] if n != N.LOGITS):
+        return None
+    if past not in (_flattened(past), _onnx_diagnostic_names(len(past) // 2)):
+        return None
     return logits, PositionalCacheNames(tuple(past)), PositionalCacheNames(tuple(present))
+
+
+def _flattened(names: list[str]) -> list[str]:
+    """The exporter's names of one flattened argument (``cache_0, cache_1...``), with
+    the prefix of ``names[0]``."""
+    m = _FLAT_INPUT.fullmatch(names[0])
+    return [f"{m['arg']}_{i}" for i in range(len(names))] if m else []
+
+
+def _onnx_diagnostic_names(num_layers: int) -> list[str]:
+    return [f"past_key_values_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
 
 
 def _positional_name(past: PositionalCacheNames) -> str:
