@@ -135,7 +135,8 @@ class PositionalCacheNames:
 
     def patterns(self) -> str:
         """The names, shortened, and how they are read."""
-        shown = ", ".join(self.listed[:2]) + (f", ... {self.listed[-1]}" if len(self.listed) > 2 else "")
+        last = f", ... {self.listed[-1]}" if len(self.listed) > 2 else ""
+        shown = ", ".join(self.listed[:2]) + last
         return f"{shown} (by position: key then value of each layer)"
 
     def parse(self, name: str) -> tuple[int, str] | None:

@@ -207,7 +207,8 @@ def export_causal_lm(
 
     The key covers the model class and config, its generation config, a hash of the
     weights, the exporter, the opset, the quantization options, the cache layout
-    (``cache`` and ``max_length``, static only), the attention (``"gqa"`` only), the layout (``"plain"`` only) and the versions of
+    (``cache`` and ``max_length``, static only), the attention (``"gqa"`` only), the
+    layout (``"plain"`` only) and the versions of
     diag, torch, transformers, onnx, onnxscript and onnx-ir.
     """
     from diag.compat.versions import warn_if_transformers_untested

@@ -148,7 +148,8 @@ def export_decoder(
     )
     # the graph computes only the logits of the positions it is given (a forward
     # without the argument: every position, and the file says so by lacking the input)
-    with_logits_to_keep = not options.plain and add_logits_to_keep(model, inputs, dynamic_shapes)
+    plain = options.plain
+    with_logits_to_keep = not plain and add_logits_to_keep(model, inputs, dynamic_shapes)
     input_names = contract.DIAG_LAYOUT.input_names(
         layout.num_layers, with_position_ids=with_position_ids, with_logits_to_keep=with_logits_to_keep
     )

@@ -236,7 +236,8 @@ def to_onnx(
         data, the proto references them (load with :func:`onnx.load` to get them)
     """
     timings = timings if timings is not None else ExportTimings()
-    named_by_contract = input_names is None and output_names is None and cache_in(kwargs) is not None
+    given = input_names is not None or output_names is not None
+    named_by_contract = not given and cache_in(kwargs) is not None
     if named_by_contract and getattr(model, "config", None) is not None:
         # a transformers causal LM with its cache: refused before tracing when diag
         # cannot export that cache, with export_causal_lm's reason
@@ -254,8 +255,9 @@ def to_onnx(
         fuse=fuse,
     )
     if named_by_contract:
+        graph = model_ir.graph
         names = causal_lm_names(
-            kwargs or {}, [v.name for v in model_ir.graph.inputs], [v.name for v in model_ir.graph.outputs]
+            kwargs or {}, [v.name for v in graph.inputs], [v.name for v in graph.outputs]
         )
         input_names, output_names = names or (None, None)
     rename_io(model_ir, input_names, output_names, dims=dim_names)

@@ -123,12 +123,15 @@ TORCH_ONNX = (
     ["linear_14", "cat_3", "cat_4", "cat_7", "cat_8"],
 )
 ONNX_DIAGNOSTIC = (
-    ["input_ids", "attention_mask"] + [f"past_key_values_{k}_{i}" for i in range(2) for k in ("key", "value")],
+    ["input_ids", "attention_mask"]
+    + [f"past_key_values_{k}_{i}" for i in range(2) for k in ("key", "value")],
     ["linear_14", "cat_13", "cat_14", "cat_15", "cat_16"],
 )
 
 
-@pytest.mark.parametrize(("names", "expected"), [(TORCH_ONNX, "torch.onnx"), (ONNX_DIAGNOSTIC, "onnx-diagnostic")])
+@pytest.mark.parametrize(
+    ("names", "expected"), [(TORCH_ONNX, "torch.onnx"), (ONNX_DIAGNOSTIC, "onnx-diagnostic")]
+)
 def test_exporter_names_read_by_position(names, expected):
     inputs, outputs = names
     layout = detect_layout_from_names(inputs, outputs)

@@ -19,7 +19,9 @@ from unittests.conftest import TINY_ARCHITECTURES
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 30, 12]])
 
 
-def export_as_the_seed_page(model: torch.nn.Module, inputs: dict, shapes: dict, path: Any) -> onnx.ModelProto:
+def export_as_the_seed_page(
+    model: torch.nn.Module, inputs: dict, shapes: dict, path: Any
+) -> onnx.ModelProto:
     """The page's four lines: without position ids (its loop feeds none), to_onnx
     under the patches."""
     inputs, shapes = dict(inputs), dict(shapes)
@@ -32,19 +34,26 @@ def export_as_the_seed_page(model: torch.nn.Module, inputs: dict, shapes: dict, 
 
 @pytest.mark.parametrize(
     # the same path on every architecture: one each release, the rest on the pinned set
-    "arch", [a if a == "llama" else pytest.param(a, marks=pytest.mark.pinned) for a in TINY_ARCHITECTURES]
+    "arch",
+    [a if a == "llama" else pytest.param(a, marks=pytest.mark.pinned) for a in TINY_ARCHITECTURES],
 )
 def test_seed_page_path_gives_generate_tokens(arch, tmp_path, one_torch_thread):
     data = get_untrained_model_with_inputs(arch)
     model = data["model"].eval()
-    proto = export_as_the_seed_page(model, data["inputs"], data["dynamic_shapes"], tmp_path / "model.onnx")
+    proto = export_as_the_seed_page(
+        model, data["inputs"], data["dynamic_shapes"], tmp_path / "model.onnx"
+    )
     num_layers = model.config.num_hidden_layers
     assert [i.name for i in proto.graph.input] == DIAG_LAYOUT.input_names(
         num_layers, with_position_ids=False, with_logits_to_keep=False
     )
     assert [o.name for o in proto.graph.output] == DIAG_LAYOUT.output_names(num_layers)
     expected = model.generate(
-        PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=12, do_sample=False, eos_token_id=None
+        PROMPT,
+        attention_mask=torch.ones_like(PROMPT),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=None,
     )
     got = onnx_generate(str(tmp_path / "model.onnx"), PROMPT, max_new_tokens=12, eos_token_id=None)
     assert torch.equal(got, expected)
@@ -58,8 +67,13 @@ def test_names_left_alone_when_they_do_not_map():
     # no cache: not a causal LM's step
     assert causal_lm_names({"input_ids": torch.zeros(1, 2)}, ["input_ids"], ["linear_1"]) is None
     # another output besides the logits and the cache (hidden states...)
-    assert causal_lm_names(kwargs, ["input_ids", "cache_0", "cache_1"], ["a_1", "b_2", "c_3", "d_4"]) is None
-    names = causal_lm_names(kwargs, ["input_ids", "cache_0", "cache_1"], ["linear_7", "cat_1", "cat_2"])
+    assert (
+        causal_lm_names(kwargs, ["input_ids", "cache_0", "cache_1"], ["a_1", "b_2", "c_3", "d_4"])
+        is None
+    )
+    names = causal_lm_names(
+        kwargs, ["input_ids", "cache_0", "cache_1"], ["linear_7", "cat_1", "cat_2"]
+    )
     assert names == (
         ["input_ids", "past_key_values.0.key", "past_key_values.0.value"],
         ["logits", "present.0.key", "present.0.value"],

@@ -24,7 +24,11 @@ def plain_llama(tmp_path_factory):
 
 def _expected(model: torch.nn.Module) -> torch.Tensor:
     return model.generate(
-        PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=12, do_sample=False, eos_token_id=None
+        PROMPT,
+        attention_mask=torch.ones_like(PROMPT),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=None,
     )
 
 
@@ -63,13 +67,15 @@ def test_layout_values():
 def test_onnx_diagnostic_loop_drives_it(plain_llama, monkeypatch):
     # the real loop, where a phase installs it (onnx-diagnostic 0.9.3 beside transformers 4.57.6)
     pytest.importorskip("onnx_diagnostic")
-    from onnxruntime.capi import _pybind_state
     from onnx_diagnostic.helpers.rt_helper import onnx_generate as odiag_generate
+    from onnxruntime.capi import _pybind_state
 
     # onnx-diagnostic 0.9.3 calls OrtValue.from_dlpack(capsule, False); onnxruntime 1.32
     # takes the capsule alone: its own one-line fix, made for this test only
     from_dlpack = _pybind_state.OrtValue.from_dlpack
-    monkeypatch.setattr(_pybind_state.OrtValue, "from_dlpack", staticmethod(lambda data, *_: from_dlpack(data)))
+    monkeypatch.setattr(
+        _pybind_state.OrtValue, "from_dlpack", staticmethod(lambda data, *_: from_dlpack(data))
+    )
     model, path = plain_llama
     got = odiag_generate(path, PROMPT, eos_token_id=-1, max_new_tokens=12)
     assert torch.equal(got, _expected(model))

@@ -38,7 +38,11 @@ def plain_export(llama, tmp_path_factory):
 
 def _expected(model: torch.nn.Module) -> torch.Tensor:
     return model.generate(
-        PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=12, do_sample=False, eos_token_id=None
+        PROMPT,
+        attention_mask=torch.ones_like(PROMPT),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=None,
     )
 
 
@@ -82,7 +86,14 @@ def test_onnx_diagnostic_export(llama, tmp_path, one_torch_thread):
     model, inputs, shapes = llama
     path = tmp_path / "model.onnx"
     with odiag_patches(patch_transformers=True):
-        odiag_to_onnx(model, (), kwargs=inputs, dynamic_shapes=shapes, filename=str(path), exporter="onnx-dynamo")
+        odiag_to_onnx(
+            model,
+            (),
+            kwargs=inputs,
+            dynamic_shapes=shapes,
+            filename=str(path),
+            exporter="onnx-dynamo",
+        )
     names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
     assert names[2:4] == ["past_key_values_key_0", "past_key_values_value_0"]
     assert detect_layout(str(path)).name == "onnx-diagnostic"
