@@ -1,5 +1,6 @@
 """The tolerance a floating-point computation promises in its dtype, whatever kernel
-computes it: :func:`accumulation_tolerance` and :func:`matmul_tolerance`.
+computes it: :func:`accumulation_tolerance`, :func:`matmul_tolerance` and, for the
+logits of a causal LM, :func:`lm_head_tolerance`.
 
 A sum of ``n`` products computed in floating point, in any order, blocked or not, with
 or without fused multiply-adds, lands within ``gamma(n) * sum |x_i * y_i|`` of the
@@ -24,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -72,4 +74,31 @@ def matmul_tolerance(a: Any, b: Any) -> float:
     return accumulation_tolerance(a.shape[-1], float(magnitude), a.dtype)
 
 
-__all__ = ["accumulation_tolerance", "matmul_tolerance"]
+def lm_head_tolerance(model: torch.nn.Module, **inputs: Any) -> float:
+    """How far two correct computations of ``model``'s logits from the same hidden states
+    can differ: :func:`matmul_tolerance` of its output head on the hidden states a
+    forward on ``inputs`` feeds it (run on a copy: a forward appends to a cache). The
+    bound of a head computed over some positions against one over all of them.
+
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> data = get_untrained_model_with_inputs("llama")
+    >>> 0 < lm_head_tolerance(data["model"], input_ids=data["inputs"]["input_ids"]) < 1e-3
+    True
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear):
+        raise ValueError(
+            f"{type(model).__name__} has no linear output head (get_output_embeddings): "
+            "bound its last product with matmul_tolerance instead."
+        )
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _module, args, _output: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            model(**copy.deepcopy(inputs))
+    finally:
+        hook.remove()
+    return matmul_tolerance(seen[-1], head.weight.T)
+
+
+__all__ = ["accumulation_tolerance", "lm_head_tolerance", "matmul_tolerance"]
