@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from diag.helpers.rounding import accumulation_tolerance, matmul_tolerance
+from diag.compat.transformers_api import cache_argument
+from diag.helpers.rounding import accumulation_tolerance, lm_head_tolerance, matmul_tolerance
+from diag.models import get_untrained_model_with_inputs
 
-pytestmark = pytest.mark.pinned  # float arithmetic only, no transformers model
 
-
+@pytest.mark.pinned  # float arithmetic only, no transformers model
 def test_one_term_is_one_rounding_on_each_side():
     eps = torch.finfo(torch.float32).eps
     assert accumulation_tolerance(1, 3.0) == pytest.approx(3.0 * eps, rel=1e-6)
@@ -33,6 +34,7 @@ def _sums_in_every_order(x: torch.Tensor) -> list[float]:
     return [float(left), float(right), float(x.sum()), float(lanes.sum())]
 
 
+@pytest.mark.pinned  # float arithmetic only, no transformers model
 def test_every_summation_order_stays_within_the_bound():
     # terms of mixed signs and magnitudes: each order rounds differently
     generator = torch.Generator().manual_seed(0)
@@ -45,6 +47,7 @@ def test_every_summation_order_stays_within_the_bound():
     assert max(sums) - min(sums) <= bound
 
 
+@pytest.mark.pinned  # float arithmetic only, no transformers model
 def test_matmul_tolerance_covers_a_product_over_fewer_rows():
     generator = torch.Generator().manual_seed(1)
     h, w = torch.randn(2, 9, 64, generator=generator), torch.randn(1000, 64, generator=generator)
@@ -57,11 +60,25 @@ def test_matmul_tolerance_covers_a_product_over_fewer_rows():
     torch.testing.assert_close(some, every[:, [0, 4, 8]], rtol=0, atol=atol)
 
 
+@pytest.mark.pinned  # float arithmetic only, no transformers model
 def test_matmul_tolerance_reads_numpy_and_the_dtype_of_a():
     a, b = np.ones((2, 8), dtype=np.float32), np.ones((8, 3), dtype=np.float32)
     assert matmul_tolerance(a, b) == accumulation_tolerance(8, 8.0, torch.float32)
     half = matmul_tolerance(torch.ones(2, 8, dtype=torch.float16), torch.ones(8, 3))
     assert half == accumulation_tolerance(8, 8.0, torch.float16)
+
+
+def test_lm_head_tolerance_reads_the_hidden_states_the_head_reads():
+    data = get_untrained_model_with_inputs("llama")
+    model, inputs = data["model"].eval(), data["inputs"]
+    name = cache_argument(model)
+    before = inputs[name].get_seq_length()
+    atol = lm_head_tolerance(model, **inputs)
+    # the forward ran on a copy: the cache given is left as it was
+    assert inputs[name].get_seq_length() == before
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]  # after the norm
+    assert atol == matmul_tolerance(hidden, model.lm_head.weight.T)
 
 
 @pytest.mark.parametrize(
@@ -71,8 +88,10 @@ def test_matmul_tolerance_reads_numpy_and_the_dtype_of_a():
         (lambda: accumulation_tolerance(0), "at least one term"),
         (lambda: accumulation_tolerance(4096, 1.0, torch.float16), "compute it in a wider dtype"),
         (lambda: matmul_tolerance(torch.ones(2, 8), torch.ones(3, 8)), "pass weight.T"),
+        (lambda: lm_head_tolerance(torch.nn.Linear(2, 3), input=torch.ones(1, 2)), "no linear"),
     ],
 )
+@pytest.mark.pinned  # float arithmetic only, no transformers model
 def test_bad_input_says_what_to_do(call, message):
     with pytest.raises(ValueError, match=message):
         call()
