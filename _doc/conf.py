@@ -13,7 +13,6 @@ is turned into an exception by :mod:`gallery_hooks` and aborts the build as well
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,6 +25,9 @@ sys.path.insert(0, _HERE)  # ``gallery_hooks``
 # matplotlib scraper, not through these files.
 os.environ.setdefault("DIAG_GALLERY_OUT", os.path.join(_HERE, "_build", "gallery_figures"))
 os.makedirs(os.environ["DIAG_GALLERY_OUT"], exist_ok=True)
+
+import gallery_hooks  # noqa: E402
+from api_check import check_api_page  # noqa: E402
 
 import diag  # noqa: E402
 
@@ -50,24 +52,14 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
 templates_path = []
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
+exclude_patterns = ["_build", "auto_examples/**.ipynb", "auto_examples/**.py"]
 
 html_theme = "furo"
 html_title = f"diag {release}"
 
 
-def _check_api_page() -> None:
-    """Fails the build when api.rst misses a public name of ``diag`` (its ``_LAZY``)."""
-    with open(os.path.join(_HERE, "api.rst"), encoding="utf-8") as f:
-        documented = set(
-            re.findall(r"^\.\. auto(?:function|class|data):: diag\.(\w+)", f.read(), re.M)
-        )
-    missing = sorted(set(diag._LAZY) - documented)
-    if missing:
-        raise RuntimeError(f"_doc/api.rst does not document these public names of diag: {missing}")
-
-
-_check_api_page()
+# a public name added to diag without its entry in api.rst fails the build, naming the line
+check_api_page(os.path.join(_HERE, "api.rst"), diag)
 
 sphinx_gallery_conf = {
     "examples_dirs": "../examples_gallery",
@@ -79,6 +71,8 @@ sphinx_gallery_conf = {
     "run_stale_examples": True,
     "only_warn_on_example_error": False,
     "download_all_examples": False,
+    # the sections in the index's order (a subfolder left out of the list fails the build)
+    "subsection_order": [f"../examples_gallery/{name}" for name in gallery_hooks.SECTIONS],
     "within_subsection_order": "gallery_hooks.example_order",
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),

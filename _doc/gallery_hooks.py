@@ -14,6 +14,10 @@ Two places use it:
 * ``unittests/test_gallery.py`` runs each script in a subprocess through
   :func:`run_script`, so the fast mode fails on the same warnings as the docs build.
 
+One warning is let through: diag's :class:`~diag.compat.versions.UntestedReleaseWarning`
+(a transformers newer than the tested ones). The page then works and says so in one
+line of its output, printed once, instead of failing the day a release comes out.
+
 Example::
 
     >>> import warnings
@@ -32,6 +36,8 @@ import runpy
 import sys
 import warnings
 
+from diag.compat.versions import UntestedReleaseWarning
+
 # Known third-party noise that no gallery script can avoid, as
 # (action, message regex, category, module regex). Keep it short and say why:
 # each entry hides a warning on every page.
@@ -45,11 +51,20 @@ _context: warnings.catch_warnings | None = None
 
 
 def install_filters() -> None:
-    """Turns warnings into errors, except the :data:`IGNORED` ones."""
+    """Turns warnings into errors, except the :data:`IGNORED` ones and diag's
+    :class:`~diag.compat.versions.UntestedReleaseWarning`, printed once on stdout."""
     warnings.simplefilter("error")
     # filterwarnings inserts at the front: the ignore-list wins over "error".
     for action, message, category, module in IGNORED:
         warnings.filterwarnings(action, message=message, category=category, module=module)
+    warnings.filterwarnings("once", category=UntestedReleaseWarning)
+    warnings.showwarning = show_on_stdout
+
+
+def show_on_stdout(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of a script: one line on stdout, which the page shows
+    (sphinx-gallery captures stdout; stderr goes to the build's log, which nobody reads)."""
+    print(f"{category.__name__}: {message}")
 
 
 def warnings_as_errors(gallery_conf: dict, fname: str, when: str) -> None:
@@ -70,7 +85,12 @@ def warnings_as_errors(gallery_conf: dict, fname: str, when: str) -> None:
         _context = None
 
 
-#: order of the gallery pages: the tour first, then one topic each; others by name after
+#: the sections of the gallery, subfolders of ``examples_gallery/`` (each with its
+#: README.txt: the title and a line per page), in the order of the index
+SECTIONS = ["generate", "export", "onnxruntime", "diagnose", "speed"]
+
+#: order of the pages inside a section: the tour first, then one topic each; others by
+#: name after
 ORDER = [
     "plot_generate.py",
     "plot_sampling.py",
@@ -95,7 +115,7 @@ def example_order(filename: str) -> tuple[int, str]:
 def run_script(path: str) -> None:
     """Runs a gallery script as ``__main__`` with warnings turned into errors.
 
-    ``python _doc/gallery_hooks.py examples_gallery/plot_generate.py`` runs one
+    ``python _doc/gallery_hooks.py examples_gallery/generate/plot_generate.py`` runs one
     script the way the docs build does.
     """
     install_filters()
@@ -105,5 +125,7 @@ def run_script(path: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not os.path.isfile(sys.argv[1]):
-        raise SystemExit("usage: python _doc/gallery_hooks.py examples_gallery/plot_<name>.py")
+        raise SystemExit(
+            "usage: python _doc/gallery_hooks.py examples_gallery/<section>/plot_<name>.py"
+        )
     run_script(sys.argv[1])

@@ -188,12 +188,21 @@ def check_installed() -> list[VersionCheck]:
     ]
 
 
+class UntestedReleaseWarning(UserWarning):
+    """A package is installed at a release outside the range diag was tested with.
+
+    Its own class so that a caller can let it through while other warnings are errors
+    (the gallery's hook prints it once) or silence it:
+    ``warnings.filterwarnings("ignore", category=UntestedReleaseWarning)``.
+    """
+
+
 # set once the check below has run: the warning comes once per process
 _transformers_checked = False
 
 
 def warn_if_transformers_untested() -> None:
-    """Warns (:class:`UserWarning`, once per process) when the installed transformers is
+    """Warns (:class:`UntestedReleaseWarning`, once per process) when the installed transformers is
     newer than the newest release diag was tested with: a new release may move what an
     export relies on (5.24 renamed the forward's cache argument)."""
     global _transformers_checked
@@ -207,7 +216,7 @@ def warn_if_transformers_untested() -> None:
             f"tested with ({found.tested[-1]}); if the export fails or differs, "
             "'python -m diag versions' shows the tested range, and "
             "'pip install -c constraints.txt -e .' (diag's repository) the tested set.",
-            UserWarning,
+            UntestedReleaseWarning,
             stacklevel=3,
         )
 
@@ -238,6 +247,7 @@ __all__ = [
     "TESTED",
     "TRANSFORMERS_FILE",
     "UNKNOWN",
+    "UntestedReleaseWarning",
     "VersionCheck",
     "check_installed",
     "check_version",

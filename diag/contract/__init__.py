@@ -30,7 +30,7 @@ Example::
     'past_key_values.3.key'
 """
 
-from diag.contract.layout import DIAG_LAYOUT, GQA_LAYOUT, STATIC_LAYOUT, Layout
+from diag.contract.layout import DIAG_LAYOUT, GQA_LAYOUT, PLAIN_LAYOUT, STATIC_LAYOUT, Layout
 from diag.contract.logits_to_keep import every_position, keep_every_position, last_position
 from diag.contract.metadata import (
     ATTENTION_METADATA,
@@ -56,6 +56,7 @@ from diag.contract.names import (
     POSITION_IDS,
     PRESENT,
     CacheNames,
+    PositionalCacheNames,
     past_key_name,
     past_value_name,
     present_key_name,
@@ -82,7 +83,9 @@ __all__ = [
     "LOGITS_TO_KEEP",
     "Layout",
     "PAST",
+    "PLAIN_LAYOUT",
     "POSITION_IDS",
+    "PositionalCacheNames",
     "PRESENT",
     "QUANTIZATION_METADATA",
     "STATIC_CACHE_METADATA",

@@ -9,9 +9,14 @@ graph and the side files next to it.
   a prefill graph and a decode graph;
 * any other graph: the cache names read from its inputs and outputs (diag's own
   contract, optimum-onnx's decoder export and any graph naming its cache
-  ``<prefix><layer><sep><key|keys>`` / ``...<value|values>``), diag's layout when
-  nothing else fits (then :func:`~diag.contract.read.read_contract` says what
-  differs, one line per kind of problem).
+  ``<prefix><layer><sep><key|keys>`` / ``...<value|values>``);
+* a graph whose names say nothing of the cache (a plain ``torch.onnx.export(...,
+  dynamo=True)`` of a transformers causal LM, ``diag.to_onnx`` given other inputs than
+  a causal LM's, onnx-diagnostic's export): the cache read by position
+  (:class:`~diag.contract.names.PositionalCacheNames`) when there are as many cache
+  inputs as outputs after the logits, two per layer;
+* diag's layout when nothing else fits (then :func:`~diag.contract.read.read_contract`
+  says what differs, one line per kind of problem).
 
 Example::
 
@@ -38,7 +43,7 @@ from diag.contract import names as N
 from diag.contract.files import load_onnx, read_json
 from diag.contract.layout import DIAG_LAYOUT, Layout
 from diag.contract.metadata import STATIC_CACHE_METADATA, metadata_attention
-from diag.contract.names import CacheNames
+from diag.contract.names import CacheNames, PositionalCacheNames
 from diag.contract.read import ContractError
 
 #: onnxruntime-genai's side file
@@ -49,6 +54,14 @@ TRANSFORMERS_EXPORT = "export.json"
 _KINDS = (("key", "value"), ("keys", "values"))
 # a cache name: anything, the layer's index, a separator, the kind
 _CACHE_NAME = re.compile(r"^(?P<head>.*?)(?P<layer>\d+)(?P<tail>\D*?)(?P<kind>keys|values|key|value)$")
+#: the inputs that are not the cache
+_TOKENS = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS, N.CACHE_POSITION, N.LOGITS_TO_KEEP}
+#: onnx-diagnostic's cache inputs (its flattening of a DynamicCache of full layers)
+_ONNX_DIAGNOSTIC = re.compile(r"past_key_values_(key|value)_\d+")
+#: the exporter's name of a node's output (``linear_14``, ``cat_3``)
+_EXPORTER_OUTPUT = re.compile(r"[a-z][a-z0-9_]*_\d+")
+#: the exporter's name of a flattened argument's tensor (``cache_0``)
+_FLAT_INPUT = re.compile(r"(?P<arg>[A-Za-z_][A-Za-z0-9_]*?)_(?P<i>0)")
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,48 @@ def _cache_names(names: Iterable[str]) -> CacheNames | None:
     return cache if all(cache.parse(n) for n in names) else None
 
 
+def _positional(
+    inputs: list[str], outputs: list[str]
+) -> tuple[str, PositionalCacheNames, PositionalCacheNames] | None:
+    """``(logits, past, present)`` of a graph whose cache names say nothing (a plain
+    ``torch.onnx.export(..., dynamo=True)`` of a transformers causal LM: inputs
+    ``cache_0``... or ``past_key_values_key_0``..., outputs ``linear_14``, ``cat_3``...),
+    read by position: the cache inputs after the token inputs, the logits the first
+    output (or the one named ``logits``), then the cache outputs in the same order.
+    None unless there are as many cache inputs as cache outputs, two per layer."""
+    past = [n for n in inputs if n not in _TOKENS]
+    logits = N.LOGITS if N.LOGITS in outputs else (outputs[0] if outputs else None)
+    present = [n for n in outputs if n != logits]
+    if logits is None or not past or len(past) != len(present) or len(past) % 2:
+        return None
+    # only the exporter's own names: names that say something else are not read by
+    # position (read_contract then lists them)
+    if not all(_EXPORTER_OUTPUT.fullmatch(n) for n in [*present, logits] if n != N.LOGITS):
+        return None
+    if past not in (_flattened(past), _onnx_diagnostic_names(len(past) // 2)):
+        return None
+    return logits, PositionalCacheNames(tuple(past)), PositionalCacheNames(tuple(present))
+
+
+def _flattened(names: list[str]) -> list[str]:
+    """The exporter's names of one flattened argument (``cache_0, cache_1...``), with
+    the prefix of ``names[0]``."""
+    m = _FLAT_INPUT.fullmatch(names[0])
+    return [f"{m['arg']}_{i}" for i in range(len(names))] if m else []
+
+
+def _onnx_diagnostic_names(num_layers: int) -> list[str]:
+    return [f"past_key_values_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+def _positional_name(past: PositionalCacheNames) -> str:
+    """Whose positional layout it is: onnx-diagnostic names the cache inputs
+    ``past_key_values_key_{i}`` / ``past_key_values_value_{i}``."""
+    if all(_ONNX_DIAGNOSTIC.fullmatch(n) for n in past.listed):
+        return "onnx-diagnostic"
+    return "torch.onnx"
+
+
 def _with_overrides(layout: Layout, overrides: Layout | Mapping[str, Any] | None) -> Layout:
     if overrides is None:
         return layout
@@ -113,10 +168,16 @@ def detect_layout_from_names(
     True
     """
     inputs, outputs = list(inputs), list(outputs)
-    tokens = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS, N.CACHE_POSITION, N.LOGITS_TO_KEEP}
-    past = _cache_names(n for n in inputs if n not in tokens)
+    past = _cache_names(n for n in inputs if n not in _TOKENS)
     present = _cache_names(n for n in outputs if n != N.LOGITS)
-    if past is None or present is None or N.INPUT_IDS not in inputs or N.LOGITS not in outputs:
+    logits = N.LOGITS
+    if past is None or present is None or N.LOGITS not in outputs:
+        positional = _positional(inputs, outputs)
+        if positional is None or N.INPUT_IDS not in inputs:
+            return dataclasses.replace(DIAG_LAYOUT, **fields)
+        logits, past, present = positional
+        name = name or _positional_name(past)
+    if N.INPUT_IDS not in inputs:
         return dataclasses.replace(DIAG_LAYOUT, **fields)
     # a write position: past and present share buffers (diag's static cache layout)
     static = N.CACHE_POSITION in inputs
@@ -126,7 +187,7 @@ def detect_layout_from_names(
         input_ids=N.INPUT_IDS,
         attention_mask=N.ATTENTION_MASK if N.ATTENTION_MASK in inputs else None,
         position_ids=N.POSITION_IDS if N.POSITION_IDS in inputs else None,
-        logits=N.LOGITS,
+        logits=logits,
         past=past,
         present=present,
         cache_position=N.CACHE_POSITION if static else None,

@@ -61,7 +61,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from diag.contract import names as N
-from diag.contract.names import CacheNames
+from diag.contract.names import AnyCacheNames
 
 #: how a layout takes a batch of prompts of different lengths
 PADDING_SIDES = ("left", "right", "none")
@@ -102,9 +102,9 @@ class Layout:
     attention_mask: str | None
     position_ids: str | None
     logits: str
-    past: CacheNames
-    present: CacheNames
-    prefill_present: CacheNames | None = None
+    past: AnyCacheNames
+    present: AnyCacheNames
+    prefill_present: AnyCacheNames | None = None
     kv_heads: int | None = None
     head_dim: int | None = None
     padding: str = "left"
@@ -256,3 +256,13 @@ STATIC_LAYOUT = replace(DIAG_LAYOUT, name="diag-static", cache_position=N.CACHE_
 #: positions from 0; ``position_ids`` is taken and unused). The metadata entry
 #: :data:`~diag.contract.metadata.ATTENTION_METADATA` says so.
 GQA_LAYOUT = replace(DIAG_LAYOUT, padding="right")
+
+
+#: diag's plain layout (``export_causal_lm(..., layout="plain")``): the names of
+#: :data:`DIAG_LAYOUT` without ``position_ids`` and ``logits_to_keep``, the logits of
+#: every position returned: the inputs a loop written for any exporter feeds
+#: (``input_ids``, ``attention_mask``, then the cache inputs in graph order) and the
+#: outputs it reads by position (the logits, then each layer's key and value). The
+#: model counts the positions from the cache: a left-padded batch needs
+#: :data:`DIAG_LAYOUT`'s ``position_ids``.
+PLAIN_LAYOUT = replace(DIAG_LAYOUT, position_ids=None, logits_to_keep=None)

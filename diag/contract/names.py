@@ -102,6 +102,54 @@ class CacheNames:
         return (layer, kind) if self.name(layer, kind) == name else None
 
 
+@dataclass(frozen=True)
+class PositionalCacheNames:
+    """The cache tensors of a graph whose names say nothing (``cache_0``, ``cat_3``,
+    ``past_key_values_key_0``...), read by position: the order a transformers cache
+    flattens to, each layer's key then its value (:mod:`diag.export.cache_pytree`).
+    The same methods as :class:`CacheNames`.
+
+    Example::
+
+        >>> names = PositionalCacheNames(("cat_3", "cat_4", "cat_7", "cat_8"))
+        >>> names.name(1, "key"), names.parse("cat_4"), names.names(1)
+        ('cat_7', (0, 'value'), ['cat_3', 'cat_4'])
+        >>> names.patterns()
+        'cat_3, cat_4, ... cat_8 (by position: key then value of each layer)'
+    """
+
+    listed: tuple[str, ...]
+    kinds: tuple[str, str] = ("key", "value")
+
+    def name(self, layer: int, kind: str) -> str:
+        """The name of layer ``layer``'s ``kind`` tensor."""
+        return self.listed[2 * layer + self.kinds.index(kind)]
+
+    def names(self, num_layers: int) -> list[str]:
+        """Every name in graph order: key 0, value 0, key 1, ..."""
+        return list(self.listed[: 2 * num_layers])
+
+    def pattern(self, kind: str) -> str:
+        """What a tensor of ``kind`` is, as the error messages print it."""
+        return f"the {kind} of layer {{i}} (position {'2i' if kind == self.kinds[0] else '2i+1'})"
+
+    def patterns(self) -> str:
+        """The names, shortened, and how they are read."""
+        last = f", ... {self.listed[-1]}" if len(self.listed) > 2 else ""
+        shown = ", ".join(self.listed[:2]) + last
+        return f"{shown} (by position: key then value of each layer)"
+
+    def parse(self, name: str) -> tuple[int, str] | None:
+        """``(layer, kind)`` of ``name``, None when it is not one of the listed names."""
+        if name not in self.listed:
+            return None
+        index = self.listed.index(name)
+        return index // 2, self.kinds[index % 2]
+
+
+#: what a :class:`~diag.contract.layout.Layout` names its cache with
+AnyCacheNames = CacheNames | PositionalCacheNames
+
 #: the cache inputs, the past of a step
 PAST = CacheNames("past_key_values.{layer}.{kind}")
 #: the cache outputs, the past with the step's positions appended

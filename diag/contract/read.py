@@ -23,7 +23,7 @@ import numpy as np
 from onnx import TensorProto
 
 from diag.contract.layout import DIAG_LAYOUT, Layout
-from diag.contract.names import CacheNames
+from diag.contract.names import AnyCacheNames
 from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype, ort_type_to_onnx_dtype
 
 # the element types the contract accepts for the cache (and the logits), and for the ids
@@ -122,7 +122,7 @@ def _element_type(ort_type: str) -> int | None:
 
 
 def _cache_layers(
-    names: Iterable[str], skip: Sequence[str], cache: CacheNames, what: str, problems: _Problems
+    names: Iterable[str], skip: Sequence[str], cache: AnyCacheNames, what: str, problems: _Problems
 ) -> dict[int, set[str]]:
     """Layer -> kinds found among ``names`` (the cache ones), other names reported."""
     layers: dict[int, set[str]] = {}
@@ -205,10 +205,18 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
     past_layers = _cache_layers(inputs, layout.token_inputs, layout.past, "input", problems)
     present_layers = _cache_layers(outputs, (layout.logits,), layout.present, "output", problems)
 
-    if not past_layers:
+    others = [n for n in inputs if n not in layout.token_inputs]
+    if not past_layers and not others:
         problems.add(
             f"no cache inputs {layout.past.patterns()!r}: the model was exported "
             "without its KV cache and would recompute the whole sequence at every token"
+        )
+    elif not past_layers:
+        problems.add(
+            f"no input is named as a cache input {layout.past.patterns()!r}: name the "
+            "cache inputs so, or keep the exporter's names with the cache inputs after "
+            f"{', '.join(layout.token_inputs)} and as many cache outputs after the logits "
+            "(key then value of each layer: diag reads them by position)"
         )
     if not present_layers:
         problems.add(f"no cache outputs {layout.present.patterns()!r}")

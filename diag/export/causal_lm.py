@@ -46,6 +46,7 @@ from diag.export.export_cache import (
 from diag.export.generation_config import generation_config_json
 from diag.export.logits_to_keep import takes_logits_to_keep
 from diag.export.onnx_export import ExportTimings, _check_exporter, check_opset
+from diag.export.plain_layout import check_layout
 from diag.export.quantize import QuantizeOptions, quantize_file
 from diag.export.static_cache import STATIC_OPSET
 from diag.export.static_export import check_max_length, export_static_decoder
@@ -162,6 +163,7 @@ def export_causal_lm(
     cache: str = "dynamic",
     max_length: int | None = None,
     attention: str = "onnx",
+    layout: str = "diag",
 ) -> ExportResult:
     """Exports a causal LM of transformers to ONNX, following the export contract.
 
@@ -193,6 +195,11 @@ def export_causal_lm(
         from the file
     :param max_length: with ``cache="static"``, the positions of each buffer: prompt
         plus new tokens of the longest generation (recorded in the metadata)
+    :param layout: ``"diag"`` (the default: ``logits_to_keep`` among the inputs, the
+        fastest for :func:`diag.onnx_generate`) or ``"plain"``
+        (:data:`diag.contract.PLAIN_LAYOUT`: no ``logits_to_keep``, the inputs and
+        outputs the generate loops of other tools feed and read, onnx-diagnostic's
+        ``onnx_generate`` among them; :mod:`diag.export.plain_layout`)
     :return: an :class:`ExportResult` (usable as a path)
 
     The model's ``generation_config`` goes into the file's metadata
@@ -201,7 +208,8 @@ def export_causal_lm(
 
     The key covers the model class and config, its generation config, a hash of the
     weights, the exporter, the opset, the quantization options, the cache layout
-    (``cache`` and ``max_length``, static only), the attention (``"gqa"`` only) and the versions of
+    (``cache`` and ``max_length``, static only), the attention (``"gqa"`` only), the
+    layout (``"plain"`` only) and the versions of
     diag, torch, transformers, onnx, onnxscript and onnx-ir.
     """
     from diag.compat.versions import warn_if_transformers_untested
@@ -214,6 +222,7 @@ def export_causal_lm(
     max_length = check_max_length(cache, max_length)
     static = max_length is not None
     gqa = check_attention(attention) == "gqa"
+    plain = check_layout(layout, cache) == "plain"
     if gqa and not fuse:
         raise ValueError("attention='gqa' rewrites the fused attention: it needs fuse=True.")
     # the cache's shapes come from the model's own cache, not from config attributes
@@ -222,7 +231,10 @@ def export_causal_lm(
     layout = cache_layout(model)
     if opset is None:
         opset = STATIC_OPSET if static else DEFAULT_OPSET
-    with_position_ids = takes_position_ids(model)
+    # the plain layout takes what other tools' loops feed: no position ids (a loop
+    # without them lets the model count positions from the cache, as model.generate
+    # does on a batch without padding)
+    with_position_ids = takes_position_ids(model) and not plain
     options: dict[str, Any] = {
         "exporter": exporter,
         "opset": opset,
@@ -231,7 +243,7 @@ def export_causal_lm(
         # written in the file's metadata: another eos or pad needs another file
         "generation_config": generation_config_json(model),
     }
-    with_logits_to_keep = takes_logits_to_keep(model)
+    with_logits_to_keep = takes_logits_to_keep(model) and not plain
     if with_logits_to_keep:
         # another graph than the exports made before the input existed
         options["logits_to_keep"] = True
@@ -245,12 +257,16 @@ def export_causal_lm(
     if gqa:
         # only then, as quantize: the keys of the opset-23 exports stay what they were
         options["attention"] = attention
+    if plain:
+        # only then, as quantize: the keys of diag-layout exports stay what they were
+        options["layout"] = layout
     parts = export_key_parts(model, options)
     key = key_of_parts(parts)
     if filename is None:
         folder = model_name(model) + (f"-{quantization.name}" if quantization else "")
         folder += f"-static{max_length}" if static else ""
         folder += "-gqa" if gqa else ""
+        folder += "-plain" if plain else ""
         filename = os.path.join(cache_dir(), "onnx", f"{folder}-{key}", "model.onnx")
     filename = check_file_destination(filename)
     io_layout = contract.STATIC_LAYOUT if static else (contract.GQA_LAYOUT if gqa else contract.DIAG_LAYOUT)
@@ -270,7 +286,7 @@ def export_causal_lm(
             timings = ExportTimings()
             trace = TraceOptions(
                 opset=opset, exporter=exporter, fuse=fuse, verbose=verbose, attention=attention,
-                generation_config=options["generation_config"],
+                generation_config=options["generation_config"], plain=plain,
             )  # fmt: skip
             if static:
                 done = _export_static(model, filename, layout, max_length, trace, timings)
@@ -282,7 +298,7 @@ def export_causal_lm(
             float_export = export_causal_lm(
                 model, None, verify=False, force=force, opset=opset, verbose=verbose,
                 exporter=exporter, fuse=fuse, cache=cache, max_length=max_length,
-                attention=attention,
+                attention=attention, layout=layout,
             )  # fmt: skip
             source = float_export.filename
             timings = float_export.timings

@@ -126,6 +126,9 @@ class TraceOptions:
     verbose: int = 0
     #: ``"onnx"`` or ``"gqa"``: see :mod:`diag.export.attention_kind`
     attention: str = "onnx"
+    #: ``layout="plain"`` (:mod:`diag.export.plain_layout`): neither ``position_ids``
+    #: nor ``logits_to_keep`` among the inputs
+    plain: bool = False
 
 
 def export_decoder(
@@ -139,13 +142,14 @@ def export_decoder(
     the export contract; ``timings`` receives the duration of each step."""
     from diag.models.inputs import make_dummy_inputs
 
-    with_position_ids = takes_position_ids(model)
+    with_position_ids = takes_position_ids(model) and not options.plain
     inputs, dynamic_shapes = make_dummy_inputs(
         model, with_position_ids=with_position_ids, layout=layout
     )
     # the graph computes only the logits of the positions it is given (a forward
     # without the argument: every position, and the file says so by lacking the input)
-    with_logits_to_keep = add_logits_to_keep(model, inputs, dynamic_shapes)
+    plain = options.plain
+    with_logits_to_keep = not plain and add_logits_to_keep(model, inputs, dynamic_shapes)
     input_names = contract.DIAG_LAYOUT.input_names(
         layout.num_layers, with_position_ids=with_position_ids, with_logits_to_keep=with_logits_to_keep
     )

@@ -43,6 +43,7 @@ import onnx
 import onnx_ir as ir
 import torch
 
+from diag.export.causal_lm_names import cache_in, causal_lm_names, check_exportable
 from diag.export.optimize import optimize_model
 from diag.export.rename import rename_io
 from diag.export.rewrite import fuse_decoder
@@ -227,8 +228,11 @@ def to_onnx(
     :param filename: where to write the model; None writes nothing
     :param exporter: ``"onnx-dynamo"`` (:func:`torch.onnx.export` with ``dynamo=True``)
     :param input_names: new names of the graph inputs, in order (default: the
-        exporter's, from the flattened arguments)
-    :param output_names: new names of the graph outputs, in order
+        exporter's, from the flattened arguments; for a causal LM given its cache in
+        ``kwargs``, the names of diag's contract, :mod:`diag.export.causal_lm_names`,
+        so that :func:`diag.onnx_generate` drives the file)
+    :param output_names: new names of the graph outputs, in order (default: the
+        exporter's; ``logits`` and ``present.{i}.key/value`` for a causal LM with its cache)
     :param opset: ONNX opset, None for the exporter's default
     :param optimize: runs the onnxscript optimizer and removes runtime
         transpositions of weights
@@ -250,6 +254,12 @@ def to_onnx(
     if filename is not None:
         check_file_destination(filename)
     timings = timings if timings is not None else ExportTimings()
+    given = input_names is not None or output_names is not None
+    named_by_contract = not given and cache_in(kwargs) is not None
+    if named_by_contract and getattr(model, "config", None) is not None:
+        # a transformers causal LM with its cache: refused before tracing when diag
+        # cannot export that cache, with export_causal_lm's reason
+        check_exportable(model)
     model_ir = export_to_ir(
         model,
         args,
@@ -262,6 +272,12 @@ def to_onnx(
         timings=timings,
         fuse=fuse,
     )
+    if named_by_contract:
+        graph = model_ir.graph
+        names = causal_lm_names(
+            kwargs or {}, [v.name for v in graph.inputs], [v.name for v in graph.outputs]
+        )
+        input_names, output_names = names or (None, None)
     rename_io(model_ir, input_names, output_names, dims=dim_names)
     begin = time.perf_counter()
     if filename is None:

@@ -189,6 +189,14 @@ class OrtBackend:
                 "Generate one prompt at a time (or prompts of one length), or export the "
                 "model with a sample attention_mask that has a zero."
             )
+        if self.layout.name == "diag" and not self.contract.has_position_ids:
+            # diag's plain layout: the graph counts positions from the cache, padding included
+            raise ValueError(
+                "this diag export takes no position_ids (layout='plain'), so the model counts "
+                "the padding among the positions: a left-padded batch would not give "
+                "model.generate's tokens. Generate one prompt at a time (or prompts of one "
+                "length), or export with export_causal_lm's default layout='diag'."
+            )
         if self.layout.padding != "right":
             return input_ids, attention_mask, None
         # GroupQueryAttention: the real tokens first, the padding after them

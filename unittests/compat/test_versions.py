@@ -148,7 +148,9 @@ def test_warns_once_on_a_newer_transformers(monkeypatch, fresh_warning):
         warnings.simplefilter("always")  # the once is diag's, not the warnings registry's
         versions.warn_if_transformers_untested()
         versions.warn_if_transformers_untested()
-    assert [w.category for w in caught] == [UserWarning]
+    assert [w.category for w in caught] == [versions.UntestedReleaseWarning]
+    # a filter on UserWarning a user already has still applies to it
+    assert issubclass(versions.UntestedReleaseWarning, UserWarning)
     message = str(caught[0].message)
     assert f"transformers {newer} is newer" in message
     assert versions.tested_releases()["transformers"][-1] in message
@@ -172,7 +174,7 @@ def test_export_causal_lm_warns_before_anything_else(monkeypatch, fresh_warning)
 
     installed_transformers(monkeypatch, newer_than_tested())
     # a model export_causal_lm refuses: the warning comes first, then the usual error
-    with pytest.warns(UserWarning, match="python -m diag versions"):
+    with pytest.warns(versions.UntestedReleaseWarning, match="python -m diag versions"):
         with pytest.raises(TypeError, match="has no `config`"):
             export_causal_lm(torch.nn.Linear(2, 2))
 

@@ -122,3 +122,63 @@ def test_folder_side_files(bigram_lm, tmp_path):
 def test_folder_without_side_files(tmp_path):
     with pytest.raises(ContractError, match="no decoder layout found in the folder"):
         find_model(tmp_path)
+
+
+# the names a plain torch.onnx.export(..., dynamo=True) of a transformers causal LM
+# gives (transformers 5.24: the flattened cache argument is "cache"), and the ones
+# onnx-diagnostic 0.9.3 writes (checked on a file its to_onnx wrote for a two-layer
+# llama on transformers 4.57.6)
+TORCH_ONNX = (
+    ["input_ids", "attention_mask", "position_ids", "cache_0", "cache_1", "cache_2", "cache_3"],
+    ["linear_14", "cat_3", "cat_4", "cat_7", "cat_8"],
+)
+ONNX_DIAGNOSTIC = (
+    ["input_ids", "attention_mask"]
+    + [f"past_key_values_{k}_{i}" for i in range(2) for k in ("key", "value")],
+    ["linear_14", "cat_13", "cat_14", "cat_15", "cat_16"],
+)
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"), [(TORCH_ONNX, "torch.onnx"), (ONNX_DIAGNOSTIC, "onnx-diagnostic")]
+)
+def test_exporter_names_read_by_position(names, expected):
+    inputs, outputs = names
+    layout = detect_layout_from_names(inputs, outputs)
+    assert layout.name == expected
+    assert layout.logits == "linear_14"
+    cache_inputs = [n for n in inputs if n not in ("input_ids", "attention_mask", "position_ids")]
+    assert [layout.past.name(i, k) for i in range(2) for k in ("key", "value")] == cache_inputs
+    assert [layout.present.name(i, k) for i in range(2) for k in ("key", "value")] == outputs[1:]
+    assert layout.position_ids == ("position_ids" if "position_ids" in inputs else None)
+    assert layout.logits_to_keep is None
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs"),
+    [
+        # one cache output too few: no pairing by position
+        (TORCH_ONNX[0], TORCH_ONNX[1][:-1]),
+        # inputs out of the exporter's order
+        (TORCH_ONNX[0][:3] + ["cache_1", "cache_0", "cache_2", "cache_3"], TORCH_ONNX[1]),
+        # outputs named after something else than nodes
+        (TORCH_ONNX[0], ["logits", "k0", "v0", "k1", "v1"]),
+    ],
+)
+def test_exporter_names_that_do_not_pair_fall_back_to_diag(inputs, outputs):
+    assert detect_layout_from_names(inputs, outputs) == DIAG_LAYOUT
+
+
+def test_unpaired_names_say_which_names_are_needed(bigram_lm):
+    # a cache under names diag cannot pair: the message says what it needs, not that
+    # the cache is missing
+    rename = {"past_key_values.0.key": "cache_0", "past_key_values.0.value": "cache_1"}
+    model, _ = bigram_lm(num_layers=1, rename=rename)
+    layout = detect_layout(model)
+    assert layout == DIAG_LAYOUT
+    with pytest.raises(ContractError) as info:
+        onnx_generate(model, torch.tensor([[1, 2]]), max_new_tokens=2)
+    message = str(info.value)
+    assert "exported without its KV cache" not in message
+    assert "no input is named as a cache input 'past_key_values.{i}.key/value'" in message
+    assert "diag reads them by position" in message

@@ -88,3 +88,14 @@ def test_diag_layout():
         "present.1.value",
     ]
     assert DIAG_LAYOUT.token_inputs == ("input_ids", "attention_mask", "position_ids", "logits_to_keep")
+
+
+def test_positional_names_read_by_position():
+    # a cache the exporter named after its nodes: each layer's key then its value
+    names = contract.PositionalCacheNames(("cat_3", "cat_4", "cat_7", "cat_8"))
+    assert [names.name(i, k) for i in range(2) for k in names.kinds] == list(names.listed)
+    pairs = [(0, "key"), (0, "value"), (1, "key"), (1, "value")]
+    assert [names.parse(n) for n in names.listed] == pairs
+    assert names.parse("cat_5") is None
+    assert names.names(1) == ["cat_3", "cat_4"]
+    assert "by position" in names.patterns()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from diag.diagnose import compare_teacher_forced
+from diag.export.tolerance import default_atol
 
 
 def test_good_export_agrees(tiny_model, tiny_onnx, greedy_stream, prompt, max_new_tokens):
@@ -13,7 +14,9 @@ def test_good_export_agrees(tiny_model, tiny_onnx, greedy_stream, prompt, max_ne
     # tokens=None forces torch's greedy continuation: transformers' generate agrees
     assert df["token"].tolist() == greedy_stream
     assert df["position"].tolist() == list(range(prompt.shape[1], prompt.shape[1] + max_new_tokens))
-    assert df["max_abs_diff"].max() < 1e-4
+    # torch against ONNX Runtime: export validation's float32 tolerance (a tiny model's
+    # float32 noise, |float32 - float64|, stays orders of magnitude below it)
+    assert df["max_abs_diff"].max() < default_atol(torch.float32)
     assert df["argmax_agree"].all()
     assert (df["top5_overlap"] == 1.0).all()
     assert df["kl_div"].max() < 1e-8
@@ -36,7 +39,7 @@ def test_broken_embedding_row_differs_from_the_right_step(
     k = broken_embedding.first_bad_step
     assert 0 < k < max_new_tokens
     before, after = df[df["step"] < k], df[df["step"] >= k]
-    assert before["max_abs_diff"].max() < 1e-4, df
+    assert before["max_abs_diff"].max() < default_atol(torch.float32), df
     assert before["argmax_agree"].all()
     # the perturbed token is the one fed right before step k
     assert df.loc[df["step"] == k - 1, "token"].item() == broken_embedding.token
@@ -57,7 +60,7 @@ def test_forced_tokens_and_batch_with_padding(tiny_model, tiny_onnx):
     assert df[df["batch"] == 0]["position"].tolist() == [3, 4, 5]
     assert df[df["batch"] == 1]["position"].tolist() == [5, 6, 7]
     assert "top3_overlap" in df.columns
-    assert df["max_abs_diff"].max() < 1e-4
+    assert df["max_abs_diff"].max() < default_atol(torch.float32)
     # the padded row sees exactly what it would see alone
     alone = compare_teacher_forced(tiny_model, tiny_onnx, ids[:1, 2:], tokens=forced, top_k=3)
     row0 = df[df["batch"] == 0].reset_index(drop=True)

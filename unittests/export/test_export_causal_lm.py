@@ -18,7 +18,7 @@ from diag.compat.transformers_api import cache_argument, output_cache
 from diag.export import ExportValidationError, export_causal_lm
 from diag.export import causal_lm as causal_lm_module
 from diag.export.export_cache import export_key, is_cached, read_sidecar, write_sidecar
-from diag.export.tolerance import NOISE_FACTOR
+from diag.export.tolerance import NOISE_FACTOR, default_atol
 from diag.export.validate import validate_causal_lm
 from diag.export.validation_inputs import make_step_inputs
 from diag.models import get_untrained_model_with_inputs
@@ -112,7 +112,9 @@ def test_tiny_architecture_exports_and_validates(exports, name):
     assert set(table) == {"dummy", "prefill", "decode", "left_padding", "prefill_left_padding"}
     for input_set, row in table.items():
         for group in ("logits", "present.key", "present.value"):
-            assert 0 <= row[group] < 1e-4, (name, input_set, group, row)
+            # torch against ONNX Runtime: export validation's float32 tolerance (a tiny model's
+            # float32 noise, |float32 - float64|, stays orders of magnitude below it)
+            assert 0 <= row[group] < default_atol(torch.float32), (name, input_set, group, row)
     assert result.validation.ok and not result.cached
     check_graph_is_lean(result.filename)
 
@@ -156,7 +158,9 @@ def test_two_steps_fed_back_match_torch(exports):
     out = dict(zip(names, sess.run(None, feeds), strict=True))
     with torch.no_grad():
         expected = model(**inputs)
-    np.testing.assert_allclose(out["logits"], expected.logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        out["logits"], expected.logits.numpy(), atol=default_atol(torch.float32)
+    )
     next_ids = out["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
     mask = np.concatenate([feeds["attention_mask"], np.ones((2, 1), dtype=np.int64)], axis=1)
     feeds2 = {
@@ -176,7 +180,9 @@ def test_two_steps_fed_back_match_torch(exports):
             position_ids=torch.from_numpy(feeds2["position_ids"]),
             **{cache_argument(model): output_cache(expected)},
         )
-    np.testing.assert_allclose(out2["logits"], expected2.logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        out2["logits"], expected2.logits.numpy(), atol=default_atol(torch.float32)
+    )
     assert out2["present.0.key"].shape == (2, 4, 6, 16)
 
 

@@ -77,7 +77,9 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23, graphs):
     }
     ops = collections.Counter(n.op_type for n in fused_ir.graph)
     # the kept positions: one Gather of the final norm's output, read by the lm_head
-    gather = next(n for n in fused_ir.graph if n.op_type == "Gather" and n.inputs[1].name == "logits_to_keep")
+    gather = next(
+        n for n in fused_ir.graph if n.op_type == "Gather" and n.inputs[1].name == "logits_to_keep"
+    )
     assert gather.attributes["axis"].value == 1
     assert [u.node.op_type for u in gather.outputs[0].uses()] == ["MatMul"]
     assert gather.inputs[0].producer().op_type == "SkipSimplifiedLayerNormalization"
@@ -122,6 +124,8 @@ def test_every_fusion_fires_on_llama_and_the_outputs_stay(llama23, graphs):
         got = after.run(None, feeds)
         for e, g in zip(expected, got, strict=True):
             assert e.shape == g.shape
+            # a 2-layer tiny model: fused kernels (own exp, other summation order) stay
+            # ~1e-6 from the plain graph on any CPU; a wrong fusion moves whole logits
             np.testing.assert_allclose(g, e, atol=2e-5)
         assert got[0].shape[1] == len(feeds["logits_to_keep"])
 

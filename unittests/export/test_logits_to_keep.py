@@ -11,6 +11,7 @@ import torch
 from diag import contract
 from diag.export.logits_to_keep import add_logits_to_keep, example_positions, takes_logits_to_keep
 from diag.helpers.cache_helper import cache_to_list
+from diag.helpers.rounding import lm_head_tolerance
 from diag.models import get_untrained_model_with_inputs, make_dummy_inputs
 
 
@@ -24,19 +25,24 @@ def test_added_to_the_trace_inputs_the_forward_keeps_those_positions(arch):
     model = get_untrained_model_with_inputs(arch)["model"].eval()
     assert takes_logits_to_keep(model)
     inputs, dynamic_shapes = make_dummy_inputs(model)
-    cache = cache_to_list(next(v for k, v in inputs.items() if k not in contract.DIAG_LAYOUT.token_inputs))
+    cache = cache_to_list(
+        next(v for k, v in inputs.items() if k not in contract.DIAG_LAYOUT.token_inputs)
+    )
     sizes = {*inputs["input_ids"].shape, *inputs["attention_mask"].shape}
     sizes |= {d for pair in cache for t in pair for d in t.shape}
     with torch.no_grad():
         # on a copy: the forward appends to the cache it is given
         every = model(**copy.deepcopy(inputs)).logits
+    # the same products over fewer rows take other sgemm blocking paths (MKL on AVX-512):
+    # equal within the rounding of the head's product, not bit for bit
+    atol = lm_head_tolerance(model, **inputs)
     assert add_logits_to_keep(model, inputs, dynamic_shapes)
     keep = inputs["logits_to_keep"]
     assert keep.dtype == torch.int64 and keep.dim() == 1 and len(keep) not in sizes
     assert dynamic_shapes["logits_to_keep"][0].__name__ == contract.DIM_KEEP
     with torch.no_grad():
         kept = model(**copy.deepcopy(inputs)).logits
-    torch.testing.assert_close(kept, every[:, keep], rtol=0, atol=1e-6)
+    torch.testing.assert_close(kept, every[:, keep], rtol=0, atol=atol)
 
 
 def test_a_forward_without_the_argument_is_left_alone():
@@ -48,4 +54,7 @@ def test_a_forward_without_the_argument_is_left_alone():
     assert not takes_logits_to_keep(Plain())
     assert not add_logits_to_keep(Plain(), inputs, dynamic_shapes)
     assert list(inputs) == ["input_ids"] and dynamic_shapes == {}
-    assert contract.DIAG_LAYOUT.input_names(1, with_logits_to_keep=False)[-1] == "past_key_values.0.value"
+    assert (
+        contract.DIAG_LAYOUT.input_names(1, with_logits_to_keep=False)[-1]
+        == "past_key_values.0.value"
+    )

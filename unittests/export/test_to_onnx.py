@@ -16,6 +16,7 @@ from diag.export import save as save_module
 from diag.export.rename import rename_io
 from diag.export.save import save_model_atomic
 from diag.export.weight_transpose import fold_weight_transposes
+from diag.helpers.rounding import matmul_tolerance
 
 
 class TiedLM(torch.nn.Module):
@@ -167,7 +168,8 @@ def test_fold_weight_transposes(tied):
     if tied:
         feeds["ids"] = np.array([4, 0], dtype=np.int64)
     got = _run(ir.serde.serialize_model(model), feeds)
-    np.testing.assert_allclose(got[0], x @ w.T, atol=1e-6)
+    # ONNX Runtime's Gemm and numpy's product round in other orders
+    np.testing.assert_allclose(got[0], x @ w.T, rtol=0, atol=matmul_tolerance(x, w.T))
     if tied:
         np.testing.assert_allclose(got[1], w[[4, 0]])
 
