@@ -69,7 +69,9 @@ def _looped_block_fits(original: Any) -> str | None:
     return None
 
 
-def dense_experts_forward(self: Any, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def dense_experts_forward(
+    self: Any, hidden_states: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward of a 4.57 sparse block (``gate``, ``experts``, ``top_k``,
     ``norm_topk_prob``, optional ``shared_expert`` and ``shared_expert_gate``) with every
     expert run on every token, weighted by its routing weight (zero when not chosen)."""
