@@ -26,7 +26,6 @@ Run on a quiet machine and compare the ratios measured in one run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -44,6 +43,7 @@ from diag.models.untrained import get_tiny_config, make_untrained_model  # noqa:
 from diag.ort import OrtBackend, onnx_generate  # noqa: E402
 from diag.ort.profiling import read_kernels  # noqa: E402
 from diag.ort.session import make_session  # noqa: E402
+from diag.testing.perturb import node_scopes  # noqa: E402
 
 #: the module scopes whose nodes count as the experts' work and as the router's
 EXPERTS_SCOPE, ROUTER_SCOPE = ".mlp.experts", ".mlp.gate"
@@ -60,14 +60,10 @@ def moe_model(layers: int, experts: int, top_k: int) -> torch.nn.Module:
     return make_untrained_model(config)
 
 
-def node_scopes(path: str) -> dict[str, str]:
-    """ONNX node name -> the innermost module scope the exporter recorded for it."""
-    scopes = {}
-    for node in onnx.load(path, load_external_data=False).graph.node:
-        meta = {p.key: p.value for p in node.metadata_props}
-        names = json.loads(meta.get("pkg.torch.onnx.name_scopes", "[]").replace("'", '"'))
-        scopes[node.name] = ".".join(n for n in names[:-1] if n) if names else ""
-    return scopes
+def node_scopes_of(path: str) -> dict[str, list[str]]:
+    """ONNX node name -> the module scopes the exporter recorded for it."""
+    graph = onnx.load(path, load_external_data=False).graph
+    return {node.name: node_scopes(node) for node in graph.node}
 
 
 def decode_shares(path: str, ids: torch.Tensor, new_tokens: int) -> dict:
@@ -79,13 +75,15 @@ def decode_shares(path: str, ids: torch.Tensor, new_tokens: int) -> dict:
         kernels = read_kernels(trace)
     finally:
         os.remove(trace)
-    scopes = node_scopes(path)
-    decode = kernels[kernels["run"] >= 1].copy()  # run 0 is the prefill
+    scopes = node_scopes_of(path)
+    decode = kernels[kernels["run"] >= 1]  # run 0 is the prefill
     steps = max(int(decode["run"].nunique()), 1)
-    decode["scope"] = decode["node"].map(lambda n: scopes.get(n, ""))
-    total = decode["ms"].sum()
-    experts = decode[decode["scope"].str.contains(EXPERTS_SCOPE, regex=False)]["ms"].sum()
-    router = decode[decode["scope"].str.contains(ROUTER_SCOPE, regex=False)]["ms"].sum()
+
+    def ms_in(scope: str) -> float:
+        inside = decode["node"].map(lambda n: any(scope in s for s in scopes.get(n, [])))
+        return float(decode[inside]["ms"].sum())
+
+    total, experts, router = decode["ms"].sum(), ms_in(EXPERTS_SCOPE), ms_in(ROUTER_SCOPE)
     return {
         "step_kernel_ms": total / steps,
         "experts_ms": experts / steps,
