@@ -314,3 +314,23 @@ def test_cli_takes_quantize():
     assert parser.parse_args(["compare"]).quantize is None
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "--model", "tiny:llama", "-o", "out", "--quantize", "int3"])
+
+
+def test_moe_int4_export_runs_and_is_reported(tmp_path):
+    """A mixture-of-experts export quantizes, validates as a quantized file, and
+    quantization_report measures it. The routed experts' weights are gathered per token
+    (experts_gathered), not read by a MatMul: ONNX Runtime's quantizer leaves them
+    float; the projections of the attention and the lm_head become MatMulNBits."""
+    import diag
+
+    model = get_untrained_model_with_inputs("qwen3_moe")["model"]
+    int4 = export_causal_lm(model, tmp_path / "model.onnx", quantize="int4")
+    assert int4.validation.ok
+    proto = onnx.load(int4.filename, load_external_data=False)
+    ops = count_ops(proto)
+    layers = model.config.num_hidden_layers
+    # per layer: packed q/k/v and o_proj; plus the lm_head
+    assert ops["MatMulNBits"] == 2 * layers + 1
+    report = diag.quantization_report(model, int4, [[5, 17, 256, 1024]], max_new_tokens=4, text=None)
+    agreement = report.table["top1_agreement"]
+    assert ((agreement >= 0) & (agreement <= 1)).all()
