@@ -46,7 +46,8 @@ def model_name(model: torch.nn.Module) -> str:
 
 def check_causal_lm(model: Any) -> None:
     """Raises a TypeError saying what to do when ``model`` is not a causal LM of
-    transformers with a key/value cache."""
+    transformers with a key/value cache, or has experts the installed transformers
+    runs in a way no trace can follow."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
             f"export_causal_lm expects a torch causal LM (e.g. AutoModelForCausalLM), got "
@@ -65,6 +66,11 @@ def check_causal_lm(model: Any) -> None:
             f"{type(model).__name__}.forward does not take input_ids and a key/value cache: "
             "export_causal_lm exports decoder-only causal LMs with a key/value cache."
         )
+    from diag.compat.moe_blocks import unexportable_experts
+
+    experts = unexportable_experts(model)
+    if experts is not None:
+        raise TypeError(f"{type(model).__name__}: {experts}")
 
 
 def _fix_mask_dim(model_ir: ir.Model) -> None:

@@ -11,6 +11,9 @@ Runtime's ``accuracy_level``, which matrices); :func:`quantize_model` does it:
   take other bits (``lm_head_bits=8``: a second pass of the same quantizer on that
   node alone); with ``embedding=True`` the embedding ``Gather`` becomes a
   ``GatherBlockQuantized`` (see below);
+* the expert tables of a mixture-of-experts export (3-D weights a ``Gather`` reads per
+  token) become ``GatherBlockQuantized`` in the same bits and block size
+  (:mod:`diag.export.quantize_experts`; ``method="nbits"`` only);
 * ``method="dynamic"`` (8 bits): :func:`onnxruntime.quantization.quantize_dynamic`,
   int8 weights per channel and activations quantized at run time
   (``DynamicQuantizeMatMul`` / ``MatMulInteger``).
@@ -51,6 +54,7 @@ import onnx
 from onnx import numpy_helper
 
 from diag import contract
+from diag.export.quantize_experts import quantize_expert_tables
 
 METHODS = ("nbits", "dynamic")
 #: ``accuracy_level`` of ``MatMulNBits``: the type its inputs are computed in
@@ -343,6 +347,8 @@ def _quantize_nbits(
     quantized = _nbits_pass(proto, options, options.bits, exclude, ops)
     if share:
         share_tied_embedding(quantized, tied.output[0])
+    # the experts of a mixture-of-experts export, gathered per token, not MatMul weights
+    quantize_expert_tables(quantized, options.bits, options.block_size)
     return quantized
 
 

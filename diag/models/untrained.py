@@ -19,11 +19,15 @@ say, which is why diag reads the cache's shapes from the model
 * ``gpt_neox``: no key/value head attribute at all, every head cached.
 
 The weights are random but deterministic (seeded). Their scale is raised above the
-usual ``initializer_range=0.02`` (0.1, and 0.3 for gpt2) so that greedy decoding picks
+usual ``initializer_range=0.02`` (0.1, 0.2 for qwen3_moe and 0.3 for gpt2) so that greedy decoding picks
 varied tokens with clear margins between the top logits: with the default scale some
 seeds repeat one or a few tokens (gpt2 always does), and a model repeating one token
 would make every parity test between two runtimes pass trivially. With these scales
 30 greedy tokens hold 22 to 30 distinct ones over the seeds 0-5 for every architecture.
+
+The mixture-of-experts architectures (qwen2_moe, qwen3_moe, olmoe, gpt_oss, granitemoe,
+phimoe) have 4 experts of 32 (qwen2_moe adds a shared expert of 64), 2 chosen per
+token, so that a batch of a few tokens routes to every expert.
 
 gemma2 alternates a sliding-window layer and a full-attention layer; its window (512)
 covers every position, so its sliding cache layer never drops tokens in the lengths

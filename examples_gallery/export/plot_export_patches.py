@@ -33,7 +33,7 @@ import pandas
 import torch
 
 import diag
-from diag.export.patches import TORCH_PATCHES, TRANSFORMERS_PATCHES
+from diag.export.patches import EXPERTS_PATCHES, TORCH_PATCHES, TRANSFORMERS_PATCHES
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -88,7 +88,7 @@ except Exception as e:
 # installed version is skipped with a note, so a new release of torch or
 # transformers never breaks the import.
 
-for patch in TORCH_PATCHES + TRANSFORMERS_PATCHES:
+for patch in TORCH_PATCHES + TRANSFORMERS_PATCHES + EXPERTS_PATCHES:
     print(f"* {patch.name} [{patch.kind}]\n  replaces {patch.target}")
     print(textwrap.fill(f"why: {patch.why}", width=96, initial_indent="  ", subsequent_indent="  "))
 

@@ -23,7 +23,7 @@ from diag.export.validate import validate_causal_lm
 from diag.export.validation_inputs import make_step_inputs
 from diag.models import get_untrained_model_with_inputs
 from diag.models.cache_layout import cache_layout
-from unittests.conftest import TINY_ARCHITECTURES
+from unittests.conftest import TINY_ARCHITECTURES, moe_params
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def check_graph_is_lean(filename: str, min_size: int = 2**16) -> None:
     assert not duplicated, f"{len(duplicated)} weights stored twice"
 
 
-@pytest.mark.parametrize("name", TINY_ARCHITECTURES)
+@pytest.mark.parametrize("name", TINY_ARCHITECTURES + moe_params())
 def test_tiny_architecture_exports_and_validates(exports, name):
     if name == "falcon" and hasattr(
         get_untrained_model_with_inputs(name)["model"].transformer, "_update_causal_mask"

@@ -314,3 +314,30 @@ def test_cli_takes_quantize():
     assert parser.parse_args(["compare"]).quantize is None
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "--model", "tiny:llama", "-o", "out", "--quantize", "int3"])
+
+
+def test_moe_int4_export_runs_and_is_reported(tmp_path):
+    """A mixture-of-experts export quantizes, validates as a quantized file, and
+    quantization_report measures it: the attention's projections and the lm_head
+    become MatMulNBits, the expert tables (gathered per token) GatherBlockQuantized,
+    and no 3-D float weight is left."""
+    import diag
+
+    model = get_untrained_model_with_inputs("qwen3_moe")["model"]
+    int4 = export_causal_lm(model, tmp_path / "model.onnx", quantize="int4")
+    assert int4.validation.ok
+    proto = onnx.load(int4.filename, load_external_data=False)
+    ops = count_ops(proto)
+    layers = model.config.num_hidden_layers
+    # per layer: packed q/k/v and o_proj; plus the lm_head
+    assert ops["MatMulNBits"] == 2 * layers + 1
+    # per layer: the gate/up table and the down table of the routed experts
+    assert ops["GatherBlockQuantized"] == 2 * layers
+    tables = {i.name for i in proto.graph.initializer
+              if len(i.dims) == 3 and i.data_type == onnx.TensorProto.FLOAT}  # fmt: skip
+    float_gathers = [n.name for n in proto.graph.node
+                     if n.op_type in ("Gather", "GatherND") and n.input[0] in tables]  # fmt: skip
+    assert float_gathers == []
+    report = diag.quantization_report(model, int4, [[5, 17, 256, 1024]], max_new_tokens=4, text=None)
+    agreement = report.table["top1_agreement"]
+    assert ((agreement >= 0) & (agreement <= 1)).all()

@@ -11,14 +11,14 @@ from diag.compat.transformers_api import cache_argument, output_cache
 from diag.helpers.cache_helper import cache_to_list
 from diag.models import get_untrained_model_with_inputs, list_tiny_models
 from diag.models.untrained import get_tiny_config
-from unittests.conftest import TINY_ARCHITECTURES
+from unittests.conftest import MOE_ARCHITECTURES, TINY_ARCHITECTURES, moe_params
 
 
 def test_list_tiny_models_matches_the_suite():
-    assert sorted(TINY_ARCHITECTURES) == list_tiny_models()
+    assert sorted(TINY_ARCHITECTURES + MOE_ARCHITECTURES) == list_tiny_models()
 
 
-@pytest.mark.parametrize("name", TINY_ARCHITECTURES)
+@pytest.mark.parametrize("name", TINY_ARCHITECTURES + moe_params())
 def test_forward_on_dummy_inputs(name):
     data = get_untrained_model_with_inputs(name)
     model, inputs, config = data["model"], data["inputs"], data["config"]
@@ -66,7 +66,7 @@ def test_dynamic_dims_distinct(name):
     assert len(data["dynamic_shapes"][name]) == 2 * data["config"].num_hidden_layers
 
 
-@pytest.mark.parametrize("name", TINY_ARCHITECTURES)
+@pytest.mark.parametrize("name", TINY_ARCHITECTURES + moe_params())
 def test_greedy_tokens_vary(name):
     model = get_untrained_model_with_inputs(name)["model"]
     prompt = torch.tensor([[1, 506, 2093, 314, 30]])

@@ -15,9 +15,11 @@ from diag.ort import OrtBackend, get_backend, onnx_generate
 from unittests.conftest import (
     TINY_ARCHITECTURES,  # noqa: F401  (the list is the source of truth)
     left_padded_prompts,
+    moe_params,
 )
 
-ARCHITECTURES = TINY_ARCHITECTURES
+#: the zoo, with the mixture-of-experts families (all but one pinned)
+ARCHITECTURES = TINY_ARCHITECTURES + moe_params()
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)

@@ -12,6 +12,12 @@ A module may have several candidate values (the key/value ``present`` tensors a 
 also produces): the one whose shape at run time equals the torch output's is the
 match; if several do, the last produced.
 
+On a mixture-of-experts model the router of each layer is read too
+(:mod:`.routing`): ``details["routing"]`` lists the tokens whose experts differ
+between the two sides (layer, token, both expert sets, both router margins), which
+the report prints after the table: a near tie in routing moves a whole expert's
+output, more than any rounding.
+
 Tolerance
 ---------
 
@@ -60,6 +66,7 @@ from diag.diagnose.layers.onnx_intermediates import (
     logits_name,
     session_with_outputs,
 )
+from diag.diagnose.layers.routing import router_candidates, router_modules, routing_flips
 from diag.diagnose.layers.stages import Stage, model_stages
 from diag.diagnose.layers.torch_capture import run_torch
 
@@ -103,6 +110,10 @@ class LayerLocalization:
         unmatched = self.details.get("unmatched")
         if unmatched:
             text += f"\nnot found in the ONNX graph (not compared): {', '.join(unmatched)}"
+        flips = self.details.get("routing")
+        if flips:
+            text += f"\nthe router chose other experts for {len(flips)} token(s):"
+            text += "".join(f"\n  {flip}" for flip in flips)
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +123,7 @@ class LayerLocalization:
             "tol": self.tol,
             "method": self.method,
             "table": self.table.to_dict(orient="records"),
+            "routing": [vars(flip) for flip in self.details.get("routing", [])],
         }
 
 
@@ -201,9 +213,15 @@ def localize_layer(
         method = "residual stream"
         cands = candidates_from_residuals(model_ir, stages)
 
-    expected = run_torch(model, stages, feeds)
+    # mixture-of-experts layers: the router's logits on both sides (routing.py)
+    routers = router_modules(model, stages)
+    router_stages = [Stage(name, "router", layer, model.get_submodule(name))
+                     for layer, (name, _) in routers.items()]  # fmt: skip
+    router_values = router_candidates(model_ir, routers)
+    expected = run_torch(model, stages + router_stages, feeds)
     logits = logits_name(model_ir)
-    wanted = sorted({n for names in cands.values() for n in names} | {logits})
+    wanted = {n for names in [*cands.values(), *router_values.values()] for n in names}
+    wanted = sorted(wanted | {logits})
     ort_feeds = onnx_feeds(model_ir, feeds, model)
     sess = session_with_outputs(model_ir, wanted, providers)
     del model_ir  # the session holds its own copy of the weights
@@ -233,6 +251,13 @@ def localize_layer(
         )  # fmt: skip
         if not ok and culprit is None:
             culprit = st
+    flips = []
+    for layer, (name, top_k) in routers.items():
+        ref = expected[name]
+        shaped = [n for n in router_values[name] if tuple(values[n].shape) == tuple(ref.shape)]
+        if shaped:  # the first value of the router's shape is its logits
+            got = np.asarray(values[shaped[0]], dtype=np.float32)
+            flips += routing_flips(layer, top_k, ref.numpy(), got)
     table = pd.DataFrame(rows)
     table["layer"] = table["layer"].astype("Int64")
     return LayerLocalization(
@@ -241,7 +266,10 @@ def localize_layer(
         culprit_layer=culprit.layer if culprit else None,
         tol=tol,
         method=method,
-        details={"unmatched": [r["stage"] for r in rows if r["onnx_name"] is None]},
+        details={
+            "unmatched": [r["stage"] for r in rows if r["onnx_name"] is None],
+            "routing": flips,
+        },
     )
 
 

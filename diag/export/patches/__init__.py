@@ -6,6 +6,8 @@
   not compute what eager torch computes;
 * :mod:`~diag.export.patches.transformers_patches`: transformers code that a trace
   would specialise to the example inputs;
+* :mod:`~diag.export.patches.experts_patches`: transformers' mixture-of-experts
+  blocks, whose experts a trace cannot follow;
 * :mod:`~diag.export.patches.registry`: the built-in patches by kind
   (:func:`selected_patches`);
 * :mod:`~diag.export.patches.context`: the context manager :func:`torch_export_patches`
@@ -16,9 +18,15 @@ from __future__ import annotations
 
 from diag.export.patches.context import PatchReport, torch_export_patches
 from diag.export.patches.patch import Patch, PatchTargetMissing, resolve_target
-from diag.export.patches.registry import TORCH_PATCHES, TRANSFORMERS_PATCHES, selected_patches
+from diag.export.patches.registry import (
+    EXPERTS_PATCHES,
+    TORCH_PATCHES,
+    TRANSFORMERS_PATCHES,
+    selected_patches,
+)
 
 __all__ = [
+    "EXPERTS_PATCHES",
     "TORCH_PATCHES",
     "TRANSFORMERS_PATCHES",
     "Patch",

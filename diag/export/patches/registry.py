@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from diag.export.patches.experts_patches import EXPERTS_PATCHES
 from diag.export.patches.patch import Patch
 from diag.export.patches.torch_patches import TORCH_PATCHES
 from diag.export.patches.transformers_patches import TRANSFORMERS_PATCHES
@@ -18,7 +19,8 @@ def selected_patches(patch_transformers: bool = True, patch_torch: bool = True) 
         patches.extend(TORCH_PATCHES)
     if patch_transformers:
         patches.extend(TRANSFORMERS_PATCHES)
+        patches.extend(EXPERTS_PATCHES)
     return patches
 
 
-__all__ = ["TORCH_PATCHES", "TRANSFORMERS_PATCHES", "selected_patches"]
+__all__ = ["EXPERTS_PATCHES", "TORCH_PATCHES", "TRANSFORMERS_PATCHES", "selected_patches"]
