@@ -37,12 +37,13 @@ _LAZY: dict[str, str] = {
     "generate": "diag.generation",
     "GenerateResult": "diag.generation",
     "UNSET": "diag.generation",
+    "open_steps": "diag.generation",
     # export
     "torch_export_patches": "diag.export",
     "to_onnx": "diag.export",
     "export_causal_lm": "diag.export",
     # onnxruntime, and the contract it reads an exported model against
-    "onnx_generate": "diag.ort",
+    "onnx_generate": "diag.generation",
     "read_contract": "diag.contract",
     "detect_layout": "diag.contract.detect",
     "inspect_onnx": "diag.contract.inspection",
