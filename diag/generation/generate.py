@@ -99,7 +99,9 @@ def generate(
         res.finish_reasons, res.texts(tokenizer)
     """
     steps = open_steps(model)
-    options = resolve_options(generation_config, steps.defaults, **named_options(locals()), **kwargs)
+    options = resolve_options(
+        generation_config, steps.defaults, **named_options(locals()), **kwargs
+    )
     return run_generation(
         steps,
         input_ids,

@@ -109,7 +109,9 @@ def onnx_generate(
             "the steps with diag.generation.open_steps(...) and pass them to onnx_generate "
             "instead."
         )
-    options = resolve_options(generation_config, steps.defaults, **named_options(locals()), **kwargs)
+    options = resolve_options(
+        generation_config, steps.defaults, **named_options(locals()), **kwargs
+    )
     output = run_generation(
         steps,
         input_ids,

@@ -67,8 +67,9 @@ def is_onnx_model(obj: Any) -> bool:
     """
     if isinstance(obj, (str, os.PathLike)):
         return True
-    module = type(obj).__module__
-    return any(module == m or module.startswith(m + ".") for m in _ONNX_MODULES)
+    # by the classes' modules, a subclass (of OrtBackend, of InferenceSession) included
+    modules = [cls.__module__ for cls in type(obj).__mro__]
+    return any(m == o or m.startswith(o + ".") for m in modules for o in _ONNX_MODULES)
 
 
 def _is_step_backend(obj: Any) -> bool:
