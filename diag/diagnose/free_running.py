@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence
-from diag.diagnose.sides import comparison_options, generate_side
+from diag.diagnose.sides import comparison_options, generate_sides
 from diag.generation.decoding import check_inputs
 from diag.generation.steps import open_steps
 
@@ -75,8 +75,7 @@ def first_divergence(
         torch_side.defaults, max_new_tokens, {**decoding, "seed": seed}, who="first_divergence"
     )
     onnx_side = open_steps(onnx_model_or_session, providers=providers, what="onnx_model_or_session")
-    pt = generate_side(torch_side, input_ids, attention_mask, options, seed)
-    ox = generate_side(onnx_side, input_ids, attention_mask, options, seed)
+    pt, ox = generate_sides(torch_side, onnx_side, input_ids, attention_mask, options, seed)
     return find_divergence(
         pt.generated(),
         ox.generated(),

@@ -1,9 +1,10 @@
 """Two sides of a comparison decoded alike: the options both use
 (:func:`comparison_options`: greedy unless sampling is asked, sampling needs a seed,
-the raw logits kept) and one side's generation with them (:func:`generate_side`).
+the raw logits kept), one side's generation with them (:func:`generate_side`) and
+both sides' (:func:`generate_sides`).
 
 :func:`~diag.diagnose.free_running.first_divergence` and :mod:`diag.testing` both
-compare through these two functions.
+compare through these functions.
 
 >>> options, seed = comparison_options(None, 3, {"top_k": 5})
 >>> options.do_sample, options.output_logits, seed
@@ -71,4 +72,29 @@ def generate_side(
         )
 
 
-__all__ = ["comparison_options", "generate_side"]
+def generate_sides(
+    reference: Steps,
+    candidate: Steps,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    options: DecodingOptions,
+    seed: int | None = None,
+) -> tuple[GenerateResult, GenerateResult]:
+    """Both sides' results on the same prompt, options and seed: what a comparison
+    reads (their :meth:`~diag.generation.result.GenerateResult.generated` rows and
+    logits).
+
+    >>> from diag.generation.steps import open_steps
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> side = open_steps(get_untrained_model_with_inputs("llama")["model"])
+    >>> options, seed = comparison_options(side.defaults, 2, {})
+    >>> a, b = generate_sides(side, side, torch.tensor([[5, 6, 7]]), None, options, seed)
+    >>> a.generated() == b.generated()
+    True
+    """
+    a = generate_side(reference, input_ids, attention_mask, options, seed)
+    b = generate_side(candidate, input_ids, attention_mask, options, seed)
+    return a, b
+
+
+__all__ = ["comparison_options", "generate_side", "generate_sides"]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import first_divergent_step
-from diag.diagnose.sides import comparison_options, generate_side
+from diag.diagnose.sides import comparison_options, generate_sides
 from diag.generation.steps import open_steps
 from diag.testing.noise import float32_noise, model_dtype, tolerance_of
 from diag.testing.prompts import encode_prompts
@@ -109,8 +109,7 @@ def assert_logits_close(
     cand = open_steps(candidate, providers=providers, what="candidate")
     options, seed = comparison_options(ref.defaults, max_new_tokens, {})
     input_ids, attention_mask = encode_prompts(inputs, tokenizer)
-    a = generate_side(ref, input_ids, attention_mask, options, seed)
-    b = generate_side(cand, input_ids, attention_mask, options, seed)
+    a, b = generate_sides(ref, cand, input_ids, attention_mask, options, seed)
     counts = _compared_steps(a.generated(), b.generated())
     rtol = 0.0 if rtol is None else rtol
     dtype = model_dtype(ref, cand)

@@ -24,7 +24,7 @@ import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence, first_divergent_step
 from diag.diagnose.layers.localize import DEFAULT_TOL
-from diag.diagnose.sides import comparison_options, generate_side
+from diag.diagnose.sides import comparison_options, generate_sides
 from diag.generation.steps import Steps, open_steps
 from diag.testing.prompts import encode_prompts
 from diag.testing.prompts import prompt_rows as _prompt_rows
@@ -131,10 +131,11 @@ def assert_same_tokens(
     options, seed = comparison_options(defaults, max_new_tokens, decoding_options)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
     input_ids, attention_mask = encode_prompts(prompts, tokenizer, pad)
-    a = generate_side(ref, input_ids, attention_mask, options, seed)
-    b = generate_side(cand, input_ids, attention_mask, options, seed)
+    a, b = generate_sides(ref, cand, input_ids, attention_mask, options, seed)
     rows_a, rows_b = a.generated(), b.generated()
-    failing = [r for r in range(len(rows_a)) if first_divergent_step(rows_a[r], rows_b[r]) is not None]
+    failing = [
+        r for r in range(len(rows_a)) if first_divergent_step(rows_a[r], rows_b[r]) is not None
+    ]
     if not failing:
         return rows_a
     prompts_read = _prompt_rows(input_ids, attention_mask)
