@@ -37,7 +37,6 @@ _LAZY: dict[str, str] = {
     "generate": "diag.generation",
     "GenerateResult": "diag.generation",
     "UNSET": "diag.generation",
-    "open_steps": "diag.generation",
     # export
     "torch_export_patches": "diag.export",
     "to_onnx": "diag.export",

@@ -1,6 +1,6 @@
-"""Generation: the door (:func:`open_steps`), the backend-neutral decoding loop, the
-run both public functions share (:func:`run_generation`), the torch backend,
-``generate`` and ``onnx_generate``.
+"""Generation: the door (:func:`open_steps`), the backend-neutral decoding loop and
+its token choice strategies, the run both public functions share
+(:func:`run_generation`), the torch backend, ``generate`` and ``onnx_generate``.
 
 Example::
 
@@ -16,7 +16,12 @@ from diag.generation.onnx_generate import onnx_generate
 from diag.generation.options import UNSET, DecodingOptions, resolve_options
 from diag.generation.prompt import prepare_prompt
 from diag.generation.result import GenerateResult
-from diag.generation.sampling import build_logits_processor, choose_tokens
+from diag.generation.sampling import (
+    TokenChoice,
+    build_logits_processor,
+    choose_tokens,
+    token_choice,
+)
 from diag.generation.steps import Steps, open_steps
 from diag.generation.streaming import GenerationStream, TextDeltas, stream_decode
 from diag.generation.torch_backend import TorchBackend
@@ -29,6 +34,7 @@ __all__ = [
     "StepEvent",
     "Steps",
     "TextDeltas",
+    "TokenChoice",
     "TorchBackend",
     "UNSET",
     "build_logits_processor",
@@ -44,4 +50,5 @@ __all__ = [
     "run_generation",
     "stream",
     "stream_decode",
+    "token_choice",
 ]

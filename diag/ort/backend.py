@@ -106,7 +106,7 @@ class OrtBackend:
                 raise ValueError(
                     f"the {layout.name} layout runs a prefill graph ({layout.files[0] if layout.files else 'prefill'}) "
                     "before the decode one: pass prefill_session=, or open the folder with "
-                    "diag.open_steps(folder)."
+                    "diag.generation.open_steps(folder)."
                 )
             self._prefill = Runner(prefill_session, self.device_type, self.device_id)
             self._prefill_outputs = [layout.logits] + [
