@@ -276,11 +276,12 @@ def make_runner(name: str, source: str, threads: int):
 
         return run
     if name.startswith("onnx_generate"):
-        from diag.ort import OrtBackend, get_backend, make_session, onnx_generate
+        from diag.generation import onnx_generate, open_steps
+        from diag.ort import OrtBackend, make_session
 
         # no spinning: the idle workers would busy-wait against the one measured
         session = make_session(source, intra_op_num_threads=threads, allow_spinning=False)
-        backend = OrtBackend(session, prefill_chunk=None) if name == ONE_SHOT else get_backend(session)
+        backend = OrtBackend(session, prefill_chunk=None) if name == ONE_SHOT else open_steps(session).backend
 
         def run(ids, n):
             res = onnx_generate(

@@ -51,9 +51,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prompts import PROMPTS  # noqa: E402
 
 from diag.export import export_causal_lm  # noqa: E402
-from diag.generation import generate  # noqa: E402
+from diag.generation import (  # noqa: E402
+    generate,  # noqa: E402
+    onnx_generate,
+    open_steps,
+)
 from diag.models import load_pretrained  # noqa: E402
-from diag.ort import get_backend, make_session, onnx_generate  # noqa: E402
+from diag.ort import make_session  # noqa: E402
 from diag.ort.profiling import profile_by_op_type  # noqa: E402
 from diag.ort.session import machine_is_busy, physical_cores  # noqa: E402
 
@@ -273,9 +277,9 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     spinning = {"auto": None, "on": True, "off": False}[args.spinning]
     if spinning is None:
         spinning = not machine_is_busy()
-    session = get_backend(
+    session = open_steps(
         make_session(onnx_path, intra_op_num_threads=threads, allow_spinning=spinning)
-    )
+    ).backend
 
     floor_session, floor_feeds, floor_products = matmul_floor_session(
         os.fspath(onnx_path), threads, spinning

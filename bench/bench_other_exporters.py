@@ -36,8 +36,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
+from diag.generation import onnx_generate, open_steps  # noqa: E402
 from diag.models.pretrained import ensure_model_folder, load_tokenizer  # noqa: E402
-from diag.ort import get_backend, onnx_generate  # noqa: E402
 
 PROMPT = "def print_prime(n):"
 
@@ -95,7 +95,7 @@ def main() -> None:
         ids = tok(PROMPT, return_tensors="pt").input_ids
         n = args.new_tokens
 
-        backend = get_backend(folder)
+        backend = open_steps(folder).backend
         og_model = og.Model(folder)
 
         def run_diag() -> list[int]:

@@ -36,8 +36,9 @@ from prompts import PROMPTS  # noqa: E402
 
 from diag import contract  # noqa: E402
 from diag.export import export_causal_lm  # noqa: E402
+from diag.generation import onnx_generate, open_steps  # noqa: E402
 from diag.models import load_pretrained  # noqa: E402
-from diag.ort import get_backend, make_session, onnx_generate  # noqa: E402
+from diag.ort import make_session  # noqa: E402
 from diag.ort.session import physical_cores  # noqa: E402
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     mask = torch.ones_like(ids)
     backends = {}
     for name, path in (("onnx before", args.before), ("onnx logits_to_keep", after)):
-        backend = get_backend(make_session(path, intra_op_num_threads=threads))
+        backend = open_steps(make_session(path, intra_op_num_threads=threads)).backend
         backends[name] = backend
         print(f"{name}: {path} (logits_to_keep input: {backend.contract.has_logits_to_keep})")
 

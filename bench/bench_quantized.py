@@ -55,9 +55,10 @@ from prompts import PROMPTS  # noqa: E402
 import diag  # noqa: E402
 from diag.export import QuantizeOptions, export_causal_lm  # noqa: E402
 from diag.export.export_cache import cache_dir, read_sidecar  # noqa: E402
+from diag.generation import onnx_generate, open_steps  # noqa: E402
 from diag.helpers.bandwidth import measure_bandwidth  # noqa: E402
-from diag.ort import get_backend, make_session, onnx_generate  # noqa: E402
-from diag.ort.generate import single_torch_thread  # noqa: E402
+from diag.helpers.torch_helper import single_torch_thread  # noqa: E402
+from diag.ort import make_session  # noqa: E402
 from diag.ort.session import physical_cores  # noqa: E402
 
 CODE = [
@@ -139,7 +140,7 @@ class DiagRunner:
     def __init__(self, path: str, model: Any, tokenizer: Any, threads: int, spinning: bool | None = None) -> None:
         session = make_session(path, intra_op_num_threads=threads, allow_spinning=spinning)
         self.spinning = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
-        self.backend = get_backend(session)
+        self.backend = open_steps(session).backend
         self.model, self.tokenizer = model, tokenizer
 
     def run(self, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> tuple[float, float]:

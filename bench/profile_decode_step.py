@@ -35,8 +35,8 @@ from bench_quantized import GenaiRunner  # noqa: E402
 import diag  # noqa: E402
 from diag.export import export_causal_lm  # noqa: E402
 from diag.export.export_cache import cache_dir  # noqa: E402
-from diag.ort import onnx_generate, open_backend  # noqa: E402
-from diag.ort.generate import single_torch_thread  # noqa: E402
+from diag.generation import onnx_generate, open_steps  # noqa: E402
+from diag.helpers.torch_helper import single_torch_thread  # noqa: E402
 from diag.ort.profiling import read_kernels  # noqa: E402
 from diag.ort.session import default_session_options, physical_cores  # noqa: E402
 
@@ -61,11 +61,11 @@ def generate(backend, ids: torch.Tensor, steps: int):
 def profile(path: str, ids: torch.Tensor, steps: int, threads: int) -> tuple[pandas.DataFrame, dict]:
     """Per op type: calls and ms per decode step; the sums and the step's times."""
     # the wall time of a step, without the profiler
-    backend = open_backend(path, session_options=default_session_options(intra_op_num_threads=threads))
+    backend = open_steps(path, session_options=default_session_options(intra_op_num_threads=threads)).backend
     generate(backend, ids, 4)
     wall = 1e3 * generate(backend, ids, steps).decode_seconds / steps
     options = default_session_options(intra_op_num_threads=threads, enable_profiling=True)
-    backend = open_backend(path, session_options=options)
+    backend = open_steps(path, session_options=options).backend
     generate(backend, ids, steps)
     trace = backend.session.end_profiling()
     try:

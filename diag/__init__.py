@@ -42,7 +42,7 @@ _LAZY: dict[str, str] = {
     "to_onnx": "diag.export",
     "export_causal_lm": "diag.export",
     # onnxruntime, and the contract it reads an exported model against
-    "onnx_generate": "diag.ort",
+    "onnx_generate": "diag.generation",
     "read_contract": "diag.contract",
     "detect_layout": "diag.contract.detect",
     "inspect_onnx": "diag.contract.inspection",

@@ -56,11 +56,11 @@ def moe_params() -> list:
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """One torch thread for a whole module (:func:`diag.ort.generate.single_torch_thread`,
+    """One torch thread for a whole module (:func:`diag.helpers.torch_helper.single_torch_thread`,
     the setting restored afterwards). Modules of small models or of ``[batch, vocab]``
     rows take it: on a loaded 2-core machine two torch threads spin-waiting on each
     other, or on ONNX Runtime's pool, make every small op many times slower."""
-    from diag.ort.generate import single_torch_thread
+    from diag.helpers.torch_helper import single_torch_thread
 
     with single_torch_thread():
         yield

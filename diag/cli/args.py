@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 BACKENDS = ("torch", "onnx", "hf")
@@ -200,19 +201,45 @@ def add_chat_and_warmup_arguments(parser: argparse.ArgumentParser, warmup_help: 
     )
 
 
-#: the decoding options of :func:`add_decoding_arguments` that a command passes only
-#: when the user gives them (their parser default, None, means "not given": the
-#: model's generation config applies, as in ``model.generate``)
-DECODING_OPTIONS = (
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "repetition_penalty",
-    "num_return_sequences",
-)
-
 _MODEL_DEFAULT = "default: the model's generation config, else transformers'"
+
+#: the decoding options a command passes only when the user gives them, each a
+#: :class:`~diag.generation.options.DecodingOptions` field, with its argument (the
+#: parser default, None, means "not given": the model's generation config applies,
+#: as in ``model.generate``)
+_DECODING_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "do_sample": dict(
+        action=argparse.BooleanOptionalAction,
+        help="sample the next token instead of taking the most likely one (greedy); "
+        f"--no-do-sample forces greedy decoding ({_MODEL_DEFAULT}: greedy)",
+    ),
+    "temperature": dict(
+        type=positive_float, help=f"divides the logits before sampling ({_MODEL_DEFAULT}: 1.0)"
+    ),
+    "top_k": dict(
+        type=non_negative_int,
+        help=f"sample among the k most likely tokens; 0 disables it ({_MODEL_DEFAULT}: 50)",
+    ),
+    "top_p": dict(
+        type=probability,
+        help="sample among the most likely tokens whose probabilities sum to p, in (0, 1] "
+        f"({_MODEL_DEFAULT}: 1.0, disabled)",
+    ),
+    "repetition_penalty": dict(
+        type=positive_float,
+        help="penalizes the tokens already present, > 1 to discourage them "
+        f"({_MODEL_DEFAULT}: 1.0)",
+    ),
+    "num_return_sequences": dict(
+        type=positive_int,
+        help=f"sequences generated per prompt; > 1 needs sampling ({_MODEL_DEFAULT}: 1)",
+    ),
+}
+
+
+#: their names (each a ``DecodingOptions`` field: ``unittests/cli/test_cli_args.py``
+#: checks it without loading torch here, so that ``--help`` answers at once)
+DECODING_OPTIONS = tuple(_DECODING_ARGUMENTS)
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
@@ -223,45 +250,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int 
     """
     group = parser.add_argument_group("decoding options")
     add_max_new_tokens_argument(group, max_new_tokens)
-    group.add_argument(
-        "--do-sample",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="sample the next token instead of taking the most likely one (greedy); "
-        f"--no-do-sample forces greedy decoding ({_MODEL_DEFAULT}: greedy)",
-    )
-    group.add_argument(
-        "--temperature",
-        type=positive_float,
-        default=None,
-        help=f"divides the logits before sampling ({_MODEL_DEFAULT}: 1.0)",
-    )
-    group.add_argument(
-        "--top-k",
-        type=non_negative_int,
-        default=None,
-        help=f"sample among the k most likely tokens; 0 disables it ({_MODEL_DEFAULT}: 50)",
-    )
-    group.add_argument(
-        "--top-p",
-        type=probability,
-        default=None,
-        help="sample among the most likely tokens whose probabilities sum to p, in (0, 1] "
-        f"({_MODEL_DEFAULT}: 1.0, disabled)",
-    )
-    group.add_argument(
-        "--repetition-penalty",
-        type=positive_float,
-        default=None,
-        help="penalizes the tokens already present, > 1 to discourage them "
-        f"({_MODEL_DEFAULT}: 1.0)",
-    )
-    group.add_argument(
-        "--num-return-sequences",
-        type=positive_int,
-        default=None,
-        help=f"sequences generated per prompt; > 1 needs sampling ({_MODEL_DEFAULT}: 1)",
-    )
+    for name, argument in _DECODING_ARGUMENTS.items():
+        group.add_argument("--" + name.replace("_", "-"), default=None, **argument)
     group.add_argument(
         "--seed", type=int, default=0, help="seed of the random generator (default: 0)"
     )

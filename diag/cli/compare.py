@@ -135,12 +135,11 @@ def run(args: argparse.Namespace) -> int:
         for name in ORDER
     }
     if getattr(args, "onnx", None):
-        from diag.ort import get_backend
+        from diag.generation import open_steps
 
         # another tool's file, its layout detected (diag.contract.detect)
-        runners["onnx"].backend = get_backend(args.onnx)
-    else:
-        runners["onnx"].export()
+        runners["onnx"].steps = open_steps(args.onnx)
+    runners["onnx"].prepare()  # the export and its session, before any timing
     singles = [encode_prompts(tokenizer, [prompt], chat=args.chat) for prompt in prompts]
 
     warmup = dataclasses.replace(options, max_new_tokens=min(2, options.max_new_tokens))

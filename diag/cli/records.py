@@ -74,9 +74,9 @@ def apply_records(
         path = record(model, prompts, args.record, tokenizer=tokenizer, batched=False, **decoding)
         print(f"wrote record {path}")
     if getattr(args, "against", None):
+        from diag.generation.steps import open_steps
         from diag.testing.record_check import check_rows
         from diag.testing.records import load_record
-        from diag.testing.sides import as_side
 
         content = load_record(args.against)
         stale = []
@@ -90,7 +90,7 @@ def apply_records(
                 "run with the record's prompts and options, or write a new one with --record"
             )
             return True
-        torch_side = as_side(model, "model")
+        torch_side = open_steps(model)
         for name, gens in generations.items():
             rows = [g.generated()[0] for g in gens]
             row_logits = [[step[0] for step in g.logits] for g in gens]

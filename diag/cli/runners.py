@@ -7,10 +7,10 @@
 
 Each runner takes the same token ids and :class:`~diag.generation.options.DecodingOptions`
 (:func:`decoding_options` builds them from the command line) and returns the
-:class:`~diag.generation.result.GenerateResult` of the call with its wall time. A
-runner passes on only the options that were given (:meth:`DecodingOptions.given`):
-every backend takes the others from the model's generation config, as
-``model.generate`` does.
+:class:`~diag.generation.result.GenerateResult` of the call with its wall time. The
+options are resolved once against the model's generation config; ``model.generate``
+gets only those that were given (:meth:`DecodingOptions.given`) and takes the others
+from that same config.
 
 Example::
 
@@ -151,10 +151,25 @@ class HFRunner(Runner):
         )
 
 
-class TorchRunner(Runner):
-    """:func:`diag.generate`."""
+class StepsRunner(Runner):
+    """diag's loop (:func:`~diag.generation.front.run_generation`) over the
+    :class:`~diag.generation.steps.Steps` opened once from :meth:`source`."""
 
-    name = "torch"
+    def __init__(self, model: Any):
+        super().__init__(model)
+        self.steps: Any = None
+
+    def source(self) -> Any:
+        """What :func:`~diag.generation.steps.open_steps` opens: the model."""
+        return self.model
+
+    def prepare(self) -> None:
+        """The steps (a session for an ONNX model), once."""
+        if self.steps is None:
+            # imported here: a run loads the backends it uses only
+            from diag.generation.steps import open_steps
+
+            self.steps = open_steps(self.source())
 
     def run(
         self,
@@ -163,23 +178,28 @@ class TorchRunner(Runner):
         options: DecodingOptions,
         seed: int,
     ) -> GenerateResult:
-        # imported here, as in the other runners: a run loads the backends it uses only
-        from diag.generation import generate
+        from diag.generation.front import run_generation
 
-        return generate(
-            self.model,
+        return run_generation(
+            self.steps,
             input_ids,
             attention_mask,
+            options,
             generator=torch.Generator().manual_seed(seed),
             return_result=True,
-            **options.given(),
         )
 
 
-class OnnxRunner(Runner):
-    """:func:`diag.onnx_generate` on the exported model (exported on the first call,
-    cached by :func:`diag.export_causal_lm`); the ONNX Runtime session is created once
-    and reused."""
+class TorchRunner(StepsRunner):
+    """:func:`diag.generate`: the loop over the torch model."""
+
+    name = "torch"
+
+
+class OnnxRunner(StepsRunner):
+    """:func:`diag.onnx_generate`: the loop over the exported model (exported on the
+    first call, cached by :func:`diag.export_causal_lm`), or over the file
+    :attr:`steps` was opened from (``compare --onnx``)."""
 
     name = "onnx"
 
@@ -196,50 +216,19 @@ class OnnxRunner(Runner):
         self.quantize = quantize
         self.cache = cache
         self.max_length = max_length
-        self.exported: Any = None
-        self.backend: Any = None
 
-    def export(self) -> Any:
-        """Exports the model (or finds it in the cache); returns the
-        :class:`diag.cli.exported_model.ExportedModel`."""
-        if self.exported is None:
-            from diag.cli.exported_model import export_for_comparison
+    def source(self) -> Any:
+        """The export's path (or the cached one's)."""
+        from diag.cli.exported_model import export_for_comparison
 
-            self.exported = export_for_comparison(
-                self.model,
-                force=self.force_export,
-                quantize=self.quantize,
-                cache=self.cache,
-                max_length=self.max_length,
-            )
-        return self.exported
-
-    def prepare(self) -> None:
-        """The export and its session, once."""
-        if self.backend is None:
-            from diag.ort import get_backend
-
-            self.backend = get_backend(self.export().path)
-
-    def run(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        options: DecodingOptions,
-        seed: int,
-    ) -> GenerateResult:
-        from diag.ort import onnx_generate
-
-        return onnx_generate(
-            self.backend,
-            input_ids,
-            attention_mask,
-            generator=torch.Generator().manual_seed(seed),
-            # the defaults model.generate and diag.generate fall back on
-            generation_config=self.model.generation_config,
-            return_result=True,
-            **options.given(),
+        exported = export_for_comparison(
+            self.model,
+            force=self.force_export,
+            quantize=self.quantize,
+            cache=self.cache,
+            max_length=self.max_length,
         )
+        return exported.path
 
 
 def make_runner(

@@ -302,6 +302,28 @@ def model_path(path: Any) -> str:
     return os.fspath(path)
 
 
+def onnx_file_in(folder: str | os.PathLike) -> str:
+    """The graph of a folder without side files: its ``model.onnx``, else its only
+    ``.onnx`` file; a :class:`ContractError` (a ValueError) when there is none or
+    several.
+
+    Example::
+
+        onnx_file_in("exported")  # 'exported/model.onnx'
+    """
+    folder = os.fspath(folder)
+    onnx_files = sorted(f for f in os.listdir(folder) if f.endswith(".onnx"))
+    if "model.onnx" in onnx_files:
+        return os.path.join(folder, "model.onnx")
+    if len(onnx_files) != 1:
+        raise ContractError(
+            f"no decoder layout found in the folder {folder!r}: no {GENAI_CONFIG} "
+            f"(onnxruntime-genai), no {TRANSFORMERS_EXPORT} (transformers' exporter) and it "
+            f"holds {len(onnx_files)} .onnx files ({onnx_files[:4]}); pass the .onnx file itself."
+        )
+    return os.path.join(folder, onnx_files[0])
+
+
 def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | None = None) -> FoundModel:
     """The model at ``path`` (a folder or an ``.onnx`` file) with its layout, detected,
     then ``layout`` applied: a :class:`Layout` replaces it, a mapping overrides fields.
@@ -324,15 +346,7 @@ def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | Non
             found = None  # another file of that folder: read it on its own
     if found is None:
         if os.path.isdir(path):
-            onnx_files = sorted(f for f in os.listdir(path) if f.endswith(".onnx"))
-            if len(onnx_files) != 1:
-                raise ContractError(
-                    f"no decoder layout found in the folder {path!r}: no {GENAI_CONFIG} "
-                    f"(onnxruntime-genai), no {TRANSFORMERS_EXPORT} (transformers' exporter) "
-                    f"and {len(onnx_files)} .onnx files ({onnx_files[:4]}); pass the .onnx "
-                    "file itself."
-                )
-            path = os.path.join(path, onnx_files[0])
+            path = onnx_file_in(path)
         defaults: dict[str, Any] = {}
         # optimum-onnx and others save the model's generation config next to the graph
         gen_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generation_config.json")
@@ -374,6 +388,7 @@ __all__ = [
     "detect_layout",
     "detect_layout_from_names",
     "find_model",
+    "onnx_file_in",
     "graph_op_types",
     "model_path",
 ]

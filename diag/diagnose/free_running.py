@@ -1,9 +1,9 @@
 """``first_divergence``: torch and ONNX generate freely, then the first step where their
 tokens differ, and why (:func:`diag.diagnose.divergence.find_divergence`).
 
-Both backends generate with the same decoding loop
-(:func:`diag.generation.decoding.decode`, greedy by default) and keep their raw logits
-at every step; the report and its near-tie verdict are those of
+Both sides are opened by :func:`~diag.generation.steps.open_steps` and generate with
+the same options (:mod:`diag.diagnose.sides`: greedy by default, raw logits kept at
+every step); the report and its near-tie verdict are those of
 :mod:`diag.diagnose.divergence`.
 
 Example::
@@ -20,15 +20,9 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence
-from diag.generation.decoding import check_inputs, decode
-from diag.generation.options import resolve_options
-from diag.ort.step_backend import as_step_backend
-
-
-def _row_streams(result: Any) -> list[list[int]]:
-    return [
-        result.new_tokens[row, :n].tolist() for row, n in enumerate(result.num_generated_tokens)
-    ]
+from diag.diagnose.sides import comparison_options, generate_sides
+from diag.generation.decoding import check_inputs
+from diag.generation.steps import open_steps
 
 
 def first_divergence(
@@ -74,31 +68,17 @@ def first_divergence(
     """
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}.")
-    if "output_logits" in decoding or "output_scores" in decoding:
-        raise ValueError("first_divergence sets output_logits itself; do not pass it.")
     input_ids, attention_mask = check_inputs(input_ids, attention_mask)
-    decoding.setdefault("do_sample", False)
-    if decoding["do_sample"] and seed is None:
-        raise ValueError(
-            "first_divergence with do_sample=True needs a seed: both sides must draw the same "
-            "random numbers for their tokens to be comparable."
-        )
-    defaults = getattr(model, "generation_config", None)
-    options = resolve_options(
-        defaults=defaults, max_new_tokens=max_new_tokens, output_logits=True, **decoding
+    torch_side = open_steps(model)
+    # the options checked before a session is made
+    options, seed = comparison_options(
+        torch_side.defaults, max_new_tokens, {**decoding, "seed": seed}, who="first_divergence"
     )
-    torch_backend = as_step_backend(model)
-    ort_backend = as_step_backend(onnx_model_or_session, providers, what="onnx_model_or_session")
-
-    def gen(backend: Any) -> Any:
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return decode(backend, input_ids, attention_mask, options, generator=generator)
-
-    pt = gen(torch_backend)
-    ox = gen(ort_backend)
+    onnx_side = open_steps(onnx_model_or_session, providers=providers, what="onnx_model_or_session")
+    pt, ox = generate_sides(torch_side, onnx_side, input_ids, attention_mask, options, seed)
     return find_divergence(
-        _row_streams(pt),
-        _row_streams(ox),
+        pt.generated(),
+        ox.generated(),
         pt.logits,
         ox.logits,
         names=("torch", "onnx"),

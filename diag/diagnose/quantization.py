@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from diag.contract.detect import onnx_file_in
 from diag.diagnose.divergence import Divergence
 from diag.diagnose.free_running import first_divergence
 from diag.diagnose.metrics import perplexity
@@ -117,16 +118,7 @@ def resolve_onnx(onnx_path_or_folder: Any) -> Any:
     if isinstance(onnx_path_or_folder, os.PathLike):
         onnx_path_or_folder = os.fspath(onnx_path_or_folder)
     if isinstance(onnx_path_or_folder, str) and os.path.isdir(onnx_path_or_folder):
-        folder = onnx_path_or_folder
-        if os.path.exists(os.path.join(folder, "model.onnx")):
-            return os.path.join(folder, "model.onnx")
-        found = sorted(n for n in os.listdir(folder) if n.endswith(".onnx"))
-        if len(found) != 1:
-            raise ValueError(
-                f"the folder {folder!r} holds {len(found)} .onnx files ({found}): give the "
-                "path of the one to compare."
-            )
-        return os.path.join(folder, found[0])
+        return onnx_file_in(onnx_path_or_folder)
     return onnx_path_or_folder
 
 
@@ -220,12 +212,12 @@ def quantization_report(
         ``max_new_tokens``; 0: none, the divergence columns stay empty)
     :return: a :class:`QuantizationReport` (``.table``, ``.plot()``, ``str()``)
 
-    Both sides are built once (:func:`~diag.ort.step_backend.as_step_backend`: one
+    Both sides are built once (:func:`~diag.generation.steps.open_steps`: one
     session for every prompt). The free-running side is greedy with no eos, so that
     each stream has ``max_new_tokens`` tokens.
     """
     from diag.contract import metadata_quantization
-    from diag.ort.step_backend import as_step_backend
+    from diag.generation.steps import open_steps
 
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -243,9 +235,9 @@ def quantization_report(
     encoded = [_encode(p, tokenizer) for p in prompts]
     text_ids = _encode(text, tokenizer) if text is not None else None
     onnx_side_input = resolve_onnx(onnx_path_or_folder)
-    torch_side = as_step_backend(model)
-    onnx_side = as_step_backend(onnx_side_input, providers, what="onnx_path_or_folder")
-    session = getattr(onnx_side, "session", None)
+    torch_side = open_steps(model)
+    onnx_side = open_steps(onnx_side_input, providers=providers, what="onnx_path_or_folder")
+    session = getattr(onnx_side.backend, "session", None)
     quantization = metadata_quantization(session) if session is not None else None
 
     rows, parts, divergences = [], [], []

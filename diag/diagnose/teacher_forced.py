@@ -23,7 +23,7 @@ import torch
 
 from diag.diagnose.metrics import step_metrics, token_log_prob
 from diag.generation.decoding import check_inputs, check_token_ids, prompt_position_ids
-from diag.ort.step_backend import as_step_backend
+from diag.generation.steps import open_steps
 
 
 def _forced_tokens(tokens: Any, batch: int, max_new_tokens: int | None) -> torch.Tensor | None:
@@ -108,8 +108,10 @@ def compare_teacher_forced(
     batch, prompt_length = input_ids.shape
     forced = _forced_tokens(tokens, batch, max_new_tokens)
     n_steps = forced.shape[1] if forced is not None else (max_new_tokens or 20)
-    torch_backend = as_step_backend(model)
-    ort_backend = as_step_backend(onnx_model_or_session, providers, what="onnx_model_or_session")
+    torch_backend = open_steps(model).backend
+    ort_backend = open_steps(
+        onnx_model_or_session, providers=providers, what="onnx_model_or_session"
+    ).backend
     # checked once the backends say their vocabulary (the smaller one: both read the ids)
     sizes = [getattr(b, "vocab_size", None) for b in (torch_backend, ort_backend)]
     vocab_size = min((v for v in sizes if v is not None), default=None)

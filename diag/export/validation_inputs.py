@@ -26,6 +26,7 @@ from diag.compat.transformers_api import (
     output_cache,
     require_cache_argument,
 )
+from diag.contract.positions import position_ids
 
 if TYPE_CHECKING:
     from diag.models.cache_layout import CacheLayout
@@ -98,9 +99,7 @@ def make_step_inputs(
         contract.ATTENTION_MASK: mask,
     }
     if with_position_ids:
-        # padding tokens get position 0 (what generate does), real ones count from 0
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        inputs[contract.POSITION_IDS] = positions[:, past:].contiguous()
+        inputs[contract.POSITION_IDS] = position_ids(mask, new=seq).contiguous()
     inputs[require_cache_argument(model, "make_step_inputs")] = make_dynamic_cache(pairs, config=model.config)
     return (inputs, pairs) if with_full_past else inputs
 

@@ -6,8 +6,14 @@ tokens lives here (logits processing, token choice, stop bookkeeping, attention 
 and position ids); the backend only runs the model for one step, see
 :class:`diag.generation.backend.StepBackend`.
 
+The loop runs in phases, each a small function: :func:`_start` (the buffers),
+:func:`_prefill` (the whole prompt, no cache), :func:`_decode_one` (the token chosen
+last, on the cache), and after each of those two :func:`_choose` (logits processing,
+the token choice of a :class:`~diag.generation.sampling.TokenChoice`, stop
+bookkeeping); :func:`_result` gathers the :class:`GenerateResult`.
+
 Batches are left-padded. Position ids follow the attention mask the way
-``model.generate`` computes them (``cumsum - 1``, padded slots at 0, then ``+1`` per
+``model.generate`` computes them (:mod:`diag.contract.positions`, then ``+1`` per
 step), so each row generates what it would generate alone. A row that produces an eos
 is finished: it keeps receiving the pad id (like transformers) while the other rows go
 on, and the loop ends when every row is finished or ``max_new_tokens`` is reached.
@@ -31,10 +37,11 @@ from typing import Any, TypeVar
 
 import torch
 
+from diag.contract.positions import position_ids as prompt_position_ids
 from diag.generation.backend import StepBackend
 from diag.generation.options import DecodingOptions
 from diag.generation.result import GenerateResult
-from diag.generation.sampling import build_logits_processor, choose_tokens
+from diag.generation.sampling import TokenChoice, build_logits_processor, token_choice
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -143,17 +150,6 @@ def check_inputs(
     return input_ids, attention_mask
 
 
-def prompt_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of a left-padded prompt, as ``model.generate`` computes them.
-
-    >>> prompt_position_ids(torch.tensor([[0, 0, 1, 1, 1]])).tolist()
-    [[0, 0, 0, 1, 2]]
-    """
-    position_ids = attention_mask.long().cumsum(-1) - 1
-    # padded slots would be -1; transformers sets them to 0 (never attended anyway)
-    return position_ids.masked_fill(attention_mask == 0, 0)
-
-
 def infer_attention_mask(input_ids: torch.Tensor, options: DecodingOptions) -> torch.Tensor:
     """The mask ``model.generate`` assumes when none is given.
 
@@ -208,6 +204,125 @@ def iter_decode(
     return _loop(backend, input_ids, attention_mask, options, generator, on_prompt, step_context)
 
 
+@dataclass
+class _Run:
+    """The state of one generation: the buffers the phases below read and write."""
+
+    #: ``[batch, prompt + max_new]`` tokens and mask, filled up to ``length``: one
+    #: buffer each, sliced at each step, rather than a column concatenated every step
+    sequences: torch.Tensor
+    mask: torch.Tensor
+    length: int
+    #: the position ids of the tokens the next step feeds
+    position_ids: torch.Tensor
+    processor: Any
+    choice: TokenChoice
+    eos: torch.Tensor | None
+    pad: torch.Tensor
+    unfinished: torch.Tensor
+    num_generated: list[int]
+    finish_reasons: list[str]
+    scores: list[torch.Tensor] | None
+    raw_logits: list[torch.Tensor] | None
+    #: ``[batch, 1]``: the tokens chosen last, which the next decode step feeds
+    next_tokens: torch.Tensor | None = None
+    step: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+def _start(
+    backend: StepBackend,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    options: DecodingOptions,
+    generator: torch.Generator | None,
+) -> _Run:
+    """The buffers of a generation of the (expanded) prompt."""
+    batch, prompt_length = input_ids.shape
+    max_new = options.num_new_tokens(prompt_length)
+    device = input_ids.device
+    total = prompt_length + max_new
+    reserve = getattr(backend, "reserve", None)
+    if reserve is not None:
+        # a backend with buffers of a fixed size refuses a longer generation now
+        reserve(batch, total)
+    sequences = torch.empty((batch, total), dtype=torch.long, device=device)
+    sequences[:, :prompt_length] = input_ids
+    mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=device)
+    mask[:, :prompt_length] = attention_mask
+    eos_ids = options.eos_token_ids
+    pad_id = options.effective_pad_token_id
+    return _Run(
+        sequences=sequences,
+        mask=mask,
+        length=prompt_length,
+        position_ids=prompt_position_ids(attention_mask),
+        processor=build_logits_processor(
+            options, prompt_length=prompt_length, attention_mask=attention_mask
+        ),
+        choice=token_choice(bool(options.do_sample), generator),
+        eos=torch.tensor(eos_ids, dtype=torch.long, device=device) if eos_ids else None,
+        pad=torch.tensor(pad_id if pad_id is not None else 0, dtype=torch.long, device=device),
+        unfinished=torch.ones(batch, dtype=torch.bool, device=device),
+        num_generated=[max_new] * batch,
+        finish_reasons=["length"] * batch,
+        scores=[] if options.output_scores else None,
+        raw_logits=[] if options.output_logits else None,
+    )
+
+
+def _prefill(backend: StepBackend, run: _Run, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """The whole prompt, no cache yet: the logits of its last position and the cache."""
+    return backend(input_ids, run.mask[:, : run.length], run.position_ids, None)
+
+
+def _decode_one(backend: StepBackend, run: _Run, past: Any) -> tuple[torch.Tensor, Any]:
+    """The token chosen last, on top of ``past``: its logits and the longer cache."""
+    run.position_ids = run.position_ids[:, -1:] + 1
+    return backend(run.next_tokens, run.mask[:, : run.length], run.position_ids, past)
+
+
+def _choose(run: _Run, logits: torch.Tensor) -> StepEvent:
+    """Processes the logits, chooses each row's token, writes it and keeps the stop
+    bookkeeping (a row that produced an eos is finished and then gets the pad id, as
+    in transformers)."""
+    logits = logits.float()
+    scores = run.processor(run.sequences[:, : run.length], logits) if run.processor else logits
+    tokens = run.choice(scores)
+    active = run.unfinished
+    if run.eos is not None:
+        tokens = torch.where(run.unfinished, tokens, run.pad)
+        run.unfinished = run.unfinished & ~torch.isin(tokens, run.eos)
+        for row in (active & ~run.unfinished).nonzero().flatten().tolist():
+            run.num_generated[row] = run.step + 1
+            run.finish_reasons[row] = "stop"
+    run.sequences[:, run.length] = tokens
+    run.length += 1
+    run.next_tokens = tokens[:, None]
+    if run.scores is not None:
+        run.scores.append(scores.clone() if scores is logits else scores)
+    if run.raw_logits is not None:
+        run.raw_logits.append(logits.clone())
+    event = StepEvent(step=run.step, token_ids=tokens, active=active, finished=~run.unfinished)
+    run.step += 1
+    return event
+
+
+def _result(run: _Run, prompt_length: int) -> GenerateResult:
+    return GenerateResult(
+        sequences=run.sequences[:, : run.length].contiguous(),
+        num_prompt_tokens=prompt_length,
+        num_generated_tokens=run.num_generated,
+        finish_reasons=run.finish_reasons,
+        scores=tuple(run.scores) if run.scores is not None else None,
+        logits=tuple(run.raw_logits) if run.raw_logits is not None else None,
+        prefill_seconds=run.prefill_seconds,
+        decode_seconds=run.decode_seconds,
+        num_steps=run.step,
+    )
+
+
 def _loop(
     backend: StepBackend,
     input_ids: torch.Tensor,
@@ -221,97 +336,29 @@ def _loop(
         # like transformers: each prompt repeated in place (rows 0,0,1,1,... for n=2)
         input_ids = input_ids.repeat_interleave(options.num_return_sequences, dim=0)
         attention_mask = attention_mask.repeat_interleave(options.num_return_sequences, dim=0)
-    batch, prompt_length = input_ids.shape
+    prompt_length = input_ids.shape[1]
     max_new = options.num_new_tokens(prompt_length)
-    device = input_ids.device
-
-    eos_ids = options.eos_token_ids
-    eos = torch.tensor(eos_ids, dtype=torch.long, device=device) if eos_ids else None
-    pad_id = options.effective_pad_token_id
-    pad = torch.tensor(pad_id if pad_id is not None else 0, dtype=torch.long, device=device)
-
-    # One buffer for the tokens and one for the mask, sliced at each step, instead of
-    # concatenating a new column to the whole history every step.
-    total = prompt_length + max_new
-    reserve = getattr(backend, "reserve", None)
-    if reserve is not None:
-        # a backend with buffers of a fixed size refuses a longer generation now
-        reserve(batch, total)
-    sequences = torch.empty((batch, total), dtype=torch.long, device=device)
-    sequences[:, :prompt_length] = input_ids
-    mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=device)
-    mask[:, :prompt_length] = attention_mask
-    position_ids = prompt_position_ids(attention_mask)
-
-    processor = build_logits_processor(
-        options, prompt_length=prompt_length, attention_mask=attention_mask
-    )
-    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    num_generated = [max_new] * batch
-    finish_reasons = ["length"] * batch
-    scores: list[torch.Tensor] | None = [] if options.output_scores else None
-    raw_logits: list[torch.Tensor] | None = [] if options.output_logits else None
-
+    run = _start(backend, input_ids, attention_mask, options, generator)
     if on_prompt is not None:
         on_prompt(input_ids)
-
-    prefill_seconds = 0.0
-    decode_seconds = 0.0
-    length = prompt_length
-    past: Any = None
-    next_tokens = input_ids
-    steps = 0
-    for step in range(max_new):
-        # entered around the step only: the consumer's code between two events runs
-        # with its own settings (onnx_generate streams with single_torch_thread)
+    if max_new == 0:
+        return _result(run, prompt_length)
+    # each phase runs inside step_context only: the consumer's code between two events
+    # runs with its own settings (onnx_generate streams with single_torch_thread)
+    with step_context():
+        begin = time.perf_counter()
+        logits, past = _prefill(backend, run, input_ids)
+        event = _choose(run, logits)
+        run.prefill_seconds += time.perf_counter() - begin
+    yield event
+    while run.step < max_new and bool(run.unfinished.any()):
         with step_context():
             begin = time.perf_counter()
-            # prefill at step 0 (the whole prompt, no cache), then only the last token
-            logits, past = backend(next_tokens, mask[:, :length], position_ids, past)
-            logits = logits.float()
-            steps += 1
-            step_scores = processor(sequences[:, :length], logits) if processor else logits
-            tokens = choose_tokens(step_scores, do_sample=options.do_sample, generator=generator)
-            active = unfinished
-            if eos is not None:
-                # finished rows get the pad id, as in transformers
-                tokens = torch.where(unfinished, tokens, pad)
-                unfinished = unfinished & ~torch.isin(tokens, eos)
-            sequences[:, length] = tokens
-            length += 1
-            if scores is not None:
-                scores.append(step_scores.clone() if step_scores is logits else step_scores)
-            if raw_logits is not None:
-                raw_logits.append(logits.clone())
-            next_tokens = tokens[:, None]
-            position_ids = position_ids[:, -1:] + 1
-            all_done = False
-            if eos is not None:
-                newly = (active & ~unfinished).nonzero().flatten().tolist()
-                for row in newly:
-                    num_generated[row] = step + 1
-                    finish_reasons[row] = "stop"
-                all_done = not bool(unfinished.any())
-            elapsed = time.perf_counter() - begin
-            if step == 0:
-                prefill_seconds += elapsed
-            else:
-                decode_seconds += elapsed
-        yield StepEvent(step=step, token_ids=tokens, active=active, finished=~unfinished)
-        if all_done:
-            break
-
-    return GenerateResult(
-        sequences=sequences[:, :length].contiguous(),
-        num_prompt_tokens=prompt_length,
-        num_generated_tokens=num_generated,
-        finish_reasons=finish_reasons,
-        scores=tuple(scores) if scores is not None else None,
-        logits=tuple(raw_logits) if raw_logits is not None else None,
-        prefill_seconds=prefill_seconds,
-        decode_seconds=decode_seconds,
-        num_steps=steps,
-    )
+            logits, past = _decode_one(backend, run, past)
+            event = _choose(run, logits)
+            run.decode_seconds += time.perf_counter() - begin
+        yield event
+    return _result(run, prompt_length)
 
 
 def _prompt_callback(streamer: Any) -> Callable[[torch.Tensor], None] | None:
@@ -334,9 +381,7 @@ def _event_callback(streamer: Any) -> Callable[[StepEvent], None] | None:
     )
 
 
-def run_to_end(
-    events: Generator[T, None, R], callback: Callable[[T], None] | None = None
-) -> R:
+def run_to_end(events: Generator[T, None, R], callback: Callable[[T], None] | None = None) -> R:
     """Runs a generator to its end, calling ``callback`` on each item; returns the
     generator's return value (the loop's :class:`GenerateResult`): the one place that
     reads ``StopIteration.value``.

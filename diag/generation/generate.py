@@ -1,9 +1,15 @@
 """``diag.generate``: ``model.generate`` written out, on top of the shared loop.
 
 Same answers as ``model.generate`` (greedy and seeded sampling, batches, eos), with
-the loop visible in :mod:`diag.generation.decoding` and the model behind a
-:class:`~diag.generation.torch_backend.TorchBackend`; everything else is the shared
-front, :func:`~diag.generation.front.run_generation`.
+the loop visible in :mod:`diag.generation.decoding`; the model is opened by
+:func:`~diag.generation.steps.open_steps` and run by
+:func:`~diag.generation.front.run_generation`.
+
+>>> import torch
+>>> from diag.models import get_untrained_model_with_inputs
+>>> model = get_untrained_model_with_inputs("llama")["model"]
+>>> generate(model, torch.tensor([[5, 6, 7]]), max_new_tokens=2).shape
+torch.Size([1, 5])
 """
 
 from __future__ import annotations
@@ -12,20 +18,42 @@ from typing import Any
 
 import torch
 
-from diag.generation.front import generation_front, run_generation
+from diag.generation.front import run_generation
+from diag.generation.options import UNSET, named_options, resolve_options
 from diag.generation.result import GenerateResult
+from diag.generation.steps import open_steps
 from diag.generation.streaming import GenerationStream
-from diag.generation.torch_backend import TorchBackend
 
 
-@generation_front
 def generate(
-    model: torch.nn.Module,
+    model: Any,
     input_ids: Any,
     attention_mask: torch.Tensor | None = None,
-    **options: Any,
+    *,
+    max_new_tokens: int | None = UNSET,
+    eos_token_id: int | list[int] | None = UNSET,
+    pad_token_id: int | None = UNSET,
+    do_sample: bool | None = UNSET,
+    temperature: float | None = UNSET,
+    top_k: int | None = UNSET,
+    top_p: float | None = UNSET,
+    repetition_penalty: float | None = UNSET,
+    num_return_sequences: int = UNSET,
+    output_scores: bool | None = UNSET,
+    output_logits: bool | None = UNSET,
+    generator: torch.Generator | None = None,
+    streamer: Any = None,
+    generation_config: Any = None,
+    tokenizer: Any = None,
+    return_result: bool = False,
+    stream: bool = False,
+    **kwargs: Any,
 ) -> torch.Tensor | GenerateResult | GenerationStream:
     """Generates like ``model.generate`` with the loop written out.
+
+    ``model`` is a transformers causal LM (or anything
+    :func:`~diag.generation.steps.open_steps` opens: an ONNX model runs in ONNX
+    Runtime, see :func:`diag.onnx_generate` for its session options).
 
     The decoding parameters keep transformers' ``GenerationConfig`` names; other
     ``GenerationConfig`` names (``min_new_tokens``, ``no_repeat_ngram_size``,
@@ -70,12 +98,20 @@ def generate(
                             return_result=True)
         res.finish_reasons, res.texts(tokenizer)
     """
+    steps = open_steps(model)
+    options = resolve_options(
+        generation_config, steps.defaults, **named_options(locals()), **kwargs
+    )
     return run_generation(
-        TorchBackend(model),
+        steps,
         input_ids,
         attention_mask,
-        getattr(model, "generation_config", None),
-        **options,
+        options,
+        generator=generator,
+        streamer=streamer,
+        tokenizer=tokenizer,
+        return_result=return_result,
+        stream=stream,
     )
 
 

@@ -247,6 +247,28 @@ _NONE_REJECTED: dict[str, Any] = {"num_return_sequences": 1, "num_beams": 1, "ma
 #: the decoding options, in the order of the dataclass
 _FIELDS = tuple(f.name for f in dataclasses.fields(DecodingOptions) if f.name != "defaults_used")
 
+
+def option_fields() -> tuple[str, ...]:
+    """The names of the decoding options (the :class:`DecodingOptions` fields): every
+    other list of option names derives from it.
+
+    >>> option_fields()[:3]
+    ('max_new_tokens', 'max_length', 'min_new_tokens')
+    """
+    return _FIELDS
+
+
+def named_options(scope: dict[str, Any]) -> dict[str, Any]:
+    """The decoding options among the names of ``scope`` (a function's ``locals()``):
+    the keywords :func:`diag.generate` and :func:`diag.onnx_generate` write out, picked
+    by the :class:`DecodingOptions` field names.
+
+    >>> named_options({"model": None, "top_k": 5, "max_new_tokens": UNSET})
+    {'max_new_tokens': UNSET, 'top_k': 5}
+    """
+    return {name: scope[name] for name in _FIELDS if name in scope}
+
+
 def _as_dict(config: GenerationConfig | dict | None, what: str) -> dict[str, Any]:
     if config is None:
         return {}

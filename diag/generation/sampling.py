@@ -4,18 +4,21 @@ The processors are transformers' own classes, appended in the order
 ``GenerationMixin._get_logits_processor`` appends them (transformers 5.x): first the
 processors that apply to every strategy (repetition penalty, n-gram blocking, minimum
 length), then, only when sampling, the warpers (temperature, top-k, top-p, min-p,
-typical, epsilon, eta). The token is then ``argmax`` (greedy) or one
-``torch.multinomial`` draw from the softmax (sampling), the same calls on the same
-random stream, so a seeded run reproduces ``model.generate`` token for token.
+typical, epsilon, eta). A :class:`TokenChoice` then picks the token: ``argmax``
+(:class:`Greedy`) or one ``torch.multinomial`` draw from the softmax (:class:`Sampling`),
+the same calls on the same random stream, so a seeded run reproduces ``model.generate``
+token for token.
 
 Example::
 
     processor = build_logits_processor(options, prompt_length=ids.shape[1], attention_mask=mask)
     scores = processor(sequences_so_far, logits)
-    next_tokens = choose_tokens(scores, do_sample=True, generator=None)
+    next_tokens = token_choice(options.do_sample, generator)(scores)
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -118,7 +121,7 @@ def greedy_tokens(scores: torch.Tensor) -> torch.Tensor:
 
     On the CPU, torch's argmax runs one element at a time: ~90 us for a row of
     SmolLM2's 49152 scores, 0.7 ms for 8 rows (one torch thread, as
-    :func:`diag.ort.generate.onnx_generate` runs the loop), where numpy's, which takes
+    :func:`diag.onnx_generate` runs the loop), where numpy's, which takes
     the same first index, needs ~5 us a row. So float CPU tensors go through numpy.
 
     >>> greedy_tokens(torch.tensor([[0.0, 2.0, 2.0], [float("-inf"), -1.0, -3.0]])).tolist()
@@ -129,10 +132,62 @@ def greedy_tokens(scores: torch.Tensor) -> torch.Tensor:
     return torch.argmax(scores, dim=-1)
 
 
+class TokenChoice(Protocol):
+    """How the loop picks the next token of each row from processed scores.
+
+    The loop (:mod:`diag.generation.decoding`) calls it once per step with the
+    ``[batch, vocab]`` scores and writes the ``[batch]`` tokens it returns. A strategy
+    that keeps several hypotheses per prompt (beam search) holds its running scores
+    itself and also says which row each new token continues, so that the loop reorders
+    its rows and the backend its cache; greedy search and sampling keep every row where
+    it is.
+    """
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor: ...
+
+
+class Greedy:
+    """The highest score of each row (:func:`greedy_tokens`).
+
+    >>> Greedy()(torch.tensor([[0.0, 3.0, 1.0]])).tolist()
+    [1]
+    """
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        return greedy_tokens(scores)
+
+
+class Sampling:
+    """One multinomial draw from the softmax of each row, the call ``model.generate``
+    makes, on ``generator`` (None: the global random stream).
+
+    >>> Sampling(torch.Generator().manual_seed(0))(torch.tensor([[0.0, 50.0]])).tolist()
+    [1]
+    """
+
+    def __init__(self, generator: torch.Generator | None = None):
+        self.generator = generator
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=self.generator).squeeze(1)
+
+
+def token_choice(do_sample: bool, generator: torch.Generator | None = None) -> TokenChoice:
+    """The strategy of the options: :class:`Sampling` when ``do_sample``, else
+    :class:`Greedy`.
+
+    >>> type(token_choice(False)).__name__, type(token_choice(True)).__name__
+    ('Greedy', 'Sampling')
+    """
+    return Sampling(generator) if do_sample else Greedy()
+
+
 def choose_tokens(
     scores: torch.Tensor, *, do_sample: bool, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Next token per row ``[batch]`` from processed scores ``[batch, vocab]``.
+    """Next token per row ``[batch]`` from processed scores ``[batch, vocab]``, by the
+    strategy :func:`token_choice` picks.
 
     Greedy is ``argmax``; sampling is one multinomial draw from the softmax, exactly
     the calls ``model.generate`` makes (so the global seed, or ``generator``, gives the
@@ -143,7 +198,4 @@ def choose_tokens(
         torch.manual_seed(0)
         choose_tokens(torch.randn(2, 10), do_sample=True)
     """
-    if not do_sample:
-        return greedy_tokens(scores)
-    probs = torch.nn.functional.softmax(scores, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    return token_choice(do_sample, generator)(scores)

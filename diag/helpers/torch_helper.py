@@ -13,8 +13,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -156,4 +157,29 @@ def get_weight_type(model: torch.nn.Module) -> torch.dtype:
     return counts.most_common(1)[0][0]
 
 
-__all__ = ["get_weight_type", "to_any"]
+__all__ = ["get_weight_type", "single_torch_thread", "to_any"]
+
+
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Runs the block with one torch intra-op thread, then restores the setting.
+
+    Between two ONNX Runtime steps the loop runs small torch ops on ``[batch, vocab]``
+    logits (processors, argmax, eos checks). With several torch threads, OpenMP's
+    workers spin-wait after each op and take cores from ONNX Runtime's own threads,
+    which slows the decode down (``bench/bench_onnx_generate.py`` measures it). The
+    torch ops themselves are too small to gain from threads.
+
+    >>> with single_torch_thread():
+    ...     torch.get_num_threads()
+    1
+    """
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -46,7 +46,7 @@ class OrtBackend:
     :func:`diag.ort.session.make_session`) read against ``layout`` (None: detected
     from its names, :func:`diag.contract.detect.detect_layout`; a layout with a
     prefill graph needs ``prefill_session``, the session of that graph).
-    :func:`diag.ort.open.open_backend` builds all of it from a file or a folder.
+    :func:`diag.generation.open_steps` builds all of it from a file or a folder.
     ``generation_defaults`` are the decoding defaults of the model (its side files);
     None reads the metadata of the session. ``vocab_size`` is read from the logits
     output when its last dimension is static; pass it when it is not. The device where
@@ -73,6 +73,7 @@ class OrtBackend:
         device: str | None = None,
         device_id: int | None = None,
         prefill_chunk: int | None = PREFILL_CHUNK,
+        source: Any = None,
     ):
         if not isinstance(session, ort.InferenceSession):
             raise TypeError(
@@ -80,6 +81,8 @@ class OrtBackend:
                 f"diag.ort.make_session), got {type(session).__name__}."
             )
         self.session = session
+        #: the graph's file or ModelProto when known (:func:`diag.ort.open.open_ort_backend`)
+        self.source = source
         if layout is None:
             layout = detect_layout(session)
         self.contract: ContractInfo = read_contract(session, layout=layout)
@@ -103,7 +106,7 @@ class OrtBackend:
                 raise ValueError(
                     f"the {layout.name} layout runs a prefill graph ({layout.files[0] if layout.files else 'prefill'}) "
                     "before the decode one: pass prefill_session=, or open the folder with "
-                    "diag.ort.open_backend(folder)."
+                    "diag.generation.open_steps(folder)."
                 )
             self._prefill = Runner(prefill_session, self.device_type, self.device_id)
             self._prefill_outputs = [layout.logits] + [
@@ -272,7 +275,5 @@ class OrtBackend:
         chunk of a chunked prefill)."""
         result = {}
         for name, value in self.last_feeds.items():
-            if name.endswith("#ortvalue"):
-                continue
             result[name] = value if isinstance(value, np.ndarray) else value.numpy()
         return result

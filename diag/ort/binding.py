@@ -67,6 +67,8 @@ class Runner:
         # the buffers run_in_place bound last (names and OrtValues): the next step of a
         # static cache binds the same ones, which the binding still holds
         self._in_place: tuple | None = None
+        # the device copies of the step's int inputs (an accelerator only)
+        self._device_inputs: dict[str, ort.OrtValue] = {}
 
     def bind_array(self, name: str, array: np.ndarray, feeds: dict[str, Any]) -> None:
         if self.device_type == "cpu":
@@ -79,7 +81,8 @@ class Runner:
             # a host-to-device copy of a few int64 values
             value = ort.OrtValue.ortvalue_from_numpy(array, self.device_type, self.device_id)
             self.binding.bind_ortvalue_input(name, value)
-            feeds[name + "#ortvalue"] = value
+            # the binding does not own the device copy: kept alive until the next step
+            self._device_inputs[name] = value
         feeds[name] = array
 
     def run(

@@ -16,9 +16,9 @@ from typing import Any
 import pandas
 import torch
 
+from diag.generation.onnx_generate import onnx_generate
 from diag.ort.backend import OrtBackend
 from diag.ort.chunked_prefill import PREFILL_CHUNK, prefill_chunks
-from diag.ort.generate import onnx_generate
 from diag.ort.session import make_session
 
 

@@ -14,7 +14,7 @@ uninitialised memory of a fresh buffer could be NaN.
 
 Example::
 
-    backend = open_backend("model.onnx")           # a StaticOrtBackend for a static export
+    backend = open_steps("model.onnx").backend           # a StaticOrtBackend for a static export
     logits, past = backend(ids, mask, positions, None)        # prefill: buffers allocated
     logits, past = backend(next_ids, longer_mask, next_pos, past)  # written in place
 """

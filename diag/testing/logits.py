@@ -22,9 +22,11 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import first_divergent_step
+from diag.diagnose.sides import comparison_options, generate_sides
+from diag.generation.steps import open_steps
 from diag.testing.noise import float32_noise, model_dtype, tolerance_of
-from diag.testing.sides import as_side, encode_prompts, resolve_decoding
-from diag.testing.sides import prompt_rows as _prompt_rows
+from diag.testing.prompts import encode_prompts
+from diag.testing.prompts import prompt_rows as _prompt_rows
 from diag.testing.tokens import describe_prompt
 
 
@@ -103,12 +105,11 @@ def assert_logits_close(
     >>> diag.testing.assert_logits_close(m, m, [[5, 6, 7]])
     0.0
     """
-    ref = as_side(reference, "reference", providers)
-    cand = as_side(candidate, "candidate", providers)
-    options, seed = resolve_decoding(ref.generation_defaults(), max_new_tokens, {})
+    ref = open_steps(reference, providers=providers, what="reference")
+    cand = open_steps(candidate, providers=providers, what="candidate")
+    options, seed = comparison_options(ref.defaults, max_new_tokens, {})
     input_ids, attention_mask = encode_prompts(inputs, tokenizer)
-    a = ref.generate(input_ids, attention_mask, options, seed)
-    b = cand.generate(input_ids, attention_mask, options, seed)
+    a, b = generate_sides(ref, cand, input_ids, attention_mask, options, seed)
     counts = _compared_steps(a.generated(), b.generated())
     rtol = 0.0 if rtol is None else rtol
     dtype = model_dtype(ref, cand)

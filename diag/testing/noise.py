@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import find_divergence
+from diag.diagnose.sides import generate_side
 from diag.export.tolerance import default_atol, noise_aware_tolerance
-from diag.testing.sides import Side, as_side
+from diag.generation.steps import Steps, open_steps
 
 
-def model_dtype(*sides: Side) -> torch.dtype:
+def model_dtype(*sides: Steps) -> torch.dtype:
     """The dtype of the first torch model among ``sides`` (float32 without one)."""
     for side in sides:
         if side.model is not None:
@@ -37,7 +38,7 @@ def model_dtype(*sides: Side) -> torch.dtype:
 
 
 def float32_noise(
-    side: Side,
+    side: Steps,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     options: Any,
@@ -50,8 +51,8 @@ def float32_noise(
     """
     if side.model is None or result.logits is None:
         return None
-    exact = as_side(copy.deepcopy(side.model).to(torch.float64), f"{side.name} (float64)")
-    exact_result = exact.generate(input_ids, attention_mask, options, seed)
+    exact = open_steps(copy.deepcopy(side.model).to(torch.float64), what=f"{side.name} (float64)")
+    exact_result = generate_side(exact, input_ids, attention_mask, options, seed)
     div = find_divergence(
         result.generated(), exact_result.generated(), result.logits, exact_result.logits
     )

@@ -18,24 +18,19 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import first_divergent_step, near_tie_verdict, top_candidates
+from diag.diagnose.sides import comparison_options
+from diag.generation.steps import Steps, open_steps
+from diag.testing.prompts import encode_prompts, options_as_dict, prompt_rows
 from diag.testing.records import (
     environment_versions,
     load_record,
     run_prompts,
     weights_hash,
 )
-from diag.testing.sides import (
-    Side,
-    as_side,
-    encode_prompts,
-    options_as_dict,
-    prompt_rows,
-    resolve_decoding,
-)
 from diag.testing.tokens import describe_prompt
 
 
-def environment_changes(content: dict[str, Any], side: Side | None = None) -> list[str]:
+def environment_changes(content: dict[str, Any], side: Steps | None = None) -> list[str]:
     """What differs between the record's environment and this one: library versions
     and (``side`` given, of the recorded kind) the weights."""
     now = environment_versions()
@@ -177,7 +172,7 @@ def assert_matches_record(
             "--diag-update-records)."
         )
     content = load_record(path)
-    side = as_side(model_or_onnx, "model", providers)
+    side = open_steps(model_or_onnx, providers=providers)
     if prompts is not None or decoding_options:
         options, given_seed = decoding_options_of(side, decoding_options, content)
         pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
@@ -198,7 +193,7 @@ def assert_matches_record(
     max_new_tokens = recorded.pop("max_new_tokens")
     if recorded.get("max_length") is None:
         recorded.pop("max_length", None)
-    options, seed = resolve_decoding(None, max_new_tokens, recorded)
+    options, seed = comparison_options(None, max_new_tokens, recorded)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
     rows, per_row, _ = run_prompts(
         side, content["prompts"], options, seed, pad, bool(content.get("batched", True))
@@ -208,7 +203,7 @@ def assert_matches_record(
 
 def check_rows(
     content: dict[str, Any], path: str, label: str, rows: list[list[int]],
-    row_logits: list[list[torch.Tensor]], tokenizer: Any = None, side: Side | None = None,
+    row_logits: list[list[torch.Tensor]], tokenizer: Any = None, side: Steps | None = None,
 ) -> None:  # fmt: skip
     """Raises the AssertionError of :func:`assert_matches_record` when ``rows`` (the new
     tokens of every row) and ``row_logits`` (their ``[vocab]`` logits per step) differ
@@ -224,12 +219,12 @@ def check_rows(
         raise AssertionError(report_of(path, label, problems, environment_changes(content, side)))
 
 
-def decoding_options_of(side: Side, given: dict[str, Any], content: dict[str, Any]) -> tuple[Any, Any]:
+def decoding_options_of(side: Steps, given: dict[str, Any], content: dict[str, Any]) -> tuple[Any, Any]:
     """The options :func:`record` would resolve for ``given`` on ``side`` (the
     record's length when ``max_new_tokens`` is not given)."""
     given = dict(given)
     max_new_tokens = given.pop("max_new_tokens", content["decoding"].get("max_new_tokens"))
-    return resolve_decoding(side.generation_defaults(), max_new_tokens, given)
+    return comparison_options(side.defaults, max_new_tokens, given)
 
 
 __all__ = [

@@ -38,16 +38,11 @@ import torch
 import diag
 from diag.compat.versions import installed_version
 from diag.diagnose.divergence import top_candidates
+from diag.diagnose.sides import comparison_options, generate_side
+from diag.generation.steps import Steps, open_steps
 from diag.helpers.atomic_write import write_text_atomically
 from diag.testing.noise import float32_noise, model_dtype, tolerance_of
-from diag.testing.sides import (
-    Side,
-    as_side,
-    encode_prompts,
-    options_as_dict,
-    prompt_rows,
-    resolve_decoding,
-)
+from diag.testing.prompts import encode_prompts, options_as_dict, prompt_rows
 
 #: the ``format`` field of every record
 FORMAT = "diag.testing.record"
@@ -78,7 +73,7 @@ def environment_versions() -> dict[str, str | None]:
     return found
 
 
-def weights_hash(side: Side) -> str | None:
+def weights_hash(side: Steps) -> str | None:
     """SHA-256 of a side's weights: the torch state dict
     (:func:`diag.export.export_cache.state_dict_hash`) or the ONNX initializers (names,
     types, shapes, bytes); None for a session whose file is unknown."""
@@ -106,7 +101,7 @@ def weights_hash(side: Side) -> str | None:
 
 
 def make_record(
-    side: Side,
+    side: Steps,
     prompts: list[list[int]],
     rows: list[list[int]],
     row_logits: list[list[torch.Tensor]],
@@ -153,7 +148,7 @@ def write_record(content: dict[str, Any], path: str | os.PathLike) -> str:
 
 
 def run_prompts(
-    side: Side,
+    side: Steps,
     prompts: list[list[int]],
     options: Any,
     seed: int | None,
@@ -168,7 +163,7 @@ def run_prompts(
     noises: list[float] = []
     for batch in [prompts] if batched else [[p] for p in prompts]:
         ids, mask = encode_prompts(batch, None, pad)
-        result = side.generate(ids, mask, options, seed)
+        result = generate_side(side, ids, mask, options, seed)
         new = result.generated()
         rows += new
         row_logits += [[step[r] for step in result.logits] for r in range(len(new))]
@@ -221,8 +216,8 @@ def record(
     ...                         max_new_tokens=3, noise_floor=False)
     >>> diag.testing.assert_matches_record(m, p)
     """
-    side = as_side(model_or_onnx, "model", providers)
-    options, seed = resolve_decoding(side.generation_defaults(), max_new_tokens, decoding_options)
+    side = open_steps(model_or_onnx, providers=providers)
+    options, seed = comparison_options(side.defaults, max_new_tokens, decoding_options)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
     input_ids, attention_mask = encode_prompts(prompts, tokenizer, pad)
     rows, row_logits, noises = run_prompts(

@@ -24,8 +24,10 @@ import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence, first_divergent_step
 from diag.diagnose.layers.localize import DEFAULT_TOL
-from diag.testing.sides import Side, as_side, encode_prompts, resolve_decoding
-from diag.testing.sides import prompt_rows as _prompt_rows
+from diag.diagnose.sides import comparison_options, generate_sides
+from diag.generation.steps import Steps, open_steps
+from diag.testing.prompts import encode_prompts
+from diag.testing.prompts import prompt_rows as _prompt_rows
 
 
 def describe_prompt(index: int, ids: list[int], tokenizer: Any = None, width: int = 60) -> str:
@@ -55,7 +57,7 @@ def describe_options(options: Any, seed: int | None) -> str:
     return f"{how}, max_new_tokens={options.max_new_tokens}, eos_token_id={options.eos_token_id}"
 
 
-def localize(reference: Side, candidate: Side, read: list[int], tol: float) -> str:
+def localize(reference: Steps, candidate: Steps, read: list[int], tol: float) -> str:
     """One line: the first stage beyond ``tol`` on the tokens ``read`` (localize_layer),
     or why the two sides cannot be compared layer by layer."""
     torch_side = next((s for s in (reference, candidate) if s.kind == "torch"), None)
@@ -123,18 +125,17 @@ def assert_same_tokens(
     >>> diag.testing.assert_same_tokens(m, m, [[5, 6, 7]], max_new_tokens=3) != []
     True
     """
-    ref = as_side(reference, "reference", providers)
-    cand = as_side(candidate, "candidate", providers)
-    defaults = ref.generation_defaults()
-    if defaults is None:
-        defaults = cand.generation_defaults()
-    options, seed = resolve_decoding(defaults, max_new_tokens, decoding_options)
+    ref = open_steps(reference, providers=providers, what="reference")
+    cand = open_steps(candidate, providers=providers, what="candidate")
+    defaults = ref.defaults if ref.defaults is not None else cand.defaults
+    options, seed = comparison_options(defaults, max_new_tokens, decoding_options)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
     input_ids, attention_mask = encode_prompts(prompts, tokenizer, pad)
-    a = ref.generate(input_ids, attention_mask, options, seed)
-    b = cand.generate(input_ids, attention_mask, options, seed)
+    a, b = generate_sides(ref, cand, input_ids, attention_mask, options, seed)
     rows_a, rows_b = a.generated(), b.generated()
-    failing = [r for r in range(len(rows_a)) if first_divergent_step(rows_a[r], rows_b[r]) is not None]
+    failing = [
+        r for r in range(len(rows_a)) if first_divergent_step(rows_a[r], rows_b[r]) is not None
+    ]
     if not failing:
         return rows_a
     prompts_read = _prompt_rows(input_ids, attention_mask)

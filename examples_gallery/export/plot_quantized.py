@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import diag
-from diag.ort import get_backend
+from diag.generation import open_steps
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -84,7 +84,7 @@ ids = tokenizer.apply_chat_template(
 ids = ids["input_ids"] if hasattr(ids, "keys") else ids
 speed = {}
 for name, result in exports.items():
-    backend = get_backend(result.filename)
+    backend = open_steps(result.filename).backend
     diag.onnx_generate(backend, ids, max_new_tokens=2, eos_token_id=[])  # warm-up
     best = 0.0
     for _ in range(2):

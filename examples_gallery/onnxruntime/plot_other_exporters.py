@@ -27,7 +27,7 @@ import pandas
 import torch
 
 import diag
-from diag.ort import get_backend, onnx_generate
+from diag.generation import onnx_generate, open_steps
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -97,7 +97,7 @@ for name, folder in folders.items():
 
 ids = tokenizer("def print_prime(n):", return_tensors="pt").input_ids
 expected = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)
-backends = {name: get_backend(folder) for name, folder in folders.items()}
+backends = {name: open_steps(folder).backend for name, folder in folders.items()}
 rows = []
 for name, backend in backends.items():
     got = onnx_generate(backend, ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)

@@ -30,7 +30,8 @@ import pandas
 import torch
 
 import diag
-from diag.ort import OrtBackend, get_backend, make_session
+from diag.generation import open_steps
+from diag.ort import OrtBackend, make_session
 from diag.ort.chunked_prefill import PREFILL_CHUNK
 from diag.ort.profiling import profile_phases
 
@@ -43,7 +44,7 @@ model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-
 model = model.eval().to(torch.float32)
 config = model.config
 onnx_model = diag.export_causal_lm(model)
-backend = get_backend(onnx_model)
+backend = open_steps(onnx_model).backend
 
 # A prompt of exactly n tokens: a text repeated, cut at n.
 text = tokenizer("def print_prime(n):\n    # Print all primes between 1 and n\n")["input_ids"]

@@ -55,10 +55,10 @@ def test_context_ids_rows_differ_and_repeat_the_text(bench):
 
 
 def test_cache_mib_is_what_a_prefill_returns(bench, tiny):
-    from diag.ort import get_backend
+    from diag.generation import open_steps
 
     model, _, path = tiny
-    backend = get_backend(path)
+    backend = open_steps(path).backend
     ids = torch.arange(3, 3 + 2 * 37).reshape(2, 37)
     _, past = backend(ids, torch.ones_like(ids), torch.arange(37).expand(2, 37), None)
     nbytes = sum(v.numpy().nbytes for v in past)

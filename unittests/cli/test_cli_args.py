@@ -211,3 +211,7 @@ def test_only_the_decoding_options_given_are_passed():
         "num_return_sequences": 3,
     }
     assert sorted(given) == sorted(set(DECODING_OPTIONS) - {"top_k"})
+    # every option of the command line is a DecodingOptions field
+    from diag.generation.options import option_fields
+
+    assert set(DECODING_OPTIONS) <= set(option_fields())

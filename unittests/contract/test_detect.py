@@ -13,7 +13,7 @@ import diag
 from diag.contract import DIAG_LAYOUT, ContractError
 from diag.contract.detect import detect_layout, detect_layout_from_names, find_model
 from diag.contract.names import CacheNames
-from diag.ort import onnx_generate
+from diag.generation import onnx_generate
 
 
 def _names(past: str, present: str, layers: int = 2, kinds=("key", "value")):

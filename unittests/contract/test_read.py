@@ -10,7 +10,7 @@ import torch
 from onnx import TensorProto
 
 from diag.contract import DIAG_LAYOUT, ContractError, read_contract
-from diag.ort import onnx_generate
+from diag.generation import onnx_generate
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:

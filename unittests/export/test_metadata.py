@@ -14,8 +14,8 @@ from diag.contract import GENERATION_CONFIG_METADATA, metadata_generation_config
 from diag.export import export_causal_lm
 from diag.export.causal_lm import generation_config_json
 from diag.export.export_cache import export_key
+from diag.generation import onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import get_backend, onnx_generate
 from unittests.conftest import left_padded_prompts
 
 MAX_NEW = 8
@@ -64,7 +64,7 @@ def test_generation_config_in_metadata(exported):
     assert content["eos_token_id"] == eos and content["pad_token_id"] == PAD
     assert content["bos_token_id"] == model.generation_config.bos_token_id == 1
     assert GenerationConfig(**content) == model.generation_config
-    assert metadata_generation_config(get_backend(filename).session) == content
+    assert metadata_generation_config(open_steps(filename).backend.session) == content
 
 
 def test_onnx_generate_stops_at_the_model_eos(exported):

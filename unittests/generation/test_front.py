@@ -1,5 +1,5 @@
-"""The one generation front: both public functions take the same keywords, declared once,
-and run the same call (prompt, options, streaming, result)."""
+"""The one generation run: both public functions take the same keywords, typed as the
+DecodingOptions fields, and run the same call (prompt, options, streaming, result)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from diag.generation import (
     UNSET,
     DecodingOptions,
     TorchBackend,
-    generation_front,
+    open_steps,
     resolve_options,
     run_generation,
 )
-from diag.generation.front import NAMED_OPTIONS, shared_parameters
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,15 +27,23 @@ def _keywords(function) -> list[inspect.Parameter]:
     return [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def test_both_fronts_list_the_shared_keywords_once_declared():
-    shared = shared_parameters()
+def test_both_fronts_list_the_same_keywords():
     fields = {f.name: f for f in dataclasses.fields(DecodingOptions)}
-    assert set(NAMED_OPTIONS) <= set(fields)
-    for param in shared[: len(NAMED_OPTIONS)]:
-        assert param.default is UNSET and param.annotation == fields[param.name].type
     torch_side = _keywords(diag.generate)
     onnx_side = _keywords(diag.onnx_generate)
-    assert torch_side == shared
+    shared = torch_side
+    options = [p for p in shared if p.name in fields]
+    assert options and options == shared[: len(options)]
+    for param in options:
+        assert param.default is UNSET and param.annotation == fields[param.name].type
+    assert [p.name for p in shared[len(options) :]] == [
+        "generator",
+        "streamer",
+        "generation_config",
+        "tokenizer",
+        "return_result",
+        "stream",
+    ]
     # onnx_generate's own keywords first (session), then exactly the same shared ones
     assert onnx_side[-len(shared) :] == shared
     assert [p.name for p in onnx_side[: -len(shared)]] == [
@@ -51,20 +58,6 @@ def test_both_fronts_list_the_shared_keywords_once_declared():
         assert last.kind is inspect.Parameter.VAR_KEYWORD and last.name == "kwargs"
 
 
-def test_generation_front_refuses_a_second_declaration():
-    with pytest.raises(TypeError, match=r"declares \['top_k'\], which generation_front adds"):
-
-        @generation_front
-        def twice(model, input_ids, *, top_k=None, **options):
-            return None
-
-    with pytest.raises(TypeError, match="must end with \\*\\*options"):
-
-        @generation_front
-        def closed(model, input_ids):
-            return None
-
-
 def test_a_misspelt_keyword_is_refused_by_both_fronts(tiny_model):
     model = tiny_model("llama")
     with pytest.raises(TypeError, match=r"unknown decoding option\(s\) \['max_new_token'\]"):
@@ -74,9 +67,9 @@ def test_a_misspelt_keyword_is_refused_by_both_fronts(tiny_model):
 def test_run_generation_is_what_generate_runs(tiny_model, random_prompt):
     model = tiny_model("llama")
     ids = random_prompt(6, seed=1)
-    direct = run_generation(
-        TorchBackend(model), ids, None, model.generation_config, max_new_tokens=5
-    )
+    steps = open_steps(model)
+    options = resolve_options(None, steps.defaults, max_new_tokens=5)
+    direct = run_generation(steps, ids, None, options)
     assert torch.equal(direct, diag.generate(model, ids, max_new_tokens=5))
     assert torch.equal(direct, model.generate(ids, max_new_tokens=5))
     assert TorchBackend(model).input_device == model.device

@@ -8,7 +8,7 @@ from transformers import GenerationConfig
 
 import diag
 from diag.generation import UNSET, DecodingOptions, resolve_options
-from diag.generation.decoding import check_inputs, prompt_position_ids
+from diag.generation.decoding import check_inputs
 
 
 def test_transformers_defaults_apply_when_unset():
@@ -151,9 +151,3 @@ def test_check_inputs_errors():
         check_inputs(torch.ones((1, 3)), None)
     ids, mask = check_inputs(torch.tensor([4, 5, 6]), None)
     assert ids.shape == (1, 3) and mask.tolist() == [[1, 1, 1]]
-
-
-def test_prompt_position_ids_like_transformers():
-    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 0, 1, 1]])
-    expected = torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 1, 2]])
-    assert torch.equal(prompt_position_ids(mask), expected)

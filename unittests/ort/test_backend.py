@@ -9,7 +9,8 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from diag.ort import OrtBackend, get_backend, make_session, onnx_generate
+from diag.generation import onnx_generate, open_steps
+from diag.ort import OrtBackend, make_session
 
 
 def _greedy_chain(table: np.ndarray, start: int, n: int) -> list[int]:
@@ -80,7 +81,7 @@ def test_greedy_and_session_reuse(lm):
     replay = session.session.run(None, feeds)[0]
     np.testing.assert_array_equal(replay[0, -1], table[tokens[0, -2].item()])
     # the session is reused as it is, and a bare InferenceSession is accepted too
-    assert get_backend(session) is session
+    assert open_steps(session).backend is session
     again = onnx_generate(session, ids, max_new_tokens=12)
     assert again[0, 2:].tolist() == _greedy_chain(table, 9, 12)
     bare = onnx_generate(session.session, ids.numpy(), max_new_tokens=12)
@@ -116,7 +117,7 @@ def test_eos_streaming_and_result(lm):
 
 def test_seeded_sampling_is_reproducible(lm):
     model, _ = lm
-    session = get_backend(model)
+    session = open_steps(model).backend
     kwargs = dict(max_new_tokens=20, do_sample=True, temperature=0.7, top_k=5, top_p=0.9)
     a = onnx_generate(
         session, torch.tensor([[1, 2]]), generator=torch.Generator().manual_seed(0), **kwargs

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from diag.export import export_causal_lm
+from diag.generation import onnx_generate
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import OrtBackend, make_session, onnx_generate
+from diag.ort import OrtBackend, make_session
 from diag.ort.chunked_prefill import can_chunk, prefill_chunks
 from unittests.conftest import SLIDING_VARIANTS, TINY_ARCHITECTURES, left_padded_prompts
 

@@ -12,7 +12,8 @@ import torch
 
 from diag import contract
 from diag.contract.detect import detect_layout
-from diag.ort import OrtBackend, get_backend, make_session, onnx_generate
+from diag.generation import onnx_generate, open_steps
+from diag.ort import OrtBackend, make_session
 from unittests.conftest import left_padded_prompts
 
 PROMPT = 10  # past the window of 8 of mistral-sw8 already
@@ -51,7 +52,7 @@ def _same_as_generate(model, backend, ids, mask) -> None:
 )
 def test_gqa_generates_what_generate_does(gqa_exports, one_torch_thread, name):
     model, exported = gqa_exports(name)
-    backend = get_backend(exported)
+    backend = open_steps(exported).backend
     assert backend.layout.padding == "right"
     ids, mask = _prompts()
     _same_as_generate(model, backend, ids, mask)
@@ -87,7 +88,7 @@ def test_smollm2_gqa_generates_what_generate_does(smollm2, one_torch_thread):
         return_tensors="pt", padding=True,
     )  # fmt: skip
     assert (batch["attention_mask"] == 0).any()
-    _same_as_generate(model, get_backend(exported), batch["input_ids"], batch["attention_mask"])
+    _same_as_generate(model, open_steps(exported).backend, batch["input_ids"], batch["attention_mask"])
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_static_gqa_generates_what_generate_does(static_gqa, one_torch_thread, n
     assert ops.count(("com.microsoft", "GroupQueryAttention")) == model.config.num_hidden_layers
     assert not {"Attention", "TensorScatter", "RotaryEmbedding"} & {op for _, op in ops}
     assert exported.validation is not None and exported.validation.ok
-    backend = get_backend(exported)
+    backend = open_steps(exported).backend
     assert isinstance(backend, StaticOrtBackend) and backend.layout.padding == "right"
     ids, mask = _prompts()
     _same_as_generate(model, backend, ids, mask)

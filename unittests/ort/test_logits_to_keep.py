@@ -15,8 +15,9 @@ from diag import contract
 from diag.export import export_causal_lm
 from diag.export.tolerance import default_atol, noise_aware_tolerance
 from diag.helpers.rounding import lm_head_tolerance
+from diag.generation import onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import OrtBackend, get_backend, make_session, onnx_generate
+from diag.ort import OrtBackend, make_session
 
 
 def _replayed_logits(backend: OrtBackend) -> np.ndarray:
@@ -62,7 +63,7 @@ def tiny(request):
     """``(model, backend)`` over the zoo export (shared with the other modules through
     the export cache)."""
     model = get_untrained_model_with_inputs(request.param)["model"].eval()
-    return model, get_backend(export_causal_lm(model, verify=False))
+    return model, open_steps(export_causal_lm(model, verify=False)).backend
 
 
 def test_zoo_prefill_is_the_last_row_of_every_position(tiny):
@@ -100,7 +101,7 @@ def test_zoo_prefill_is_the_last_row_of_every_position(tiny):
 @pytest.mark.slow
 def test_smollm2_prefill_keeps_the_last_position(smollm2):
     model, tokenizer = smollm2
-    backend = get_backend(export_causal_lm(model))  # the export the other slow tests use
+    backend = open_steps(export_causal_lm(model)).backend  # the export the other slow tests use
     assert backend.contract.has_logits_to_keep
     enc = tokenizer(["def print_prime(n):", "The capital of France is a city where"],
                     return_tensors="pt", padding=True, padding_side="left")  # fmt: skip

@@ -10,8 +10,9 @@ import torch
 import diag
 from diag.contract import ContractError
 from diag.export import export_causal_lm
+from diag.generation import onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import OrtBackend, get_backend, onnx_generate
+from diag.ort import OrtBackend
 from unittests.conftest import (
     TINY_ARCHITECTURES,  # noqa: F401  (the list is the source of truth)
     left_padded_prompts,
@@ -28,7 +29,7 @@ def tiny(request):
     (export_causal_lm caches exports, so other test modules share them)."""
     model = get_untrained_model_with_inputs(request.param)["model"]
     exported = export_causal_lm(model, verify=False)
-    return request.param, model, get_backend(exported)
+    return request.param, model, open_steps(exported).backend
 
 
 def _prompts(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:

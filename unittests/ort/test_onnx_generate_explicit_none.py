@@ -12,9 +12,8 @@ import torch
 from diag.export import export_causal_lm
 from diag.export.generation_config import generation_config_json, write_generation_config
 from diag.export.save import save_model_atomic
-from diag.generation import UNSET
+from diag.generation import UNSET, onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import get_backend, onnx_generate
 
 PROMPT_LENGTH = 6
 PAD = 7
@@ -45,7 +44,7 @@ def exported(tmp_path_factory):
     write_generation_config(graph, generation_config_json(model))
     path = tmp_path_factory.mktemp("explicit-none") / "model.onnx"
     save_model_atomic(graph, path)
-    return model, get_backend(str(path)), int(row[4])
+    return model, open_steps(str(path)).backend, int(row[4])
 
 
 def _both(model, session, ids, seed: int = 0, **kwargs):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diag.contract import ContractError
-from diag.ort import get_backend, onnx_generate
+from diag.generation import onnx_generate, open_steps
 from diag.ort.backend import OrtBackend
 from diag.ort.session import make_session
 
@@ -19,7 +19,7 @@ FOLDERS = ["genai_tiny_llama", "transformers_tiny_llama", "optimum_tiny_llama"]
 def other(request):
     """``(model, backend)`` over a folder another tool wrote."""
     model, folder = request.getfixturevalue(request.param)
-    return model, get_backend(str(folder))
+    return model, open_steps(str(folder)).backend
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +90,7 @@ def test_no_mask_input_refuses_padding(tiny_llama_folder, tmp_path):
 
     model, hf = tiny_llama_folder
     export_with_transformers(hf, tmp_path, with_mask=False)
-    backend = get_backend(str(tmp_path))
+    backend = open_steps(str(tmp_path)).backend
     assert backend.layout.attention_mask is None and backend.layout.padding == "none"
     ids, mask = _batch()
     with pytest.raises(ValueError, match="no attention_mask input, so it cannot tell padding"):
@@ -113,5 +113,5 @@ def test_genai_file_alone_says_what_is_missing(genai_tiny_llama):
     assert len(message.splitlines()) <= 4, message
     assert "(4 tensors)" in message
     # the layout completed by hand drives it
-    backend = OrtBackend(session, layout=get_backend(str(folder)).layout)
+    backend = OrtBackend(session, layout=open_steps(str(folder)).backend.layout)
     assert onnx_generate(backend, torch.tensor([[1, 5, 7]]), max_new_tokens=3).shape == (1, 6)

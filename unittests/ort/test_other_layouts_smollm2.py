@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diag.diagnose import compare_teacher_forced, first_divergence
-from diag.ort import get_backend, onnx_generate
+from diag.generation import onnx_generate, open_steps
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def fp32_backend(request):
         folder = request.getfixturevalue("genai_smollm2")("fp32")
     else:
         folder = request.getfixturevalue(f"{request.param}_smollm2")
-    return get_backend(str(folder))
+    return open_steps(str(folder)).backend
 
 
 @pytest.fixture(scope="module")

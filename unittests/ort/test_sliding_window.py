@@ -17,8 +17,8 @@ from diag.export import export_causal_lm
 from diag.export.tolerance import default_atol
 from diag.export.validate import validate_causal_lm
 from diag.export.validation_inputs import InputSet
+from diag.generation import onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import get_backend, onnx_generate
 
 VARIANTS = {"mistral-sw8": "mistral", "gemma2-sw8": "gemma2"}
 WINDOW = 8
@@ -33,7 +33,7 @@ def variant(request):
     model = get_untrained_model_with_inputs(request.param)["model"]
     assert model.config.sliding_window == WINDOW
     exported = export_causal_lm(model, verify=True)
-    return request.param, model, get_backend(exported), exported
+    return request.param, model, open_steps(exported).backend, exported
 
 
 def _prompts() -> tuple[torch.Tensor, torch.Tensor]:

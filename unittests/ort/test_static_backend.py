@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diag.ort import get_backend, onnx_generate
+from diag.generation import onnx_generate, open_steps
 from diag.ort.static_backend import StaticOrtBackend, StaticPast
 from unittests.conftest import (
     SLIDING_VARIANTS,
@@ -45,7 +45,7 @@ def _marks(name: str) -> list:
 )
 def test_static_cache_generates_what_generate_does(static_exports, name):
     model, exported = static_exports(name)
-    backend = get_backend(exported)
+    backend = open_steps(exported).backend
     assert isinstance(backend, StaticOrtBackend)
     assert backend.max_length == STATIC_MAX_LENGTH
     ids, mask = _prompts()
@@ -65,7 +65,7 @@ def test_static_cache_generates_what_generate_does(static_exports, name):
 
 def test_buffers_are_written_in_place(static_exports):
     model, exported = static_exports("llama")
-    backend = get_backend(exported)
+    backend = open_steps(exported).backend
     ids, mask = _prompts()
     positions = (mask.cumsum(-1) - 1).clip(0)
     _, past = backend(ids, mask, positions, None)
@@ -94,7 +94,7 @@ def test_too_long_a_generation_says_what_to_pass(static_exports):
     with pytest.raises(ValueError, match=r"max_length=32.*max_new_tokens.*cache='static', max_length=33"):
         onnx_generate(exported, ids, mask, max_new_tokens=STATIC_MAX_LENGTH - PROMPT + 1)
     # diag.generate's loop calls the backend without reserve() too: refused at the step
-    backend = get_backend(exported)
+    backend = open_steps(exported).backend
     with pytest.raises(ValueError, match="max_length=32"):
         backend(torch.ones((1, STATIC_MAX_LENGTH + 1), dtype=torch.int64),
                 torch.ones((1, STATIC_MAX_LENGTH + 1), dtype=torch.int64),
@@ -107,7 +107,7 @@ def test_smollm2_static_cache_generates_what_generate_does(smollm2):
 
     model, tokenizer = smollm2
     exported = export_causal_lm(model, cache="static", max_length=64, verify=False)
-    backend = get_backend(exported)
+    backend = open_steps(exported).backend
     assert isinstance(backend, StaticOrtBackend)
     prompts = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far"]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")

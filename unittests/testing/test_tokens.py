@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diag.diagnose.divergence import first_divergent_step
-from diag.ort import onnx_generate
+from diag.generation import onnx_generate
 from diag.testing import assert_logits_close, assert_same_tokens
 from unittests.conftest import TINY_ARCHITECTURES
 from unittests.testing.conftest import BROKEN_LAYER

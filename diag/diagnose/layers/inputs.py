@@ -21,6 +21,7 @@ import torch
 
 from diag import contract
 from diag.compat.transformers_api import cache_input, require_cache_argument
+from diag.contract.positions import position_ids
 from diag.generation.decoding import check_token_ids
 from diag.generation.torch_backend import model_vocab_size
 from diag.helpers.cache_helper import cache_to_list, is_cache, make_dynamic_cache
@@ -61,8 +62,7 @@ def normalize_inputs(inputs: Any, model: torch.nn.Module) -> dict[str, Any]:
     feeds["attention_mask"] = mask.to(torch.int64)
     pos = inputs.get("position_ids")
     if pos is None:
-        # left padding: a row's first real token is position 0
-        pos = (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+        pos = position_ids(feeds["attention_mask"], new=ids.shape[1])
     feeds["position_ids"] = pos.to(torch.int64)
     return feeds
 

@@ -1,5 +1,5 @@
-"""as_step_backend: one StepBackend from a torch model, an ONNX model or session, or a
-backend already."""
+"""open_steps: one Steps (backend, defaults, provenance) from a torch model, an ONNX model
+or session, or a backend already."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from diag.generation import open_steps
 from diag.generation.torch_backend import TorchBackend
-from diag.ort import OrtBackend, as_step_backend
+from diag.ort import OrtBackend
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +20,16 @@ def lm(bigram_lm):
 
 def test_onnx_model_session_and_backend(lm):
     model, table = lm
-    backend = as_step_backend(model)
+    steps = open_steps(model)
+    backend = steps.backend
     assert isinstance(backend, OrtBackend) and backend.vocab_size == 8
+    assert steps.kind == "onnx" and steps.onnx_model is model
     ids = torch.tensor([[5]])
     logits, _ = backend(ids, torch.ones_like(ids), torch.zeros_like(ids), None)
     np.testing.assert_array_equal(logits[0].numpy(), table[5])
-    assert as_step_backend(backend) is backend
+    assert open_steps(backend).backend is backend and open_steps(steps) is steps
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    wrapped = as_step_backend(session)
+    wrapped = open_steps(session).backend
     assert isinstance(wrapped, OrtBackend) and wrapped.session is session
 
 
@@ -34,8 +37,10 @@ def test_torch_model_and_any_step_backend():
     from diag.models.untrained import get_tiny_config, make_untrained_model
 
     model = make_untrained_model(get_tiny_config("llama"), seed=0)
-    backend = as_step_backend(model)
+    steps = open_steps(model)
+    backend = steps.backend
     assert isinstance(backend, TorchBackend) and backend.model is model
+    assert steps.kind == "torch" and steps.defaults is model.generation_config
 
     class Scripted:
         vocab_size = 3
@@ -44,13 +49,13 @@ def test_torch_model_and_any_step_backend():
             return torch.zeros(input_ids.shape[0], 3), past
 
     scripted = Scripted()
-    assert as_step_backend(scripted) is scripted
+    assert open_steps(scripted).backend is scripted
 
 
 def test_anything_else_says_what_it_takes():
     with pytest.raises(
         TypeError, match=r"^onnx_model_or_session must be .*InferenceSession.* got int"
     ):
-        as_step_backend(42, what="onnx_model_or_session")
+        open_steps(42, what="onnx_model_or_session")
     with pytest.raises(TypeError, match="StepBackend"):
-        as_step_backend(lambda *args: None)  # callable, but no vocab_size
+        open_steps(lambda *args: None)  # callable, but no vocab_size

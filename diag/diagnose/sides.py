@@ -1,0 +1,100 @@
+"""Two sides of a comparison decoded alike: the options both use
+(:func:`comparison_options`: greedy unless sampling is asked, sampling needs a seed,
+the raw logits kept), one side's generation with them (:func:`generate_side`) and
+both sides' (:func:`generate_sides`).
+
+:func:`~diag.diagnose.free_running.first_divergence` and :mod:`diag.testing` both
+compare through these functions.
+
+>>> options, seed = comparison_options(None, 3, {"top_k": 5})
+>>> options.do_sample, options.output_logits, seed
+(False, True, None)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from diag.generation.front import run_generation
+from diag.generation.options import DecodingOptions, resolve_options
+from diag.generation.result import GenerateResult
+from diag.generation.steps import Steps
+from diag.helpers.torch_helper import single_torch_thread
+
+
+def comparison_options(
+    defaults: Any, max_new_tokens: int, decoding: dict[str, Any], who: str = "diag.testing"
+) -> tuple[DecodingOptions, int | None]:
+    """``(options, seed)`` both sides decode with: greedy unless ``do_sample`` is given
+    (whatever the model's generation config says), raw logits kept; sampling needs a
+    ``seed`` (popped from ``decoding``) so that both sides draw the same random
+    numbers. ``who`` names the caller in the error messages."""
+    decoding = dict(decoding)
+    seed = decoding.pop("seed", None)
+    for kept in ("output_logits", "output_scores"):
+        if kept in decoding:
+            raise ValueError(f"{who} keeps the logits itself; do not pass {kept}.")
+    decoding.setdefault("do_sample", False)
+    if decoding["do_sample"] and seed is None:
+        raise ValueError(
+            f"{who} with do_sample=True needs seed=<int>: both sides must draw the same "
+            "random numbers for their tokens to be comparable."
+        )
+    options = resolve_options(
+        defaults=defaults, max_new_tokens=max_new_tokens, output_logits=True, **decoding
+    )
+    return options, seed
+
+
+def generate_side(
+    side: Steps,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    options: DecodingOptions,
+    seed: int | None = None,
+) -> GenerateResult:
+    """The :class:`~diag.generation.result.GenerateResult` of one side (its sampling
+    generator seeded with ``seed`` when given)."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    # small [batch, vocab] torch ops between runtime calls: one thread on both sides,
+    # so that both run the loop alike (see single_torch_thread)
+    with torch.no_grad():
+        return run_generation(
+            side,
+            input_ids,
+            attention_mask,
+            options,
+            generator=generator,
+            return_result=True,
+            step_context=single_torch_thread,
+        )
+
+
+def generate_sides(
+    reference: Steps,
+    candidate: Steps,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    options: DecodingOptions,
+    seed: int | None = None,
+) -> tuple[GenerateResult, GenerateResult]:
+    """Both sides' results on the same prompt, options and seed: what a comparison
+    reads (their :meth:`~diag.generation.result.GenerateResult.generated` rows and
+    logits).
+
+    >>> from diag.generation.steps import open_steps
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> side = open_steps(get_untrained_model_with_inputs("llama")["model"])
+    >>> options, seed = comparison_options(side.defaults, 2, {})
+    >>> a, b = generate_sides(side, side, torch.tensor([[5, 6, 7]]), None, options, seed)
+    >>> a.generated() == b.generated()
+    True
+    """
+    a = generate_side(reference, input_ids, attention_mask, options, seed)
+    b = generate_side(candidate, input_ids, attention_mask, options, seed)
+    return a, b
+
+
+__all__ = ["comparison_options", "generate_side", "generate_sides"]
