@@ -39,8 +39,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diag.export import export_causal_lm  # noqa: E402
-from diag.models.untrained import get_tiny_config, make_untrained_model  # noqa: E402
 from diag.generation import onnx_generate  # noqa: E402
+from diag.models.untrained import get_tiny_config, make_untrained_model  # noqa: E402
 from diag.ort import OrtBackend  # noqa: E402
 from diag.ort.profiling import read_kernels  # noqa: E402
 from diag.ort.session import make_session  # noqa: E402
