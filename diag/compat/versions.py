@@ -137,7 +137,7 @@ class VersionCheck:
 
     @property
     def tested_range(self) -> str:
-        """The range in words: ``2.13.0``, or ``4.57.6 to 5.24.0 (4.57.6, 5.23.0, 5.24.0)``."""
+        """The range in words: ``2.13.0``, or ``4.57.6 to 5.25.0 (4.57.6, 5.24.0, 5.25.0)``."""
         if len(self.tested) == 1:
             return self.tested[0]
         return f"{self.tested[0]} to {self.tested[-1]} ({', '.join(self.tested)})"
@@ -150,8 +150,8 @@ def check_version(
     (``tested``, by default :func:`tested_releases`).
 
     A local label is not part of the release: torch's ``2.13.0+cpu`` is the tested
-    ``2.13.0``. A pre-release sorts as PEP 440 says (``5.25.0.dev0`` is newer than
-    ``5.24.0``).
+    ``2.13.0``. A pre-release sorts as PEP 440 says (``5.26.0.dev0`` is newer than
+    ``5.25.0``).
 
     >>> check_version("torch", "2.13.0+cpu", ("2.13.0",)).status == TESTED
     True

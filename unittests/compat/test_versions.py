@@ -35,7 +35,7 @@ PACKAGES = ["torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-
 # pinned too, but optional at run time (tools whose output diag reads)
 PEERS = ["onnxruntime-genai"]
 # the range of transformers at the time of writing, as input of the range logic
-RANGE = ("4.57.6", "5.23.0", "5.24.0")
+RANGE = ("4.57.6", "5.24.0", "5.25.0")
 
 
 def repo_file(*parts: str) -> str:
@@ -80,15 +80,15 @@ def test_floor_is_the_requirement_of_pyproject():
     "installed, status",
     [
         ("4.57.6", TESTED),
-        ("5.23.0", TESTED),
         ("5.24.0", TESTED),
-        ("5.24.0+local", TESTED),
+        ("5.25.0", TESTED),
+        ("5.25.0+local", TESTED),
         ("5.0.0", INSIDE),
-        ("5.24.0rc1", INSIDE),
+        ("5.25.0rc1", INSIDE),
         ("4.57.5", OLDER),
         ("4.56.2", OLDER),
-        ("5.24.1", NEWER),
-        ("5.25.0.dev0", NEWER),
+        ("5.25.1", NEWER),
+        ("5.26.0.dev0", NEWER),
         ("6.0.0", NEWER),
         (None, MISSING),
         ("not-a-version", UNKNOWN),
@@ -98,7 +98,7 @@ def test_range_logic(installed, status):
     found = check_version("transformers", installed, RANGE)
     assert found.status == status
     assert found.inside == (status in (TESTED, INSIDE))
-    assert found.tested_range == "4.57.6 to 5.24.0 (4.57.6, 5.23.0, 5.24.0)"
+    assert found.tested_range == "4.57.6 to 5.25.0 (4.57.6, 5.24.0, 5.25.0)"
 
 
 def test_local_label_of_torch_is_its_release():
