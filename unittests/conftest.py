@@ -385,14 +385,15 @@ def pytree_nodes_restored() -> Iterator[None]:
 
 
 def export_with_transformers(
-    hf_folder, out, *, with_mask: bool = True, optimize: bool = True
+    hf_folder, out, *, with_mask: bool = True, optimize: bool = True, dynamic: bool = True
 ) -> None:
     """transformers' own exporter (``transformers.exporters``) on the model of
     ``hf_folder``, dynamic shapes, a batch of 2 sample prompts (a batch of 1 specialises
     the batch dimension), the second left-padded when ``with_mask``. ``optimize=False``
-    skips onnxscript's optimizer (``OnnxConfig.optimize``, 5.23 and 5.24): on SmolLM2
+    skips onnxscript's optimizer (``OnnxConfig.optimize``, 5.23 on): on SmolLM2
     it is most of the export's time (18 min on a loaded 2-core machine, 2 min without)
-    and the graph computes the same."""
+    and the graph computes the same. ``dynamic=False`` is the exporter's default: every
+    dimension fixed at the sample's."""
     pytest.importorskip(
         "transformers.exporters", reason="transformers.exporters exists from transformers 5.23"
     )
@@ -402,19 +403,21 @@ def export_with_transformers(
     sample = {"input_ids": torch.tensor([[1, 5, 7, 9], [2, 1, 4, 6]])}
     if with_mask:
         sample["attention_mask"] = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
-    config = OnnxConfig(dynamic=True, optimize=optimize)
+    config = OnnxConfig(dynamic=dynamic, optimize=optimize)
     with pytree_nodes_restored():
         OnnxExporter().export_for_generation(model, sample, config).save_pretrained(out)
 
 
-def transformers_folder(hf_folder, *, with_mask: bool = True, optimize: bool = True) -> Path:
+def transformers_folder(
+    hf_folder, *, with_mask: bool = True, optimize: bool = True, dynamic: bool = True
+) -> Path:
     """:func:`export_with_transformers` of ``hf_folder``, cached (:func:`tool_folder`)."""
-    options = {"with_mask": with_mask, "optimize": optimize, "dynamic": True}
+    options = {"with_mask": with_mask, "optimize": optimize, "dynamic": dynamic}
     return tool_folder(
         "transformers",
         hf_folder,
         options,
-        lambda out: export_with_transformers(hf_folder, out, with_mask=with_mask, optimize=optimize),
+        lambda out: export_with_transformers(hf_folder, out, **options),
     )
 
 

@@ -10,7 +10,7 @@ prints::
     diag 0.1.0
     package       installed   tested                                     status
     torch         2.13.0+cpu  2.13.0                                     tested
-    transformers  5.24.0      4.57.6 to 5.24.0 (4.57.6, 5.23.0, 5.24.0)  tested
+    transformers  5.25.0      4.57.6 to 5.25.0 (4.57.6, 5.24.0, 5.25.0)  tested
     ...
 
 The tested set is :mod:`diag.compat.versions`' (the pins of ``constraints.txt`` and the

@@ -2,8 +2,8 @@
 
 diag supports transformers 4.57.6 (the last 4.x) to the newest 5.x. What moved in
 that range, and how it is found (by introspection, never by comparing versions where
-the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.0 and
-5.24.0:
+the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.0,
+5.24.0 and 5.25.0:
 
 * the forward's key/value cache argument: ``past_key_values`` up to 5.23,
   ``cache`` from 5.24 on (``past_key_values`` stays an alias until 5.40 that raises a
@@ -19,7 +19,7 @@ the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.
   build or take): the forward's cache argument (builders take the model), readers
   accept either name (:func:`cache_input`);
 * the config base class: ``PretrainedConfig`` up to 4.57, ``PreTrainedConfig`` from
-  5.0 on (the old name stays an alias, without a warning up to 5.24):
+  5.0 on (the old name stays an alias, without a warning up to 5.25):
   :data:`PreTrainedConfig`, whichever the installed module has, by ``hasattr``;
 * the tokenizer class a saved folder names: 5.x saves ``"tokenizer_class":
   "TokenizersBackend"`` (its class for a ``tokenizer.json``), which 4.57 does not

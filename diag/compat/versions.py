@@ -7,10 +7,12 @@ an installed diag knows it as well as a checkout):
   (torch, transformers, onnx, onnxruntime, onnxscript, onnx-ir) and of the peer tools
   the tests need (:data:`PEERS`: onnxruntime-genai), in pip's constraints syntax; ``constraints.txt`` at the repository root includes it with a ``-c`` line;
 * ``tested_transformers.txt``: the other transformers releases CI tests, one a line,
-  each with the extra requirements of its phase (``.ci/run`` reads it too).
+  each with the extra requirements of its phase (``.ci/run`` reads it too); an extra
+  pin of a package of the tested set (``torch==2.14.1``) replaces its pin in that phase.
 
 A package's tested range runs from its oldest to its newest tested release: for
-transformers the floor 4.57.6 up to the pinned release, for the others the pin alone.
+transformers the floor 4.57.6 up to the pinned release, for the others the pin and
+the releases a phase installs instead.
 ``python -m diag versions`` prints :func:`check_installed`; :func:`warn_if_transformers_untested`
 is the one warning :func:`diag.export_causal_lm` gives on a transformers newer than
 any tested.
@@ -97,12 +99,18 @@ def extra_requirements() -> dict[str, list[str]]:
 
 
 def tested_releases() -> dict[str, tuple[str, ...]]:
-    """``{package: tested releases, oldest first}``: the pins, and for transformers
-    the other releases CI tests as well."""
-    tested = {name: (release,) for name, release in pinned_releases().items()}
-    transformers = set(tested.get("transformers", ())) | set(other_transformers_releases())
-    tested["transformers"] = tuple(sorted(transformers, key=Version))
-    return tested
+    """``{package: tested releases, oldest first}``: the pins, for transformers the
+    other releases CI tests as well, and for a pinned package the other release a
+    phase installs among its extra requirements (``5.24.0 torch==2.14.1``)."""
+    tested = {name: {release} for name, release in pinned_releases().items()}
+    tested["transformers"] = tested.get("transformers", set()) | set(other_transformers_releases())
+    for requirements in extra_requirements().values():
+        for requirement in requirements:
+            match = _PIN.match(requirement)
+            if match is not None and _normalize(match.group(1)) in tested:
+                _parse(match.group(2), TRANSFORMERS_FILE)
+                tested[_normalize(match.group(1))].add(match.group(2))
+    return {name: tuple(sorted(releases, key=Version)) for name, releases in tested.items()}
 
 
 def installed_version(package: str) -> str | None:
@@ -137,7 +145,7 @@ class VersionCheck:
 
     @property
     def tested_range(self) -> str:
-        """The range in words: ``2.13.0``, or ``4.57.6 to 5.24.0 (4.57.6, 5.23.0, 5.24.0)``."""
+        """The range in words: ``2.13.0``, or ``4.57.6 to 5.25.0 (4.57.6, 5.24.0, 5.25.0)``."""
         if len(self.tested) == 1:
             return self.tested[0]
         return f"{self.tested[0]} to {self.tested[-1]} ({', '.join(self.tested)})"
@@ -150,8 +158,8 @@ def check_version(
     (``tested``, by default :func:`tested_releases`).
 
     A local label is not part of the release: torch's ``2.13.0+cpu`` is the tested
-    ``2.13.0``. A pre-release sorts as PEP 440 says (``5.25.0.dev0`` is newer than
-    ``5.24.0``).
+    ``2.13.0``. A pre-release sorts as PEP 440 says (``5.26.0.dev0`` is newer than
+    ``5.25.0``).
 
     >>> check_version("torch", "2.13.0+cpu", ("2.13.0",)).status == TESTED
     True

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
+from diag.contract.fixed_dims import fixed_length_problems, fixed_size
 from diag.contract.layout import DIAG_LAYOUT, Layout
 from diag.contract.names import AnyCacheNames
 from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype, ort_type_to_onnx_dtype
@@ -105,13 +106,9 @@ class _Problems:
 
 
 def _static(dim: Any, given: int | None) -> int | None:
-    """A dimension's size: static in the graph (some exporters write it as a string of
-    digits), else ``given`` by the layout."""
-    if isinstance(dim, int):
-        return dim
-    if isinstance(dim, str) and dim.isdigit():
-        return int(dim)
-    return given
+    """A dimension's size: static in the graph, else ``given`` by the layout."""
+    size = fixed_size(dim)
+    return given if size is None else size
 
 
 def _element_type(ort_type: str) -> int | None:
@@ -165,7 +162,8 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
     Raises :class:`ContractError` (a ValueError) listing every problem, one line per
     kind: missing or unexpected inputs/outputs, wrong dtypes, past and present that do
     not pair up, cache tensors that are not ``[batch, kv_heads, length, head_dim]``
-    with ``kv_heads`` and ``head_dim`` static or given by the layout.
+    with ``kv_heads`` and ``head_dim`` static or given by the layout, lengths the
+    decoding loop grows fixed by the graph (:mod:`diag.contract.fixed_dims`).
     """
     if not (hasattr(session, "get_inputs") and hasattr(session, "get_outputs")):
         hint = (
@@ -274,6 +272,11 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
             continue
         past_shapes.append((heads, dim))
         past_types.append(elem)  # a float type: any other raises below
+
+    # lengths the loop grows, fixed at the sample's by an export without dynamic shapes
+    shapes = {name: i.shape or [] for name, i in inputs.items()}
+    for template, name in fixed_length_problems(shapes, layout, past_names):
+        problems.add(template, name)
 
     vocab_size = None
     if layout.logits in outputs:

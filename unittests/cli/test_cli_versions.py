@@ -49,14 +49,28 @@ def test_versions_lists_the_installed_releases(capsys):
 
 
 def test_an_untested_release_is_named(capsys, monkeypatch):
-    real = versions.installed_version
-    monkeypatch.setattr(
-        versions, "installed_version", lambda p: "1.0.0" if p == "onnx" else real(p)
-    )
+    # the releases are fed in: every package at its pin but onnx (older) and torch
+    # (newer), whatever this environment has installed
+    installed = {package: tested[-1] for package, tested in versions.tested_releases().items()}
+    installed.update(onnx="1.0.0", torch="99.0.0+cu130")
+    monkeypatch.setattr(versions, "installed_version", installed.get)
     assert main(["versions"]) == 0
     out = capsys.readouterr().out
-    assert rows(out)["onnx"] == ["1.0.0", versions.pinned_releases()["onnx"], versions.OLDER]
-    assert out.splitlines()[-1].startswith("outside the tested range: onnx")
+    table = rows(out)
+    assert table["onnx"] == ["1.0.0", versions.pinned_releases()["onnx"], versions.OLDER]
+    torch_range = check_version("torch", "2.13.0").tested_range
+    assert table["torch"] == ["99.0.0+cu130", torch_range, versions.NEWER]
+    assert table["transformers"][2] == versions.TESTED
+    assert out.splitlines()[-1].startswith("outside the tested range: torch, onnx; ")
+
+
+def test_the_tested_set_is_not_named_outside(capsys, monkeypatch):
+    installed = {package: tested[-1] for package, tested in versions.tested_releases().items()}
+    monkeypatch.setattr(versions, "installed_version", installed.get)
+    assert main(["versions"]) == 0
+    out = capsys.readouterr().out
+    assert {status for _, _, status in rows(out).values()} == {versions.TESTED}
+    assert "outside the tested range" not in out
 
 
 def test_version_option_prints_the_same_report(capsys):

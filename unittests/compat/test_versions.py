@@ -35,7 +35,7 @@ PACKAGES = ["torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-
 # pinned too, but optional at run time (tools whose output diag reads)
 PEERS = ["onnxruntime-genai"]
 # the range of transformers at the time of writing, as input of the range logic
-RANGE = ("4.57.6", "5.23.0", "5.24.0")
+RANGE = ("4.57.6", "5.24.0", "5.25.0")
 
 
 def repo_file(*parts: str) -> str:
@@ -66,8 +66,15 @@ def test_tested_transformers_span_the_floor_to_the_pin():
     assert pinned not in others, "the pinned release is tested by the whole suite already"
     assert tested["transformers"] == tuple(sorted({pinned, *others}, key=Version))
     assert tested["transformers"][-1] == pinned, "the pin is the newest tested release"
-    # the other packages are tested on their pin alone
-    assert all(tested[p] == (pinned_releases()[p],) for p in PACKAGES if p != "transformers")
+    # the other packages are tested on their pin and on the pins of a phase's extras
+    instead = {}
+    for requirements in versions.extra_requirements().values():
+        for package, _, release in (r.partition("==") for r in requirements):
+            instead.setdefault(package, set()).add(release)
+    for p in PACKAGES:
+        if p != "transformers":
+            expected = {pinned_releases()[p], *instead.get(p, ())}
+            assert tested[p] == tuple(sorted(expected, key=Version)), p
 
 
 def test_floor_is_the_requirement_of_pyproject():
@@ -80,15 +87,15 @@ def test_floor_is_the_requirement_of_pyproject():
     "installed, status",
     [
         ("4.57.6", TESTED),
-        ("5.23.0", TESTED),
         ("5.24.0", TESTED),
-        ("5.24.0+local", TESTED),
+        ("5.25.0", TESTED),
+        ("5.25.0+local", TESTED),
         ("5.0.0", INSIDE),
-        ("5.24.0rc1", INSIDE),
+        ("5.25.0rc1", INSIDE),
         ("4.57.5", OLDER),
         ("4.56.2", OLDER),
-        ("5.24.1", NEWER),
-        ("5.25.0.dev0", NEWER),
+        ("5.25.1", NEWER),
+        ("5.26.0.dev0", NEWER),
         ("6.0.0", NEWER),
         (None, MISSING),
         ("not-a-version", UNKNOWN),
@@ -98,14 +105,16 @@ def test_range_logic(installed, status):
     found = check_version("transformers", installed, RANGE)
     assert found.status == status
     assert found.inside == (status in (TESTED, INSIDE))
-    assert found.tested_range == "4.57.6 to 5.24.0 (4.57.6, 5.23.0, 5.24.0)"
+    assert found.tested_range == "4.57.6 to 5.25.0 (4.57.6, 5.24.0, 5.25.0)"
 
 
 def test_local_label_of_torch_is_its_release():
     pinned = pinned_releases()["torch"]
     found = check_version("torch", f"{pinned}+cpu")
-    assert (found.status, found.tested_range) == (TESTED, pinned)
-    assert check_version("TORCH", f"{pinned}.post1").status == NEWER
+    assert (found.status, found.tested) == (TESTED, versions.tested_releases()["torch"])
+    assert pinned in found.tested_range
+    newest = versions.tested_releases()["torch"][-1]
+    assert check_version("TORCH", f"{newest}.post1").status == NEWER
 
 
 def test_unknown_package_says_what_is_tested():
@@ -259,4 +268,24 @@ def test_extra_requirements_of_the_release_phases():
     assert list(extras) == other_transformers_releases()
     # optimum-onnx needs transformers < 4.58: only the 4.57 phase installs it
     assert extras["4.57.6"] == ["optimum-onnx==0.1.0"]
-    assert all(not reqs for release, reqs in extras.items() if release != "4.57.6")
+    # the newest 5.x before the pin runs on the newest torch
+    assert extras[other_transformers_releases()[-1]] == ["torch==2.14.1"]
+
+
+def test_a_phase_pin_joins_the_tested_range(monkeypatch):
+    lines = {
+        versions.PINS_FILE: ["torch==2.13.0", "transformers==5.25.0", "onnx==1.23.2"],
+        versions.TRANSFORMERS_FILE: ["4.57.6 optimum-onnx==0.1.0", "5.24.0 torch==2.14.1"],
+    }
+    monkeypatch.setattr(versions, "data_lines", lines.get)
+    tested = versions.tested_releases()
+    # optimum-onnx is not in the tested set: an extra requirement only
+    assert tested == {
+        "torch": ("2.13.0", "2.14.1"),
+        "transformers": ("4.57.6", "5.24.0", "5.25.0"),
+        "onnx": ("1.23.2",),
+    }
+    assert check_version("torch", "2.14.1+cu130").status == TESTED
+    assert check_version("torch", "2.14.0").status == INSIDE
+    assert check_version("torch", "2.15.0").status == NEWER
+    assert check_version("torch", "2.13.0+cpu").tested_range == "2.13.0 to 2.14.1 (2.13.0, 2.14.1)"
