@@ -236,7 +236,7 @@ def test_a_patch_whose_check_fails_is_skipped_with_its_reason():
         check=lambda original: f"takes ({', '.join(parameter_names(original))})",
     )
     with torch_export_patches(patch_torch=False, extra_patches=[patch]) as report:
-        assert report.skipped == [
+        assert [note for note in report.skipped if "'wrong_shape'" in note] == [
             f"skipped 'wrong_shape': takes ({', '.join(parameter_names(original))})"
         ]
         assert "wrong_shape" not in report.applied

@@ -135,9 +135,15 @@ BAD_FOLDERS = {
         lambda d, b: _genai_folder(d, b, {"model": {"decoder": {"filename": "model.onnx"}}}, False),
         ContractError, r"names the decoder 'model.onnx', which is not there; build the folder again",
     ),
-    "onnx file without its genai config, beside another": (
-        lambda d, b: (_genai_folder(d, b, None, True), _write_model(b, d, "other.onnx"))[0],
-        ContractError, r"no genai_config.json .* and 2 .onnx files .*; pass the .onnx file itself",
+    # a folder's model.onnx is its graph (diag.contract.detect.onnx_file_in); without one,
+    # two graphs and no side file leave nothing to choose by
+    "two onnx files, no genai config, no model.onnx": (
+        lambda d, b: (
+            _genai_folder(d, b, None, False),
+            _write_model(b, d, "decoder.onnx"),
+            _write_model(b, d, "other.onnx"),
+        )[0],
+        ContractError, r"no genai_config.json .* holds 2 .onnx files .*; pass the .onnx file itself",
     ),
     "transformers export.json without its graphs": (
         lambda d, b: _transformers_folder(d, b, PAIR, ("decode.onnx",)), ContractError,
