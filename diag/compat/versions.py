@@ -5,7 +5,7 @@ an installed diag knows it as well as a checkout):
 
 * ``tested_pins.txt``: the exact releases of the packages whose changes break diag
   (torch, transformers, onnx, onnxruntime, onnxscript, onnx-ir) and of the peer tools
-  the tests need (:data:`PEERS`: onnxruntime-genai), in pip's constraints syntax; ``constraints.txt`` at the repository root includes it with a ``-c`` line;
+  the tests need (:data:`PEERS`: onnxruntime-genai, optree), in pip's constraints syntax; ``constraints.txt`` at the repository root includes it with a ``-c`` line;
 * ``tested_transformers.txt``: the other transformers releases CI tests, one a line,
   each with the extra requirements of its phase (``.ci/run`` reads it too); an extra
   pin of a package of the tested set (``torch==2.14.1``) replaces its pin in that phase.
@@ -20,7 +20,7 @@ any tested.
 Example::
 
     >>> sorted(tested_releases())
-    ['onnx', 'onnx-ir', 'onnxruntime', 'onnxruntime-genai', 'onnxscript', 'torch', 'transformers']
+    ['onnx', 'onnx-ir', 'onnxruntime', 'onnxruntime-genai', 'onnxscript', 'optree', 'torch', 'transformers']
     >>> check_version("transformers", "99.0.0").status == NEWER
     True
 """
@@ -49,7 +49,7 @@ UNKNOWN = "unreadable version"
 
 #: pinned packages diag does not need at run time: tools whose output it reads, needed
 #: by the tests (pyproject's dev extra); absent, they are "not installed (optional)"
-PEERS = ("onnxruntime-genai",)
+PEERS = ("onnxruntime-genai", "optree")
 OPTIONAL = "not installed (optional)"
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)$")

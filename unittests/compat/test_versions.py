@@ -33,7 +33,7 @@ from diag.compat.versions import (
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGES = ["torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir"]
 # pinned too, but optional at run time (tools whose output diag reads)
-PEERS = ["onnxruntime-genai"]
+PEERS = ["onnxruntime-genai", "optree"]
 # the range of transformers at the time of writing, as input of the range logic
 RANGE = ("4.57.6", "5.24.0", "5.25.0")
 
@@ -266,8 +266,9 @@ def test_a_missing_peer_is_optional_not_outside():
 def test_extra_requirements_of_the_release_phases():
     extras = versions.extra_requirements()
     assert list(extras) == other_transformers_releases()
-    # optimum-onnx needs transformers < 4.58: only the 4.57 phase installs it
-    assert extras["4.57.6"] == ["optimum-onnx==0.1.0"]
+    # optimum-onnx needs transformers < 4.58, onnx-diagnostic 0.9.3 too: only the 4.57
+    # phase installs them
+    assert extras["4.57.6"] == ["optimum-onnx==0.1.0", "onnx-diagnostic==0.9.3", "scipy==1.17.1"]
     # the newest 5.x before the pin runs on the newest torch
     assert extras[other_transformers_releases()[-1]] == ["torch==2.14.1"]
 
