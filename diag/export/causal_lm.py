@@ -259,7 +259,7 @@ def export_causal_lm(
         options["attention"] = attention
     if plain:
         # only then, as quantize: the keys of diag-layout exports stay what they were
-        options["layout"] = layout
+        options["layout"] = "plain"
     parts = export_key_parts(model, options)
     key = key_of_parts(parts)
     if filename is None:
@@ -298,7 +298,7 @@ def export_causal_lm(
             float_export = export_causal_lm(
                 model, None, verify=False, force=force, opset=opset, verbose=verbose,
                 exporter=exporter, fuse=fuse, cache=cache, max_length=max_length,
-                attention=attention, layout=layout,
+                attention=attention, layout="plain" if plain else "diag",
             )  # fmt: skip
             source = float_export.filename
             timings = float_export.timings

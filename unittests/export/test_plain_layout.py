@@ -47,6 +47,14 @@ def test_diag_loop_drives_it(plain_llama, one_torch_thread):
     assert torch.equal(got, _expected(model))
 
 
+def test_quantized_plain_export_keeps_the_layout(plain_llama, tmp_path):
+    # the quantized file is made from the float export of the same layout
+    model, _ = plain_llama
+    result = export_causal_lm(model, tmp_path / "int8.onnx", layout="plain", quantize="int8")
+    proto = onnx.load(result.filename, load_external_data=False)
+    assert [i.name for i in proto.graph.input] == ["input_ids", "attention_mask", *PAST.names(2)]
+
+
 def test_left_padding_refused(plain_llama):
     _, path = plain_llama
     ids = torch.tensor([[0, 0, 5, 17], [3, 4, 5, 6]])
