@@ -12,7 +12,7 @@ import torch
 from diag.contract import DIAG_LAYOUT, STATIC_LAYOUT, ContractError, read_contract
 from diag.contract.fixed_dims import fixed_length_problems, fixed_size, how_to_export
 from diag.contract.names import CacheNames
-from diag.ort import onnx_generate
+from diag.generation import onnx_generate
 
 PAST = [f"past_key_values.{i}.{k}" for i in range(2) for k in ("key", "value")]
 
