@@ -92,8 +92,8 @@ def extra_requirements() -> dict[str, list[str]]:
     installs besides the tested set (the words after the release in
     :data:`TRANSFORMERS_FILE`; ``4.57.6 optimum-onnx==0.1.0``).
 
-    >>> extra_requirements()["4.57.6"]
-    ['optimum-onnx==0.1.0']
+    >>> extra_requirements()["4.57.6"][0]
+    'optimum-onnx==0.1.0'
     """
     return {line.split()[0]: line.split()[1:] for line in data_lines(TRANSFORMERS_FILE)}
 
