@@ -488,3 +488,15 @@ def optimum_smollm2(request):
     folder is asked for where optimum-onnx is missing)."""
     require_optimum()
     return optimum_folder(request.getfixturevalue("smollm2_folder"))
+
+
+def greedy_reference(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int = 12):
+    """``model.generate``'s greedy tokens on an unpadded ``prompt``, eos ignored: the
+    reference the tests of other layouts' files compare with."""
+    return model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+    )

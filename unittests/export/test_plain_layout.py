@@ -10,6 +10,7 @@ import torch
 from diag import export_causal_lm, get_untrained_model_with_inputs, onnx_generate
 from diag.contract import PAST, PRESENT
 from diag.export.plain_layout import check_layout
+from unittests.conftest import greedy_reference
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 30, 12]])
 
@@ -23,13 +24,7 @@ def plain_llama(tmp_path_factory):
 
 
 def _expected(model: torch.nn.Module) -> torch.Tensor:
-    return model.generate(
-        PROMPT,
-        attention_mask=torch.ones_like(PROMPT),
-        max_new_tokens=12,
-        do_sample=False,
-        eos_token_id=None,
-    )
+    return greedy_reference(model, PROMPT)
 
 
 def test_plain_names(plain_llama):

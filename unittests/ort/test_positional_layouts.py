@@ -12,6 +12,7 @@ import torch
 from diag import get_untrained_model_with_inputs, onnx_generate, torch_export_patches
 from diag.compat import torch_pytree
 from diag.contract.detect import detect_layout
+from unittests.conftest import greedy_reference
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 30, 12]])
 
@@ -38,13 +39,7 @@ def plain_export(llama, tmp_path_factory):
 
 
 def _expected(model: torch.nn.Module) -> torch.Tensor:
-    return model.generate(
-        PROMPT,
-        attention_mask=torch.ones_like(PROMPT),
-        max_new_tokens=12,
-        do_sample=False,
-        eos_token_id=None,
-    )
+    return greedy_reference(model, PROMPT)
 
 
 def test_plain_torch_onnx_export(llama, plain_export, one_torch_thread):
