@@ -20,7 +20,7 @@ Decode (one new token, ``--past`` positions already written, buffers of
   query heads of a key-value head as the rows of one product (each cache byte read
   once), over the whole buffer, the unwritten positions masked;
 * ``torch matmul, grouped``: the same products in torch, over the written positions;
-* ``stream``: the bandwidth of the machine (:func:`diag.measure_bandwidth`), the
+* ``stream``: the bandwidth of the machine (:func:`diag.helpers.bandwidth.measure_bandwidth`), the
   bound: ``cache MB / stream GB/s``.
 
 Prefill (``--prompt`` tokens, causal, no cache): ``torch sdpa`` (torch's CPU flash

@@ -14,7 +14,7 @@ The speed rounds alternate the contenders ``--repeat`` times; the table shows th
 median and the spread (max - min) / median. The int4 bandwidth bound: a batch-1 decode
 step reads every weight once (an embedding table only read by a lookup: one row), so
 it cannot beat ``bandwidth / bytes read per token``; the bandwidth is
-:func:`diag.measure_bandwidth` (a sum over a buffer much larger than the caches),
+:func:`diag.helpers.bandwidth.measure_bandwidth` (a sum over a buffer much larger than the caches),
 measured between the rounds.
 
 Then the settings table (teacher-forced only, same prompts): block size 32 / 64 / 128,
@@ -54,7 +54,7 @@ from prompts import PROMPTS  # noqa: E402
 
 import diag  # noqa: E402
 from diag.export import QuantizeOptions, export_causal_lm  # noqa: E402
-from diag.export.export_cache import cache_dir, read_sidecar  # noqa: E402
+from diag.export.record.export_cache import cache_dir, read_sidecar  # noqa: E402
 from diag.generation import onnx_generate, open_steps  # noqa: E402
 from diag.helpers.bandwidth import measure_bandwidth  # noqa: E402
 from diag.helpers.torch_helper import single_torch_thread  # noqa: E402
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> pandas.DataFrame:
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     int4 = df.set_index("contender")
     bound = bandwidth / bytes_per_token(paths["diag int4"])
-    print(f"\nmemory bandwidth (diag.measure_bandwidth) {bandwidth / 1e9:.1f} GB/s; int4 bound (batch 1): "
+    print(f"\nmemory bandwidth (diag.helpers.bandwidth.measure_bandwidth) {bandwidth / 1e9:.1f} GB/s; int4 bound (batch 1): "
           f"{bytes_per_token(paths['diag int4']) / 2**20:.0f} MiB/token -> {bound:.0f} tokens/s; "
           f"diag int4 reaches {int4.loc['diag int4', 'decode tok/s b1'] / bound:.0%} of it")  # fmt: skip
     ratio = int4.loc["diag int4", "decode tok/s b1"] / int4.loc["genai int4", "decode tok/s b1"]

@@ -1,7 +1,9 @@
 """diag: show, measure and check how a causal language model generates text,
 in PyTorch and in ONNX Runtime, side by side.
 
-Every public name is importable from ``diag`` directly::
+The verbs a user calls are importable from ``diag`` directly; helpers and plumbing
+are public in their sub-packages (``diag.helpers.string_type``,
+``diag.contract.read_contract``...)::
 
     import diag
     model, tokenizer = diag.load_pretrained("smollm2-135m-instruct")
@@ -20,53 +22,37 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it: the verbs a user calls and the values they
+# pass or get back; helpers and plumbing are public in their sub-packages
+# (diag.helpers, diag.contract, diag.diagnose, diag.models, diag.generation)
 _LAZY: dict[str, str] = {
-    # helpers
-    "string_type": "diag.helpers.string_type",
-    "max_diff": "diag.helpers.max_diff",
-    "to_any": "diag.helpers.torch_helper",
-    "get_weight_type": "diag.helpers.torch_helper",
-    "make_dynamic_cache": "diag.helpers.cache_helper",
-    "measure_bandwidth": "diag.helpers.bandwidth",
     # model zoo
     "get_untrained_model_with_inputs": "diag.models",
     "load_pretrained": "diag.models",
-    "cache_layout": "diag.models",
-    # generation (torch) and the shared decoding core
+    # generation, torch and ONNX Runtime
     "generate": "diag.generation",
+    "onnx_generate": "diag.generation",
     "GenerateResult": "diag.generation",
-    "UNSET": "diag.generation",
     # export
     "torch_export_patches": "diag.export",
     "to_onnx": "diag.export",
     "export_causal_lm": "diag.export",
-    # onnxruntime, and the contract it reads an exported model against
-    "onnx_generate": "diag.generation",
-    "read_contract": "diag.contract",
-    "detect_layout": "diag.contract.detect",
+    "QuantizeOptions": "diag.export",
     "inspect_onnx": "diag.contract.inspection",
-    "Layout": "diag.contract",
-    "ContractError": "diag.contract",
     # diagnosis
     "compare_teacher_forced": "diag.diagnose",
     "first_divergence": "diag.diagnose",
     "find_divergence": "diag.diagnose",
-    "Divergence": "diag.diagnose",
-    "Candidate": "diag.diagnose",
     "localize_layer": "diag.diagnose",
-    "LayerLocalization": "diag.diagnose",
     "plot_teacher_forced": "diag.diagnose",
     "plot_layers": "diag.diagnose",
+    "quantization_report": "diag.diagnose",
+    "plot_quantization": "diag.diagnose",
     # regression tests (the submodule itself: diag.testing.record, ...)
     "testing": "diag.testing",
     "assert_same_tokens": "diag.testing",
     "assert_logits_close": "diag.testing",
     "assert_matches_record": "diag.testing",
-    # quantization: the options of export_causal_lm(quantize=...) and the report
-    "QuantizeOptions": "diag.export",
-    "quantization_report": "diag.diagnose",
-    "plot_quantization": "diag.diagnose",
 }
 
 __all__ = sorted(_LAZY)

@@ -44,18 +44,18 @@ def test_docstring_examples():
 @pytest.mark.parametrize(
     "page",
     [
-        ".. autofunction:: diag.measure_bandwidth\n",
+        ".. autofunction:: diag.quantization_report\n",
         # the same object under the path of the module that defines it
-        ".. autofunction:: diag.helpers.bandwidth.measure_bandwidth\n",
-        ".. automodule:: diag.helpers.bandwidth\n    :members: decode_weight_bytes, "
-        "measure_bandwidth\n",
+        ".. autofunction:: diag.diagnose.quantization.quantization_report\n",
+        ".. automodule:: diag.diagnose.quantization\n    :members: QuantizationReport, "
+        "quantization_report\n",
         # a bare :members: takes the public names the module defines
-        ".. automodule:: diag.helpers.bandwidth\n    :members:\n",
+        ".. automodule:: diag.diagnose.quantization\n    :members:\n",
     ],
     ids=["autofunction", "other-path", "members-listed", "members-bare"],
 )
 def test_documented(page):
-    assert api_check.undocumented(page, diag, names=["measure_bandwidth"]) == []
+    assert api_check.undocumented(page, diag, names=["quantization_report"]) == []
 
 
 @pytest.mark.parametrize(
@@ -63,19 +63,21 @@ def test_documented(page):
     [
         "",
         # the module itself, without its members
-        ".. automodule:: diag.helpers.bandwidth\n    :no-members:\n",
-        ".. automodule:: diag.helpers.bandwidth\n",
+        ".. automodule:: diag.diagnose.quantization\n    :no-members:\n",
+        ".. automodule:: diag.diagnose.quantization\n",
         # another member listed, not this one
-        ".. automodule:: diag.helpers.bandwidth\n    :members: decode_weight_bytes\n",
-        # a module that does not define the name (max_diff has no measure_bandwidth)
-        ".. automodule:: diag.helpers.max_diff\n    :members: measure_bandwidth\n",
+        ".. automodule:: diag.diagnose.quantization\n    :members: QuantizationReport\n",
+        # a module that does not define the name (max_diff has no quantization_report)
+        ".. automodule:: diag.helpers.max_diff\n    :members: quantization_report\n",
         # the option of another directive: a blank line ends the options
-        ".. automodule:: diag.helpers.bandwidth\n\n    :members:\n",
+        ".. automodule:: diag.diagnose.quantization\n\n    :members:\n",
     ],
     ids=["absent", "no-members", "no-option", "other-member", "wrong-module", "after-blank"],
 )
 def test_not_documented(page):
-    assert api_check.undocumented(page, diag, names=["measure_bandwidth"]) == ["measure_bandwidth"]
+    assert api_check.undocumented(page, diag, names=["quantization_report"]) == [
+        "quantization_report"
+    ]
 
 
 def test_a_submodule_is_documented_by_automodule():
@@ -87,17 +89,14 @@ def test_a_submodule_is_documented_by_automodule():
 
 def test_the_message_gives_the_line_to_add(tmp_path: Path):
     page = API_PAGE.read_text(encoding="utf-8")
-    assert "measure_bandwidth, " in page  # the edit below must remove something
+    removed = (".. autofunction:: diag.quantization_report\n", ".. autofunction:: diag.to_onnx\n")
+    assert all(line in page for line in removed)  # the edit below must remove something
     path = tmp_path / "api.rst"
-    path.write_text(
-        page.replace("measure_bandwidth, ", "").replace(".. autofunction:: diag.to_onnx\n", "")
-    )
+    path.write_text(page.replace(removed[0], "").replace(removed[1], ""))
     with pytest.raises(RuntimeError) as caught:
         api_check.check_api_page(str(path), diag)
     message = str(caught.value)
-    assert "['measure_bandwidth', 'to_onnx']" in message
-    assert (
-        ".. autofunction:: diag.measure_bandwidth    (defined in diag.helpers.bandwidth)" in message
-    )
+    assert "['quantization_report', 'to_onnx']" in message
+    assert ".. autofunction:: diag.quantization_report    (defined in diag.diagnose)" in message
     assert ".. autofunction:: diag.to_onnx    (defined in diag.export)" in message
     assert "':members:'" in message

@@ -168,7 +168,7 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
     if not (hasattr(session, "get_inputs") and hasattr(session, "get_outputs")):
         hint = (
             ": for a path, diag.inspect_onnx(path) says what the file is and "
-            "diag.detect_layout(path) its layout"
+            "diag.contract.detect.detect_layout(path) its layout"
             if isinstance(session, (str, os.PathLike))
             else ""
         )

@@ -58,7 +58,7 @@ def generate(
     The decoding parameters keep transformers' ``GenerationConfig`` names; other
     ``GenerationConfig`` names (``min_new_tokens``, ``no_repeat_ngram_size``,
     ``min_p``, ``max_length``...) go through ``kwargs``. A parameter left to
-    :data:`diag.UNSET` (the default) is not given and takes the value
+    :data:`diag.generation.UNSET` (the default) is not given and takes the value
     ``model.generate`` would take: the ``generation_config`` argument, then
     ``model.generation_config``, then transformers' defaults (``top_k=50`` when
     sampling, 20 new tokens). Any value given, ``None`` included, means what it means

@@ -65,7 +65,7 @@ def onnx_generate(
     (``["CUDAExecutionProvider"]`` keeps the cache and every step on the GPU).
 
     The decoding options are :func:`diag.generate`'s, with transformers'
-    ``GenerationConfig`` names, and mean the same: one left to :data:`diag.UNSET` (the
+    ``GenerationConfig`` names, and mean the same: one left to :data:`diag.generation.UNSET` (the
     default) is not given and comes from ``generation_config``, then from a
     ``generation_config`` JSON entry in the model's metadata when there is one (the
     model's generation config, written by :func:`diag.export_causal_lm`), then from

@@ -44,7 +44,7 @@ class _Unset(enum.Enum):
 
     Example::
 
-        diag.generate(model, ids, top_k=diag.UNSET)  # same as leaving top_k out
+        diag.generate(model, ids, top_k=diag.generation.UNSET)  # same as leaving top_k out
     """
 
     # an enum member: one object, kept by copy, deepcopy and pickle, so `is UNSET` holds

@@ -16,11 +16,11 @@ The helpers here hide those details:
 * :func:`make_dynamic_cache` / :func:`make_static_cache` /
   :func:`make_encoder_decoder_cache` build a filled cache from ``(key, value)`` pairs;
 * :func:`cache_to_list` reads the pairs back;
-* :func:`cache_parts` names the parts of any cache the way :func:`diag.string_type`
-  and :func:`diag.max_diff` print them (``key_cache`` / ``value_cache``, or the two
+* :func:`cache_parts` names the parts of any cache the way :func:`diag.helpers.string_type.string_type`
+  and :func:`diag.helpers.max_diff.max_diff` print them (``key_cache`` / ``value_cache``, or the two
   sub-caches of an encoder-decoder cache);
 * :func:`map_cache_tensors` returns a copy of a cache of the same class with every
-  tensor transformed (what :func:`diag.to_any` uses).
+  tensor transformed (what :func:`diag.helpers.torch_helper.to_any` uses).
 
 Example::
 
@@ -249,8 +249,8 @@ def cache_to_list(cache: Any) -> list[tuple[torch.Tensor | None, torch.Tensor | 
 
 
 def cache_parts(cache: Any) -> dict[str, Any]:
-    """Names the parts of a cache, in the order :func:`diag.string_type` and
-    :func:`diag.max_diff` show them.
+    """Names the parts of a cache, in the order :func:`diag.helpers.string_type.string_type` and
+    :func:`diag.helpers.max_diff.max_diff` show them.
 
     * layered caches (DynamicCache, StaticCache...):
       ``{"key_cache": [keys per layer], "value_cache": [values per layer]}``

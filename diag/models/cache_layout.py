@@ -143,7 +143,7 @@ def cache_layout(model: torch.nn.Module) -> CacheLayout:
     :return: a :class:`CacheLayout`
     :raises UnsupportedCacheError: when the cache is not made of key/value layers
         (mamba, jamba, recurrent_gemma...) or its layers are not those
-        :func:`diag.make_dynamic_cache` builds from the config (a cache the model
+        :func:`diag.helpers.cache_helper.make_dynamic_cache` builds from the config (a cache the model
         builds its own way): the message names the layer and the reason
 
     >>> from diag.models.untrained import get_tiny_config, make_untrained_model

@@ -2,13 +2,8 @@
 
 ONNX Runtime's CPU ``Attention`` (opset 23) computes the scores of every query
 against every key and then masks the later ones out: the causal half of a one-shot
-prefill is computed for nothing. Measured on SmolLM2's shapes (9 query heads, 3
-key-value heads of 64) at 1637 positions, one layer, 2 busy cores, same run: 691 ms
-for the whole prompt at once, 371 ms in chunks of 512 tokens, 364 ms in chunks of
-256, 298 ms in chunks of 128. In ONNX Runtime's profile of a one-shot prefill of
-1637 tokens, that kernel was half the time (11.3 s of 22.5 s; the lm_head of every
-position 3.2 s); the whole prefill took 24.3 s in chunks of 256 against 37.4 s at
-once (same run, a busy machine).
+prefill is computed for nothing; in chunks, each block of queries scores only the
+keys before it (``bench/bench_attention_kernels.py`` measures both on SmolLM2's shapes).
 A chunk attends to the cache of the chunks before it and to itself, as a decode step
 of several tokens does, so the graph needs nothing new; the keys, values and logits
 come out bit for bit the same as the one-shot prefill's (the same per-row reductions
@@ -36,8 +31,8 @@ import torch
 
 from diag.contract import Layout
 
-#: tokens per prefill step: 128 to 512 measured the same on SmolLM2 at 1637 tokens
-#: (1.5x faster than one step); 256 keeps the logits of a step to 50 MB at batch 1
+#: tokens per prefill step: chunks of 128 to 512 cost about the same
+#: (``bench/bench_attention_kernels.py``); 256 bounds the logits of a step at batch 1
 PREFILL_CHUNK = 256
 
 

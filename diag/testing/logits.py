@@ -3,9 +3,9 @@ noise-aware tolerance of export validation.
 
 Both sides run the same inputs through the shared decoding loop, greedily, for
 ``max_new_tokens`` steps (1: the prefill only); every step where both sides had read
-the same tokens is compared. The tolerance is that of :mod:`diag.export.validate`:
+the same tokens is compared. The tolerance is that of :mod:`diag.export.check.validate`:
 ``atol`` (the model dtype's default when None), raised, when some difference exceeds
-it and a side is a torch model, to :data:`~diag.export.tolerance.NOISE_FACTOR` times
+it and a side is a torch model, to :data:`~diag.export.check.tolerance.NOISE_FACTOR` times
 the float32 noise measured against a float64 copy of that model
 (``noise_floor=False`` keeps ``atol``); ``rtol`` adds ``rtol * |reference|`` per logit.
 The message names the worst logit: prompt, step, position, token and both values.

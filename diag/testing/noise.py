@@ -3,9 +3,9 @@ against a float64 copy, and the tolerance export validation derives from it.
 
 Two correct float32 implementations (torch and ONNX Runtime, or two releases of
 either) sum in other orders and differ by more than a fixed ``1e-4`` on the logits of
-a deep model. Export validation (:mod:`diag.export.validate`) measures the float32
+a deep model. Export validation (:mod:`diag.export.check.validate`) measures the float32
 noise ``|torch float32 - torch float64|`` and accepts a difference within
-:func:`~diag.export.tolerance.noise_aware_tolerance` of it; :mod:`diag.testing` uses
+:func:`~diag.export.check.tolerance.noise_aware_tolerance` of it; :mod:`diag.testing` uses
 that same function, on generations: the noise is the largest logits difference
 between the model and its float64 copy over the steps where both chose the same tokens
 (:attr:`~diag.diagnose.divergence.Divergence.largest_diff`).
@@ -25,7 +25,7 @@ import torch
 
 from diag.diagnose.divergence import find_divergence
 from diag.diagnose.sides import generate_side
-from diag.export.tolerance import default_atol, noise_aware_tolerance
+from diag.export.check.tolerance import default_atol, noise_aware_tolerance
 from diag.generation.steps import Steps, open_steps
 
 

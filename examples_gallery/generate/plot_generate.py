@@ -34,6 +34,7 @@ import torch
 
 import diag
 from diag.compat.transformers_api import cache_argument, output_cache
+from diag.helpers import get_weight_type, string_type
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")  # where the figures are saved
@@ -42,7 +43,7 @@ MAX_NEW_TOKENS = 16 if FAST else 100
 model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
 model.eval()
 print(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} weights")
-print("weight type:", diag.get_weight_type(model))
+print("weight type:", get_weight_type(model))
 print("layers:", model.config.num_hidden_layers, "- vocabulary:", model.config.vocab_size)
 
 # %%
@@ -56,10 +57,10 @@ prompt = '''def print_prime(n):
     Print all primes between 1 and n
     """'''
 inputs = tokenizer(prompt, return_tensors="pt")
-print("inputs:", diag.string_type(dict(inputs), with_shape=True))
+print("inputs:", string_type(dict(inputs), with_shape=True))
 
 # %%
-# :func:`diag.string_type` prints nested structures compactly:
+# :func:`diag.helpers.string_type.string_type` prints nested structures compactly:
 # ``T7s1x21`` is a tensor of element type 7 (int64, the ONNX numbering) and shape
 # ``1x21`` (see :doc:`/string_type`). The prompt cut into tokens:
 
@@ -95,7 +96,7 @@ model.generate(**inputs, max_new_tokens=2, do_sample=False)  # warm-up
 expected, duration = timed(model.generate, **inputs, **generate_kwargs)
 n_prompt = inputs.input_ids.shape[1]
 data.append(dict(name="model.generate", seconds=duration, new_tokens=expected.shape[1] - n_prompt))
-print("output:", diag.string_type(expected, with_shape=True, with_min_max=True))
+print("output:", string_type(expected, with_shape=True, with_min_max=True))
 print(tokenizer.decode(expected[0], skip_special_tokens=True))
 
 # %%
@@ -143,8 +144,8 @@ def greedy_generate(model, input_ids, eos_token_id, max_new_tokens):
 
 with torch.no_grad():
     prefill = model(input_ids=inputs.input_ids, use_cache=True)
-print("logits:", diag.string_type(prefill.logits, with_shape=True))
-print("cache: ", diag.string_type(output_cache(prefill), with_shape=True)[:200], "...")
+print("logits:", string_type(prefill.logits, with_shape=True))
+print("cache: ", string_type(output_cache(prefill), with_shape=True)[:200], "...")
 
 # %%
 # Now the loop, timed.
@@ -245,7 +246,7 @@ data.append(
         decode_s=ort_res.decode_seconds,
     )
 )
-print("output:", diag.string_type(ort_res.sequences, with_shape=True, with_min_max=True))
+print("output:", string_type(ort_res.sequences, with_shape=True, with_min_max=True))
 print(tokenizer.decode(ort_res.sequences[0], skip_special_tokens=True))
 
 # %%

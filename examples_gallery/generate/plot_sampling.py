@@ -32,6 +32,7 @@ import torch
 import diag
 from diag.generation.options import DecodingOptions
 from diag.generation.sampling import build_logits_processor
+from diag.helpers import string_type
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -46,7 +47,7 @@ prompt = "Once upon a time, in a small village by the sea, there lived a"
 inputs = tokenizer(prompt, return_tensors="pt")
 with torch.no_grad():
     logits = model(**inputs).logits[:, -1, :]  # [1, vocab]: the next token's logits
-print("next-token logits:", diag.string_type(logits, with_shape=True, with_min_max=True))
+print("next-token logits:", string_type(logits, with_shape=True, with_min_max=True))
 
 # %%
 # A small helper: the probabilities after the processors ``diag.generate`` would

@@ -28,6 +28,7 @@ import pandas
 import torch
 
 import diag
+from diag.helpers import max_diff, string_type
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -47,8 +48,8 @@ path = diag.export_causal_lm(model)
 ort, ort_session, _ = diag.onnx_generate(
     path, inputs.input_ids, inputs.attention_mask, return_result=True, return_session=True, **kw
 )
-print(f"torch: {len(pt.logits)} steps of", diag.string_type(pt.logits[0], with_shape=True))
-print(f"onnx:  {len(ort.logits)} steps of", diag.string_type(ort.logits[0], with_shape=True))
+print(f"torch: {len(pt.logits)} steps of", string_type(pt.logits[0], with_shape=True))
+print(f"onnx:  {len(ort.logits)} steps of", string_type(ort.logits[0], with_shape=True))
 print(pt.texts(tokenizer)[0])
 
 # %%
@@ -100,10 +101,10 @@ print(
 )
 
 # %%
-# :func:`diag.max_diff` summarises the same comparison over all the steps at once
+# :func:`diag.helpers.max_diff.max_diff` summarises the same comparison over all the steps at once
 # (absolute and relative difference, and where the largest one is).
 
-summary = diag.max_diff(list(pt.logits[:n_steps]), list(ort.logits[:n_steps]))
+summary = max_diff(list(pt.logits[:n_steps]), list(ort.logits[:n_steps]))
 print({k: summary[k] for k in ("abs", "avg", "n", "argm")})
 
 # %%

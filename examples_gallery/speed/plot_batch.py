@@ -23,6 +23,7 @@ import pandas
 
 import diag
 from diag.generation.decoding import prompt_position_ids
+from diag.helpers import string_type
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -44,7 +45,7 @@ print("pad token:", repr(tokenizer.pad_token), tokenizer.pad_token_id)
 tokenizer.padding_side = "left"
 prompts = ["def print_prime(n):", "The capital of France is", "Hi"]
 batch = tokenizer(prompts, return_tensors="pt", padding=True)
-print(diag.string_type(dict(batch), with_shape=True))
+print(string_type(dict(batch), with_shape=True))
 
 
 def show(tensor, fmt=str):

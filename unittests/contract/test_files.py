@@ -16,6 +16,7 @@ import torch
 
 import diag
 from diag.contract import ContractError
+from diag.contract.detect import detect_layout
 from diag.contract.files import ModelFileError, load_onnx, read_json
 
 AGAIN = "export it again .*or copy it again"
@@ -78,7 +79,7 @@ def test_onnx_generate_and_detect_layout_say_the_file_is_bad(kind, bigram_lm, tm
     with pytest.raises(error, match=message):
         diag.onnx_generate(str(path), torch.tensor([[1, 2]]), max_new_tokens=1)
     with pytest.raises(error, match=message):
-        diag.detect_layout(path)
+        detect_layout(path)
 
 
 @pytest.mark.parametrize("kind", READ_BY_ENTRY_POINTS)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diag.diagnose import compare_teacher_forced
-from diag.export.tolerance import default_atol
+from diag.export.check.tolerance import default_atol
 
 
 def test_good_export_agrees(tiny_model, tiny_onnx, greedy_stream, prompt, max_new_tokens):

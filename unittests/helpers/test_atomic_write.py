@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from diag.export.export_cache import read_sidecar, write_sidecar
+from diag.export.record.export_cache import read_sidecar, write_sidecar
 from diag.helpers.atomic_write import (
     check_file_destination,
     write_atomically,

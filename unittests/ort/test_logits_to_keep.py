@@ -13,7 +13,7 @@ import torch
 
 from diag import contract
 from diag.export import export_causal_lm
-from diag.export.tolerance import default_atol, noise_aware_tolerance
+from diag.export.check.tolerance import default_atol, noise_aware_tolerance
 from diag.generation import onnx_generate, open_steps
 from diag.helpers.rounding import lm_head_tolerance
 from diag.models import get_untrained_model_with_inputs

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from diag.export import export_causal_lm
-from diag.export.generation_config import generation_config_json, write_generation_config
-from diag.export.save import save_model_atomic
+from diag.export.record.generation_config import generation_config_json, write_generation_config
+from diag.export.record.save import save_model_atomic
 from diag.generation import UNSET, onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
 
@@ -33,7 +33,7 @@ def exported(tmp_path_factory):
 
     The graph is the suite's export of the tiny llama (cached) with that config written
     in its metadata as the export writes it: another export would only differ there
-    (the export's own writing is test_metadata.py's)."""
+    (the export's own writing is unittests/export/record/test_generation_config.py's)."""
     model = get_untrained_model_with_inputs("llama")["model"]
     graph = ir.load(export_causal_lm(model, verify=False).filename)
     row = model.generate(_prompt(1), max_new_tokens=5, do_sample=False)[0, PROMPT_LENGTH:]

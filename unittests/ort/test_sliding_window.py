@@ -14,9 +14,9 @@ import torch
 
 import diag
 from diag.export import export_causal_lm
-from diag.export.tolerance import default_atol
-from diag.export.validate import validate_causal_lm
-from diag.export.validation_inputs import InputSet
+from diag.export.check.tolerance import default_atol
+from diag.export.check.validate import validate_causal_lm
+from diag.export.check.validation_inputs import InputSet
 from diag.generation import onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
 

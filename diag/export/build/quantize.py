@@ -13,7 +13,7 @@ Runtime's ``accuracy_level``, which matrices); :func:`quantize_model` does it:
   ``GatherBlockQuantized`` (see below);
 * the expert tables of a mixture-of-experts export (3-D weights a ``Gather`` reads per
   token) become ``GatherBlockQuantized`` in the same bits and block size
-  (:mod:`diag.export.quantize_experts`; ``method="nbits"`` only);
+  (:mod:`diag.export.build.quantize_experts`; ``method="nbits"`` only);
 * ``method="dynamic"`` (8 bits): :func:`onnxruntime.quantization.quantize_dynamic`,
   int8 weights per channel and activations quantized at run time
   (``DynamicQuantizeMatMul`` / ``MatMulInteger``).
@@ -54,7 +54,7 @@ import onnx
 from onnx import numpy_helper
 
 from diag import contract
-from diag.export.quantize_experts import quantize_expert_tables
+from diag.export.build.quantize_experts import quantize_expert_tables
 
 METHODS = ("nbits", "dynamic")
 #: ``accuracy_level`` of ``MatMulNBits``: the type its inputs are computed in
@@ -454,7 +454,7 @@ def quantize_file(
     weights in ``<filename>.data`` when large); returns the paths written."""
     import onnx_ir as ir
 
-    from diag.export.save import save_model_atomic
+    from diag.export.record.save import save_model_atomic
 
     quantized = quantize_model(onnx.load(os.fspath(source)), options)
     return save_model_atomic(ir.serde.deserialize_model(quantized), filename)

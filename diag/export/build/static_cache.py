@@ -1,7 +1,7 @@
 """The torch side of the static cache layout: buffers of ``max_length`` positions that
 a step writes its new keys and values into, in place.
 
-Why this design (issue 15, item 1). The dynamic layout returns ``present =
+The dynamic layout returns ``present =
 Concat(past, new)``: every decode step copies the whole cache into new tensors. Here
 each layer's cache is one preallocated ``[batch, kv_heads, max_length, head_dim]``
 buffer, a graph input (``past_key_values.{i}.*``) and a graph output
@@ -153,7 +153,7 @@ class StaticStep(torch.nn.Module):
         if self.pass_cache_position:
             kwargs[CACHE_POSITION] = cache_position
         if logits_to_keep is not None:
-            # the positions whose logits the graph computes (diag.export.logits_to_keep)
+            # the positions whose logits the graph computes (diag.export.build.logits_to_keep)
             kwargs["logits_to_keep"] = logits_to_keep
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return (out.logits, *[t for layer in cache.layers for t in (layer.keys, layer.values)])

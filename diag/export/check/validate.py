@@ -21,7 +21,7 @@ positions) checks that the exported mask hides what torch dropped. Feeding the c
 cache instead would give the layers pasts of different lengths (gemma2: the full
 layer keeps everything), which the exported graph rejects.
 
-The tolerance, for float and quantized exports, is :mod:`diag.export.tolerance`'s.
+The tolerance, for float and quantized exports, is :mod:`diag.export.check.tolerance`'s.
 
 Example::
 
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from diag import contract
-from diag.export.tolerance import (
+from diag.export.check.tolerance import (
     NOISE_FACTOR,
     QUANTIZED_RTOL,
     aligned_to_torch,
@@ -48,7 +48,7 @@ from diag.export.tolerance import (
     noise_aware_tolerance,
     relative_rms,
 )
-from diag.export.validation_inputs import (
+from diag.export.check.validation_inputs import (
     DEFAULT_INPUT_SETS,
     InputSet,
     make_step_inputs,
@@ -159,7 +159,7 @@ def compare_one(
     static = contract.metadata_static_cache(session)
     feeds = step_feeds(inputs, [n for n in input_names if n != contract.CACHE_POSITION], full_past)
     if static is not None:
-        from diag.export.static_export import static_feeds
+        from diag.export.build.static_export import static_feeds
 
         feeds = static_feeds(feeds, static["max_length"])
     logits, keys, values = run_torch(model, inputs)

@@ -64,7 +64,7 @@ def export_code_hash() -> str:
     optimisation pass or a name of the contract; this hash does, so such a change
     invalidates cached exports.
     """
-    diag_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    diag_root = os.path.dirname(os.path.abspath(diag.__file__))
     digest = hashlib.sha256()
     for package in _HASHED_PACKAGES:
         for folder, dirs, files in sorted(os.walk(os.path.join(diag_root, package))):

@@ -8,7 +8,7 @@ import torch
 
 from diag.compat.transformers_api import cache_input
 from diag.diagnose import localize_layer, model_stages
-from diag.export.tolerance import default_atol
+from diag.export.check.tolerance import default_atol
 
 N_LAYERS = 4
 STAGES = (

@@ -1,4 +1,4 @@
-"""diag.export.logits_to_keep: the traced forward's example positions and dimension
+"""diag.export.build.logits_to_keep: the traced forward's example positions and dimension
 (the export itself: test_export_causal_lm.py, every zoo architecture)."""
 
 from __future__ import annotations
@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from diag import contract
-from diag.export.logits_to_keep import add_logits_to_keep, example_positions, takes_logits_to_keep
+from diag.export.build.logits_to_keep import (
+    add_logits_to_keep,
+    example_positions,
+    takes_logits_to_keep,
+)
 from diag.helpers.cache_helper import cache_to_list
 from diag.helpers.rounding import lm_head_tolerance
 from diag.models import get_untrained_model_with_inputs, make_dummy_inputs

@@ -14,10 +14,10 @@ import pytest
 
 from diag import contract
 from diag.export import ExportValidationError, QuantizeOptions, export_causal_lm
-from diag.export.export_cache import read_sidecar
-from diag.export.quantize import count_ops, lm_head_node, quantize_model
-from diag.export.tolerance import QUANTIZED_RTOL
-from diag.export.validate import validate_causal_lm
+from diag.export.build.quantize import count_ops, lm_head_node, quantize_model
+from diag.export.check.tolerance import QUANTIZED_RTOL
+from diag.export.check.validate import validate_causal_lm
+from diag.export.record.export_cache import read_sidecar
 from diag.models import get_untrained_model_with_inputs
 
 # pinned: quantization rewrites the ONNX graph of an export (ONNX / ONNX Runtime logic),
@@ -214,7 +214,7 @@ def test_bad_options_say_what_to_do():
         QuantizeOptions.parse(None, block_size=64)
 
 
-def test_export_int4_key_metadata_sidecar_validation(tiny, monkeypatch):
+def test_export_int4_key_metadata_sidecar_validation(tiny):
     model, float_export, int4 = tiny
     assert int4.quantization == QuantizeOptions() and int4.source == float_export.filename
     assert int4.key != float_export.key
@@ -235,18 +235,14 @@ def test_export_int4_key_metadata_sidecar_validation(tiny, monkeypatch):
         assert row["max_abs"] > 1e-4  # far above float32 rounding
     assert "int4 quantized export" in report.table()
 
-    # reused: no second quantization; other options, other file
-    import diag.export.causal_lm as causal_lm_module
-
-    def no_quantize(*args, **kwargs):
-        raise AssertionError("the cached int4 export should have been reused")
-
-    monkeypatch.setattr(causal_lm_module, "quantize_file", no_quantize)
+    # reused: no second quantization (the file is left alone); other options, other file
+    mtime = os.stat(int4.filename).st_mtime_ns
     again = export_causal_lm(model, quantize="int4")
     assert again.cached and again.filename == int4.filename
+    assert os.stat(int4.filename).st_mtime_ns == mtime
     assert again.validation.rows == report.rows and again.quantization == QuantizeOptions()
-    with pytest.raises(AssertionError, match="should have been reused"):
-        export_causal_lm(model, quantize=QuantizeOptions(block_size=64), verify=False)
+    other = export_causal_lm(model, quantize=QuantizeOptions(block_size=64), verify=False)
+    assert not other.cached and other.filename != int4.filename and other.source == int4.source
 
 
 def test_quantized_validation_still_catches_a_broken_file(tiny, tmp_path):

@@ -12,7 +12,7 @@ import torch
 
 from diag import get_untrained_model_with_inputs, onnx_generate, to_onnx, torch_export_patches
 from diag.contract import DIAG_LAYOUT
-from diag.export.causal_lm_names import causal_lm_names
+from diag.export.plan.causal_lm_names import causal_lm_names
 from diag.models import make_dummy_inputs
 from unittests.conftest import TINY_ARCHITECTURES
 

@@ -9,7 +9,7 @@ import torch
 
 from diag import export_causal_lm, get_untrained_model_with_inputs, onnx_generate
 from diag.contract import PAST, PRESENT
-from diag.export.plain_layout import check_layout
+from diag.export.plan.plain_layout import check_layout
 from unittests.conftest import greedy_reference
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 30, 12]])

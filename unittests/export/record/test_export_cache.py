@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from diag.export import export_cache
-from diag.export.export_cache import export_code_hash
+from diag.export.record import export_cache
+from diag.export.record.export_cache import export_code_hash
 
 
 def test_code_hash_covers_the_contract(monkeypatch):
