@@ -4,7 +4,7 @@
 An untrained qwen3_moe-shaped model (hidden 1024, 16 heads over 8 key/value heads,
 experts of 512, top-2, ``--layers`` layers) is built with 8 experts, then with 32:
 the exported step gathers the weights of the ``top_k`` experts each token chose
-(:mod:`diag.export.build.patches.experts_patches`), so its expert time should stay about
+(:mod:`diag.export.make.patches.experts_patches`), so its expert time should stay about
 the same when the number of experts grows, while the weights on disk grow with it.
 
 For each model: greedy decoding at batch 1, float32, ``--new-tokens`` tokens from an

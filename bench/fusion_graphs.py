@@ -5,7 +5,7 @@ against torch) and records the fusion counts, the op-type histogram of the saved
 graph, a histogram of node signatures (op type, attributes, number of inputs and
 outputs) and the shapes of the initializers. ``--save`` writes them to a JSON file;
 ``--against`` compares a run with such a file and exits with 1 on any difference. It
-checks a change of the fusions (``diag.export.build.rewrite``) against the graphs of the
+checks a change of the fusions (``diag.export.make.rewrite``) against the graphs of the
 commit before it: the file depends on the transformers release, so it is not a test.
 
 Usage::

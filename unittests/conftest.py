@@ -38,7 +38,7 @@ TINY_ARCHITECTURES = [
 ]  # fmt: skip
 
 # The mixture-of-experts families of the zoo (4 experts, top-2). Their experts need
-# the export patches of diag.export.build.patches.experts_patches; qwen3_moe runs in every
+# the export patches of diag.export.make.patches.experts_patches; qwen3_moe runs in every
 # release's phase, the others on the pinned set only (second architectures of the same
 # patch; gpt_oss, granitemoe and phimoe are refused on transformers 4.57).
 MOE_ARCHITECTURES = ["qwen3_moe", "qwen2_moe", "olmoe", "gpt_oss", "granitemoe", "phimoe"]

@@ -43,7 +43,7 @@ MODULES = _modules_with_examples()
 def test_modules_are_found():
     # the walk itself: a wrong root would make every other test vanish silently
     assert "diag.helpers.dtypes" in MODULES
-    assert "diag.export.build.patches.patch" in MODULES
+    assert "diag.export.make.patches.patch" in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -29,7 +29,7 @@ TIMEOUT = 300
 # the page every CI phase runs: the generation loops side by side (model.generate,
 # diag.generate, onnx_generate), which follow transformers' internals most closely;
 # plot_export_patches is pinned like the other pages (each patch is checked on every
-# release by unittests/export/build/patches/test_patches.py, the docs build on the pinned set)
+# release by unittests/export/make/patches/test_patches.py, the docs build on the pinned set)
 RELEASE_PAGES = {"plot_generate"}
 # scripts that build their models with another tool: the fixture of the tests that
 # build with it, which skips where that tool cannot run (onnxruntime-genai 0.18's

@@ -1,8 +1,8 @@
 """The pieces of onnxscript diag's rewrite rules use that onnxscript does not publish.
 
-:mod:`diag.export.build.rewrite` reuses two of onnxscript's shipped fusions, which live in
+:mod:`diag.export.make.rewrite` reuses two of onnxscript's shipped fusions, which live in
 private modules (``onnxscript.rewriter.rules.fusion._rms_normalization``,
-``_rotary_embedding``), and :mod:`diag.export.build.rewrite.packed_matmul` extends the
+``_rotary_embedding``), and :mod:`diag.export.make.rewrite.packed_matmul` extends the
 matcher (:class:`onnxscript.rewriter.pattern.SimplePatternMatcher`) through its
 private methods. A release of onnxscript may move or rename them: they are looked up
 here, once, by introspection; when one is missing, the error names the installed
@@ -42,7 +42,7 @@ def _missing(what: str) -> OnnxscriptApiError:
     tested = pinned_releases().get("onnxscript", "?")
     return OnnxscriptApiError(
         f"{what} is missing in the installed onnxscript {onnxscript.__version__}; diag's "
-        f"rewrite rules (diag.export.build.rewrite) are tested with onnxscript {tested}: install "
+        f"rewrite rules (diag.export.make.rewrite) are tested with onnxscript {tested}: install "
         f"it (pip install onnxscript=={tested}), or adapt diag/compat/onnxscript_api.py."
     )
 

@@ -61,7 +61,7 @@ def _private(name: str) -> Any:
         raise TorchPytreeApiError(
             f"torch.utils._pytree.{name} is missing in the installed torch "
             f"{torch_version()}; diag registers the cache classes as pytree nodes "
-            f"(diag.export.build.cache_pytree) through it and is tested with torch {tested}: "
+            f"(diag.export.make.cache_pytree) through it and is tested with torch {tested}: "
             f"install it (pip install torch=={tested}), or adapt diag/compat/torch_pytree.py."
         )
     return getattr(pytree, name)

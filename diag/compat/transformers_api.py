@@ -49,7 +49,7 @@ the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.
 * the attributes of the cache layers: 5.x static layers count their filled positions
   in a ``cumulative_length`` tensor (4.57: none on the full layer, an int on the
   sliding one), 5.x sliding layers also hold ``_sliding_window_tensor`` (4.57: no);
-  :mod:`diag.export.build.cache_pytree` records per layer which of these it has and rebuilds
+  :mod:`diag.export.make.cache_pytree` records per layer which of these it has and rebuilds
   only those (``vars(layer)``), and the tests check them only where they exist;
 * the cache layers' methods: ``DynamicLayer.update(key, value, cache_kwargs=None)`` and
   ``get_mask_sizes(cache_position)`` in 4.57, ``update(key, value, *args, **kwargs)``
@@ -63,7 +63,7 @@ the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.
 * ``transformers.exporters`` (5.23 on): its exporter registers every ``Cache`` subclass
   as a pytree node with its own generic flattening (the layers' attributes as leaves),
   for the rest of the process; diag's export needs its own flattening of the same
-  classes (:mod:`diag.export.build.cache_pytree`) and swaps the registration for the time of
+  classes (:mod:`diag.export.make.cache_pytree`) and swaps the registration for the time of
   its export: :func:`registered_by_transformers_exporter` tells such a registration by
   the module of its flatten function.
 

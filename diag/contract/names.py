@@ -106,7 +106,7 @@ class CacheNames:
 class PositionalCacheNames:
     """The cache tensors of a graph whose names say nothing (``cache_0``, ``cat_3``,
     ``past_key_values_key_0``...), read by position: the order a transformers cache
-    flattens to, each layer's key then its value (:mod:`diag.export.build.cache_pytree`).
+    flattens to, each layer's key then its value (:mod:`diag.export.make.cache_pytree`).
     The same methods as :class:`CacheNames`.
 
     Example::

@@ -8,7 +8,7 @@
 * :func:`fuse_decoder`: rewrite a decoder's RMSNorm, rotary, attention and projections
   into the ONNX ops made for them (``export_causal_lm`` does it by default);
 * :class:`QuantizeOptions`: ``export_causal_lm(model, quantize="int4")`` quantizes the
-  weights with ONNX Runtime's tools (:mod:`diag.export.build.quantize`).
+  weights with ONNX Runtime's tools (:mod:`diag.export.make.quantize`).
 
 Example (the export itself is skipped here: it takes longer than a docstring example
 should, and unittests/export/test_export_causal_lm.py runs it)::
@@ -24,10 +24,10 @@ should, and unittests/export/test_export_causal_lm.py runs it)::
 
 from __future__ import annotations
 
-from diag.export.build.onnx_export import ExportTimings, to_onnx
-from diag.export.build.patches import PatchReport, torch_export_patches
-from diag.export.build.quantize import QuantizeOptions
-from diag.export.build.rewrite import fuse_decoder
+from diag.export.make.onnx_export import ExportTimings, to_onnx
+from diag.export.make.patches import PatchReport, torch_export_patches
+from diag.export.make.quantize import QuantizeOptions
+from diag.export.make.rewrite import fuse_decoder
 from diag.export.causal_lm import export_causal_lm
 from diag.export.check.validate import ExportValidationError, ValidationReport, validate_causal_lm
 from diag.export.record.result import ExportResult

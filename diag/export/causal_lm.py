@@ -3,11 +3,11 @@ orchestrator of the export's stages (each a sub-package of :mod:`diag.export`):
 
 1. plan (:func:`diag.export.plan.export_plan.plan_export`): the options checked, the
    key, the file, the names; a file with the same key is reused;
-2. build: the float export (:func:`diag.export.build.decoder_export.export_decoder`, or
-   :func:`~diag.export.build.static_export.export_static_decoder` for a static cache),
+2. make: the float export (:func:`diag.export.make.decoder_export.export_decoder`, or
+   :func:`~diag.export.make.static_export.export_static_decoder` for a static cache),
    or with ``quantize=`` the weights of the float export (itself cached, so that int8
    and int4 exports of one model trace it once) quantized by ONNX Runtime's tools
-   (:func:`diag.export.build.quantize.quantize_file`);
+   (:func:`diag.export.make.quantize.quantize_file`);
 3. check: the export against torch on several input sets
    (:func:`diag.export.check.validate.validate_causal_lm`);
 4. record: the sidecar (:mod:`diag.export.record.result`), written last, so that a
@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
-from diag.export.build.decoder_export import export_decoder
-from diag.export.build.onnx_export import ExportTimings
-from diag.export.build.quantize import QuantizeOptions, quantize_file
-from diag.export.build.static_export import export_static_decoder
+from diag.export.make.decoder_export import export_decoder
+from diag.export.make.onnx_export import ExportTimings
+from diag.export.make.quantize import QuantizeOptions, quantize_file
+from diag.export.make.static_export import export_static_decoder
 from diag.export.check.validate import ValidationReport, validate_causal_lm
 from diag.export.plan.export_plan import ExportPlan, plan_export
 from diag.export.record.export_cache import is_cached, read_sidecar, write_sidecar
@@ -80,7 +80,7 @@ def _reuse(model: torch.nn.Module, plan: ExportPlan, verify: bool, verbose: int)
     return result
 
 
-def _build_float(model: torch.nn.Module, plan: ExportPlan) -> tuple[ExportResult, Any]:
+def _make_float(model: torch.nn.Module, plan: ExportPlan) -> tuple[ExportResult, Any]:
     """Traces the float export of ``plan``; returns what it did and the dummy inputs it
     was traced on (the check runs them too)."""
     timings = ExportTimings()
@@ -98,7 +98,7 @@ def _build_float(model: torch.nn.Module, plan: ExportPlan) -> tuple[ExportResult
     return result, done.inputs
 
 
-def _build_quantized(
+def _make_quantized(
     model: torch.nn.Module,
     plan: ExportPlan,
     quantization: QuantizeOptions,
@@ -161,10 +161,10 @@ def export_causal_lm(
     :param verbose: prints the patches, the steps and the validation table
     :param exporter: ``"onnx-dynamo"``
     :param fuse: rewrites the decoder's patterns into fused ops
-        (:func:`diag.export.build.rewrite.fuse_decoder`): far fewer nodes, so fewer kernels
+        (:func:`diag.export.make.rewrite.fuse_decoder`): far fewer nodes, so fewer kernels
         per decode step (``bench/bench_export.py`` counts the nodes); False keeps the exporter's graph
     :param quantize: ``"int4"``, ``"int8"`` or a
-        :class:`~diag.export.build.quantize.QuantizeOptions` (block size, symmetric,
+        :class:`~diag.export.make.quantize.QuantizeOptions` (block size, symmetric,
         ``accuracy_level``, lm_head and embedding included or not): the weights are
         quantized by ONNX Runtime's tools from the float export, which is made (or
         reused) in the export cache first; None: float weights
@@ -172,7 +172,7 @@ def export_causal_lm(
         positions appended, what other tools drive too) or ``"static"``: buffers of
         ``max_length`` positions that past and present share, written in place with
         ``TensorScatter`` (opset 24, :data:`diag.contract.STATIC_LAYOUT`,
-        :mod:`diag.export.build.static_cache`); :func:`diag.onnx_generate` picks the driver
+        :mod:`diag.export.make.static_cache`); :func:`diag.onnx_generate` picks the driver
         from the file
     :param max_length: with ``cache="static"``, the positions of each buffer: prompt
         plus new tokens of the longest generation (recorded in the metadata)
@@ -205,9 +205,9 @@ def export_causal_lm(
         return _reuse(model, plan, verify, verbose)
     with _eval_mode(model):
         if plan.quantization is None:
-            result, dummy_inputs = _build_float(model, plan)
+            result, dummy_inputs = _make_float(model, plan)
         else:
-            result = _build_quantized(model, plan, plan.quantization, force, float_options)
+            result = _make_quantized(model, plan, plan.quantization, force, float_options)
             dummy_inputs = None
         if verify:
             result.validation, result.validation_time = _check(

@@ -33,7 +33,7 @@ import pandas
 import torch
 
 import diag
-from diag.export.build.patches import EXPERTS_PATCHES, TORCH_PATCHES, TRANSFORMERS_PATCHES
+from diag.export.make.patches import EXPERTS_PATCHES, TORCH_PATCHES, TRANSFORMERS_PATCHES
 from diag.helpers import string_type
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
@@ -82,7 +82,7 @@ except Exception as e:
 # What each patch does
 # --------------------
 #
-# Registering the cache classes as pytree nodes (:mod:`diag.export.build.cache_pytree`)
+# Registering the cache classes as pytree nodes (:mod:`diag.export.make.cache_pytree`)
 # is the first thing :func:`diag.torch_export_patches` does. The others replace
 # a function for the duration of the export. Each has a target (the attribute
 # replaced) and a reason (what goes wrong without it). A target missing from the
@@ -180,7 +180,7 @@ ax.figure.savefig(os.path.join(OUT, "plot_export_patches.png"))
 # rotary embedding, no ``Expand`` of the cache to the number of query heads: after
 # the exporter and the onnxscript optimizer, :func:`diag.export_causal_lm` rewrote
 # the decoder's patterns into the standard ONNX operators made for them (opset 23,
-# :func:`diag.export.build.rewrite.fuse_decoder`). Each rewrite checks the whole pattern;
+# :func:`diag.export.make.rewrite.fuse_decoder`). Each rewrite checks the whole pattern;
 # the validation then compares the result with PyTorch as for any export. How many
 # times each one fired (per layer: two norms, q and k rotated, one attention, two
 # packed products; and the final norm):

@@ -179,7 +179,7 @@ def test_export_without_fusions_at_opset_18(tmp_path, capsys):
 
 
 # pinned: --cache and --max-length reaching export_causal_lm (CLI plumbing; the static
-# export itself runs on every release in unittests/export/build/test_static_export.py)
+# export itself runs on every release in unittests/export/make/test_static_export.py)
 @pytest.mark.pinned
 def test_export_static_cache(tmp_path, capsys, static_exports):
     import json

@@ -38,7 +38,7 @@ from diag.compat.transformers_api import (
     same_parameters,
 )
 from diag.export import torch_export_patches
-from diag.export.build.patches import EXPERTS_PATCHES, Patch
+from diag.export.make.patches import EXPERTS_PATCHES, Patch
 from diag.helpers.cache_helper import cache_to_list, make_dynamic_cache
 from diag.models import get_untrained_model_with_inputs
 from diag.models.untrained import get_tiny_config, make_untrained_model

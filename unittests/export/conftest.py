@@ -1,4 +1,4 @@
-"""Helpers of the fusion tests (unittests/export/build/rewrite/test_*.py): small graphs
+"""Helpers of the fusion tests (unittests/export/make/rewrite/test_*.py): small graphs
 built by hand with onnx-ir, run with ONNX Runtime."""
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def candidates_from_scopes(model_ir: ir.Model, stages: list[Stage]) -> dict[str,
     if not any(s for s in scopes):
         return None
     # a fused node whose last output ends another module (a residual sum fused with the
-    # next norm: diag.export.build.rewrite.skip_norm) names that module's scopes
+    # next norm: diag.export.make.rewrite.skip_norm) names that module's scopes
     last_scopes = [output_scopes(n) for n in nodes]
     result: dict[str, list[str]] = {}
     for st in stages:
@@ -274,7 +274,7 @@ def candidates_from_residuals(model_ir: ir.Model, stages: list[Stage]) -> dict[s
     norm = [s for s in stages if s.kind == "norm"]
     if norm:
         # the final norm's output is what the lm_head matrix product reads; a tied
-        # lm_head may be a Gemm between two Reshapes (see diag.export.build.weight_transpose)
+        # lm_head may be a Gemm between two Reshapes (see diag.export.make.weight_transpose)
         head = _before_pass_through(graph.outputs[0]).producer()
         if head is not None and head.op_type in ("MatMul", "Gemm"):
             normed = _before_pass_through(head.inputs[0])

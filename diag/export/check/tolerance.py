@@ -16,7 +16,7 @@ export error (a wrong mask, a baked shape) gives differences of the size of the
 values themselves, orders of magnitude above it. ``noise_floor=False`` keeps the
 strict absolute tolerance.
 
-A quantized export (:func:`diag.export.build.quantize.quantize_model`, its options in the
+A quantized export (:func:`diag.export.make.quantize.quantize_model`, its options in the
 file's metadata) cannot match float32 torch to rounding: its weights moved by up to
 half a quantization step. The validation reads the options from the metadata and
 checks each group's relative RMS difference ``||onnx - torch|| / ||torch||`` against

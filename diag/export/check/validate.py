@@ -159,7 +159,7 @@ def compare_one(
     static = contract.metadata_static_cache(session)
     feeds = step_feeds(inputs, [n for n in input_names if n != contract.CACHE_POSITION], full_past)
     if static is not None:
-        from diag.export.build.static_export import static_feeds
+        from diag.export.make.static_export import static_feeds
 
         feeds = static_feeds(feeds, static["max_length"])
     logits, keys, values = run_torch(model, inputs)

@@ -1,22 +1,22 @@
-"""The second stage of an export: the ONNX file, traced, rewritten, optimised, quantized.
+"""The second stage of an export, make: the ONNX file traced, rewritten, optimised, quantized.
 
-* :mod:`~diag.export.build.patches`: :func:`diag.torch_export_patches`, what makes
-  transformers' models and caches traceable (:mod:`~diag.export.build.cache_pytree`:
+* :mod:`~diag.export.make.patches`: :func:`diag.torch_export_patches`, what makes
+  transformers' models and caches traceable (:mod:`~diag.export.make.cache_pytree`:
   the caches as pytree nodes);
-* :mod:`~diag.export.build.onnx_export`: :func:`diag.to_onnx`, trace and translate;
-  :mod:`~diag.export.build.decoder_export` and :mod:`~diag.export.build.static_export`:
-  a causal LM with a growing or a static cache (:mod:`~diag.export.build.static_cache`),
-  its ``logits_to_keep`` input (:mod:`~diag.export.build.logits_to_keep`) and its
-  attention op (:mod:`~diag.export.build.attention_kind`);
-* :mod:`~diag.export.build.optimize`, :mod:`~diag.export.build.weight_transpose`,
-  :mod:`~diag.export.build.rewrite`, :mod:`~diag.export.build.rename`: the graph
+* :mod:`~diag.export.make.onnx_export`: :func:`diag.to_onnx`, trace and translate;
+  :mod:`~diag.export.make.decoder_export` and :mod:`~diag.export.make.static_export`:
+  a causal LM with a growing or a static cache (:mod:`~diag.export.make.static_cache`),
+  its ``logits_to_keep`` input (:mod:`~diag.export.make.logits_to_keep`) and its
+  attention op (:mod:`~diag.export.make.attention_kind`);
+* :mod:`~diag.export.make.optimize`, :mod:`~diag.export.make.weight_transpose`,
+  :mod:`~diag.export.make.rewrite`, :mod:`~diag.export.make.rename`: the graph
   optimised, fused and named after the contract;
-* :mod:`~diag.export.build.quantize` and :mod:`~diag.export.build.quantize_experts`:
+* :mod:`~diag.export.make.quantize` and :mod:`~diag.export.make.quantize_experts`:
   the weights quantized by ONNX Runtime's tools.
 
 Example::
 
-    >>> from diag.export.build.static_export import check_max_length
+    >>> from diag.export.make.static_export import check_max_length
     >>> check_max_length("static", 128)
     128
 """

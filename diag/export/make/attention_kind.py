@@ -1,10 +1,10 @@
 """The ``attention=`` option of :func:`diag.export_causal_lm`: which op computes attention.
 
 * ``"onnx"`` (the default): the opset-23 ``Attention`` the fusions write
-  (:data:`diag.export.build.rewrite.FUSIONS`), left padding, :data:`diag.contract.DIAG_LAYOUT`;
+  (:data:`diag.export.make.rewrite.FUSIONS`), left padding, :data:`diag.contract.DIAG_LAYOUT`;
 * ``"gqa"``: ONNX Runtime's ``com.microsoft.GroupQueryAttention`` with the rotary
   inside and the packed q/k/v product as its input
-  (:mod:`diag.export.build.rewrite.group_query_attention`), right padding,
+  (:mod:`diag.export.make.rewrite.group_query_attention`), right padding,
   :data:`diag.contract.GQA_LAYOUT` (the metadata entry
   :data:`~diag.contract.metadata.ATTENTION_METADATA` says so, and the drivers move a
   left-padded prompt's padding after its tokens). ONNX Runtime's CPU kernel scores
@@ -38,9 +38,9 @@ from onnx_ir.passes import common as common_passes
 from onnxscript.rewriter import pattern
 
 from diag.contract.metadata import ATTENTION_METADATA
-from diag.export.build.rewrite.group_query_attention import gqa_rules
-from diag.export.build.rewrite.group_query_attention_static import static_gqa_rules
-from diag.export.build.rewrite.refusals import _Refusals
+from diag.export.make.rewrite.group_query_attention import gqa_rules
+from diag.export.make.rewrite.group_query_attention_static import static_gqa_rules
+from diag.export.make.rewrite.refusals import _Refusals
 
 #: the values of ``attention=``, the default first
 ATTENTIONS = ("onnx", "gqa")
@@ -113,7 +113,7 @@ def to_group_query_attention(
     if not left and not count:
         raise GroupQueryAttentionError(
             f"attention='gqa': the fusions left no opset-23 Attention in {type(model).__name__}'s "
-            "graph to convert (diag.export.build.rewrite.explain(model_ir) says why they did not "
+            "graph to convert (diag.export.make.rewrite.explain(model_ir) says why they did not "
             "fire); export it with attention='onnx' (the default)."
         )
     if left:

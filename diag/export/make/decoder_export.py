@@ -22,10 +22,10 @@ import onnx_ir as ir
 import torch
 
 from diag import contract
-from diag.export.build.logits_to_keep import add_logits_to_keep
-from diag.export.build.onnx_export import ExportTimings, export_to_ir
-from diag.export.build.patches import torch_export_patches
-from diag.export.build.rename import rename_io
+from diag.export.make.logits_to_keep import add_logits_to_keep
+from diag.export.make.onnx_export import ExportTimings, export_to_ir
+from diag.export.make.patches import torch_export_patches
+from diag.export.make.rename import rename_io
 from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.record.generation_config import write_generation_config
 from diag.export.record.save import save_model_atomic
@@ -117,7 +117,7 @@ def _on_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
 class TraceOptions:
     """How the float export traces and writes a decoder, as
     :func:`diag.export_causal_lm` was asked: one value that :func:`export_decoder`,
-    :func:`~diag.export.build.static_export.export_static_decoder` and :func:`trace_and_save`
+    :func:`~diag.export.make.static_export.export_static_decoder` and :func:`trace_and_save`
     pass down, instead of the same six keywords in each.
 
     >>> TraceOptions(opset=23, attention="gqa").fuse
@@ -130,7 +130,7 @@ class TraceOptions:
     #: the generation config JSON written into the metadata (None: none)
     generation_config: str | None = None
     verbose: int = 0
-    #: ``"onnx"`` or ``"gqa"``: see :mod:`diag.export.build.attention_kind`
+    #: ``"onnx"`` or ``"gqa"``: see :mod:`diag.export.make.attention_kind`
     attention: str = "onnx"
     #: ``layout="plain"`` (:mod:`diag.export.plan.plain_layout`): neither ``position_ids``
     #: nor ``logits_to_keep`` among the inputs
@@ -185,7 +185,7 @@ def trace_and_save(
     export's step) on ``inputs`` under :func:`torch_export_patches`, translates it, then
     :func:`name_and_save`; the one path of the dynamic and the static exports.
     ``options.attention == "gqa"`` rewrites the fused attention into
-    ``GroupQueryAttention`` (:mod:`diag.export.build.attention_kind`; on the static cache's
+    ``GroupQueryAttention`` (:mod:`diag.export.make.attention_kind`; on the static cache's
     buffers of ``max_length`` positions when given) and says so in the metadata."""
     device = next(model.parameters()).device
     if device.type != "cpu":
@@ -204,7 +204,7 @@ def trace_and_save(
             custom_translation_table=custom_translation_table,
         )
     if options.attention == "gqa":
-        from diag.export.build.attention_kind import gqa_metadata, to_group_query_attention
+        from diag.export.make.attention_kind import gqa_metadata, to_group_query_attention
 
         timings.fusions["group_query_attention"] = to_group_query_attention(model_ir, model, max_length)
         metadata = {**(metadata or {}), **gqa_metadata()}

@@ -12,7 +12,7 @@ forward has no such argument is exported without it, and its file's layout says 
 
 transformers writes ``hidden_states[:, logits_to_keep, :]``, which the dynamo exporter
 translates into ``Transpose -> GatherND -> Transpose``;
-:mod:`diag.export.build.rewrite.gather_positions` turns it into one ``Gather(axis=1)``
+:mod:`diag.export.make.rewrite.gather_positions` turns it into one ``Gather(axis=1)``
 before the ``lm_head`` product.
 
 Example::

@@ -6,11 +6,11 @@ The steps, each timed (see :class:`ExportTimings`):
    the given dynamic shapes;
 2. ``translate``: :func:`torch.onnx.export` decomposes it to core ATen ops and
    translates it to ONNX;
-3. ``optimize``: :func:`diag.export.build.weight_transpose.fold_weight_transposes` (no
+3. ``optimize``: :func:`diag.export.make.weight_transpose.fold_weight_transposes` (no
    weight is transposed at run time, a tied weight is stored once), then the onnxscript
-   optimizer (:func:`diag.export.build.optimize.optimize_model`: constant folding, rewrite
+   optimizer (:func:`diag.export.make.optimize.optimize_model`: constant folding, rewrite
    rules, dead code, common subexpressions...), and with ``fuse=True`` the decoder
-   fusions of :func:`diag.export.build.rewrite.fuse_decoder` (RMSNorm, rotary, attention with
+   fusions of :func:`diag.export.make.rewrite.fuse_decoder` (RMSNorm, rotary, attention with
    its cache, packed projections: opset >= 23 for the first three);
 4. ``save``: :func:`diag.export.record.save.save_model_atomic` (weights in a ``.data`` file
    next to the model when they weigh more than 100 MB).
@@ -43,10 +43,10 @@ import onnx
 import onnx_ir as ir
 import torch
 
-from diag.export.build.optimize import optimize_model
-from diag.export.build.rename import rename_io
-from diag.export.build.rewrite import fuse_decoder
-from diag.export.build.weight_transpose import fold_weight_transposes
+from diag.export.make.optimize import optimize_model
+from diag.export.make.rename import rename_io
+from diag.export.make.rewrite import fuse_decoder
+from diag.export.make.weight_transpose import fold_weight_transposes
 from diag.export.plan.causal_lm_names import cache_in, causal_lm_names, check_exportable
 from diag.export.record.save import save_model_atomic
 from diag.helpers.atomic_write import check_file_destination
@@ -62,10 +62,10 @@ class ExportTimings:
     translate: float = 0.0
     optimize: float = 0.0
     save: float = 0.0
-    #: the weights quantized (:func:`diag.export.build.quantize.quantize_file`), saved included
+    #: the weights quantized (:func:`diag.export.make.quantize.quantize_file`), saved included
     quantize: float = 0.0
     notes: list[str] = field(default_factory=list)
-    #: how many times each fusion of :func:`diag.export.build.rewrite.fuse_decoder` fired
+    #: how many times each fusion of :func:`diag.export.make.rewrite.fuse_decoder` fired
     fusions: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -242,7 +242,7 @@ def to_onnx(
         "when they weigh more than 100 MB"
     :param timings: filled with the duration of each step when given
     :param fuse: with ``optimize``, fuses the patterns of a transformers decoder
-        (:func:`diag.export.build.rewrite.fuse_decoder`; needs opset >= 23 for most)
+        (:func:`diag.export.make.rewrite.fuse_decoder`; needs opset >= 23 for most)
     :return: the :class:`onnx.ModelProto`; when the weights were written as external
         data, the proto references them (load with :func:`onnx.load` to get them)
     """

@@ -13,7 +13,7 @@ Runtime's ``accuracy_level``, which matrices); :func:`quantize_model` does it:
   ``GatherBlockQuantized`` (see below);
 * the expert tables of a mixture-of-experts export (3-D weights a ``Gather`` reads per
   token) become ``GatherBlockQuantized`` in the same bits and block size
-  (:mod:`diag.export.build.quantize_experts`; ``method="nbits"`` only);
+  (:mod:`diag.export.make.quantize_experts`; ``method="nbits"`` only);
 * ``method="dynamic"`` (8 bits): :func:`onnxruntime.quantization.quantize_dynamic`,
   int8 weights per channel and activations quantized at run time
   (``DynamicQuantizeMatMul`` / ``MatMulInteger``).
@@ -54,7 +54,7 @@ import onnx
 from onnx import numpy_helper
 
 from diag import contract
-from diag.export.build.quantize_experts import quantize_expert_tables
+from diag.export.make.quantize_experts import quantize_expert_tables
 
 METHODS = ("nbits", "dynamic")
 #: ``accuracy_level`` of ``MatMulNBits``: the type its inputs are computed in

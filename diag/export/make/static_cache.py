@@ -153,7 +153,7 @@ class StaticStep(torch.nn.Module):
         if self.pass_cache_position:
             kwargs[CACHE_POSITION] = cache_position
         if logits_to_keep is not None:
-            # the positions whose logits the graph computes (diag.export.build.logits_to_keep)
+            # the positions whose logits the graph computes (diag.export.make.logits_to_keep)
             kwargs["logits_to_keep"] = logits_to_keep
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return (out.logits, *[t for layer in cache.layers for t in (layer.keys, layer.values)])

@@ -1,5 +1,5 @@
 """The float export of a causal LM with a static cache, the ``cache="static"`` step of
-:func:`diag.export_causal_lm`: :class:`~diag.export.build.static_cache.StaticStep` traced on
+:func:`diag.export_causal_lm`: :class:`~diag.export.make.static_cache.StaticStep` traced on
 dummy buffers of ``max_length`` positions under :func:`diag.export.torch_export_patches`,
 ``diag::cache_write`` translated to ``TensorScatter`` (opset 24), the names of
 :data:`diag.contract.STATIC_LAYOUT`, ``max_length`` and the generation config in the
@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from diag import contract
-from diag.export.build.decoder_export import DecoderExport, TraceOptions, trace_and_save
-from diag.export.build.logits_to_keep import add_logits_to_keep
-from diag.export.build.onnx_export import ExportTimings
-from diag.export.build.static_cache import STATIC_OPSET, TRANSLATION_TABLE, StaticStep
+from diag.export.make.decoder_export import DecoderExport, TraceOptions, trace_and_save
+from diag.export.make.logits_to_keep import add_logits_to_keep
+from diag.export.make.onnx_export import ExportTimings
+from diag.export.make.static_cache import STATIC_OPSET, TRANSLATION_TABLE, StaticStep
 from diag.export.check.validation_inputs import takes_position_ids
 from diag.models.cache_layout import CacheLayout
 
@@ -99,7 +99,7 @@ def export_static_decoder(
     ``filename`` (:data:`diag.contract.STATIC_LAYOUT`); ``timings`` receives the
     duration of each step. ``options.opset`` below 24 (no ``TensorScatter``) is
     refused (None: 24). ``options.attention="gqa"``: ``GroupQueryAttention`` on the
-    shared buffers (:mod:`diag.export.build.rewrite.group_query_attention_static`)."""
+    shared buffers (:mod:`diag.export.make.rewrite.group_query_attention_static`)."""
     opset = STATIC_OPSET if options.opset is None else options.opset
     if opset < STATIC_OPSET:
         raise ValueError(

@@ -3,7 +3,7 @@ exported with its cache among the inputs.
 
 The exporter names the inputs of a flattened cache ``cache_0``, ``cache_1``... and the
 outputs after the nodes making them (``linear_14``, ``cat_3``...). A cache flattens to
-each layer's key then its value (:mod:`diag.export.build.cache_pytree`), and a causal LM
+each layer's key then its value (:mod:`diag.export.make.cache_pytree`), and a causal LM
 returns its logits then its cache flattened the same way: that order gives each graph
 input and output its name in diag's contract (:data:`diag.contract.DIAG_LAYOUT`), so
 :func:`diag.onnx_generate` reads the file as it reads :func:`diag.export_causal_lm`'s.
@@ -41,7 +41,7 @@ def cache_in(kwargs: Mapping[str, Any] | None) -> Any:
 def check_exportable(model: torch.nn.Module) -> None:
     """Refuses, with the reason :func:`diag.export_causal_lm` gives, a causal LM whose
     cache diag cannot export (the model is run once on two tokens to read it)."""
-    from diag.export.build.decoder_export import check_causal_lm
+    from diag.export.make.decoder_export import check_causal_lm
     from diag.models.cache_layout import cache_layout
 
     check_causal_lm(model)

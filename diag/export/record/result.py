@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from diag.export.build.onnx_export import ExportTimings
-from diag.export.build.quantize import QuantizeOptions
+from diag.export.make.onnx_export import ExportTimings
+from diag.export.make.quantize import QuantizeOptions
 from diag.export.check.validate import ValidationReport
 
 
@@ -34,7 +34,7 @@ class ExportResult:
     validation: ValidationReport | None = None
     validation_time: float = 0.0
     patches: list[str] = field(default_factory=list)
-    #: how many times each fusion fired (:func:`diag.export.build.rewrite.fuse_decoder`)
+    #: how many times each fusion fired (:func:`diag.export.make.rewrite.fuse_decoder`)
     fusions: dict[str, int] = field(default_factory=dict)
     #: the quantization applied, None for a float export
     quantization: QuantizeOptions | None = None

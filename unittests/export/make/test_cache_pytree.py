@@ -1,4 +1,4 @@
-"""diag.export.build.cache_pytree: what the patches register is removed from every pytree
+"""diag.export.make.cache_pytree: what the patches register is removed from every pytree
 registry torch keeps, so a second export in one process registers it again (with
 optree installed, the second one failed with optree's "already registered in namespace
 'torch'")."""

@@ -1,4 +1,4 @@
-"""diag.export.build.logits_to_keep: the traced forward's example positions and dimension
+"""diag.export.make.logits_to_keep: the traced forward's example positions and dimension
 (the export itself: test_export_causal_lm.py, every zoo architecture)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diag import contract
-from diag.export.build.logits_to_keep import (
+from diag.export.make.logits_to_keep import (
     add_logits_to_keep,
     example_positions,
     takes_logits_to_keep,

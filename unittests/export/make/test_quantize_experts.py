@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from diag.export.build.quantize_experts import quantize_expert_tables
+from diag.export.make.quantize_experts import quantize_expert_tables
 
 # pinned: ONNX / ONNX Runtime logic over a hand-made graph, no transformers model
 pytestmark = pytest.mark.pinned

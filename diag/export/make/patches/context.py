@@ -3,9 +3,9 @@
 Inside ``with torch_export_patches():``
 
 * the cache classes of transformers are pytree nodes
-  (:mod:`diag.export.build.cache_pytree`), so a ``DynamicCache`` can be an input with
+  (:mod:`diag.export.make.cache_pytree`), so a ``DynamicCache`` can be an input with
   dynamic shapes and an output of the exported program;
-* the patches of :mod:`diag.export.build.patches.registry` are applied.
+* the patches of :mod:`diag.export.make.patches.registry` are applied.
 
 Everything is undone on exit, also when the body raises. A patch whose target does
 not exist in the installed torch / transformers is skipped with a note (printed with
@@ -27,9 +27,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from diag.export.build.cache_pytree import register_cache_pytrees, unregister_cache_pytrees
-from diag.export.build.patches.patch import Patch
-from diag.export.build.patches.registry import selected_patches
+from diag.export.make.cache_pytree import register_cache_pytrees, unregister_cache_pytrees
+from diag.export.make.patches.patch import Patch
+from diag.export.make.patches.registry import selected_patches
 
 
 @dataclass
@@ -55,7 +55,7 @@ def torch_export_patches(
         the transformers patches
     :param patch_torch: applies the torch patches
     :param verbose: prints what is patched (and skipped) when > 0
-    :param extra_patches: more :class:`~diag.export.build.patches.Patch` objects to apply
+    :param extra_patches: more :class:`~diag.export.make.patches.Patch` objects to apply
         after the built-in ones (undone the same way)
     :return: a :class:`PatchReport`, filled on enter
 

@@ -38,7 +38,7 @@ import torch
 
 from diag.compat.moe_blocks import LOOPED_EXPERT_BLOCKS, experts_interface
 from diag.compat.transformers_api import parameter_names
-from diag.export.build.patches.patch import Patch
+from diag.export.make.patches.patch import Patch
 
 #: the experts implementation of transformers 5 that a trace can follow
 EXPORTABLE_EXPERTS = "batched_mm"

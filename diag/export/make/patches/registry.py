@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from diag.export.build.patches.experts_patches import EXPERTS_PATCHES
-from diag.export.build.patches.patch import Patch
-from diag.export.build.patches.torch_patches import TORCH_PATCHES
-from diag.export.build.patches.transformers_patches import TRANSFORMERS_PATCHES
+from diag.export.make.patches.experts_patches import EXPERTS_PATCHES
+from diag.export.make.patches.patch import Patch
+from diag.export.make.patches.torch_patches import TORCH_PATCHES
+from diag.export.make.patches.transformers_patches import TRANSFORMERS_PATCHES
 
 
 def selected_patches(patch_transformers: bool = True, patch_torch: bool = True) -> list[Patch]:

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from diag.export.build.patches.patch import Patch
+from diag.export.make.patches.patch import Patch
 
 
 def _sdpa_zero_fully_masked_rows(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from diag.compat.transformers_api import parameter_names, same_parameters
-from diag.export.build.patches.patch import Patch
+from diag.export.make.patches.patch import Patch
 
 # the parameters use_gqa_in_sdpa has had: (attention_mask, key) in 4.57, with value in 5.x
 _GQA_SIGNATURES = (["attention_mask", "key"], ["attention_mask", "key", "value"])

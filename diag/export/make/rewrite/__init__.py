@@ -9,24 +9,24 @@ ONNX ops (opset 23, run by ONNX Runtime's CPU and CUDA providers) with rules of
 onnxscript's rewriter, each pattern written as the computation it matches, each
 refusal with its reason (:func:`explain`). One module per fusion, run in this order:
 
-* ``rms_norm`` (:mod:`~diag.export.build.rewrite.rms_norm`, onnxscript's rules):
+* ``rms_norm`` (:mod:`~diag.export.make.rewrite.rms_norm`, onnxscript's rules):
   ``x * 1/sqrt(mean(x**2) + eps) * w`` -> ``RMSNormalization``;
-* ``rotary`` (:mod:`~diag.export.build.rewrite.rotary`, onnxscript's rule):
+* ``rotary`` (:mod:`~diag.export.make.rewrite.rotary`, onnxscript's rule):
   ``x * cos + rotate_half(x) * sin``, ``cos = cos(cat(f, f))`` ->
   ``RotaryEmbedding(x, cos(f), sin(f))``;
-* ``attention_past`` (:mod:`~diag.export.build.rewrite.attention_with_cache`):
+* ``attention_past`` (:mod:`~diag.export.make.rewrite.attention_with_cache`):
   ``Attention(q, Concat(past_k, k), Concat(past_v, v))`` -> ``Attention(q, k, v,
   past_k, past_v)`` with ``present`` as its own outputs;
-* ``attention_3d`` (:mod:`~diag.export.build.rewrite.attention_3d`): ``Attention`` and
+* ``attention_3d`` (:mod:`~diag.export.make.rewrite.attention_3d`): ``Attention`` and
   ``RotaryEmbedding`` on ``[batch, seq, heads * head_dim]`` tensors, the
   ``Reshape``/``Transpose`` into heads and back gone;
-* ``packed_matmul`` (:mod:`~diag.export.build.rewrite.packed_matmul`): the products of one
+* ``packed_matmul`` (:mod:`~diag.export.make.rewrite.packed_matmul`): the products of one
   input by several weights (q, k, v; gate, up) -> one product by the concatenated
   weights and a ``Split``;
-* ``gather_positions`` (:mod:`~diag.export.build.rewrite.gather_positions`): the positions
+* ``gather_positions`` (:mod:`~diag.export.make.rewrite.gather_positions`): the positions
   whose logits are kept (``logits_to_keep``), ``Transpose -> GatherND -> Transpose``
   -> one ``Gather`` before the ``lm_head`` product;
-* ``skip_norm`` (:mod:`~diag.export.build.rewrite.skip_norm`): a residual ``Add`` and the
+* ``skip_norm`` (:mod:`~diag.export.make.rewrite.skip_norm`): a residual ``Add`` and the
   ``RMSNormalization`` of its sum -> ``com.microsoft.SkipSimplifiedLayerNormalization``
   (ONNX Runtime's kernel; its 4th output, the sum, feeds the next residual).
 
@@ -47,7 +47,7 @@ Example::
 
 from __future__ import annotations
 
-from diag.export.build.rewrite.refusals import explain
-from diag.export.build.rewrite.rule_set import FUSIONS, MIN_OPSET, fuse_decoder
+from diag.export.make.rewrite.refusals import explain
+from diag.export.make.rewrite.rule_set import FUSIONS, MIN_OPSET, fuse_decoder
 
 __all__ = ["FUSIONS", "MIN_OPSET", "explain", "fuse_decoder"]

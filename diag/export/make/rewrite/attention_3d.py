@@ -13,7 +13,7 @@ The opset-23 ops read 3-D tensors directly (``q_num_heads``/``kv_num_heads`` on
 ``Attention(RotaryEmbedding(q3), RotaryEmbedding(k3), v3, ...)``, and the optional
 row scale (diag's patch for fully masked rows) into ``Mul(y, Squeeze(rows, [1]))``,
 one ``Squeeze`` for all layers: eight nodes a layer disappear. Four rules: with the
-cache outputs of :mod:`~diag.export.build.rewrite.attention_with_cache` or without, with
+cache outputs of :mod:`~diag.export.make.rewrite.attention_with_cache` or without, with
 the row scale (``Mul(y, rows)``, the order the exporter writes) or without.
 
 Example::

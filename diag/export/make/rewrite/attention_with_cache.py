@@ -16,7 +16,7 @@ another node, or when the attention already has a past.
 Example::
 
     >>> import onnx_ir as ir
-    >>> from diag.export.build.rewrite import fuse_decoder
+    >>> from diag.export.make.rewrite import fuse_decoder
     >>> def value(name, shape):
     ...     return ir.Value(name=name, shape=ir.Shape(shape),
     ...                     type=ir.TensorType(ir.DataType.FLOAT))

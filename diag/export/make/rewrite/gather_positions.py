@@ -1,7 +1,7 @@
 """The positions whose logits are kept, gathered in one ``Gather``.
 
 transformers keeps the logits of some positions with ``hidden_states[:, positions,
-:]`` (its ``logits_to_keep``, :mod:`diag.export.build.logits_to_keep`), which the dynamo
+:]`` (its ``logits_to_keep``, :mod:`diag.export.make.logits_to_keep`), which the dynamo
 exporter translates through the positions-first layout::
 
     y = Transpose(GatherND(Transpose(x, perm=[1, 0, 2]), Unsqueeze(positions, -1)),
@@ -15,7 +15,7 @@ along their last axis or when ``GatherND`` has batch dimensions.
 Example::
 
     >>> import onnx_ir as ir
-    >>> from diag.export.build.rewrite import fuse_decoder
+    >>> from diag.export.make.rewrite import fuse_decoder
     >>> x = ir.Value(name="x", shape=ir.Shape([2, 5, 4]), type=ir.TensorType(ir.DataType.FLOAT))
     >>> keep = ir.Value(name="keep", shape=ir.Shape([3]), type=ir.TensorType(ir.DataType.INT64))
     >>> axes = ir.Value(name="axes", const_value=ir.tensor([-1]))

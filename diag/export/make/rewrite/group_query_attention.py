@@ -1,6 +1,6 @@
 """``Attention`` + ``RotaryEmbedding`` (opset 23) -> ``com.microsoft.GroupQueryAttention``.
 
-After the fusions of :data:`~diag.export.build.rewrite.FUSIONS`, a layer's attention reads::
+After the fusions of :data:`~diag.export.make.rewrite.FUSIONS`, a layer's attention reads::
 
     q3, k3, v3 = Split(MatMul(x, Wqkv))                   # packed_matmul
     y, present_key, present_value = Attention(
@@ -137,7 +137,7 @@ def rotary_tables(freqs: ir.Value, max_positions: int) -> tuple[np.ndarray, np.n
 
 
 def _row_scale(attention: ir.Value) -> ir.Node | None:
-    """The row scale of :mod:`~diag.export.build.rewrite.attention_3d` reading
+    """The row scale of :mod:`~diag.export.make.rewrite.attention_3d` reading
     ``attention`` (``Mul(attention, Squeeze(rows, [1]))``), or None."""
     uses = attention.uses()
     if len(uses) != 1 or uses[0].node.op_type != "Mul" or uses[0].idx != 0:

@@ -1,7 +1,7 @@
 """A static cache layer (``TensorScatter`` + ``Attention``) -> ``GroupQueryAttention``
 on the shared buffer.
 
-The static export (:mod:`diag.export.build.static_cache`) writes a layer as::
+The static export (:mod:`diag.export.make.static_cache`) writes a layer as::
 
     q = Transpose(Reshape(q3, [b, s, heads, d]), [0, 2, 1, 3])        # k, v alike
     present_key = TensorScatter(past_key, RotaryEmbedding(k, cos, sin), at, axis=2)
@@ -20,7 +20,7 @@ and present one buffer of ``max_length`` positions, ONNX Runtime's kernel shares
 positions: a decode step does not pay for ``max_length``. ``total_sequence_length`` is
 the step's last write position plus one (``cache_position[-1] + 1``), so that the
 prefill is the kernel's first prompt. The rotary tables, the lengths, the packed
-product and the refusals are :mod:`~diag.export.build.rewrite.group_query_attention`'s.
+product and the refusals are :mod:`~diag.export.make.rewrite.group_query_attention`'s.
 
 Example::
 
@@ -37,8 +37,8 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from diag.contract import names as N
-from diag.export.build.rewrite.attention_3d import _heads, _num_heads
-from diag.export.build.rewrite.group_query_attention import GroupQueryAttention
+from diag.export.make.rewrite.attention_3d import _heads, _num_heads
+from diag.export.make.rewrite.group_query_attention import GroupQueryAttention
 
 _HEADS_FIRST = [0, 2, 1, 3]
 
@@ -121,7 +121,7 @@ def static_gqa_rules(
     max_positions: int, windows: Mapping[int, int] | None = None
 ) -> tuple[pattern.RewriteRule, ...]:
     """The rules of a static cache export, with the row scale first (see
-    :func:`~diag.export.build.rewrite.group_query_attention.gqa_rules`)."""
+    :func:`~diag.export.make.rewrite.group_query_attention.gqa_rules`)."""
     return tuple(
         StaticGroupQueryAttention.rule(max_positions, windows or {}, scaled)
         for scaled in (True, False)

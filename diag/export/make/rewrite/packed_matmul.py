@@ -87,7 +87,7 @@ class _ProductsOfOneInput(simple_pattern_matcher()):  # type: ignore[misc]
             and (refusal is not None or _kind(use.node) == _kind(node))
         ]
         # the nodes of a refusal: those a reader debugging an export wants to hear of
-        # (diag.export.build.rewrite.explain lists refusals with matched nodes only)
+        # (diag.export.make.rewrite.explain lists refusals with matched nodes only)
         if refusal is not None:
             if group:
                 # a product the others could have been packed with

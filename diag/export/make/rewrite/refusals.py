@@ -26,7 +26,7 @@ import onnx_ir as ir
 from onnxscript import optimizer
 from onnxscript.rewriter import pattern
 
-from diag.export.build.rewrite.rule_set import (
+from diag.export.make.rewrite.rule_set import (
     FUSIONS,
     MIN_OPSET,
     OPSET23,
@@ -69,11 +69,11 @@ class _Refusals(pattern.MatchingTracer):
 
 
 def explain(model: ir.Model, fusions: Sequence[str] | None = None) -> dict[str, list[str]]:
-    """For each fusion (all of :data:`~diag.export.build.rewrite.FUSIONS` or the ones
+    """For each fusion (all of :data:`~diag.export.make.rewrite.FUSIONS` or the ones
     named), the places where one of its rules matched most of its pattern and
     refused, each as ``"node (op): reason [rule]"``, in the order of the graph.
     The fusions run one after the other on a copy of ``model`` as
-    :func:`~diag.export.build.rewrite.fuse_decoder` runs them, so that the reasons of a
+    :func:`~diag.export.make.rewrite.fuse_decoder` runs them, so that the reasons of a
     fusion are about the graph it sees; ``model`` is left as it is. A node that
     another rule of the same fusion fuses is not listed."""
     names = selected(fusions)

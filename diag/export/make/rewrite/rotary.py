@@ -8,11 +8,11 @@ heads and head size, ``x`` split into two equal halves) and rewrites it into
 ``RotaryEmbedding(x, Cos(f), Sin(f))``, the tables of the half-size frequencies.
 
 One change to its rewrite: the fused node has no ``num_heads``, an attribute the
-operator needs for 3-D inputs only (:mod:`diag.export.build.rewrite.attention_3d` sets it
+operator needs for 3-D inputs only (:mod:`diag.export.make.rewrite.attention_3d` sets it
 when it flattens the heads), so the graph stays the one diag wrote before. The rule
 makes one ``Cos``/``Sin`` pair per rotation (and none where the tables are shared by
 the batch: a model traced without position ids, the op wants one table per row);
-:func:`diag.export.build.rewrite.fuse_decoder` merges them afterwards (one pair for all layers).
+:func:`diag.export.make.rewrite.fuse_decoder` merges them afterwards (one pair for all layers).
 
 Example::
 

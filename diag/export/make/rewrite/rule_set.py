@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 from onnxscript.rewriter import pattern
 
-from diag.export.build.rewrite import (
+from diag.export.make.rewrite import (
     attention_3d,
     attention_with_cache,
     gather_positions,
@@ -75,7 +75,7 @@ def apply_fusion(model: ir.Model, name: str) -> int:
 def fuse_decoder(model: ir.Model, fusions: Sequence[str] | None = None) -> dict[str, int]:
     """Applies :data:`FUSIONS` (or the ones named) to ``model`` in place; returns how
     many times each one fired. The opset-23 fusions are skipped on older opsets
-    (0 in the counts). :func:`diag.export.build.rewrite.explain` says why a rule did not fire."""
+    (0 in the counts). :func:`diag.export.make.rewrite.explain` says why a rule did not fire."""
     names = selected(fusions)
     opset = opset_of(model)
     counts = {}

@@ -22,7 +22,7 @@ not take.
 Example::
 
     >>> import numpy as np, onnx_ir as ir
-    >>> from diag.export.build.rewrite import fuse_decoder
+    >>> from diag.export.make.rewrite import fuse_decoder
     >>> x, skip = (ir.Value(name=n, shape=ir.Shape([1, 2, 4]), type=ir.TensorType(ir.DataType.FLOAT))
     ...            for n in ("x", "skip"))
     >>> w = ir.Value(name="w", const_value=ir.tensor(np.ones(4, dtype=np.float32)))
@@ -148,6 +148,6 @@ def drop_unread_outputs(model: ir.Model) -> int:
 
 #: the rule
 RULES = (SkipNorm.rule(),)
-# a near miss (diag.export.build.rewrite.explain) is both nodes matched and a check refused:
+# a near miss (diag.export.make.rewrite.explain) is both nodes matched and a check refused:
 # every RMSNormalization matches alone, the first layer's reads no sum
 RULES[0].near_miss_size = 4

@@ -9,7 +9,7 @@ import torch
 
 from diag.compat.moe_blocks import experts_interface
 from diag.export import torch_export_patches
-from diag.export.build.patches import EXPERTS_PATCHES
+from diag.export.make.patches import EXPERTS_PATCHES
 from diag.models import get_untrained_model_with_inputs
 
 # float32 logits of a 2-layer model: the patched experts sum the same products in
@@ -55,7 +55,7 @@ def test_experts_gathered_answers_batched_mm_whatever_the_config_says():
 def test_dense_experts_weight_unchosen_experts_by_zero():
     if experts_interface() is not None:
         pytest.skip("transformers 5 calls the experts interface (experts_gathered instead)")
-    from diag.export.build.patches.experts_patches import dense_experts_forward
+    from diag.export.make.patches.experts_patches import dense_experts_forward
 
     block = get_untrained_model_with_inputs("qwen3_moe")["model"].model.layers[0].mlp
     hidden = torch.randn(2, 5, block.gate.in_features, generator=torch.Generator().manual_seed(1))

@@ -21,7 +21,7 @@ from transformers.integrations import sdpa_attention
 from diag.compat.torch_pytree import deregister_pytree_node
 from diag.compat.transformers_api import output_cache_field, parameter_names
 from diag.export import torch_export_patches
-from diag.export.build.patches import (
+from diag.export.make.patches import (
     EXPERTS_PATCHES,
     TORCH_PATCHES,
     TRANSFORMERS_PATCHES,
@@ -355,7 +355,7 @@ def test_transformers_exporter_nodes_set_aside_for_an_export_and_put_back():
     exporter = pytest.importorskip(
         "transformers.exporters.exporter_dynamo", reason="transformers.exporters exists from 5.23"
     )
-    from diag.export.build.cache_pytree import flatten_cache
+    from diag.export.make.cache_pytree import flatten_cache
 
     class Total(torch.nn.Module):
         def forward(self, cache):

@@ -1,4 +1,4 @@
-"""diag.export.build.rewrite.attention_3d: Attention and RotaryEmbedding read the
+"""diag.export.make.rewrite.attention_3d: Attention and RotaryEmbedding read the
 ``[batch, seq, heads * head_dim]`` projections directly, and the refusals say why."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from diag.export.build.rewrite import explain, fuse_decoder
+from diag.export.make.rewrite import explain, fuse_decoder
 
 HEADS_FIRST = {"perm": [0, 2, 1, 3]}
 

@@ -1,4 +1,4 @@
-"""diag.export.build.rewrite.attention_with_cache: the cache concatenation moves into
+"""diag.export.make.rewrite.attention_with_cache: the cache concatenation moves into
 Attention, and the refusals say why."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from diag.export.build.rewrite import explain, fuse_decoder
+from diag.export.make.rewrite import explain, fuse_decoder
 
 
 def _attention_graph(graphs, axis: int = 2, computed_past: bool = False, reader: bool = False):

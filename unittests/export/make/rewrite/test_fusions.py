@@ -1,4 +1,4 @@
-"""diag.export.build.rewrite on an exported llama: each fusion fires where it should, the
+"""diag.export.make.rewrite on an exported llama: each fusion fires where it should, the
 fused graph computes what the unfused one computes, explain finds nothing to say.
 The rules one by one, on graphs built for them: test_<rule>.py beside this file."""
 
@@ -13,9 +13,9 @@ import torch
 
 from diag.compat.transformers_api import cache_input
 from diag.export import torch_export_patches
-from diag.export.build.logits_to_keep import add_logits_to_keep
-from diag.export.build.onnx_export import export_to_ir
-from diag.export.build.rewrite import FUSIONS, explain, fuse_decoder
+from diag.export.make.logits_to_keep import add_logits_to_keep
+from diag.export.make.onnx_export import export_to_ir
+from diag.export.make.rewrite import FUSIONS, explain, fuse_decoder
 from diag.export.check.validation_inputs import make_step_inputs
 from diag.models import get_untrained_model_with_inputs
 from diag.models.cache_layout import cache_layout

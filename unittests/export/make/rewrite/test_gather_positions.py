@@ -1,4 +1,4 @@
-"""diag.export.build.rewrite.gather_positions: the kept positions gathered in one Gather,
+"""diag.export.make.rewrite.gather_positions: the kept positions gathered in one Gather,
 and the refusals say why."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from diag.export.build.rewrite import explain, fuse_decoder
+from diag.export.make.rewrite import explain, fuse_decoder
 
 
 def _graph(graphs, perm=(1, 0, 2), axes=(-1,), batch_dims=0):

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from diag import contract
 from diag.contract.detect import detect_layout
 from diag.export import export_causal_lm
-from diag.export.build.attention_kind import GroupQueryAttentionError, check_attention
+from diag.export.make.attention_kind import GroupQueryAttentionError, check_attention
 from diag.models import get_untrained_model_with_inputs
 
 

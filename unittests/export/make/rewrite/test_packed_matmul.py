@@ -1,4 +1,4 @@
-"""diag.export.build.rewrite.packed_matmul: the products of one input by weights of their
+"""diag.export.make.rewrite.packed_matmul: the products of one input by weights of their
 own become one product and a Split; a shared weight is left alone, and said so."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from diag.export.build.rewrite import explain, fuse_decoder
+from diag.export.make.rewrite import explain, fuse_decoder
 from diag.helpers.rounding import matmul_tolerance
 
 

@@ -1,11 +1,11 @@
-"""diag.export.build.rewrite.rms_norm: onnxscript's RMSNorm rules on diag's pattern."""
+"""diag.export.make.rewrite.rms_norm: onnxscript's RMSNorm rules on diag's pattern."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
 
-from diag.export.build.rewrite import explain, fuse_decoder
+from diag.export.make.rewrite import explain, fuse_decoder
 from diag.helpers.rounding import accumulation_tolerance
 
 

@@ -1,4 +1,4 @@
-"""diag.export.build.rewrite.skip_norm: the residual sum and its RMSNormalization in one
+"""diag.export.make.rewrite.skip_norm: the residual sum and its RMSNormalization in one
 SkipSimplifiedLayerNormalization, on graphs built for it."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from diag.export.build.rewrite import explain, fuse_decoder
+from diag.export.make.rewrite import explain, fuse_decoder
 from diag.helpers.rounding import accumulation_tolerance
 
 
