@@ -24,12 +24,12 @@ should, and unittests/export/test_export_causal_lm.py runs it)::
 
 from __future__ import annotations
 
+from diag.export.causal_lm import export_causal_lm
+from diag.export.check.validate import ExportValidationError, ValidationReport, validate_causal_lm
 from diag.export.make.onnx_export import ExportTimings, to_onnx
 from diag.export.make.patches import PatchReport, torch_export_patches
 from diag.export.make.quantize import QuantizeOptions
 from diag.export.make.rewrite import fuse_decoder
-from diag.export.causal_lm import export_causal_lm
-from diag.export.check.validate import ExportValidationError, ValidationReport, validate_causal_lm
 from diag.export.record.result import ExportResult
 
 __all__ = [

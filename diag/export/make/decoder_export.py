@@ -22,11 +22,11 @@ import onnx_ir as ir
 import torch
 
 from diag import contract
+from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.make.logits_to_keep import add_logits_to_keep
 from diag.export.make.onnx_export import ExportTimings, export_to_ir
 from diag.export.make.patches import torch_export_patches
 from diag.export.make.rename import rename_io
-from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.record.generation_config import write_generation_config
 from diag.export.record.save import save_model_atomic
 from diag.models.cache_layout import CacheLayout

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from diag import contract
+from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.make.decoder_export import DecoderExport, TraceOptions, trace_and_save
 from diag.export.make.logits_to_keep import add_logits_to_keep
 from diag.export.make.onnx_export import ExportTimings
 from diag.export.make.static_cache import STATIC_OPSET, TRANSLATION_TABLE, StaticStep
-from diag.export.check.validation_inputs import takes_position_ids
 from diag.models.cache_layout import CacheLayout
 
 #: the smallest ``max_length`` :func:`static_dummy_inputs` can trace with (its dummy

@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from diag.export.check.validate import ValidationReport
 from diag.export.make.onnx_export import ExportTimings
 from diag.export.make.quantize import QuantizeOptions
-from diag.export.check.validate import ValidationReport
 
 
 @dataclass

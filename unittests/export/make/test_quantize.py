@@ -14,9 +14,9 @@ import pytest
 
 from diag import contract
 from diag.export import ExportValidationError, QuantizeOptions, export_causal_lm
-from diag.export.make.quantize import count_ops, lm_head_node, quantize_model
 from diag.export.check.tolerance import QUANTIZED_RTOL
 from diag.export.check.validate import validate_causal_lm
+from diag.export.make.quantize import count_ops, lm_head_node, quantize_model
 from diag.export.record.export_cache import read_sidecar
 from diag.models import get_untrained_model_with_inputs
 

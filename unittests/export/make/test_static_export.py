@@ -15,10 +15,10 @@ import torch
 from diag import contract
 from diag.contract.detect import detect_layout
 from diag.export import export_causal_lm
-from diag.export.make.static_export import check_max_length, static_feeds
 from diag.export.check.tolerance import default_atol
 from diag.export.check.validate import validate_causal_lm
 from diag.export.check.validation_inputs import make_step_inputs, run_torch, step_feeds
+from diag.export.make.static_export import check_max_length, static_feeds
 from diag.export.record.export_cache import read_sidecar
 from diag.models import get_untrained_model_with_inputs
 from diag.models.cache_layout import cache_layout

@@ -13,10 +13,10 @@ import torch
 
 from diag.compat.transformers_api import cache_input
 from diag.export import torch_export_patches
+from diag.export.check.validation_inputs import make_step_inputs
 from diag.export.make.logits_to_keep import add_logits_to_keep
 from diag.export.make.onnx_export import export_to_ir
 from diag.export.make.rewrite import FUSIONS, explain, fuse_decoder
-from diag.export.check.validation_inputs import make_step_inputs
 from diag.models import get_untrained_model_with_inputs
 from diag.models.cache_layout import cache_layout
 from diag.models.inputs import make_dummy_inputs
