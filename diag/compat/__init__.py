@@ -11,4 +11,10 @@
 
 Nothing else in diag compares version numbers or probes a signature of transformers:
 a new release that moves something is handled here, once.
+
+Example::
+
+    >>> from diag.compat.transformers_api import CACHE_ARGUMENTS
+    >>> "past_key_values" in CACHE_ARGUMENTS
+    True
 """

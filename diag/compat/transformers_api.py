@@ -70,9 +70,8 @@ the installed code can tell). "4.57" below was checked on 4.57.6, "5.x" on 5.23.
 The ONNX names of the export contract (``past_key_values.{i}.key``,
 ``present.{i}.key``) do not change with these: they are the names other tools use.
 
-Every difference between releases goes through this module (the project's rule), so
-that a new release is read in one place: hence one module of about 400 lines, a short
-function per difference.
+Every difference of transformers' API between releases goes through this module, a
+short function per difference, so that a new release is read in one place.
 
 Example::
 

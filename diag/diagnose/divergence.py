@@ -20,8 +20,7 @@ they chose differently:
   (frequent in float16). When the margins are larger, the other side is suspect.
 
 :func:`find_divergence` makes the :class:`Divergence` of two generations already made
-(their tokens and logits). The report type, its rule and its finder are one model read
-together, hence one module of about 400 lines.
+(their tokens and logits).
 
 Example::
 

@@ -10,6 +10,13 @@
 * :class:`QuantizeOptions`: ``export_causal_lm(model, quantize="int4")`` quantizes the
   weights with ONNX Runtime's tools (:mod:`diag.export.make.quantize`).
 
+An export goes through four stages, one sub-package each, which
+:func:`export_causal_lm` (:mod:`diag.export.causal_lm`) runs in turn:
+:mod:`~diag.export.plan` (the options, the key, the file, the names),
+:mod:`~diag.export.make` (trace, patches, rewrite, optimisation, quantization),
+:mod:`~diag.export.check` (the validation against torch) and
+:mod:`~diag.export.record` (the atomic save, the metadata, the export cache).
+
 Example (the export itself is skipped here: it takes longer than a docstring example
 should, and unittests/export/test_export_causal_lm.py runs it)::
 

@@ -9,6 +9,11 @@
   the residual stream, on :mod:`onnx_ir`) and the session that returns them;
 * :mod:`~diag.diagnose.layers.routing`: the experts each MoE router chose on both sides;
 * :mod:`~diag.diagnose.layers.localize`: the comparison, its tolerance and its result.
+
+Example::
+
+    result = diag.localize_layer(model, "model.onnx", input_ids)
+    print(result)  # the first stage whose difference exceeds its tolerance
 """
 
 from __future__ import annotations
