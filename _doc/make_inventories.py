@@ -84,6 +84,7 @@ PROJECTS: dict[str, Project] = {
             "torch.nn.Module": "generated/torch.nn.Module.html",
             "torch.export.export": "export/api_reference.html",
             "torch.export.ExportedProgram": "export/api_reference.html",
+            "torch.export.Dim": "export/api_reference.html#torch.export.dynamic_shapes.Dim",
             "torch.onnx.export": "onnx_export.html",
         },
     ),
@@ -93,10 +94,12 @@ PROJECTS: dict[str, Project] = {
         {
             "transformers.PreTrainedModel": "main_classes/model",
             "transformers.GenerationConfig": "main_classes/text_generation",
+            "transformers.PreTrainedConfig": "main_classes/configuration",
             "transformers.PreTrainedTokenizerBase": "internal/tokenization_utils",
             "transformers.TextStreamer": "internal/generation_utils",
             "transformers.DynamicCache": "internal/generation_utils",
             "transformers.StaticCache": "internal/generation_utils",
+            "transformers.EncoderDecoderCache": "internal/generation_utils",
             "transformers.DynamicLayer": "internal/generation_utils",
             # not exported at the top level; its documentation anchors it there all the same
             "transformers.cache_utils.DynamicSlidingWindowLayer": (
@@ -118,7 +121,10 @@ PROJECTS: dict[str, Project] = {
     "onnx_ir": Project(
         "https://onnx.ai/ir-py/",
         "onnx-ir",
-        {"onnx_ir.Model": "api/generated/onnx_ir.Model.html"},
+        {
+            "onnx_ir.Model": "api/generated/onnx_ir.Model.html",
+            "onnx_ir.Value": "api/generated/onnx_ir.Value.html",
+        },
     ),
     "onnxruntime": Project(
         "https://onnxruntime.ai/docs/api/python/",

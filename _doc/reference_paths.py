@@ -3,11 +3,14 @@
 A diag object is documented once, under one path (``diag.assert_same_tokens``), but the
 docstrings, the gallery and autodoc's type hints name it by others: the module that
 defines it (``diag.testing.tokens.assert_same_tokens``), the subpackage that re-exports
-it (``diag.testing.assert_same_tokens``), or a bare name inside its own module
-(``string_type``). Python's domain resolves a reference by its path only; this hook,
-run on Sphinx's ``missing-reference`` event, imports the path the reference gives and
-links it to the documented name of the same object. A path that imports nothing, or
-an object documented nowhere, stays unresolved (and ``-n`` reports it).
+it (``diag.testing.assert_same_tokens``), or a name as the module whose docstring
+refers to it reads it (``ExportResult`` in ``diag.export.causal_lm``, ``ort.InferenceSession``
+where ``onnxruntime`` is imported as ``ort``). Python's domain resolves a reference by
+its path only; this hook, run on Sphinx's ``missing-reference`` event, imports the path
+the reference gives, in the module of the docstring first, and links it to the
+documented name of the same object (or, for an object of another project, to its
+entry in that project's inventory). A path that imports nothing, or an object
+documented nowhere, stays unresolved (and ``-n`` reports it).
 
 Example: in ``conf.py``::
 
@@ -17,16 +20,21 @@ Example: in ``conf.py``::
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
+import re
 from typing import Any
 
 from docutils import nodes
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
+from sphinx.ext import intersphinx
 
 _MISSING = object()
+_DOCSTRING_OF = re.compile(r"docstring of ([\w.]+)")
+_CONSTANTS = (str, int, float, bool, bytes, type(None))
 
 
 def import_path(path: str) -> Any:
@@ -53,11 +61,35 @@ def import_path(path: str) -> Any:
 
 
 def _same_object(a: Any, b: Any) -> bool:
-    # constants may be equal strings or ints; only modules, classes, functions and
-    # other objects with an identity of their own are matched
-    if isinstance(a, (str, int, float, bool, bytes, type(None))):
-        return False
+    # a constant (a string, a number) has no identity of its own: two names that end
+    # alike (the caller checks) holding equal values of one type are one constant
+    if isinstance(a, _CONSTANTS):
+        return type(a) is type(b) and a == b
     return a is b or (inspect.isfunction(a) and inspect.unwrap(a) is inspect.unwrap(b))
+
+
+def context_modules(node: nodes.Element) -> list[str]:
+    """The modules a reference is read in, innermost first: the ``py:module`` Sphinx
+    gives it, then the module (and its packages) whose docstring holds it.
+
+    >>> context_modules(nodes.Element(source="x.py:docstring of diag.export.causal_lm.f"))
+    ['diag.export.causal_lm', 'diag.export', 'diag']
+    """
+    found: list[str] = []
+    match = _DOCSTRING_OF.search(node.get("source") or node.source or "")
+    if match:
+        parts = match.group(1).split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            found.append(".".join(parts[:cut]))
+    module = node.get("py:module")
+    if module and node.get("py:class"):
+        # a signature's type hint: read it in the module that defines the class
+        owner = getattr(import_path(f"{module}.{node['py:class']}"), "__module__", None)
+        if isinstance(owner, str) and owner not in found:
+            found.insert(0, owner)
+    if module and module not in found:
+        found.insert(0, module)
+    return [m for m in found if m == "diag" or m.startswith("diag.")]
 
 
 def _documented(env: BuildEnvironment) -> dict[str, list[str]]:
@@ -74,11 +106,10 @@ def _documented(env: BuildEnvironment) -> dict[str, list[str]]:
     return cache[1]
 
 
-def documented_name(env: BuildEnvironment, path: str, module: str | None) -> str | None:
-    """The documented name of the object ``path`` imports to (tried inside ``module``
-    first when given, as Python's domain does), or None."""
-    candidates = [f"{module}.{path}"] if module else []
-    candidates.append(path)
+def documented_name(env: BuildEnvironment, path: str, modules: list[str]) -> str | None:
+    """The documented name of the object ``path`` imports to (tried inside each of
+    ``modules`` first, then as written), or None."""
+    candidates = [f"{module}.{path}" for module in modules] + [path]
     documented = _documented(env)
     for candidate in candidates:
         if not candidate.startswith("diag."):
@@ -88,10 +119,48 @@ def documented_name(env: BuildEnvironment, path: str, module: str | None) -> str
             continue
         obj = import_path(candidate)
         if obj is _MISSING:
+            field = _field_of(candidate, names)
+            if field is not None:
+                return field
             continue
         for name in names:
-            if name != candidate and _same_object(obj, import_path(name)):
+            # the candidate itself may be the documented name: Sphinx looked it up in
+            # another module than the docstring's
+            if name == candidate or _same_object(obj, import_path(name)):
                 return name
+    return None
+
+
+def _field_of(path: str, names: list[str]) -> str | None:
+    """The documented name of a field a class declares without a class attribute (a
+    dataclass field without default): ``path`` is ``Class.field``, the class imported."""
+    parent, attr = path.rsplit(".", 1)
+    owner = import_path(parent)
+    if not inspect.isclass(owner) or attr not in getattr(owner, "__annotations__", {}):
+        return None
+    for name in names:
+        if import_path(name.rsplit(".", 1)[0]) is owner:
+            return name
+    return None
+
+
+def external_name(path: str, modules: list[str]) -> str | None:
+    """The path another project defines the object under, when ``path`` read in one
+    of ``modules`` reaches outside diag (``ort.InferenceSession`` in a module that
+    imports ``onnxruntime as ort``), or None."""
+    for module in modules:
+        obj = import_path(f"{module}.{path}")
+        if obj is _MISSING or isinstance(obj, _CONSTANTS):
+            continue
+        if inspect.ismodule(obj):
+            name = obj.__name__
+        else:
+            owner, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+            if not isinstance(owner, str) or not isinstance(qualname, str):
+                continue
+            name = f"{owner}.{qualname}"
+        if not name.startswith("diag.") and name != path:
+            return name
     return None
 
 
@@ -102,10 +171,17 @@ def resolve(
     under another path resolved as a reference to its documented name."""
     if node.get("refdomain") != "py":
         return None
-    name = documented_name(env, node["reftarget"], node.get("py:module"))
+    modules = context_modules(node)
+    name = documented_name(env, node["reftarget"], modules)
+    if name is not None:
+        domain = env.get_domain("py")
+        # "obj": a role of another kind than the entry (``:data:`` for a class alias)
+        # still links to the one object the path names
+        return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", name, node, contnode)
+    name = external_name(node["reftarget"], modules)
     if name is None:
         return None
-    domain = env.get_domain("py")
-    return domain.resolve_xref(
-        env, node["refdoc"], app.builder, node["reftype"], name, node, contnode
-    )
+    renamed = copy.copy(node)
+    renamed["reftarget"] = name
+    renamed["reftype"] = "obj"
+    return intersphinx.missing_reference(app, env, renamed, contnode)

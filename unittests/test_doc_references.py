@@ -114,7 +114,60 @@ def _env(*documented: str) -> SimpleNamespace:
 )
 def test_a_path_links_to_the_documented_entry(path, module):
     env = _env("diag.assert_same_tokens", "diag.assert_logits_close")
-    assert reference_paths.documented_name(env, path, module) == "diag.assert_same_tokens"
+    modules = [module] if module else []
+    assert reference_paths.documented_name(env, path, modules) == "diag.assert_same_tokens"
+
+
+def test_a_constant_links_by_its_name_and_value():
+    env = _env("diag.contract.names.DIM_BATCH", "diag.contract.names.DIM_SEQ")
+    assert (
+        reference_paths.documented_name(env, "diag.contract.DIM_BATCH", [])
+        == "diag.contract.names.DIM_BATCH"
+    )
+
+
+def test_a_bare_name_is_read_in_the_module_of_its_docstring():
+    node = reference_paths.nodes.Element(
+        source="causal_lm.py:docstring of diag.export.causal_lm.export_causal_lm"
+    )
+    modules = reference_paths.context_modules(node)
+    env = _env("diag.export.ExportResult")
+    assert (
+        reference_paths.documented_name(env, "ExportResult", modules) == "diag.export.ExportResult"
+    )
+
+
+def test_a_name_documented_in_the_docstring_s_own_module():
+    # Sphinx looks a bare name up in the module of the page's directive (diag), the
+    # hook in the module that defines the docstring
+    node = reference_paths.nodes.Element(
+        source="causal_lm.py:docstring of diag.export.causal_lm.export_causal_lm"
+    )
+    node["py:module"] = "diag"
+    env = _env("diag.export.causal_lm.DEFAULT_OPSET")
+    name = reference_paths.documented_name(
+        env, "DEFAULT_OPSET", reference_paths.context_modules(node)
+    )
+    assert name == "diag.export.causal_lm.DEFAULT_OPSET"
+
+
+def test_a_type_hint_of_a_signature_is_read_in_the_class_s_module():
+    node = reference_paths.nodes.Element()
+    node["py:module"], node["py:class"] = "diag.ort", "OrtBackend"
+    assert reference_paths.context_modules(node)[:2] == ["diag.ort", "diag.ort.backend"]
+
+
+def test_a_dataclass_field_without_default_links_to_its_entry():
+    # ContractInfo.past_names is no class attribute: the class declares it
+    env = _env("diag.contract.read.ContractInfo.past_names")
+    name = reference_paths.documented_name(env, "diag.contract.ContractInfo.past_names", [])
+    assert name == "diag.contract.read.ContractInfo.past_names"
+
+
+def test_a_name_read_through_an_import_alias_is_the_other_project_s():
+    # diag.ort.backend imports onnxruntime as ort
+    name = reference_paths.external_name("ort.InferenceSession", ["diag.ort.backend"])
+    assert name == "onnxruntime.capi.onnxruntime_inference_collection.InferenceSession"
 
 
 @pytest.mark.parametrize(
@@ -124,11 +177,9 @@ def test_a_path_links_to_the_documented_entry(path, module):
         ("diag.testing.assert_same_tokens", "diag.assert_logits_close"),
         # imports nothing
         ("diag.testing.no_such_function", "diag.no_such_function"),
-        # a string constant has no identity of its own: no link by value
-        ("diag.contract.DIM_BATCH", "diag.contract.names.DIM_BATCH"),
         # outside diag
         ("torch.nn.Module", "diag.Module"),
     ],
 )
 def test_no_link_without_the_same_documented_object(path, documented):
-    assert reference_paths.documented_name(_env(documented), path, None) is None
+    assert reference_paths.documented_name(_env(documented), path, []) is None
