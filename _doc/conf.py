@@ -2,9 +2,10 @@
 
 Build (executes every gallery script on the real model, SmolLM2-135M-Instruct)::
 
-    python -m sphinx -W --keep-going -b html _doc _doc/_build/html
+    python -m sphinx -W -n --keep-going -b html _doc _doc/_build/html
 
-``-W`` turns Sphinx warnings into errors; a warning raised *inside* a gallery script
+``-W`` turns Sphinx warnings into errors, ``-n`` makes a reference that links nowhere
+one; a warning raised *inside* a gallery script
 is turned into an exception by :mod:`gallery_hooks` and aborts the build as well.
 ``DIAG_FAST=1`` in the environment runs the gallery on a tiny untrained model instead
 (minutes become seconds; the texts are then random tokens).
@@ -27,6 +28,8 @@ os.environ.setdefault("DIAG_GALLERY_OUT", os.path.join(_HERE, "_build", "gallery
 os.makedirs(os.environ["DIAG_GALLERY_OUT"], exist_ok=True)
 
 import gallery_hooks  # noqa: E402
+import make_inventories  # noqa: E402
+import reference_paths  # noqa: E402
 from api_check import check_api_page  # noqa: E402
 
 import diag  # noqa: E402
@@ -40,7 +43,7 @@ version = diag.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.napoleon",
+    "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
 ]
@@ -48,8 +51,27 @@ extensions = [
 autosummary_generate = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-napoleon_google_docstring = True
-napoleon_numpy_docstring = False
+# diag's docstrings are reStructuredText field lists (``:param x:``), not Google or
+# NumPy sections: no napoleon, which would read an attribute's "static cache: ..." as
+# a type named "static cache"
+
+# --- intersphinx: offline, every inventory a file of the repository -------------------
+# python.inv is Debian's (python3.11-doc); the others are written by make_inventories.py
+# from the installed packages for the names these pages refer to (rerun it when a new
+# external name shows up in a ``-n`` build). No entry may point at the network: the
+# docs build must pass on a machine without it.
+intersphinx_mapping = make_inventories.intersphinx_mapping()
+# References no inventory can resolve, each with its reason:
+nitpick_ignore = [
+    # a type hint naming onnxscript's rewrite rule by its private module; onnxscript
+    # publishes no API page for the class
+    ("py:class", "onnxscript.rewriter._rewrite_rule.RewriteRule"),
+    # ONNX Runtime's Python API reference has no entry for its quantization tools (its
+    # quantization page describes them in prose)
+    ("py:class", "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer"),
+    ("py:func", "onnxruntime.quantization.quantize_dynamic"),
+]
+# --- end intersphinx ------------------------------------------------------------------
 
 templates_path = []
 exclude_patterns = ["_build", "auto_examples/**.ipynb", "auto_examples/**.py"]
@@ -84,3 +106,10 @@ sphinx_gallery_conf = {
     "show_memory": False,
     "capture_repr": ("_repr_html_", "__repr__"),
 }
+
+
+# --- references to diag objects under any importable path -------------------------
+def setup(app):
+    # diag.testing.assert_same_tokens (the gallery's path) links to the entry of
+    # diag.assert_same_tokens, a type hint's defining module to the public name...
+    app.connect("missing-reference", reference_paths.resolve)

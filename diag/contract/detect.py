@@ -361,7 +361,12 @@ def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | Non
 def detect_layout(model: Any, layout: Layout | Mapping[str, Any] | None = None) -> Layout:
     """The layout of ``model``: a path (folder or file), an ``onnx.ModelProto`` or an
     ``onnxruntime.InferenceSession`` (its names only: no side files, no operators),
-    with ``layout`` applied as in :func:`find_model`."""
+    with ``layout`` applied as in :func:`find_model`.
+
+    :param model: what to read the layout of
+    :param layout: None (detected), a :class:`Layout` (taken as is) or a mapping of
+        fields overriding the detected layout's (``{"padding": "right"}``)
+    """
     if isinstance(model, (str, os.PathLike)):
         return find_model(model, layout).layout
     if isinstance(model, onnx.ModelProto):

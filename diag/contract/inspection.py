@@ -146,6 +146,10 @@ def inspect_onnx(path: str | os.PathLike, layout: Any = None) -> Inspection:
     :func:`diag.contract.detect.find_model`) and says what it is; ``print()`` it.
 
     Never raises for a model it cannot drive: :attr:`Inspection.problems` says why.
+
+    :param path: an ``.onnx`` file or the folder holding one
+    :param layout: None (detected), a :class:`~diag.contract.Layout` or a mapping of
+        fields overriding the detected one
     """
     path = model_path(path)
     try:

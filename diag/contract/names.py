@@ -31,8 +31,11 @@ LOGITS_TO_KEEP = "logits_to_keep"
 
 # names of the dynamic dimensions, as they appear in the ONNX graph (they are the names
 # of the torch.export dimensions, diag.models.make_dummy_inputs)
+#: the batch dimension
 DIM_BATCH = "batch"
+#: the dimension of the step's new positions
 DIM_SEQ = "seq_length"
+#: the dimension of the cached positions
 DIM_PAST = "past_length"
 #: the length of ``logits_to_keep``, the logits' second dimension
 DIM_KEEP = "keep_length"

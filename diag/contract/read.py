@@ -164,6 +164,11 @@ def read_contract(session: Any, *, layout: Layout = DIAG_LAYOUT) -> ContractInfo
     not pair up, cache tensors that are not ``[batch, kv_heads, length, head_dim]``
     with ``kv_heads`` and ``head_dim`` static or given by the layout, lengths the
     decoding loop grows fixed by the graph (:mod:`diag.contract.fixed_dims`).
+
+    :param session: the session of the exported model
+    :param layout: the names and shapes expected (:func:`diag.contract.detect.detect_layout` finds
+        those of another tool's file)
+    :return: the names and cache shapes read, for the backend that binds them
     """
     if not (hasattr(session, "get_inputs") and hasattr(session, "get_outputs")):
         hint = (

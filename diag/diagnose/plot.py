@@ -95,6 +95,8 @@ def plot_layers(report: Any, ax: Any = None, title: str | None = None) -> Any:
 
     :param report: the :class:`~diag.diagnose.layers.LayerLocalization` (or its table)
     :param ax: a matplotlib Axes (a new figure when None)
+    :param title: the Axes' title (None: the first stage beyond tolerance, or "All
+        stages agree")
     :return: the Axes
 
     Example::
@@ -144,6 +146,7 @@ def plot_quantization(report: Any, axes: Any = None, title: str | None = None) -
 
     :param report: the report
     :param axes: two matplotlib Axes (a new figure when None)
+    :param title: the figure's title (None: a default one)
     :return: the two Axes
 
     Example::

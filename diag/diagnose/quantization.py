@@ -102,7 +102,11 @@ class QuantizationReport:
     def plot(self, axes: Any = None, title: str | None = None) -> Any:
         """Two panels: the teacher-forced top-1 agreement and top-5 overlap of each
         prompt (bars), and the KL of every step per prompt (log scale), a cross where
-        the free-running streams part. Returns the two Axes."""
+        the free-running streams part. Returns the two Axes.
+
+        :param axes: two matplotlib Axes (a new figure when None)
+        :param title: the figure's title (None: a default one)
+        """
         from diag.diagnose.plot import plot_quantization
 
         return plot_quantization(self, axes=axes, title=title)

@@ -176,6 +176,10 @@ def export_causal_lm(
         from the file
     :param max_length: with ``cache="static"``, the positions of each buffer: prompt
         plus new tokens of the longest generation (recorded in the metadata)
+    :param attention: ``"onnx"`` (the default: ONNX's ``Attention`` op) or ``"gqa"``
+        (ONNX Runtime's ``com.microsoft.GroupQueryAttention``, right padding,
+        :data:`diag.contract.GQA_LAYOUT`); a model the rewrite cannot convert is
+        refused with the reason
     :param layout: ``"diag"`` (the default: ``logits_to_keep`` among the inputs, the
         fastest for :func:`diag.onnx_generate`) or ``"plain"``
         (:data:`diag.contract.PLAIN_LAYOUT`: no ``logits_to_keep``, the inputs and

@@ -56,7 +56,7 @@ class StepEvent:
     step); ``active`` ``[batch]`` tells which rows produced a real token this step;
     ``finished`` ``[batch]`` which rows are done after it. ``text`` holds the decoded
     text delta of each row when a tokenizer is known (see
-    :func:`diag.generation.streaming.stream`), else None.
+    :func:`diag.generation.stream`), else None.
     """
 
     step: int

@@ -80,6 +80,28 @@ def generate(
     :class:`~diag.generation.streaming.GenerationStream` of step events when
     ``stream=True``.
 
+    :param model: the causal LM (or what ``open_steps`` opens)
+    :param input_ids: the prompt: ``[batch, seq]`` token ids, or text with ``tokenizer``
+    :param attention_mask: 0 on the left padding of a batch (None: all ones)
+    :param max_new_tokens: the most tokens generated per sequence
+    :param eos_token_id: the token(s) ending a sequence
+    :param pad_token_id: the token written after a sequence ended
+    :param do_sample: samples the next token instead of taking the most likely one
+    :param temperature: divides the logits before sampling
+    :param top_k: samples among the ``top_k`` most likely tokens
+    :param top_p: samples among the most likely tokens whose probabilities sum to ``top_p``
+    :param repetition_penalty: lowers the logits of the tokens already in the sequence
+    :param num_return_sequences: the sequences generated per prompt
+    :param output_scores: keeps the processed logits of every step in the result
+    :param output_logits: keeps the raw logits of every step in the result
+    :param generator: the random generator of sampling (None: the global one)
+    :param streamer: called with each step's event, or a transformers streamer
+    :param generation_config: a ``GenerationConfig`` whose values replace the model's
+    :param tokenizer: encodes text prompts and decodes the events' text
+    :param return_result: returns a :class:`GenerateResult` instead of the tokens
+    :param stream: returns a :class:`~diag.generation.GenerationStream` to iterate on
+    :param kwargs: other ``GenerationConfig`` names
+
     >>> import torch, diag
     >>> from diag.models import get_untrained_model_with_inputs
     >>> model = get_untrained_model_with_inputs("llama")["model"]

@@ -83,6 +83,34 @@ def onnx_generate(
     the inputs of the last step as numpy arrays (``session.session.run(None, feeds)``
     replays it).
 
+    :param model_or_session: the ONNX model, or the session of an earlier call
+    :param input_ids: as in :func:`diag.generate`
+    :param attention_mask: as in :func:`diag.generate`
+    :param return_session: also returns the session and the last step's feeds
+    :param providers: ONNX Runtime's execution providers of a new session (None: CPU)
+    :param session_options: the ``onnxruntime.SessionOptions`` of a new session
+    :param vocab_size: the vocabulary size when the graph's logits do not fix it
+    :param layout: the layout of the file's names, a :class:`~diag.contract.Layout` or
+        fields overriding the detected one (None: detected)
+    :param max_new_tokens: as in :func:`diag.generate`, like every decoding option below
+    :param eos_token_id: the token(s) ending a sequence
+    :param pad_token_id: the token written after a sequence ended
+    :param do_sample: samples the next token instead of taking the most likely one
+    :param temperature: divides the logits before sampling
+    :param top_k: samples among the ``top_k`` most likely tokens
+    :param top_p: samples among the most likely tokens whose probabilities sum to ``top_p``
+    :param repetition_penalty: lowers the logits of the tokens already in the sequence
+    :param num_return_sequences: the sequences generated per prompt
+    :param output_scores: keeps the processed logits of every step in the result
+    :param output_logits: keeps the raw logits of every step in the result
+    :param generator: the random generator of sampling (None: the global one)
+    :param streamer: called with each step's event, or a transformers streamer
+    :param generation_config: a ``GenerationConfig`` whose values replace the metadata's
+    :param tokenizer: encodes text prompts and decodes the events' text
+    :param return_result: returns a :class:`~diag.GenerateResult` instead of the tokens
+    :param stream: returns a :class:`~diag.generation.GenerationStream` to iterate on
+    :param kwargs: other ``GenerationConfig`` names
+
     Example (an export takes a few seconds even for a tiny model)::
 
         _, session, _ = onnx_generate("model.onnx", ids, max_new_tokens=2, return_session=True)

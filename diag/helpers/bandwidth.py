@@ -42,6 +42,11 @@ def measure_bandwidth(
     4 bytes: the same regime as a decode step's matrix-vector products.
 
     ``timer`` is the clock (seconds); the tests give a fake one to check the arithmetic.
+
+    :param mib: the buffer's size in MiB, larger than the CPU's caches
+    :param repeat: the timings the median is taken of
+    :param threads: torch threads while measuring (None: the current setting)
+    :param timer: the clock, in seconds
     """
     if mib < MIN_MIB:
         raise ValueError(
@@ -72,7 +77,10 @@ def decode_weight_bytes(model: torch.nn.Module) -> int:
     tied embedding counts once, as the output projection reads it whole), less the
     input embedding when it is not tied (a step gathers a few rows of it only). Buffers
     stay out: rotary frequencies are tiny, and some old models keep a causal mask of
-    every position there that a step does not read whole."""
+    every position there that a step does not read whole.
+
+    :param model: the torch causal LM
+    """
     seen: set[int] = set()
     total = 0
     for tensor in model.parameters():
@@ -94,12 +102,20 @@ def decode_weight_bytes(model: torch.nn.Module) -> int:
 
 
 def bandwidth_bound_ms(bytes_read: float, gb_per_s: float) -> float:
-    """The shortest time in ms to read ``bytes_read`` bytes at ``gb_per_s`` GB/s."""
+    """The shortest time in ms to read ``bytes_read`` bytes at ``gb_per_s`` GB/s.
+
+    :param bytes_read: the bytes a step reads (:func:`decode_weight_bytes`)
+    :param gb_per_s: the bandwidth (:func:`measure_bandwidth`)
+    """
     if gb_per_s <= 0:
         raise ValueError(f"gb_per_s={gb_per_s}: a bandwidth is > 0 (measure_bandwidth())")
     return bytes_read / (gb_per_s * 1e9) * 1e3
 
 
 def percent_of_bound(bound_ms: float, measured_ms: float) -> float:
-    """``100 * bound / measured``: 100 when a step runs at the bandwidth bound."""
+    """``100 * bound / measured``: 100 when a step runs at the bandwidth bound.
+
+    :param bound_ms: the step's bound (:func:`bandwidth_bound_ms`)
+    :param measured_ms: the step's measured time (NaN returned when not > 0)
+    """
     return 100.0 * bound_ms / measured_ms if measured_ms > 0 else float("nan")

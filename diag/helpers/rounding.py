@@ -38,6 +38,10 @@ def accumulation_tolerance(
     can differ: ``2 * gamma(terms) * magnitude``, ``magnitude`` bounding
     ``sum |x_i * y_i|`` (about ``terms * eps(dtype) * magnitude``).
 
+    :param terms: the length of the sum (a matrix product's inner dimension)
+    :param magnitude: a bound on ``sum |x_i * y_i|``
+    :param dtype: the dtype the sum is computed in
+
     >>> f"{accumulation_tolerance(1000, 2.0, torch.float16):.3g}"
     '3.82'
     """
@@ -60,6 +64,9 @@ def matmul_tolerance(a: Any, b: Any) -> float:
     :func:`accumulation_tolerance` of its inner dimension, in ``a``'s dtype, with the
     largest ``(|a| @ |b|)`` (computed in float64) as the magnitude. ``a`` and ``b`` are
     torch tensors or numpy arrays; for a linear layer, ``b`` is ``weight.T``.
+
+    :param a: the left operand
+    :param b: the right operand
 
     >>> f"{matmul_tolerance(torch.full((2, 8), 0.5), torch.full((8, 3), 2.0)):.3g}"
     '7.63e-06'

@@ -138,6 +138,8 @@ def get_weight_type(model: torch.nn.Module) -> torch.dtype:
     """Returns the floating dtype holding most of the model's parameters (counted in
     elements, so that a few float32 norms do not outvote a bfloat16 model).
 
+    :param model: any torch module
+
     >>> import torch
     >>> m = torch.nn.Sequential(torch.nn.Linear(4, 4).half(), torch.nn.LayerNorm(4))
     >>> get_weight_type(m)

@@ -7,7 +7,7 @@ while its ``num_kv_heads`` says all of them, gpt_bigcode reads a ``multi_query``
 deepseek's multi-head latent attention caches a compressed latent whose size is no
 ``head_dim`` of the config, and any config may carry a ``num_key_value_heads`` its
 model never reads. :func:`cache_layout` therefore runs the model once on two tokens
-(``use_cache=True``, under :func:`torch.no_grad`) and reads the cache it returns:
+(``use_cache=True``, under :class:`torch.no_grad`) and reads the cache it returns:
 the number of layers, each layer's heads, key size and value size, the layer class,
 the dtype, and the vocabulary size from the logits.
 
@@ -138,7 +138,7 @@ def cache_layout(model: torch.nn.Module) -> CacheLayout:
     """Reads the layout of ``model``'s key/value cache from one forward of two tokens.
 
     :param model: a causal LM of transformers (``AutoModelForCausalLM``); it is run
-        once in eval mode under :func:`torch.no_grad`, on its own device, and left in
+        once in eval mode under :class:`torch.no_grad`, on its own device, and left in
         the mode it was in
     :return: a :class:`CacheLayout`
     :raises UnsupportedCacheError: when the cache is not made of key/value layers

@@ -64,8 +64,15 @@ def perturb_weight(
     op_types: tuple[str, ...] = ("MatMul", "Gemm"),
 ) -> str:
     """Adds gaussian noise (standard deviation ``scale``, drawn from ``seed``) to the
-    weight of ``module`` (:func:`module_weight`), in ``proto`` itself; returns the
-    initializer's name."""
+    weight of ``module`` (``module_weight``), in ``proto`` itself; returns the
+    initializer's name.
+
+    :param proto: the model, changed in place
+    :param module: the end of the torch module's name (``layers.1.mlp.down_proj``)
+    :param scale: the standard deviation of the noise
+    :param seed: the seed of the noise
+    :param op_types: the operators whose weight input is looked for
+    """
     init = module_weight(proto, module, op_types)
     weight = numpy_helper.to_array(init).copy()
     weight += (scale * np.random.default_rng(seed).standard_normal(weight.shape)).astype(weight.dtype)

@@ -161,6 +161,8 @@ def assert_matches_record(
     :param prompts: when given (with ``decoding_options``), checked to be the
         record's: a test whose inputs changed needs a new record
     :param tokenizer: adds the tokens' text to the message
+    :param providers: ONNX Runtime's execution providers for an ONNX model (None:
+        the CPU)
     :raises RecordError: the file is not a record (or a damaged one)
     :raises AssertionError: what changed, at which step, and which library versions
         differ from the record's

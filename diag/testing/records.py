@@ -196,6 +196,7 @@ def record(
     :param prompts: text(s) (with ``tokenizer``), lists of token ids, a tensor or a
         tokenizer output; they run as one left-padded batch
     :param path: the JSON file written (atomically)
+    :param tokenizer: encodes text prompts, and stores the tokens' text in the record
     :param max_new_tokens: length of the generations
     :param num_candidates: candidates (and their logits) kept per step
     :param atol: the record's absolute tolerance on logits; None: export validation's
@@ -204,6 +205,9 @@ def record(
         has no float64 copy: its record keeps the default, tight enough for the same
         runtime; pass a larger ``atol`` to check other runtimes against it
     :param rtol: the record's relative tolerance
+    :param noise_floor: measures the float32 noise of a torch model (see ``atol``)
+    :param providers: ONNX Runtime's execution providers for an ONNX model (None:
+        the CPU)
     :param batched: the prompts run as one left-padded batch (False: each alone, as
         ``python -m diag compare`` runs them)
     :param decoding_options: ``GenerationConfig`` names and ``seed`` (to sample)

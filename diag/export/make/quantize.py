@@ -127,6 +127,8 @@ class QuantizeOptions:
         """``"int4"`` / ``"int8"`` / a :class:`QuantizeOptions` / None -> options or None;
         ``overrides`` replace fields (``block_size=64``...).
 
+        :param quantize: the ``quantize`` argument of ``export_causal_lm``
+
         >>> QuantizeOptions.parse("int8", lm_head=False).lm_head
         False
         >>> QuantizeOptions.parse(None) is None

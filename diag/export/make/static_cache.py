@@ -82,7 +82,7 @@ TRANSLATION_TABLE = {torch.ops.diag.cache_write.default: _cache_write_onnx}
 
 class BufferLayer(DynamicLayer):
     """One layer of a :class:`BufferCache`: a key and a value buffer of
-    ``max_length`` positions, written at ``cache_position`` by :func:`cache_write`."""
+    ``max_length`` positions, written at ``cache_position`` by ``cache_write``."""
 
     is_sliding = False
     is_compileable = True  # transformers then always builds the mask (no is_causal skip)
