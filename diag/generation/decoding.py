@@ -201,6 +201,12 @@ def iter_decode(
         attention_mask = infer_attention_mask(input_ids, options)
     options.validate(getattr(backend, "vocab_size", None))
     options.num_new_tokens(input_ids.shape[1])  # raises if max_length < prompt
+    if options.num_beams > 1 and not callable(getattr(backend, "reorder", None)):
+        raise ValueError(
+            f"num_beams={options.num_beams} needs a backend that reorders its cache between "
+            f"steps (a reorder(past, rows) method), which {type(backend).__name__} lacks; "
+            "use num_beams=1 with it."
+        )
     step_context = step_context or contextlib.nullcontext
     return _loop(backend, input_ids, attention_mask, options, generator, on_prompt, step_context)
 

@@ -200,3 +200,21 @@ def test_streaming_is_refused_with_beams(tiny_model, random_prompt):
         generate(model, random_prompt(4, seed=0), num_beams=2, stream=True)
     with pytest.raises(ValueError, match="need num_beams=1"):
         generate(model, random_prompt(4, seed=0), num_beams=2, streamer=print)
+
+
+def test_a_backend_without_reorder_is_refused(tiny_model, random_prompt):
+    from diag.generation import TorchBackend, decode
+
+    class NoReorder:
+        """A step backend of the protocol before beam search: no ``reorder``."""
+
+        def __init__(self, model):
+            self._inner = TorchBackend(model)
+            self.vocab_size = self._inner.vocab_size
+
+        def __call__(self, *args):
+            return self._inner(*args)
+
+    options = resolve_options(None, None, num_beams=2, max_new_tokens=3)
+    with pytest.raises(ValueError, match="lacks; use num_beams=1"):
+        decode(NoReorder(tiny_model("llama")), random_prompt(4, seed=0), None, options)
