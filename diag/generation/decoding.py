@@ -365,9 +365,7 @@ def _choose_beams(run: _Run, logits: torch.Tensor) -> StepEvent:
     if run.raw_logits is not None:
         run.raw_logits.append(logits.clone())
     active = torch.ones_like(run.unfinished)
-    event = StepEvent(
-        step=run.step, token_ids=step.tokens, active=active, finished=~run.unfinished
-    )
+    event = StepEvent(step=run.step, token_ids=step.tokens, active=active, finished=~run.unfinished)
     run.step += 1
     return event
 
@@ -393,11 +391,10 @@ def _beam_result(run: _Run, prompt_length: int) -> GenerateResult:
     assert run.beams is not None
     best = run.beams.finish()
     eos = run.eos
+    last = [best.sequences[i, prompt_length + n - 1] for i, n in enumerate(best.lengths)]
     reasons = [
-        "stop"
-        if eos is not None and n > 0 and bool(torch.isin(best.sequences[i, prompt_length + n - 1], eos))
-        else "length"
-        for i, n in enumerate(best.lengths)
+        "stop" if eos is not None and n > 0 and bool(torch.isin(token, eos)) else "length"
+        for token, n in zip(last, best.lengths, strict=True)
     ]
     return GenerateResult(
         sequences=best.sequences,

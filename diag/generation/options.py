@@ -231,7 +231,8 @@ class DecodingOptions:
             raise ValueError(
                 f"early_stopping must be True, False or 'never', got {self.early_stopping!r}."
             )
-        if isinstance(self.length_penalty, bool) or not isinstance(self.length_penalty, (int, float)):
+        penalty = self.length_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
             raise TypeError(f"length_penalty must be a float, not {self.length_penalty!r}.")
 
 

@@ -50,9 +50,7 @@ def reorder_model(elem_types: Sequence[int]) -> onnx.ModelProto:
     for i, elem in enumerate(elem_types):
         inputs.append(helper.make_tensor_value_info(f"past.{i}", elem, None))
         outputs.append(helper.make_tensor_value_info(f"reordered.{i}", elem, None))
-        nodes.append(
-            helper.make_node("Gather", [f"past.{i}", "rows"], [f"reordered.{i}"], axis=0)
-        )
+        nodes.append(helper.make_node("Gather", [f"past.{i}", "rows"], [f"reordered.{i}"], axis=0))
     graph = helper.make_graph(nodes, "diag_cache_reorder", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
     model.ir_version = 8  # read by every onnxruntime diag supports

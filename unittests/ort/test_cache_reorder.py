@@ -23,7 +23,11 @@ CPU = ["CPUExecutionProvider"]
 @pytest.mark.pinned
 @pytest.mark.parametrize(
     "elem, dtype",
-    [(TensorProto.FLOAT, np.float32), (TensorProto.FLOAT16, np.float16), (TensorProto.INT64, np.int64)],
+    [
+        (TensorProto.FLOAT, np.float32),
+        (TensorProto.FLOAT16, np.float16),
+        (TensorProto.INT64, np.int64),
+    ],
 )
 def test_reorder_gathers_the_rows_of_every_tensor(elem, dtype):
     rng = np.random.default_rng(0)
