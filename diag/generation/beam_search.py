@@ -89,13 +89,11 @@ class BeamSearch:
     the pad id, else the first eos). ``generator`` drives the draws of beam sampling
     (None: torch's global stream, as ``model.generate``).
 
-    >>> beams = BeamSearch(DecodingOptions(num_beams=2, max_new_tokens=1), 1, 1, fill=0)
+    >>> beams = BeamSearch(DecodingOptions(num_beams=2, max_new_tokens=2), 1, 1, fill=0)
     >>> log_probs = torch.log(torch.tensor([[0.1, 0.6, 0.3], [0.1, 0.6, 0.3]]))
     >>> step = beams.step(torch.tensor([[5], [5]]), log_probs)
     >>> step.tokens.tolist(), step.rows.tolist(), beams.done
-    ([1, 2], [0, 0], True)
-    >>> beams.finish().sequences.tolist()
-    [[5, 1], [5, 2]]
+    ([1, 2], [0, 0], False)
     """
 
     def __init__(
