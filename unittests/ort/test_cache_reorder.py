@@ -140,6 +140,18 @@ def test_onnx_beam_search_on_static_and_gqa_exports(static_exports, gqa_exports,
     _assert_beams_match(model, backend, ids, mask, max_new_tokens=10, num_beams=3)
 
 
+# pinned: ONNX Runtime logic over an export, the same graph reorders every cache: one
+# architecture per kind of cache (multi-query, latent attention, experts, a sliding
+# window), their exports shared with the parity tests through diag's export cache
+@pytest.mark.pinned
+@pytest.mark.parametrize("arch", ["falcon", "deepseek_v3", "qwen3_moe", "mistral-sw8"])
+def test_onnx_beam_search_on_other_caches(arch):
+    model = get_untrained_model_with_inputs(arch)["model"].eval()
+    backend = open_steps(export_causal_lm(model, verify=False)).backend
+    ids, mask = left_padded_prompts(6, (0, 2), high=1000, seed=6)
+    _assert_beams_match(model, backend, ids, mask, max_new_tokens=10, num_beams=4)
+
+
 @pytest.mark.pinned  # ONNX Runtime logic over other tools' files
 @pytest.mark.parametrize("tool", ["genai", "transformers"])
 def test_onnx_beam_search_on_other_exporters(request, tool):
