@@ -71,6 +71,10 @@ def generate(
     greedy, ``max_new_tokens=None`` falls back on ``max_length``, ``pad_token_id=None``
     on the first eos; ``num_return_sequences=None`` raises, as ``model.generate`` does.
 
+    ``num_beams > 1`` runs beam search (``length_penalty``, ``early_stopping``; beam
+    sampling with ``do_sample=True``), :mod:`diag.generation.beam_search`: the result
+    then carries ``sequences_scores`` and ``beam_indices``; streaming needs one beam.
+
     ``input_ids`` may also be text, a list of texts, chat messages or a list of
     conversations when ``tokenizer`` is given. ``generator`` makes sampling use that
     ``torch.Generator`` instead of the global seed. ``streamer`` is a callable receiving
