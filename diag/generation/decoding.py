@@ -373,6 +373,13 @@ def _choose_beams(run: _Run, logits: torch.Tensor) -> StepEvent:
 def _result(run: _Run, prompt_length: int) -> GenerateResult:
     if run.beams is not None and run.step > 0:
         return _beam_result(run, prompt_length)
+    if run.beams is not None:
+        # no step (max_new_tokens=0): the prompt, once per sequence returned
+        keep = torch.arange(run.sequences.shape[0]) % run.beams.num_beams
+        rows = keep < run.beams.num_return_sequences
+        run.sequences = run.sequences[rows.to(run.sequences.device)]
+        run.num_generated = [0] * int(rows.sum())
+        run.finish_reasons = ["length"] * int(rows.sum())
     return GenerateResult(
         sequences=run.sequences[:, : run.length].contiguous(),
         num_prompt_tokens=prompt_length,

@@ -218,3 +218,10 @@ def test_a_backend_without_reorder_is_refused(tiny_model, random_prompt):
     options = resolve_options(None, None, num_beams=2, max_new_tokens=3)
     with pytest.raises(ValueError, match="lacks; use num_beams=1"):
         decode(NoReorder(tiny_model("llama")), random_prompt(4, seed=0), None, options)
+
+
+def test_no_new_token_returns_each_prompt_once_per_sequence(tiny_model):
+    # model.generate refuses max_new_tokens=0; diag returns the prompts, as without beams
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    got = generate(tiny_model("llama"), ids, max_new_tokens=0, num_beams=4, num_return_sequences=2)
+    assert got.tolist() == [[5, 6, 7], [5, 6, 7], [8, 9, 10], [8, 9, 10]]
