@@ -372,8 +372,9 @@ def resolve_options(
         value = merged.get(name)
         if value is not None and value != neutral:
             raise ValueError(
-                f"{name}={value!r} is not supported by diag's decoding loop (greedy and "
-                f"multinomial sampling, beam search and beam sampling only); leave it unset or use {neutral!r}."
+                f"{name}={value!r} is not supported by diag's decoding loop (greedy, "
+                "multinomial sampling, beam search and beam sampling only); leave it unset "
+                f"or use {neutral!r}."
             )
     values = {k: merged[k] for k in _FIELDS if k in merged}
     values["defaults_used"] = tuple(k for k in _FIELDS if k not in explicit)
