@@ -98,6 +98,19 @@ def probability(text: str) -> float:
     return value
 
 
+def early_stopping(text: str) -> bool | str:
+    """``true``, ``false`` or ``never``: when beam search stops (``GenerationConfig``'s
+    ``early_stopping``).
+
+    >>> early_stopping("True"), early_stopping("never")
+    (True, 'never')
+    """
+    value = {"true": True, "false": False, "never": "never"}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expects true, false or never, got {text!r}")
+    return value
+
+
 def non_empty(text: str) -> str:
     """A non-empty string (a prompt, a model name).
 
@@ -232,7 +245,25 @@ _DECODING_ARGUMENTS: dict[str, dict[str, Any]] = {
     ),
     "num_return_sequences": dict(
         type=positive_int,
-        help=f"sequences generated per prompt; > 1 needs sampling ({_MODEL_DEFAULT}: 1)",
+        help="sequences generated per prompt; > 1 needs sampling or --num-beams N >= it "
+        f"({_MODEL_DEFAULT}: 1)",
+    ),
+    "num_beams": dict(
+        type=positive_int,
+        help="hypotheses of a beam search per prompt; 1 for none; with --do-sample, beam "
+        f"sampling ({_MODEL_DEFAULT}: 1)",
+    ),
+    "length_penalty": dict(
+        type=_float,
+        help="beam search: a finished hypothesis scores its log-probability over its "
+        f"length to this power; > 0 favours longer ones ({_MODEL_DEFAULT}: 1.0)",
+    ),
+    "early_stopping": dict(
+        type=early_stopping,
+        metavar="{true,false,never}",
+        help="beam search: true stops a prompt at num_beams finished hypotheses, false "
+        "when no running one can beat them, never only when none can at any length "
+        f"({_MODEL_DEFAULT}: false)",
     ),
 }
 
@@ -275,10 +306,16 @@ def check_decoding_arguments(parser: argparse.ArgumentParser, args: argparse.Nam
     sample: then the library checks the combination once the model is loaded.
     """
     several = args.num_return_sequences is not None and args.num_return_sequences > 1
-    if several and args.do_sample is False:
+    beams = args.num_beams is not None and args.num_beams > 1
+    if several and args.do_sample is False and not beams:
         parser.error(
-            f"--num-return-sequences {args.num_return_sequences} needs --do-sample: "
-            "greedy decoding returns the same sequence every time"
+            f"--num-return-sequences {args.num_return_sequences} needs --do-sample or "
+            "--num-beams N (N >= it): greedy decoding returns the same sequence every time"
+        )
+    if several and beams and args.num_return_sequences > args.num_beams:
+        parser.error(
+            f"--num-return-sequences {args.num_return_sequences} is more than --num-beams "
+            f"{args.num_beams}: beam search returns at most its num_beams hypotheses"
         )
 
 

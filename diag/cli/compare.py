@@ -88,6 +88,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export again even when the export cache has the model",
     )
+    parser.add_argument(
+        "--num-beams",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="compare beam searches of N hypotheses (the best sequence of each prompt) "
+        "instead of greedy decoding (default: 1, greedy)",
+    )
     add_record_arguments(parser)
     add_quantize_argument(parser)
     add_cache_arguments(parser)
@@ -101,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(output) and not os.path.isdir(output):
         args.parser.error(f"--output {args.output!r} is a file; give a folder")
     check_record_arguments(args)
+    beams = args.num_beams > 1
+    if beams and (getattr(args, "record", None) or getattr(args, "against", None)):
+        args.parser.error(
+            "--record and --against hold greedy generations: drop --num-beams to record, "
+            "or drop the record options to compare beam searches"
+        )
     if getattr(args, "onnx", None):
         check_onnx_path(args.parser, "--onnx", args.onnx)
     check_cache_arguments(args.parser, args)
@@ -125,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
         tokenizer,
         args.max_new_tokens,
         do_sample=False,  # parity is checked on greedy decoding, whatever the model says
-        output_logits=True,  # what the divergence report reads
+        num_beams=args.num_beams,
+        # what the divergence report reads; a beam search's logits are those of
+        # hypotheses that move between rows: its report has the tokens only
+        output_logits=not beams,
     )
     runners = {
         name: make_runner(
@@ -176,8 +193,10 @@ def run(args: argparse.Namespace) -> int:
             largest.append(div.largest_diff)
         diffs[name] = float("nan") if None in largest else max(largest, default=0.0)
 
+    decoding_name = f"beam search ({args.num_beams} beams)" if beams else "greedy"
     print(
-        f"model: {args.model}, {len(prompts)} prompt(s), greedy, max_new_tokens={args.max_new_tokens}"
+        f"model: {args.model}, {len(prompts)} prompt(s), {decoding_name}, "
+        f"max_new_tokens={args.max_new_tokens}"
     )
     for i, prompt in enumerate(prompts):
         ref = runs[REFERENCE][i][0]
@@ -213,7 +232,10 @@ def run(args: argparse.Namespace) -> int:
         print(table.to_string(index=False))
 
     base = os.path.join(output, f"diag_compare_{slug(args.model)}")
-    title = f"{args.model}: {len(prompts)} prompt(s), greedy, max_new_tokens={args.max_new_tokens}"
+    title = (
+        f"{args.model}: {len(prompts)} prompt(s), {decoding_name}, "
+        f"max_new_tokens={args.max_new_tokens}"
+    )
     csv_path = save_csv(table, base + ".csv")
     png_path = save_bar_plot(table, base + ".png", title=title)
     print(f"wrote {csv_path}")

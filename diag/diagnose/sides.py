@@ -45,6 +45,14 @@ def comparison_options(
     options = resolve_options(
         defaults=defaults, max_new_tokens=max_new_tokens, output_logits=True, **decoding
     )
+    if options.num_beams > 1:
+        # the logits of a step are those of hypotheses that move between rows: a
+        # step-by-step comparison of them would name the wrong tokens
+        raise ValueError(
+            f"{who} compares greedy or sampled generations step by step; beam search "
+            f"(num_beams={options.num_beams}) is not compared there yet: pass num_beams=1, "
+            "or compare the sequences of diag.generate / onnx_generate with num_beams directly."
+        )
     return options, seed
 
 

@@ -32,6 +32,9 @@ class StepBackend(Protocol):
     # and tokens it passes (the torch backend: the model's). Without it, they stay
     # where the prompt is (the CPU for ONNX Runtime, whose backend copies them).
     #
+    # Beam search calls ``reorder(past, rows)`` between two steps (below); a backend
+    # without it generates with num_beams=1 only.
+    #
     # Optional: ``reserve(batch, total_length)``, called once before the prefill with the
     # generation's rows and positions (prompt + max_new_tokens): a backend whose cache
     # has a fixed size (:class:`diag.ort.static_backend.StaticOrtBackend`) raises there.
@@ -59,5 +62,14 @@ class StepBackend(Protocol):
           so a backend may return a view of an output buffer it reuses next call.
         * ``past=None`` starts a new generation; a backend runs one generation at a
           time.
+        """
+        ...
+
+    def reorder(self, past: Any, rows: torch.Tensor) -> Any:
+        """The cache whose row ``i`` is the row ``rows[i]`` of ``past`` (``rows``: an
+        int64 ``[batch]`` tensor, each row's source row): beam search reorders the
+        cache this way after a step, so that each hypothesis reads the cache of the one
+        it continues. ``past`` may be changed in place; the loop uses only the cache
+        returned.
         """
         ...

@@ -39,6 +39,7 @@ import torch
 
 from diag.contract.positions import position_ids as prompt_position_ids
 from diag.generation.backend import StepBackend
+from diag.generation.beam_search import BeamSearch, fill_token
 from diag.generation.options import DecodingOptions
 from diag.generation.result import GenerateResult
 from diag.generation.sampling import TokenChoice, build_logits_processor, token_choice
@@ -200,6 +201,12 @@ def iter_decode(
         attention_mask = infer_attention_mask(input_ids, options)
     options.validate(getattr(backend, "vocab_size", None))
     options.num_new_tokens(input_ids.shape[1])  # raises if max_length < prompt
+    if options.num_beams > 1 and not callable(getattr(backend, "reorder", None)):
+        raise ValueError(
+            f"num_beams={options.num_beams} needs a backend that reorders its cache between "
+            f"steps (a reorder(past, rows) method), which {type(backend).__name__} lacks; "
+            "use num_beams=1 with it."
+        )
     step_context = step_context or contextlib.nullcontext
     return _loop(backend, input_ids, attention_mask, options, generator, on_prompt, step_context)
 
@@ -226,6 +233,11 @@ class _Run:
     raw_logits: list[torch.Tensor] | None
     #: ``[batch, 1]``: the tokens chosen last, which the next decode step feeds
     next_tokens: torch.Tensor | None = None
+    #: the hypotheses of a beam search (``num_beams > 1``), which then chooses the tokens
+    beams: BeamSearch | None = None
+    #: the row of the last step each row continues (beam search), which the next decode
+    #: step reorders the cache by; None: every row stays where it is
+    rows: torch.Tensor | None = None
     step: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -247,7 +259,21 @@ def _start(
     if reserve is not None:
         # a backend with buffers of a fixed size refuses a longer generation now
         reserve(batch, total)
-    sequences = torch.empty((batch, total), dtype=torch.long, device=device)
+    beams = None
+    if options.num_beams > 1:
+        # batch holds num_beams rows per prompt (the loop repeated it)
+        beams = BeamSearch(
+            options,
+            batch // options.num_beams,
+            prompt_length,
+            fill=fill_token(options),
+            generator=generator,
+            device=device,
+        )
+        # a hypothesis that ends early reads this token after its end
+        sequences = torch.full((batch, total), beams.fill, dtype=torch.long, device=device)
+    else:
+        sequences = torch.empty((batch, total), dtype=torch.long, device=device)
     sequences[:, :prompt_length] = input_ids
     mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=device)
     mask[:, :prompt_length] = attention_mask
@@ -269,6 +295,7 @@ def _start(
         finish_reasons=["length"] * batch,
         scores=[] if options.output_scores else None,
         raw_logits=[] if options.output_logits else None,
+        beams=beams,
     )
 
 
@@ -278,7 +305,10 @@ def _prefill(backend: StepBackend, run: _Run, input_ids: torch.Tensor) -> tuple[
 
 
 def _decode_one(backend: StepBackend, run: _Run, past: Any) -> tuple[torch.Tensor, Any]:
-    """The token chosen last, on top of ``past``: its logits and the longer cache."""
+    """The token chosen last, on top of ``past``: its logits and the longer cache
+    (beam search: first reordered to follow the rows the hypotheses continue)."""
+    if run.rows is not None:
+        past = backend.reorder(past, run.rows)
     run.position_ids = run.position_ids[:, -1:] + 1
     return backend(run.next_tokens, run.mask[:, : run.length], run.position_ids, past)
 
@@ -288,6 +318,8 @@ def _choose(run: _Run, logits: torch.Tensor) -> StepEvent:
     bookkeeping (a row that produced an eos is finished and then gets the pad id, as
     in transformers)."""
     logits = logits.float()
+    if run.beams is not None:
+        return _choose_beams(run, logits)
     scores = run.processor(run.sequences[:, : run.length], logits) if run.processor else logits
     tokens = run.choice(scores)
     active = run.unfinished
@@ -309,7 +341,45 @@ def _choose(run: _Run, logits: torch.Tensor) -> StepEvent:
     return event
 
 
+def _choose_beams(run: _Run, logits: torch.Tensor) -> StepEvent:
+    """Beam search's step: the processors act on the log-probabilities (as in
+    ``model.generate``), the hypotheses choose the rows that go on and their tokens;
+    the token buffer follows the rows now, the cache at the next decode step."""
+    assert run.beams is not None
+    log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
+    sequences = run.sequences[:, : run.length]
+    scores = run.processor(sequences, log_probs) if run.processor else log_probs
+    step = run.beams.step(sequences, scores)
+    identity = torch.equal(step.rows, torch.arange(step.rows.shape[0], device=step.rows.device))
+    # rows move only among the beams of one prompt, which share its mask and positions
+    run.rows = None if identity else step.rows
+    if not identity:
+        run.sequences = run.sequences.index_select(0, step.rows)
+    run.sequences[:, run.length] = step.tokens
+    run.length += 1
+    run.next_tokens = step.tokens[:, None]
+    if run.beams.done:
+        run.unfinished = torch.zeros_like(run.unfinished)
+    if run.scores is not None:
+        run.scores.append(scores.clone() if scores is log_probs else scores)
+    if run.raw_logits is not None:
+        run.raw_logits.append(logits.clone())
+    active = torch.ones_like(run.unfinished)
+    event = StepEvent(step=run.step, token_ids=step.tokens, active=active, finished=~run.unfinished)
+    run.step += 1
+    return event
+
+
 def _result(run: _Run, prompt_length: int) -> GenerateResult:
+    if run.beams is not None and run.step > 0:
+        return _beam_result(run, prompt_length)
+    if run.beams is not None:
+        # no step (max_new_tokens=0): the prompt, once per sequence returned
+        keep = torch.arange(run.sequences.shape[0]) % run.beams.num_beams
+        rows = keep < run.beams.num_return_sequences
+        run.sequences = run.sequences[rows.to(run.sequences.device)]
+        run.num_generated = [0] * int(rows.sum())
+        run.finish_reasons = ["length"] * int(rows.sum())
     return GenerateResult(
         sequences=run.sequences[:, : run.length].contiguous(),
         num_prompt_tokens=prompt_length,
@@ -323,6 +393,31 @@ def _result(run: _Run, prompt_length: int) -> GenerateResult:
     )
 
 
+def _beam_result(run: _Run, prompt_length: int) -> GenerateResult:
+    """The best finished hypotheses of each prompt, as ``model.generate`` returns them."""
+    assert run.beams is not None
+    best = run.beams.finish()
+    eos = run.eos
+    last = [best.sequences[i, prompt_length + n - 1] for i, n in enumerate(best.lengths)]
+    reasons = [
+        "stop" if eos is not None and n > 0 and bool(torch.isin(token, eos)) else "length"
+        for token, n in zip(last, best.lengths, strict=True)
+    ]
+    return GenerateResult(
+        sequences=best.sequences,
+        num_prompt_tokens=prompt_length,
+        num_generated_tokens=best.lengths,
+        finish_reasons=reasons,
+        scores=tuple(run.scores) if run.scores is not None else None,
+        logits=tuple(run.raw_logits) if run.raw_logits is not None else None,
+        prefill_seconds=run.prefill_seconds,
+        decode_seconds=run.decode_seconds,
+        num_steps=run.step,
+        sequences_scores=best.scores,
+        beam_indices=best.beam_indices,
+    )
+
+
 def _loop(
     backend: StepBackend,
     input_ids: torch.Tensor,
@@ -332,10 +427,12 @@ def _loop(
     on_prompt: Callable[[torch.Tensor], None] | None,
     step_context: Callable[[], AbstractContextManager[Any]],
 ) -> Generator[StepEvent, None, GenerateResult]:
-    if options.num_return_sequences > 1:
-        # like transformers: each prompt repeated in place (rows 0,0,1,1,... for n=2)
-        input_ids = input_ids.repeat_interleave(options.num_return_sequences, dim=0)
-        attention_mask = attention_mask.repeat_interleave(options.num_return_sequences, dim=0)
+    # like transformers: each prompt repeated in place (rows 0,0,1,1,... for n=2), once
+    # per hypothesis of a beam search, else once per sequence returned
+    repeats = options.num_beams if options.num_beams > 1 else options.num_return_sequences
+    if repeats > 1:
+        input_ids = input_ids.repeat_interleave(repeats, dim=0)
+        attention_mask = attention_mask.repeat_interleave(repeats, dim=0)
     prompt_length = input_ids.shape[1]
     max_new = options.num_new_tokens(prompt_length)
     run = _start(backend, input_ids, attention_mask, options, generator)

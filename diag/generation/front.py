@@ -54,6 +54,13 @@ def run_generation(
     entered around the generation, or around each step of a stream. The other
     parameters are those of :func:`diag.generate`.
     """
+    if options.num_beams > 1 and (stream or streamer is not None):
+        # model.generate refuses a streamer with beams too
+        raise ValueError(
+            f"stream= and streamer= need num_beams=1 (got {options.num_beams}): beam search "
+            "reorders its hypotheses at every step, so no token is final before the end; "
+            "generate without streaming and read the result."
+        )
     ids, mask = prepare_prompt(input_ids, attention_mask, tokenizer)
     step_context = step_context or steps.step_context
     device = getattr(steps.backend, "input_device", None)

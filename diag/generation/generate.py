@@ -39,6 +39,9 @@ def generate(
     top_p: float | None = UNSET,
     repetition_penalty: float | None = UNSET,
     num_return_sequences: int = UNSET,
+    num_beams: int = UNSET,
+    length_penalty: float = UNSET,
+    early_stopping: bool | str = UNSET,
     output_scores: bool | None = UNSET,
     output_logits: bool | None = UNSET,
     generator: torch.Generator | None = None,
@@ -67,6 +70,10 @@ def generate(
     ``min_new_tokens``... set to None) turns that processor off, ``do_sample=None`` is
     greedy, ``max_new_tokens=None`` falls back on ``max_length``, ``pad_token_id=None``
     on the first eos; ``num_return_sequences=None`` raises, as ``model.generate`` does.
+
+    ``num_beams > 1`` runs beam search (``length_penalty``, ``early_stopping``; beam
+    sampling with ``do_sample=True``), :mod:`diag.generation.beam_search`: the result
+    then carries ``sequences_scores`` and ``beam_indices``; streaming needs one beam.
 
     ``input_ids`` may also be text, a list of texts, chat messages or a list of
     conversations when ``tokenizer`` is given. ``generator`` makes sampling use that

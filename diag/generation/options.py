@@ -96,6 +96,10 @@ class DecodingOptions:
     repetition_penalty: float | None = 1.0
     no_repeat_ngram_size: int | None = 0
     num_return_sequences: int = 1
+    #: beam search (:mod:`diag.generation.beam_search`) when > 1
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
     output_scores: bool | None = False
     output_logits: bool | None = False
     #: the fields the caller did not set by keyword (they came from a configuration or
@@ -170,11 +174,13 @@ class DecodingOptions:
             raise ValueError(
                 f"num_return_sequences must be an int >= 1, got {self.num_return_sequences!r}."
             )
-        if self.num_return_sequences > 1 and not self.do_sample:
+        self._validate_beams()
+        if self.num_return_sequences > 1 and not self.do_sample and self.num_beams == 1:
             # model.generate raises too: greedy would return the same sequence every time
             raise ValueError(
-                f"num_return_sequences={self.num_return_sequences} needs do_sample=True: "
-                "greedy decoding returns the same sequence every time."
+                f"num_return_sequences={self.num_return_sequences} needs do_sample=True or "
+                "num_beams >= num_return_sequences: greedy decoding returns the same "
+                "sequence every time."
             )
         if self.do_sample:
             if self.temperature is not None and not self.temperature > 0:
@@ -209,12 +215,31 @@ class DecodingOptions:
         if pad is not None and pad < 0:
             raise ValueError(f"pad_token_id must be >= 0, got {pad}.")
 
+    def _validate_beams(self) -> None:
+        """The beam search options: how many hypotheses, how many returned, when to stop."""
+        if isinstance(self.num_beams, bool) or not isinstance(self.num_beams, int):
+            raise TypeError(f"num_beams must be an int >= 1, not {self.num_beams!r}.")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1 (1: no beam search), got {self.num_beams}.")
+        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
+            raise ValueError(
+                f"num_return_sequences={self.num_return_sequences} is more than "
+                f"num_beams={self.num_beams}: beam search returns its best hypotheses, at "
+                "most num_beams of them; raise num_beams or lower num_return_sequences."
+            )
+        if self.early_stopping not in (True, False, "never"):
+            raise ValueError(
+                f"early_stopping must be True, False or 'never', got {self.early_stopping!r}."
+            )
+        penalty = self.length_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
+            raise TypeError(f"length_penalty must be a float, not {self.length_penalty!r}.")
+
 
 #: ``GenerationConfig`` attributes the loop does not implement, with their neutral value;
 #: a different value raises instead of being silently ignored (None is neutral too,
 #: except where :data:`_NONE_REJECTED` says that ``model.generate`` fails on it).
 _UNSUPPORTED: dict[str, Any] = {
-    "num_beams": 1,
     "num_beam_groups": 1,
     "penalty_alpha": None,
     "guidance_scale": None,
@@ -347,8 +372,9 @@ def resolve_options(
         value = merged.get(name)
         if value is not None and value != neutral:
             raise ValueError(
-                f"{name}={value!r} is not supported by diag's decoding loop (greedy and "
-                f"multinomial sampling only); leave it unset or use {neutral!r}."
+                f"{name}={value!r} is not supported by diag's decoding loop (greedy, "
+                "multinomial sampling, beam search and beam sampling only); leave it unset "
+                f"or use {neutral!r}."
             )
     values = {k: merged[k] for k in _FIELDS if k in merged}
     values["defaults_used"] = tuple(k for k in _FIELDS if k not in explicit)

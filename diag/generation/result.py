@@ -34,6 +34,14 @@ class GenerateResult:
     decode_seconds: float = 0.0
     #: number of forward calls made by the backend (prefill included)
     num_steps: int = 0
+    #: beam search only: the score of each returned hypothesis ``[rows]`` (its summed
+    #: log-probabilities over ``generated ** length_penalty``), as ``model.generate``'s
+    #: ``sequences_scores``
+    sequences_scores: torch.Tensor | None = None
+    #: beam search only: ``[rows, generated]``, the row of the batch each token of a
+    #: hypothesis continued at its step (-1 after its end), ``model.generate``'s
+    #: ``beam_indices``
+    beam_indices: torch.Tensor | None = None
 
     @property
     def new_tokens(self) -> torch.Tensor:

@@ -93,7 +93,9 @@ def build_logits_processor(
         )
 
     if options.do_sample:
-        keep = 1  # min_tokens_to_keep, 1 without beams
+        # min_tokens_to_keep: 1 without beams; with beams one more than the eos ids
+        # (at least 2), so that a hypothesis may always go on without an eos
+        keep = max(2, 1 + len(eos)) if options.num_beams > 1 else 1
         if options.temperature is not None and options.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(float(options.temperature)))
         if options.top_k is not None and options.top_k != 0:
@@ -136,11 +138,11 @@ class TokenChoice(Protocol):
     """How the loop picks the next token of each row from processed scores.
 
     The loop (:mod:`diag.generation.decoding`) calls it once per step with the
-    ``[batch, vocab]`` scores and writes the ``[batch]`` tokens it returns. A strategy
-    that keeps several hypotheses per prompt (beam search) holds its running scores
-    itself and also says which row each new token continues, so that the loop reorders
-    its rows and the backend its cache; greedy search and sampling keep every row where
-    it is.
+    ``[batch, vocab]`` scores and writes the ``[batch]`` tokens it returns; greedy
+    search and sampling keep every row where it is. Beam search
+    (:class:`diag.generation.beam_search.BeamSearch`) keeps several hypotheses per prompt:
+    it holds their scores itself and also says which row each new token continues, so
+    that the loop reorders its rows and the backend its cache.
     """
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor: ...

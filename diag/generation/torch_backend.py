@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from diag.compat.beam_search import reorder_cache
 from diag.compat.transformers_api import (
     forward_parameters,
     new_dynamic_cache,
@@ -107,3 +108,9 @@ class TorchBackend:
                 **kwargs,
             )
         return out.logits[:, -1, :].float(), output_cache(out)
+
+    def reorder(self, past: DynamicCache, rows: torch.Tensor) -> DynamicCache:
+        """The cache following the rows of a beam search step (see
+        :meth:`~diag.generation.backend.StepBackend.reorder`): transformers' own
+        reorder of the cache object, as ``model.generate`` calls it."""
+        return reorder_cache(self.model, past, rows.to(self.input_device or rows.device))

@@ -35,6 +35,7 @@ from diag.contract import (
 from diag.contract.detect import detect_layout
 from diag.contract.read import contract_error
 from diag.ort.binding import OrtPast, Runner
+from diag.ort.cache_reorder import reorder_values
 from diag.ort.chunked_prefill import PREFILL_CHUNK, can_chunk, prefill_chunks, run_chunked
 from diag.ort.session import provider_device
 
@@ -268,6 +269,11 @@ class OrtBackend:
         rows = self._bind_logits_to_keep(runner, int(input_ids.shape[1]), rows, feeds)
         outputs = runner.run(past_names, past, output_names, feeds)
         return self._logits_to_torch(outputs[0], rows), OrtPast(outputs[1:])
+
+    def reorder(self, past: OrtPast, rows: torch.Tensor) -> OrtPast:
+        """The cache following the rows of a beam search step, gathered on the device
+        (:mod:`diag.ort.cache_reorder`)."""
+        return OrtPast(reorder_values(self, past, rows))
 
     def feeds_as_numpy(self) -> dict[str, np.ndarray]:
         """The last step's inputs as numpy arrays: ``session.run(None, feeds)`` replays it

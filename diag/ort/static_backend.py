@@ -30,6 +30,7 @@ import torch
 from diag.contract import metadata_static_cache
 from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype
 from diag.ort.backend import OrtBackend, OrtPast
+from diag.ort.cache_reorder import reorder_values
 
 
 class StaticPast(OrtPast):
@@ -150,5 +151,10 @@ class StaticOrtBackend(OrtBackend):
         logits = runner.run_in_place(self.contract.past_names, self.contract.present_names, past, feeds)
         return self._logits_to_torch(logits, rows), StaticPast(tuple(past), total)
 
+
+    def reorder(self, past: StaticPast, rows: torch.Tensor) -> StaticPast:
+        """The buffers following the rows of a beam search step: gathered on the device
+        into new buffers (:mod:`diag.ort.cache_reorder`), which the next step binds."""
+        return StaticPast(reorder_values(self, past, rows), past.length)
 
 __all__ = ["StaticOrtBackend", "StaticPast", "static_max_length"]

@@ -86,6 +86,12 @@ def test_help_does_not_import_torch():
             ["generate", "--prompt", "x", "--num-return-sequences", "2", "--no-do-sample"],
             "needs --do-sample",
         ),
+        (
+            ["generate", "-p", "x", "--num-return-sequences", "3", "--num-beams", "2"],
+            "is more than --num-beams 2",
+        ),
+        (["generate", "-p", "x", "--early-stopping", "soon"], "expects true, false or never"),
+        (["compare", "--num-beams", "2", "--record", "r.json"], "hold greedy generations"),
         (["generate"], "give at least one prompt"),
         (["compare", "--prompt", ""], "--prompt/-p: must not be empty"),
         (["compare", "--max-new-tokens", "-3"], "--max-new-tokens/-n: must be >= 1"),
@@ -202,6 +208,7 @@ def test_only_the_decoding_options_given_are_passed():
     assert given_decoding_options(args) == {"top_k": 0, "do_sample": False}
     argv = ["generate", "-p", "a", "--do-sample", "--temperature", "0.5", "--top-p", "0.9"]
     argv += ["--repetition-penalty", "1.2", "--num-return-sequences", "3"]
+    argv += ["--num-beams", "4", "--length-penalty", "-0.5", "--early-stopping", "never"]
     given = given_decoding_options(parser.parse_args(argv))
     assert given == {
         "do_sample": True,
@@ -209,6 +216,9 @@ def test_only_the_decoding_options_given_are_passed():
         "top_p": 0.9,
         "repetition_penalty": 1.2,
         "num_return_sequences": 3,
+        "num_beams": 4,
+        "length_penalty": -0.5,
+        "early_stopping": "never",
     }
     assert sorted(given) == sorted(set(DECODING_OPTIONS) - {"top_k"})
     # every option of the command line is a DecodingOptions field

@@ -249,6 +249,28 @@ def test_compare_tiny_llama(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [csv.name, png.name]
 
 
+# pinned: --num-beams reaching the three runners (CLI plumbing; beam search itself is
+# compared with model.generate on every release by the generation tests)
+@pytest.mark.pinned
+def test_compare_and_generate_with_beams(tmp_path, capsys):
+    argv = ["compare", "-m", "tiny:llama", "-n", "6", "-o", str(tmp_path), "--warmup", "0"]
+    assert main([*argv, "--num-beams", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "beam search (3 beams)" in out and "parity OK" in out
+    table = pandas.read_csv(tmp_path / "diag_compare_tiny-llama.csv")
+    assert list(table["parity"]) == ["reference", "OK", "OK"]
+    argv = ["generate", "-m", "tiny:llama", "-p", "Hello", "-n", "4", "--warmup", "0"]
+    argv += ["--num-beams", "3", "--num-return-sequences", "2", "--early-stopping", "never"]
+    assert main([*argv, "--backend", "onnx"]) == 0
+    onnx_out = capsys.readouterr().out
+    assert "----- prompt 1, sequence 2 -----" in onnx_out
+    assert main([*argv, "--backend", "hf"]) == 0
+    hf_out = capsys.readouterr().out
+    # the same two hypotheses, in the same order (after the line naming the backend)
+    texts = [out.split("-----\nbatch_size")[0].split("\n", 1)[1] for out in (onnx_out, hf_out)]
+    assert texts[0] == texts[1]
+
+
 @pytest.mark.slow
 def test_compare_smollm2(tmp_path):
     proc = run_cli("compare", "--max-new-tokens", "20", "--output", str(tmp_path))

@@ -125,8 +125,8 @@ def test_bad_values_give_clear_errors(kwargs, match):
 
 
 def test_unsupported_and_unknown_options():
-    with pytest.raises(ValueError, match="num_beams=4 is not supported"):
-        resolve_options(num_beams=4)
+    with pytest.raises(ValueError, match="num_beam_groups=2 is not supported"):
+        resolve_options(num_beam_groups=2)
     with pytest.raises(TypeError, match="unknown decoding option"):
         resolve_options(top_kk=3)
     with pytest.raises(TypeError, match="GenerationConfig or a dict"):
