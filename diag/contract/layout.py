@@ -245,7 +245,7 @@ DIAG_LAYOUT = Layout(
 #: yet), each ``past_key_values.{i}.*`` is a ``[batch, kv_heads, max_length, head_dim]``
 #: buffer and ``present.{i}.*`` the same buffer with the step's positions written:
 #: bind it as the input's own OrtValue and ONNX Runtime writes in place
-#: (:mod:`diag.ort.static_backend`). The metadata entry
+#: (:class:`diag.ort.cache.InPlaceCache`). The metadata entry
 #: :data:`~diag.contract.metadata.STATIC_CACHE_METADATA` records ``max_length``.
 STATIC_LAYOUT = replace(DIAG_LAYOUT, name="diag-static", cache_position=N.CACHE_POSITION)
 

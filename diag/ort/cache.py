@@ -1,35 +1,37 @@
-"""The ONNX Runtime driver of a static cache export
-(:data:`diag.contract.STATIC_LAYOUT`, ``export_causal_lm(..., cache="static",
-max_length=N)``).
+"""How an ONNX Runtime step keeps the cache: the strategy an
+:class:`~diag.ort.backend.OrtBackend` holds.
 
-Each layer's key and value live in one ``[batch, kv_heads, max_length, head_dim]``
-OrtValue, allocated (zeroed) once per generation and bound as the step's input
-``past_key_values.{i}.*`` AND as its output ``present.{i}.*``: ``TensorScatter``
-then writes the step's positions in place, nothing else of the cache moves. A step
-feeds ``cache_position`` (where its positions go) and the attention mask over the
-``max_length`` positions: the loop's mask, zeros after it (positions not written yet).
+* :class:`GrowingCache` (every layout but the static one): the ``present.*``
+  OrtValues a step returns are bound, as they are, as the next step's
+  ``past_key_values.*`` (no copy, no numpy, no device round trip); the prefill starts
+  from an empty past.
+* :class:`InPlaceCache` (a static cache export, :data:`diag.contract.STATIC_LAYOUT`):
+  each layer's key and value live in one ``[batch, kv_heads, max_length, head_dim]``
+  OrtValue, allocated (zeroed) once per generation and bound as the step's input
+  ``past_key_values.{i}.*`` AND as its output ``present.{i}.*``: ``TensorScatter``
+  then writes the step's positions in place, nothing else of the cache moves. The
+  zeros matter: a masked position gets a weight of exactly 0, and 0 times the
+  uninitialised memory of a fresh buffer could be NaN.
 
-The zeros matter: a masked position gets a weight of exactly 0, and 0 times the
-uninitialised memory of a fresh buffer could be NaN.
+Both take the same calls: :meth:`start` (the past of a prefill), :meth:`check` (the
+past a decode step is given), :meth:`run` (one step on the bound feeds).
 
 Example::
 
-    backend = open_steps("model.onnx").backend           # a StaticOrtBackend for a static export
-    logits, past = backend(ids, mask, positions, None)        # prefill: buffers allocated
-    logits, past = backend(next_ids, longer_mask, next_pos, past)  # written in place
+    >>> OrtPast().length, StaticPast((), 3).length
+    (0, 3)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
-from diag.contract import metadata_static_cache
+from diag.contract import ContractInfo
 from diag.helpers.dtypes import onnx_dtype_to_numpy_dtype
-from diag.ort.backend import OrtBackend, OrtPast
+from diag.ort.binding import OrtPast, Runner
 
 
 class StaticPast(OrtPast):
@@ -47,37 +49,75 @@ class StaticPast(OrtPast):
         return self._length
 
 
-def static_max_length(session: ort.InferenceSession) -> int | None:
-    """The positions of a static export's buffers: its metadata, else the static third
-    dimension of its first cache input; None when the model has neither."""
-    entry = metadata_static_cache(session)
-    if entry and isinstance(entry.get("max_length"), int):
-        return entry["max_length"]
-    for i in session.get_inputs():
-        if len(i.shape) == 4 and isinstance(i.shape[2], int) and i.name != "input_ids":
-            return int(i.shape[2])
-    return None
+class GrowingCache:
+    """Each step's ``present.*`` bound as the next step's past (see the module)."""
+
+    #: a growing cache has no fixed size
+    max_length: int | None = None
+
+    def __init__(self, contract: ContractInfo, device_type: str = "cpu", device_id: int = 0):
+        self.contract = contract
+        self.device_type, self.device_id = device_type, device_id
+        self._empty: dict[int, OrtPast] = {}
+
+    def reserve(self, batch: int, total_length: int) -> None:
+        """Any length fits a growing cache."""
+
+    def start(self, batch: int, total: int) -> OrtPast:
+        """The past of a prefill: ``[batch, kv_heads, 0, head_dim]`` per tensor."""
+        past = self._empty.get(batch)
+        if past is None:
+            past = OrtPast(
+                ort.OrtValue.ortvalue_from_shape_and_type(
+                    [batch, heads, 0, dim], elem, self.device_type, self.device_id
+                )
+                for (heads, dim), elem in zip(
+                    self.contract.past_shapes, self.contract.past_elem_types, strict=True
+                )
+            )
+            self._empty = {batch: past}  # keep one: batches rarely change
+        return past
+
+    def check(self, past: Any, total: int, seq: int) -> None:
+        """Refuses a ``past`` that is not the one a step of this backend returned."""
+        if not isinstance(past, tuple) or len(past) != len(self.contract.past_names):
+            raise TypeError(
+                "past must be the OrtPast returned by the previous step of this backend "
+                f"({len(self.contract.past_names)} OrtValues), got {type(past).__name__}."
+            )
+
+    def run(
+        self,
+        runner: Runner,
+        past: OrtPast,
+        feeds: dict[str, Any],
+        total: int,
+        output_names: list[str] | None = None,
+    ) -> tuple[Any, OrtPast]:
+        """Runs the step: the logits OrtValue and the new past. ``output_names``: the
+        outputs of a prefill graph, which takes no past (a prefill + decode pair)."""
+        if output_names is None:
+            past_names, output_names = self.contract.past_names, self.contract.output_names
+        else:
+            past_names = []
+        outputs = runner.run(past_names, past, output_names, feeds)
+        return outputs[0], OrtPast(outputs[1:])
 
 
-class StaticOrtBackend(OrtBackend):
-    """:class:`~diag.ort.backend.OrtBackend` for a static cache: the same session
-    checks, logits and devices, the cache bound in place (see the module).
+class InPlaceCache:
+    """Buffers of ``max_length`` positions written in place (see the module).
 
     :meth:`reserve` (called by the decoding loop before the prefill, with the
     generation's total length) refuses a generation longer than the buffers before
     any step runs; a step past them is refused as well.
     """
 
-    def __init__(self, session: ort.InferenceSession, **kwargs: Any):
-        super().__init__(session, **kwargs)
-        self.max_length = self.layout.max_length or static_max_length(session)
-        if self.max_length is None:
-            raise ValueError(
-                f"{self.layout.name} layout: the cache inputs have no static length and the "
-                "metadata no max_length; export with export_causal_lm(model, cache='static', "
-                "max_length=N)."
-            )
-        self._mask: np.ndarray | None = None
+    def __init__(
+        self, contract: ContractInfo, max_length: int, device_type: str = "cpu", device_id: int = 0
+    ):
+        self.contract = contract
+        self.device_type, self.device_id = device_type, device_id
+        self.max_length: int | None = max_length
 
     def _too_long(self, total: int, what: str) -> ValueError:
         return ValueError(
@@ -93,62 +133,79 @@ class StaticOrtBackend(OrtBackend):
         if total_length > self.max_length:
             raise self._too_long(total_length, "this generation (prompt + max_new_tokens)")
 
-    def empty_past(self, batch: int) -> StaticPast:
+    def start(self, batch: int, total: int) -> StaticPast:
         """Zeroed buffers ``[batch, kv_heads, max_length, head_dim]``, new at each
         call: a generation owns its buffers (the steps write into them)."""
+        if total > self.max_length:
+            raise self._too_long(total, f"step 0 -> {total}")
         values = []
-        for (heads, dim), elem in zip(self.contract.past_shapes, self.contract.past_elem_types, strict=True):
-            zeros = np.zeros((batch, heads, self.max_length, dim), dtype=onnx_dtype_to_numpy_dtype(elem))
-            if self._on_cpu:
+        for (heads, dim), elem in zip(
+            self.contract.past_shapes, self.contract.past_elem_types, strict=True
+        ):
+            zeros = np.zeros(
+                (batch, heads, self.max_length, dim), dtype=onnx_dtype_to_numpy_dtype(elem)
+            )
+            if self.device_type == "cpu":
                 # the OrtValue wraps the array's memory (and keeps it alive): no copy
                 values.append(ort.OrtValue.ortvalue_from_numpy(zeros))
             else:
-                values.append(ort.OrtValue.ortvalue_from_numpy(zeros, self.device_type, self.device_id))
+                values.append(
+                    ort.OrtValue.ortvalue_from_numpy(zeros, self.device_type, self.device_id)
+                )
         return StaticPast(values, 0)
 
-    def __call__(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor,
-        past: StaticPast | None,
-    ) -> tuple[torch.Tensor, StaticPast]:
-        batch, seq = int(input_ids.shape[0]), int(input_ids.shape[1])
-        total = int(attention_mask.shape[1])
+    def check(self, past: Any, total: int, seq: int) -> None:
+        """Refuses a step past the buffers, or a ``past`` that is not this backend's
+        buffers holding the positions the mask puts before the step."""
         if total > self.max_length:
             raise self._too_long(total, f"step {total - seq} -> {total}")
-        rows = None
-        if past is None:
-            # right padding (GroupQueryAttention): the padding moved after the tokens
-            input_ids, attention_mask, rows = self._check_prompt(input_ids, attention_mask)
-            past = self.empty_past(batch)
-            self._mask = np.zeros((batch, self.max_length), dtype=np.int64)
-        elif not isinstance(past, StaticPast) or len(past) != len(self.contract.past_names):
+        if not isinstance(past, StaticPast) or len(past) != len(self.contract.past_names):
             raise TypeError(
                 "past must be the StaticPast returned by the previous step of this backend, "
                 f"got {type(past).__name__}."
             )
-        elif past.length != total - seq:
+        if past.length != total - seq:
             raise ValueError(
                 f"the buffers hold {past.length} positions but the mask says {total - seq} "
                 "come before this step: give the mask of the whole sequence so far."
             )
-        layout, runner = self.layout, self._runner
-        feeds: dict[str, Any] = {}
-        self.last_feeds = feeds
-        mask = self._mask
-        mask[:, :total] = attention_mask.detach().cpu().numpy()
-        mask[:, total:] = 0
-        wanted = self.contract.int_types.get(layout.attention_mask, np.dtype(np.int64))
-        runner.bind_array(layout.attention_mask, mask if mask.dtype == wanted else mask.astype(wanted), feeds)
-        for name, tensor in ((layout.input_ids, input_ids), (layout.position_ids, position_ids)):
-            if name and name in runner.input_names:
-                runner.bind_array(name, self._int_array(name, tensor), feeds)
-        positions = np.arange(total - seq, total, dtype=np.int64)
-        runner.bind_array(layout.cache_position, positions, feeds)
-        rows = self._bind_logits_to_keep(runner, seq, rows, feeds)
-        logits = runner.run_in_place(self.contract.past_names, self.contract.present_names, past, feeds)
-        return self._logits_to_torch(logits, rows), StaticPast(tuple(past), total)
+
+    def run(
+        self,
+        runner: Runner,
+        past: StaticPast,
+        feeds: dict[str, Any],
+        total: int,
+        output_names: list[str] | None = None,
+    ) -> tuple[Any, StaticPast]:
+        """Runs the step with the buffers bound as past and present: the logits
+        OrtValue and the same buffers, ``total`` positions written."""
+        logits = runner.run_in_place(
+            self.contract.past_names, self.contract.present_names, past, feeds
+        )
+        return logits, StaticPast(tuple(past), total)
 
 
-__all__ = ["StaticOrtBackend", "StaticPast", "static_max_length"]
+class CacheStrategy(Protocol):
+    """What an :class:`~diag.ort.backend.OrtBackend` asks of its cache (see the module)."""
+
+    #: the positions a generation may reach, None: any
+    max_length: int | None
+
+    def reserve(self, batch: int, total_length: int) -> None: ...
+
+    def start(self, batch: int, total: int) -> OrtPast: ...
+
+    def check(self, past: Any, total: int, seq: int) -> None: ...
+
+    def run(
+        self,
+        runner: Runner,
+        past: OrtPast,
+        feeds: dict[str, Any],
+        total: int,
+        output_names: list[str] | None = None,
+    ) -> tuple[Any, OrtPast]: ...
+
+
+__all__ = ["CacheStrategy", "GrowingCache", "InPlaceCache", "StaticPast"]
