@@ -24,7 +24,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -186,26 +186,8 @@ class InPlaceCache:
         return logits, StaticPast(tuple(past), total)
 
 
-class CacheStrategy(Protocol):
-    """What an :class:`~diag.ort.backend.OrtBackend` asks of its cache (see the module)."""
-
-    #: the positions a generation may reach, None: any
-    max_length: int | None
-
-    def reserve(self, batch: int, total_length: int) -> None: ...
-
-    def start(self, batch: int, total: int) -> OrtPast: ...
-
-    def check(self, past: Any, total: int, seq: int) -> None: ...
-
-    def run(
-        self,
-        runner: Runner,
-        past: OrtPast,
-        feeds: dict[str, Any],
-        total: int,
-        output_names: list[str] | None = None,
-    ) -> tuple[Any, OrtPast]: ...
+#: what an :class:`~diag.ort.backend.OrtBackend` holds: both take the calls of the module
+CacheStrategy = GrowingCache | InPlaceCache
 
 
 __all__ = ["CacheStrategy", "GrowingCache", "InPlaceCache", "StaticPast"]
