@@ -166,6 +166,13 @@ class Layout:
         """All output names in graph order."""
         return [self.logits, *self.present.names(num_layers)]
 
+    def prefill_output_names(self, num_layers: int) -> list[str]:
+        """The outputs of the prefill graph of a pair, in graph order (an empty list
+        for one graph)."""
+        if self.prefill_present is None:
+            return []
+        return [self.logits, *self.prefill_present.names(num_layers)]
+
     def describe(self) -> str:
         """One line for the error messages: the inputs and outputs this layout expects.
 

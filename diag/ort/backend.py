@@ -103,10 +103,7 @@ class OrtBackend:
             self._prefill = Runner(
                 prefill_session, self.device_type, self.device_id, contract.int_types
             )
-            self._prefill_outputs = [
-                layout.logits,
-                *layout.prefill_present.names(contract.num_layers),
-            ]
+            self._prefill_outputs = layout.prefill_output_names(contract.num_layers)
         self._on_cpu = self.device_type == "cpu"
         # a long prompt runs in steps of prefill_chunk tokens (diag.ort.chunked_prefill)
         prefill_chunks(0, prefill_chunk)  # checks the value

@@ -63,7 +63,7 @@ def _build(
     cache strategy, each read once."""
     contract = read_contract(session, layout=layout)
     if prefill_session is not None:
-        wanted = [layout.logits, *layout.prefill_present.names(contract.num_layers)]
+        wanted = layout.prefill_output_names(contract.num_layers)
         produced = {o.name for o in prefill_session.get_outputs()}
         missing = [n for n in wanted if n not in produced]
         if missing:
