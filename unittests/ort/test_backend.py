@@ -51,6 +51,8 @@ def test_steps_chain_the_cache_without_copies(lm, fast):
         bound = backend.last_feeds["past_key_values.1.value"]
         assert bound is previous[3]
         assert past.length == 4 + step
+    with pytest.raises(TypeError, match=r"past must be the OrtPast .* \(4 OrtValues\), got list"):
+        backend.decode(nxt, mask, torch.full((2, 1), 7), list(past)[:2])
     # the cache holds K[token] for every position, in order
     expected = kv[history.numpy()].transpose(0, 2, 1, 3)
     for value in past.to_numpy():

@@ -86,6 +86,9 @@ def test_buffers_are_written_in_place(static_exports):
     bound = backend.last_feeds["attention_mask"]
     assert bound.shape == (3, STATIC_MAX_LENGTH) and bound[:, PROMPT + 1 :].sum() == 0
     assert backend.last_feeds["cache_position"].tolist() == [PROMPT]
+    # the buffers say how many positions they hold: a mask that disagrees is refused
+    with pytest.raises(ValueError, match=f"the buffers hold {PROMPT + 1} positions but the mask"):
+        backend.decode(ids[:, -1:], step_mask, positions[:, -1:] + 1, after)
 
 
 def test_too_long_a_generation_says_what_to_pass(static_exports):
