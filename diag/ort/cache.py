@@ -65,9 +65,8 @@ class GrowingCache:
 
     def start(self, batch: int, total: int) -> OrtPast:
         """The past of a prefill: ``[batch, kv_heads, 0, head_dim]`` per tensor."""
-        past = self._empty.get(batch)
-        if past is None:
-            past = OrtPast(
+        if batch not in self._empty:
+            empty = OrtPast(
                 ort.OrtValue.ortvalue_from_shape_and_type(
                     [batch, heads, 0, dim], elem, self.device_type, self.device_id
                 )
@@ -75,8 +74,8 @@ class GrowingCache:
                     self.contract.past_shapes, self.contract.past_elem_types, strict=True
                 )
             )
-            self._empty = {batch: past}  # keep one: batches rarely change
-        return past
+            self._empty = {batch: empty}  # keep one: batches rarely change
+        return self._empty[batch]
 
     def check(self, past: Any, total: int, seq: int) -> None:
         """Refuses a ``past`` that is not the one a step of this backend returned."""
