@@ -281,7 +281,11 @@ def make_runner(name: str, source: str, threads: int):
 
         # no spinning: the idle workers would busy-wait against the one measured
         session = make_session(source, intra_op_num_threads=threads, allow_spinning=False)
-        backend = open_ort_backend(session, prefill_chunk=None) if name == ONE_SHOT else open_steps(session).backend
+        backend = (
+            open_ort_backend(session, prefill_chunk=None)
+            if name == ONE_SHOT
+            else open_steps(session).backend
+        )
 
         def run(ids, n):
             res = onnx_generate(
