@@ -92,7 +92,7 @@ CONTENDERS = (
     "onnx_generate gqa static", "genai fp32",
 )
 #: not in the default run: onnx_generate with its prefill in one step
-#: (``OrtBackend(prefill_chunk=None)``, what it did before diag.ort.chunked_prefill)
+#: (``open_ort_backend(session, prefill_chunk=None)``, what it did before diag.ort.chunked_prefill)
 ONE_SHOT = "onnx_generate one-shot prefill"
 MODEL = "smollm2-135m-instruct"
 #: the prompt length the issue's prefill target names
@@ -277,11 +277,15 @@ def make_runner(name: str, source: str, threads: int):
         return run
     if name.startswith("onnx_generate"):
         from diag.generation import onnx_generate, open_steps
-        from diag.ort import OrtBackend, make_session
+        from diag.ort import make_session, open_ort_backend
 
         # no spinning: the idle workers would busy-wait against the one measured
         session = make_session(source, intra_op_num_threads=threads, allow_spinning=False)
-        backend = OrtBackend(session, prefill_chunk=None) if name == ONE_SHOT else open_steps(session).backend
+        backend = (
+            open_ort_backend(session, prefill_chunk=None)
+            if name == ONE_SHOT
+            else open_steps(session).backend
+        )
 
         def run(ids, n):
             res = onnx_generate(

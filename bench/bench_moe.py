@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from diag.export import export_causal_lm  # noqa: E402
 from diag.generation import onnx_generate  # noqa: E402
 from diag.models.untrained import get_tiny_config, make_untrained_model  # noqa: E402
-from diag.ort import OrtBackend  # noqa: E402
+from diag.ort import open_ort_backend  # noqa: E402
 from diag.ort.profiling import read_kernels  # noqa: E402
 from diag.ort.session import make_session  # noqa: E402
 from diag.testing.perturb import node_scopes  # noqa: E402
@@ -70,7 +70,7 @@ def node_scopes_of(path: str) -> dict[str, list[str]]:
 def decode_shares(path: str, ids: torch.Tensor, new_tokens: int) -> dict:
     """Mean kernel ms of a decode step and the experts' and router's shares of it."""
     session = make_session(path, enable_profiling=True)
-    onnx_generate(OrtBackend(session), ids, max_new_tokens=new_tokens, eos_token_id=[])
+    onnx_generate(open_ort_backend(session), ids, max_new_tokens=new_tokens, eos_token_id=[])
     trace = session.end_profiling()
     try:
         kernels = read_kernels(trace)
@@ -99,7 +99,7 @@ def bench(experts: int, args: argparse.Namespace, folder: str) -> dict:
     begin = time.perf_counter()
     export_causal_lm(model, path, verify=False)
     export_s = time.perf_counter() - begin
-    backend = OrtBackend(make_session(path))
+    backend = open_ort_backend(make_session(path))
     ids = torch.randint(3, 1000, (1, 8), generator=torch.Generator().manual_seed(0))
     kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
 

@@ -166,6 +166,13 @@ class Layout:
         """All output names in graph order."""
         return [self.logits, *self.present.names(num_layers)]
 
+    def prefill_output_names(self, num_layers: int) -> list[str]:
+        """The outputs of the prefill graph of a pair, in graph order (an empty list
+        for one graph)."""
+        if self.prefill_present is None:
+            return []
+        return [self.logits, *self.prefill_present.names(num_layers)]
+
     def describe(self) -> str:
         """One line for the error messages: the inputs and outputs this layout expects.
 
@@ -245,7 +252,7 @@ DIAG_LAYOUT = Layout(
 #: yet), each ``past_key_values.{i}.*`` is a ``[batch, kv_heads, max_length, head_dim]``
 #: buffer and ``present.{i}.*`` the same buffer with the step's positions written:
 #: bind it as the input's own OrtValue and ONNX Runtime writes in place
-#: (:mod:`diag.ort.static_backend`). The metadata entry
+#: (:class:`diag.ort.cache.InPlaceCache`). The metadata entry
 #: :data:`~diag.contract.metadata.STATIC_CACHE_METADATA` records ``max_length``.
 STATIC_LAYOUT = replace(DIAG_LAYOUT, name="diag-static", cache_position=N.CACHE_POSITION)
 

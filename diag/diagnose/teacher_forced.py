@@ -122,13 +122,16 @@ def compare_teacher_forced(
     mask = attention_mask
     position_ids = prompt_position_ids(mask)
     next_ids = input_ids
-    torch_past = ort_past = None
     overlap_col = f"top{top_k}_overlap"
     rows: list[dict[str, Any]] = []
     for step in range(n_steps):
         # each backend keeps its own cache; both read exactly the same ids
-        t_logits, torch_past = torch_backend(next_ids, mask, position_ids, torch_past)
-        o_logits, ort_past = ort_backend(next_ids, mask, position_ids, ort_past)
+        if step == 0:
+            t_logits, torch_past = torch_backend.prefill(next_ids, mask, position_ids)
+            o_logits, ort_past = ort_backend.prefill(next_ids, mask, position_ids)
+        else:
+            t_logits, torch_past = torch_backend.decode(next_ids, mask, position_ids, torch_past)
+            o_logits, ort_past = ort_backend.decode(next_ids, mask, position_ids, ort_past)
         m = step_metrics(t_logits, o_logits, top_k=top_k)
         fed = forced[:, step] if forced is not None else m["torch_argmax"]
         log_probs = (token_log_prob(t_logits, fed), token_log_prob(o_logits, fed))

@@ -301,7 +301,7 @@ def _start(
 
 def _prefill(backend: StepBackend, run: _Run, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """The whole prompt, no cache yet: the logits of its last position and the cache."""
-    return backend(input_ids, run.mask[:, : run.length], run.position_ids, None)
+    return backend.prefill(input_ids, run.mask[:, : run.length], run.position_ids)
 
 
 def _decode_one(backend: StepBackend, run: _Run, past: Any) -> tuple[torch.Tensor, Any]:
@@ -310,7 +310,7 @@ def _decode_one(backend: StepBackend, run: _Run, past: Any) -> tuple[torch.Tenso
     if run.rows is not None:
         past = backend.reorder(past, run.rows)
     run.position_ids = run.position_ids[:, -1:] + 1
-    return backend(run.next_tokens, run.mask[:, : run.length], run.position_ids, past)
+    return backend.decode(run.next_tokens, run.mask[:, : run.length], run.position_ids, past)
 
 
 def _choose(run: _Run, logits: torch.Tensor) -> StepEvent:

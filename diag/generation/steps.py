@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from diag.generation.backend import StepBackend
+from diag.generation.backend import StepBackend, is_step_backend
 from diag.generation.torch_backend import TorchBackend
 from diag.helpers.torch_helper import single_torch_thread
 
@@ -70,12 +70,6 @@ def is_onnx_model(obj: Any) -> bool:
     # by the classes' modules, a subclass (of OrtBackend, of InferenceSession) included
     modules = [cls.__module__ for cls in type(obj).__mro__]
     return any(m == o or m.startswith(o + ".") for m in modules for o in _ONNX_MODULES)
-
-
-def _is_step_backend(obj: Any) -> bool:
-    # the StepBackend protocol: a callable with a vocab_size (a torch module is callable
-    # and may have that attribute, but runs a whole forward, not a step)
-    return callable(obj) and hasattr(obj, "vocab_size") and not isinstance(obj, torch.nn.Module)
 
 
 def _onnx_label(source: Any, obj: Any) -> str:
@@ -138,14 +132,14 @@ def open_steps(
             # small [batch, vocab] torch ops between two runtime calls: one torch thread
             step_context=single_torch_thread,
         )
-    if _is_step_backend(obj):
+    if is_step_backend(obj):
         defaults = getattr(obj, "generation_defaults", None)
         return Steps(obj, defaults, "backend", type(obj).__name__, name=what)
     raise TypeError(
         f"{what} must be a transformers causal LM (torch.nn.Module), a path to an .onnx "
         "file or a folder, an onnx.ModelProto, an onnx_ir.Model, an "
         "onnxruntime.InferenceSession, the session returned by onnx_generate(..., "
-        "return_session=True) or a StepBackend (a callable with a vocab_size, see "
+        "return_session=True) or a StepBackend (prefill, decode and a vocab_size, see "
         f"diag.generation.backend), got {type(obj).__name__}."
     )
 

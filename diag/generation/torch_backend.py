@@ -39,8 +39,8 @@ def model_vocab_size(model: torch.nn.Module) -> int | None:
 class TorchBackend:
     """Runs one step of a transformers ``*ForCausalLM`` model.
 
-    The cache is a ``DynamicCache`` created at the prefill (``past=None``) and passed
-    back explicitly at every decode step. Only the last position's logits are
+    The cache is a ``DynamicCache`` created at the prefill and passed back explicitly
+    at every decode step. Only the last position's logits are
     computed (``logits_to_keep=1``) when the model accepts it. Like
     ``model.generate``, the attention mask is dropped when the prompt has no padding
     (the model then takes its faster causal path); this is decided at the prefill, so
@@ -49,8 +49,8 @@ class TorchBackend:
     Example::
 
         backend = TorchBackend(model)
-        logits, past = backend(ids, mask, prompt_position_ids(mask), None)
-        logits, past = backend(logits.argmax(-1, keepdim=True), longer_mask, next_pos, past)
+        logits, past = backend.prefill(ids, mask, prompt_position_ids(mask))
+        logits, past = backend.decode(logits.argmax(-1, keepdim=True), longer_mask, next_pos, past)
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -86,17 +86,22 @@ class TorchBackend:
         layers of gemma2/3... follow the config)."""
         return new_dynamic_cache(self.model.config)
 
-    def __call__(
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, DynamicCache]:
+        """The prompt on a new cache (see :class:`~diag.generation.backend.StepBackend`)."""
+        # transformers' generate drops an all-ones mask: same numerics, faster path
+        self._use_mask = not bool((attention_mask == 1).all())
+        return self.decode(input_ids, attention_mask, position_ids, self.new_cache())
+
+    def decode(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
-        past: DynamicCache | None,
+        past: DynamicCache,
     ) -> tuple[torch.Tensor, DynamicCache]:
-        if past is None:
-            # transformers' generate drops an all-ones mask: same numerics, faster path
-            self._use_mask = not bool((attention_mask == 1).all())
-            past = self.new_cache()
+        """``input_ids`` after ``past`` (see :class:`~diag.generation.backend.StepBackend`)."""
         kwargs = dict(self._extra)
         kwargs[self._cache_argument] = past
         if self._accepts_position_ids:

@@ -11,14 +11,15 @@ Example::
 """
 
 from diag.ort.backend import OrtBackend, OrtPast
+from diag.ort.cache import StaticPast
+from diag.ort.open import open_ort_backend
 from diag.ort.session import default_session_options, make_session
-from diag.ort.static_backend import StaticOrtBackend, StaticPast
 
 __all__ = [
     "OrtBackend",
     "OrtPast",
-    "StaticOrtBackend",
     "StaticPast",
     "default_session_options",
     "make_session",
+    "open_ort_backend",
 ]

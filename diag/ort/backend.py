@@ -1,19 +1,22 @@
 """The ONNX Runtime :class:`~diag.generation.backend.StepBackend`.
 
 One step = one ``run_with_iobinding`` on a session that follows the export contract
-(:mod:`diag.contract`). The cache never leaves ONNX Runtime: the ``present.*``
-OrtValues a step returns are bound, as they are, as the next step's
-``past_key_values.*`` inputs (no copy, no numpy, no device round trip). Only the last
-position's logits come back to Python each step, as a torch tensor that views the
-OrtValue's memory on the CPU (DLPack, no copy); on an accelerator only those
+(:mod:`diag.contract`). The feeds are built by :func:`diag.contract.feeds.step_feeds`;
+the cache never leaves ONNX Runtime, kept by the backend's :mod:`cache strategy
+<diag.ort.cache>` (grown from step to step, or written in place in fixed buffers).
+Only the last position's logits come back to Python each step, as a torch tensor that
+views the OrtValue's memory on the CPU (DLPack, no copy); on an accelerator only those
 ``[batch, vocab]`` floats are copied to the host. A graph taking ``logits_to_keep``
 (:mod:`diag.contract.logits_to_keep`) computes only that last position's logits.
 
+:func:`diag.ort.open.open_ort_backend` (what :func:`diag.generation.open_steps` calls)
+reads the layout, the contract, the device and the defaults once and builds it.
+
 Example::
 
-    backend = OrtBackend(make_session("model.onnx"))
-    logits, past = backend(ids, mask, position_ids, None)          # prefill
-    logits, past = backend(next_ids, longer_mask, next_pos, past)  # decode
+    backend = open_ort_backend(make_session("model.onnx"))
+    logits, past = backend.prefill(ids, mask, position_ids)
+    logits, past = backend.decode(next_ids, longer_mask, next_pos, past)
 """
 
 from __future__ import annotations
@@ -25,34 +28,26 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from diag.contract import (
-    ContractInfo,
-    Layout,
-    last_position,
-    metadata_generation_config,
-    read_contract,
-)
-from diag.contract.detect import detect_layout
-from diag.contract.read import contract_error
+from diag.contract import ContractInfo, last_position
+from diag.contract.feeds import step_feeds
 from diag.ort.binding import OrtPast, Runner
+from diag.ort.cache import CacheStrategy, GrowingCache
 from diag.ort.cache_reorder import reorder_values
 from diag.ort.chunked_prefill import PREFILL_CHUNK, can_chunk, prefill_chunks, run_chunked
-from diag.ort.session import provider_device
 
 
 class OrtBackend:
-    """Runs one step of an exported causal LM with ONNX Runtime and IO binding.
+    """Runs the steps of an exported causal LM with ONNX Runtime and IO binding.
 
-    ``session`` is an ``onnxruntime.InferenceSession`` (see
-    :func:`diag.ort.session.make_session`) read against ``layout`` (None: detected
-    from its names, :func:`diag.contract.detect.detect_layout`; a layout with a
-    prefill graph needs ``prefill_session``, the session of that graph).
-    :func:`diag.generation.open_steps` builds all of it from a file or a folder.
-    ``generation_defaults`` are the decoding defaults of the model (its side files);
-    None reads the metadata of the session. ``vocab_size`` is read from the logits
-    output when its last dimension is static; pass it when it is not. The device where
-    inputs and outputs are bound follows the session's first provider: ``"cuda"`` for
-    ``CUDAExecutionProvider`` (the cache then stays on the GPU), else the CPU.
+    ``session`` is an ``onnxruntime.InferenceSession`` read as ``contract`` (its
+    :class:`~diag.contract.ContractInfo`, whose layout names the inputs; a layout with
+    a prefill graph needs ``prefill_session``, the session of that graph). ``cache``
+    keeps the past (:mod:`diag.ort.cache`; None: a :class:`~diag.ort.cache.GrowingCache`).
+    ``generation_defaults`` are the decoding defaults of the model (its side files or
+    metadata); ``vocab_size`` None: the contract's. Inputs and outputs are bound on
+    ``device_type`` / ``device_id`` (the session's first provider's).
+    :func:`diag.ort.open.open_ort_backend` builds all of it from a file, a folder or a
+    session.
 
     ``prefill_chunk``: a prompt longer than that runs as steps of that many tokens
     (:mod:`diag.ort.chunked_prefill`: faster on the CPU, the same logits bit for bit;
@@ -66,40 +61,37 @@ class OrtBackend:
     def __init__(
         self,
         session: ort.InferenceSession,
+        contract: ContractInfo,
         *,
-        layout: Layout | None = None,
+        cache: CacheStrategy | None = None,
         prefill_session: ort.InferenceSession | None = None,
         generation_defaults: dict[str, Any] | None = None,
         vocab_size: int | None = None,
-        device: str | None = None,
-        device_id: int | None = None,
+        device_type: str = "cpu",
+        device_id: int = 0,
         prefill_chunk: int | None = PREFILL_CHUNK,
         source: Any = None,
     ):
         if not isinstance(session, ort.InferenceSession):
             raise TypeError(
-                "OrtBackend expects an onnxruntime.InferenceSession (see "
-                f"diag.ort.make_session), got {type(session).__name__}."
+                "OrtBackend expects an onnxruntime.InferenceSession (open a file, a folder "
+                "or a session with diag.ort.open_ort_backend), got "
+                f"{type(session).__name__}."
             )
         self.session = session
         #: the graph's file or ModelProto when known (:func:`diag.ort.open.open_ort_backend`)
         self.source = source
-        if layout is None:
-            layout = detect_layout(session)
-        self.contract: ContractInfo = read_contract(session, layout=layout)
-        self.layout = layout
-        dev_type, dev_id = provider_device(session)
-        self.device_type = (device or dev_type).lower()
-        self.device_id = dev_id if device_id is None else int(device_id)
+        self.contract = contract
+        self.layout = layout = contract.layout
+        self.device_type, self.device_id = device_type.lower(), int(device_id)
         if vocab_size is None:
-            vocab_size = self.contract.vocab_size
+            vocab_size = contract.vocab_size
         self.vocab_size: int | None = int(vocab_size) if vocab_size is not None else None
-        self.generation_defaults = (
-            generation_defaults
-            if generation_defaults is not None
-            else metadata_generation_config(session)
+        self.generation_defaults = generation_defaults
+        self.cache: CacheStrategy = cache or GrowingCache(
+            contract, self.device_type, self.device_id
         )
-        self._runner = Runner(session, self.device_type, self.device_id)
+        self._runner = Runner(session, self.device_type, self.device_id, contract.int_types)
         self._prefill: Runner | None = None
         self._prefill_outputs: list[str] = []
         if layout.is_pair:
@@ -109,51 +101,27 @@ class OrtBackend:
                     "before the decode one: pass prefill_session=, or open the folder with "
                     "diag.generation.open_steps(folder)."
                 )
-            self._prefill = Runner(prefill_session, self.device_type, self.device_id)
-            self._prefill_outputs = [layout.logits] + [
-                layout.prefill_present.name(i, kind)
-                for i in range(self.contract.num_layers)
-                for kind in layout.prefill_present.kinds
-            ]
-            produced = {o.name for o in prefill_session.get_outputs()}
-            missing = [n for n in self._prefill_outputs if n not in produced]
-            if missing:
-                raise contract_error(
-                    [f"the prefill graph lacks the outputs {missing[:3]} ({len(missing)} in all)"],
-                    layout,
-                )
+            self._prefill = Runner(
+                prefill_session, self.device_type, self.device_id, contract.int_types
+            )
+            self._prefill_outputs = layout.prefill_output_names(contract.num_layers)
         self._on_cpu = self.device_type == "cpu"
         # a long prompt runs in steps of prefill_chunk tokens (diag.ort.chunked_prefill)
         prefill_chunks(0, prefill_chunk)  # checks the value
         self.prefill_chunk = prefill_chunk if can_chunk(layout) else None
-        self._empty_past: dict[int, OrtPast] = {}
         #: inputs of the last step (numpy arrays and OrtValues), for debugging
         self.last_feeds: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
-    def empty_past(self, batch: int) -> OrtPast:
-        """The cache of the prefill: ``[batch, kv_heads, 0, head_dim]`` per tensor."""
-        past = self._empty_past.get(batch)
-        if past is None:
-            values = []
-            for (heads, dim), elem in zip(
-                self.contract.past_shapes, self.contract.past_elem_types, strict=True
-            ):
-                values.append(
-                    ort.OrtValue.ortvalue_from_shape_and_type(
-                        [batch, heads, 0, dim], elem, self.device_type, self.device_id
-                    )
-                )
-            past = OrtPast(values)
-            self._empty_past = {batch: past}  # keep one: batches rarely change
-        return past
+    @property
+    def max_length(self) -> int | None:
+        """The positions a generation may reach (a static cache's buffers), None: any."""
+        return self.cache.max_length
 
-    def _int_array(self, name: str, tensor: torch.Tensor) -> np.ndarray:
-        array = tensor.detach().cpu().numpy()
-        wanted = self.contract.int_types.get(name, np.dtype(np.int64))
-        if array.dtype != wanted or not array.flags.c_contiguous:
-            array = np.ascontiguousarray(array, dtype=wanted)
-        return array
+    def reserve(self, batch: int, total_length: int) -> None:
+        """Refuses a generation of ``total_length`` positions the cache cannot hold
+        (see :class:`~diag.generation.backend.StepBackend`)."""
+        self.cache.reserve(batch, total_length)
 
     def _logits_to_torch(self, logits: Any, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Last position's logits (``rows``: each row's last real position) as a
@@ -211,69 +179,87 @@ class OrtBackend:
         mask = (torch.arange(width)[None, :] < lengths[:, None]).to(attention_mask.dtype)
         return ids, mask, lengths - 1
 
-    def _bind_logits_to_keep(
-        self, runner: Runner, seq: int, rows: torch.Tensor | None, feeds: dict[str, Any]
-    ) -> torch.Tensor | None:
-        """Binds ``logits_to_keep`` when the graph takes it: the last position only
+    def _logits_to_keep(
+        self, runner: Runner, seq: int, rows: torch.Tensor | None
+    ) -> tuple[np.ndarray | None, torch.Tensor | None]:
+        """``logits_to_keep`` when the graph takes it: the last position only
         (``[batch, 1, vocab]``), or with right padding each row's own last real
-        position (``rows``), each once; returns the rows to read in the logits then."""
-        keep = self.layout.logits_to_keep
-        if not keep or keep not in runner.input_names:
-            return rows
+        position (``rows``), each once; and the rows to read in the logits then."""
+        if self.layout.logits_to_keep not in runner.int_types:
+            return None, rows
         if rows is None:
-            wanted = last_position(seq)
-        else:
-            positions, rows = torch.unique(rows, sorted=True, return_inverse=True)
-            wanted = positions.numpy()
-        runner.bind_array(keep, wanted.astype(self.contract.int_types[keep], copy=False), feeds)
-        return rows
+            return last_position(seq), None
+        positions, rows = torch.unique(rows, sorted=True, return_inverse=True)
+        return positions.numpy(), rows
 
-    # ------------------------------------------------------------------ the step
-    def __call__(
+    # ------------------------------------------------------------------ the steps
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, OrtPast]:
+        """The prompt, from an empty cache (see :class:`~diag.generation.backend.StepBackend`);
+        a long one in chunks (:mod:`diag.ort.chunked_prefill`)."""
+        if self.prefill_chunk and input_ids.shape[1] > self.prefill_chunk:
+            self._check_prompt(input_ids, attention_mask)  # the whole prompt's padding
+            chunks = prefill_chunks(int(input_ids.shape[1]), self.prefill_chunk)
+            return run_chunked(
+                self._prefill_at_once, self.decode, input_ids, attention_mask, position_ids, chunks
+            )
+        return self._prefill_at_once(input_ids, attention_mask, position_ids)
+
+    def _prefill_at_once(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, OrtPast]:
+        input_ids, attention_mask, rows = self._check_prompt(input_ids, attention_mask)
+        if self._prefill is not None:  # the prefill graph of a pair takes no past
+            return self._step(self._prefill, input_ids, attention_mask, position_ids, (), rows,
+                              self._prefill_outputs)  # fmt: skip
+        past = self.cache.start(int(input_ids.shape[0]), int(attention_mask.shape[1]))
+        return self._step(self._runner, input_ids, attention_mask, position_ids, past, rows)
+
+    def decode(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
-        past: OrtPast | None,
+        past: OrtPast,
     ) -> tuple[torch.Tensor, OrtPast]:
-        if past is None and self.prefill_chunk and input_ids.shape[1] > self.prefill_chunk:
-            self._check_prompt(input_ids, attention_mask)  # the whole prompt's padding
-            chunks = prefill_chunks(int(input_ids.shape[1]), self.prefill_chunk)
-            return run_chunked(self, input_ids, attention_mask, position_ids, chunks)
-        rows = None
-        runner = self._runner
-        past_names = self.contract.past_names
-        output_names = self.contract.output_names
-        if past is None:
-            input_ids, attention_mask, rows = self._check_prompt(input_ids, attention_mask)
-            if self._prefill is not None:
-                runner, past_names, past = self._prefill, [], ()
-                output_names = self._prefill_outputs
-            else:
-                past = self.empty_past(int(input_ids.shape[0]))
-        elif not isinstance(past, tuple) or len(past) != len(self.contract.past_names):
-            raise TypeError(
-                "past must be the OrtPast returned by the previous step of this backend "
-                f"({len(self.contract.past_names)} OrtValues), got {type(past).__name__}."
-            )
+        """``input_ids`` after ``past`` (see :class:`~diag.generation.backend.StepBackend`)."""
+        self.cache.check(past, int(attention_mask.shape[1]), int(input_ids.shape[1]))
+        return self._step(self._runner, input_ids, attention_mask, position_ids, past, None)
+
+    def _step(
+        self,
+        runner: Runner,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past: OrtPast,
+        rows: torch.Tensor | None,
+        output_names: list[str] | None = None,
+    ) -> tuple[torch.Tensor, OrtPast]:
+        """One run: the feeds bound, the cache run by its strategy, the logits read."""
+        keep, rows = self._logits_to_keep(runner, int(input_ids.shape[1]), rows)
+        arrays = step_feeds(
+            runner.int_types,
+            input_ids,
+            attention_mask,
+            position_ids,
+            layout=self.layout,
+            logits_to_keep=keep,
+            max_length=self.cache.max_length,
+        )
         feeds: dict[str, Any] = {}
         self.last_feeds = feeds
-        layout = self.layout
-        for name, tensor in (
-            (layout.input_ids, input_ids),
-            (layout.attention_mask, attention_mask),
-            (layout.position_ids, position_ids),
-        ):
-            if name and name in runner.input_names:
-                runner.bind_array(name, self._int_array(name, tensor), feeds)
-        rows = self._bind_logits_to_keep(runner, int(input_ids.shape[1]), rows, feeds)
-        outputs = runner.run(past_names, past, output_names, feeds)
-        return self._logits_to_torch(outputs[0], rows), OrtPast(outputs[1:])
+        for name, array in arrays.items():
+            runner.bind_array(name, array, feeds)
+        total = int(attention_mask.shape[1])
+        logits, past = self.cache.run(runner, past, feeds, total, output_names)
+        return self._logits_to_torch(logits, rows), past
 
     def reorder(self, past: OrtPast, rows: torch.Tensor) -> OrtPast:
         """The cache following the rows of a beam search step, gathered on the device
         (:mod:`diag.ort.cache_reorder`)."""
-        return OrtPast(reorder_values(self, past, rows))
+        return self.cache.reordered(past, reorder_values(self, past, rows))
 
     def feeds_as_numpy(self) -> dict[str, np.ndarray]:
         """The last step's inputs as numpy arrays: ``session.run(None, feeds)`` replays it

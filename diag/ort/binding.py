@@ -1,7 +1,7 @@
 """The IO binding of an ONNX Runtime step: :class:`Runner` binds the inputs and runs
 one session, :class:`OrtPast` carries the cache from one step to the next.
 
-:class:`diag.ort.backend.OrtBackend` (and :class:`diag.ort.static_backend.StaticOrtBackend`)
+:class:`diag.ort.backend.OrtBackend` and its cache strategies (:mod:`diag.ort.cache`)
 build on them; a step binds each ``past_key_values.*`` input to the ``present.*``
 OrtValue of the step before, without a copy.
 
@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,17 @@ class OrtPast(tuple):
 class Runner:
     """One session with its reusable IO binding (see :class:`diag.ort.backend.OrtBackend`)."""
 
-    def __init__(self, session: ort.InferenceSession, device_type: str, device_id: int):
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        device_type: str,
+        device_id: int,
+        int_types: Mapping[str, np.dtype] | None = None,
+    ):
         self.session = session
         self.input_names = {i.name for i in session.get_inputs()}
+        #: the integer inputs of the step (ids, mask...) this session takes, with their types
+        self.int_types = {n: t for n, t in (int_types or {}).items() if n in self.input_names}
         # One binding reused by every step: only the bindings change. Measured on
         # SmolLM2 (61 cache/logits values): ~30 us per step through the C++ binding,
         # ~90 us through the Python wrapper (its checks matter for WebGPU graph capture

@@ -53,18 +53,21 @@ def can_chunk(layout: Layout) -> bool:
 
 
 def run_chunked(
-    step: Callable[..., tuple[torch.Tensor, Any]],
+    prefill: Callable[..., tuple[torch.Tensor, Any]],
+    decode: Callable[..., tuple[torch.Tensor, Any]],
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     position_ids: torch.Tensor,
     chunks: list[tuple[int, int]],
 ) -> tuple[torch.Tensor, Any]:
-    """Runs ``step(ids, mask, position_ids, past)`` over the ``chunks`` of the prompt,
-    the first with no cache, each next one with the cache of the one before; returns
-    the last step's logits and cache. A chunk sees the mask up to its last token."""
-    past = None
-    for start, end in chunks:
-        logits, past = step(
+    """Runs the first of the ``chunks`` of the prompt with ``prefill(ids, mask,
+    position_ids)``, each next one with ``decode(ids, mask, position_ids, past)`` on the
+    cache of the one before; returns the last step's logits and cache. A chunk sees the
+    mask up to its last token."""
+    first = chunks[0][1]
+    logits, past = prefill(input_ids[:, :first], attention_mask[:, :first], position_ids[:, :first])
+    for start, end in chunks[1:]:
+        logits, past = decode(
             input_ids[:, start:end], attention_mask[:, :end], position_ids[:, start:end], past
         )
     return logits, past

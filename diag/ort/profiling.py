@@ -17,8 +17,8 @@ import pandas
 import torch
 
 from diag.generation.onnx_generate import onnx_generate
-from diag.ort.backend import OrtBackend
 from diag.ort.chunked_prefill import PREFILL_CHUNK, prefill_chunks
+from diag.ort.open import open_ort_backend
 from diag.ort.session import make_session
 
 
@@ -94,7 +94,7 @@ def profile_by_op_type(
     """
     session = make_session(model, providers, intra_op_num_threads=threads, enable_profiling=True)
     result = onnx_generate(
-        OrtBackend(session), input_ids, max_new_tokens=new_tokens, return_result=True
+        open_ort_backend(session), input_ids, max_new_tokens=new_tokens, return_result=True
     )
     trace = session.end_profiling()
     try:
@@ -126,7 +126,7 @@ def profile_phases(
     indexed by op type, sorted by decode time.
     """
     session = make_session(model, providers, intra_op_num_threads=threads, enable_profiling=True)
-    backend = OrtBackend(session, prefill_chunk=prefill_chunk)
+    backend = open_ort_backend(session, prefill_chunk=prefill_chunk)
     onnx_generate(backend, input_ids, max_new_tokens=new_tokens, eos_token_id=[])
     trace = session.end_profiling()
     try:

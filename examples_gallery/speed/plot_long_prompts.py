@@ -31,7 +31,7 @@ import torch
 
 import diag
 from diag.generation import open_steps
-from diag.ort import OrtBackend, make_session
+from diag.ort import make_session, open_ort_backend
 from diag.ort.chunked_prefill import PREFILL_CHUNK
 from diag.ort.profiling import profile_phases
 
@@ -180,7 +180,7 @@ session = make_session(onnx_model)
 ids = prompt(LENGTHS[-1])
 timings, last = {}, {}
 for label, size in (("one step", None), (f"chunks of {chunk}", chunk)):
-    step = OrtBackend(session, prefill_chunk=size)
+    step = open_ort_backend(session, prefill_chunk=size)
     res = diag.onnx_generate(step, ids, **KWARGS)  # warm-up
     res = diag.onnx_generate(step, ids, **dict(KWARGS, output_logits=True))
     timings[label] = 1e3 * res.prefill_seconds

@@ -60,7 +60,7 @@ def test_cache_mib_is_what_a_prefill_returns(bench, tiny):
     model, _, path = tiny
     backend = open_steps(path).backend
     ids = torch.arange(3, 3 + 2 * 37).reshape(2, 37)
-    _, past = backend(ids, torch.ones_like(ids), torch.arange(37).expand(2, 37), None)
+    _, past = backend.prefill(ids, torch.ones_like(ids), torch.arange(37).expand(2, 37))
     nbytes = sum(v.numpy().nbytes for v in past)
     assert bench.cache_mib(model.config, 2, 37) == pytest.approx(nbytes / 2**20)
 

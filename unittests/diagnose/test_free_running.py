@@ -22,9 +22,11 @@ class ScriptedBackend:
         self.table = table
         self.vocab_size = table.shape[-1]
 
-    def __call__(self, input_ids, attention_mask, position_ids, past):
-        step = 0 if past is None else past
-        return self.table[step].clone(), step + 1
+    def prefill(self, input_ids, attention_mask, position_ids):
+        return self.table[0].clone(), 1
+
+    def decode(self, input_ids, attention_mask, position_ids, past):
+        return self.table[past].clone(), past + 1
 
 
 def _table(steps: int, batch: int, vocab: int) -> torch.Tensor:

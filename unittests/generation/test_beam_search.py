@@ -212,8 +212,11 @@ def test_a_backend_without_reorder_is_refused(tiny_model, random_prompt):
             self._inner = TorchBackend(model)
             self.vocab_size = self._inner.vocab_size
 
-        def __call__(self, *args):
-            return self._inner(*args)
+        def prefill(self, *args):
+            return self._inner.prefill(*args)
+
+        def decode(self, *args):
+            return self._inner.decode(*args)
 
     options = resolve_options(None, None, num_beams=2, max_new_tokens=3)
     with pytest.raises(ValueError, match="lacks; use num_beams=1"):

@@ -89,7 +89,8 @@ def test_generate_refuses_before_any_step(llama, case, monkeypatch):
     ids = torch.where(ids >= 16, vocab, ids)  # beyond this model's vocabulary
     message = message.replace("id 16", f"id {vocab}").replace(r"\[0, 16\)", rf"\[0, {vocab}\)")
     steps = []
-    monkeypatch.setattr(TorchBackend, "__call__", lambda self, *a, **k: steps.append(a))
+    for step in ("prefill", "decode"):
+        monkeypatch.setattr(TorchBackend, step, lambda self, *a, **k: steps.append(a))
     with pytest.raises(error, match=message):
         diag.generate(llama, ids, mask, max_new_tokens=2)
     assert steps == []

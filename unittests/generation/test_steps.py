@@ -25,7 +25,7 @@ def test_onnx_model_session_and_backend(lm):
     assert isinstance(backend, OrtBackend) and backend.vocab_size == 8
     assert steps.kind == "onnx" and steps.onnx_model is model
     ids = torch.tensor([[5]])
-    logits, _ = backend(ids, torch.ones_like(ids), torch.zeros_like(ids), None)
+    logits, _ = backend.prefill(ids, torch.ones_like(ids), torch.zeros_like(ids))
     np.testing.assert_array_equal(logits[0].numpy(), table[5])
     assert open_steps(backend).backend is backend and open_steps(steps) is steps
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -45,7 +45,10 @@ def test_torch_model_and_any_step_backend():
     class Scripted:
         vocab_size = 3
 
-        def __call__(self, input_ids, attention_mask, position_ids, past):
+        def prefill(self, input_ids, attention_mask, position_ids):
+            return torch.zeros(input_ids.shape[0], 3), None
+
+        def decode(self, input_ids, attention_mask, position_ids, past):
             return torch.zeros(input_ids.shape[0], 3), past
 
     scripted = Scripted()

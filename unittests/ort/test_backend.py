@@ -10,7 +10,7 @@ import torch
 from onnx import TensorProto
 
 from diag.generation import onnx_generate, open_steps
-from diag.ort import OrtBackend, make_session
+from diag.ort import OrtBackend, make_session, open_ort_backend
 
 
 def _greedy_chain(table: np.ndarray, start: int, n: int) -> list[int]:
@@ -30,14 +30,14 @@ def lm(bigram_lm):
 @pytest.mark.parametrize("fast", [True, False], ids=["c-binding", "python-binding"])
 def test_steps_chain_the_cache_without_copies(lm, fast):
     model, _ = lm
-    backend = OrtBackend(make_session(model))
+    backend = open_ort_backend(make_session(model))
     assert backend._runner.fast  # this onnxruntime has the internals of the fast path
     backend._runner.fast = fast  # False: the public IOBinding API, the fallback
     assert backend.vocab_size == 16
     kv = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "K"))
     ids = torch.tensor([[3, 5, 7], [1, 2, 4]])
     mask = torch.ones_like(ids)
-    logits, past = backend(ids, mask, torch.arange(3).expand(2, 3), None)
+    logits, past = backend.prefill(ids, mask, torch.arange(3).expand(2, 3))
     assert logits.shape == (2, 16) and logits.dtype == torch.float32
     assert past.length == 3 and len(past) == 4
     history = ids.clone()
@@ -46,11 +46,13 @@ def test_steps_chain_the_cache_without_copies(lm, fast):
         history = torch.cat([history, nxt], 1)
         previous = past
         mask = torch.ones_like(history)
-        logits, past = backend(nxt, mask, torch.full((2, 1), 3 + step), past)
+        logits, past = backend.decode(nxt, mask, torch.full((2, 1), 3 + step), past)
         # the present OrtValues of a step are the past inputs of the next, as they are
         bound = backend.last_feeds["past_key_values.1.value"]
         assert bound is previous[3]
         assert past.length == 4 + step
+    with pytest.raises(TypeError, match=r"past must be the OrtPast .* \(4 OrtValues\), got list"):
+        backend.decode(nxt, mask, torch.full((2, 1), 7), list(past)[:2])
     # the cache holds K[token] for every position, in order
     expected = kv[history.numpy()].transpose(0, 2, 1, 3)
     for value in past.to_numpy():
@@ -59,12 +61,11 @@ def test_steps_chain_the_cache_without_copies(lm, fast):
 
 def test_logits_are_a_view_on_the_cpu(lm):
     model, table = lm
-    backend = OrtBackend(make_session(model))
-    logits, past = backend(
+    backend = open_ort_backend(make_session(model))
+    logits, past = backend.prefill(
         torch.tensor([[4]]),
         torch.ones(1, 1, dtype=torch.long),
         torch.zeros(1, 1, dtype=torch.long),
-        None,
     )
     np.testing.assert_array_equal(logits.numpy(), table[[4]])
 
@@ -155,7 +156,7 @@ def test_bad_arguments(lm):
     with pytest.raises(TypeError, match="return_session=True"):
         onnx_generate(object(), torch.tensor([[1]]))
     with pytest.raises(TypeError, match="InferenceSession"):
-        OrtBackend("model.onnx")
+        OrtBackend("model.onnx", None)  # a path: open_ort_backend opens it
     with pytest.raises(ValueError, match="not both"):
         onnx_generate(model, torch.tensor([[1]]), stream=True, streamer=print)
     with pytest.raises(ValueError, match="outside the vocabulary"):

@@ -11,7 +11,7 @@ import torch
 from diag.export import export_causal_lm
 from diag.generation import onnx_generate
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import OrtBackend, make_session
+from diag.ort import make_session, open_ort_backend
 from diag.ort.chunked_prefill import can_chunk, prefill_chunks
 from unittests.conftest import SLIDING_VARIANTS, TINY_ARCHITECTURES, left_padded_prompts
 
@@ -44,11 +44,11 @@ def test_chunks_give_the_one_shot_prefill_bit_for_bit(tiny):
     name, model, session = tiny
     ids, mask = _prompts(model.config.vocab_size)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    whole = OrtBackend(session, prefill_chunk=None)
-    chunked = OrtBackend(session, prefill_chunk=CHUNK)
+    whole = open_ort_backend(session, prefill_chunk=None)
+    chunked = open_ort_backend(session, prefill_chunk=CHUNK)
     assert chunked.prefill_chunk == CHUNK and whole.prefill_chunk is None
-    logits, past = whole(ids, mask, positions, None)
-    logits_c, past_c = chunked(ids, mask, positions, None)
+    logits, past = whole.prefill(ids, mask, positions)
+    logits_c, past_c = chunked.prefill(ids, mask, positions)
     assert past_c.length == past.length == 14
     assert torch.equal(logits_c, logits), name
     # the cache of the real positions; a padding position is masked for every query
@@ -64,7 +64,7 @@ def test_chunked_generation_matches_torch(tiny):
     ids, mask = _prompts(model.config.vocab_size)
     expected = model.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
     ours = onnx_generate(
-        OrtBackend(session, prefill_chunk=CHUNK), ids, mask, max_new_tokens=12,
+        open_ort_backend(session, prefill_chunk=CHUNK), ids, mask, max_new_tokens=12,
         generation_config=model.generation_config,
     )  # fmt: skip
     assert torch.equal(ours, expected), name
@@ -99,9 +99,9 @@ def test_smollm2_long_prompt_in_chunks(smollm2):
     ids[1, :40] = tokenizer.pad_token_id
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     session = make_session(export_causal_lm(model).filename)
-    chunked = OrtBackend(session)
+    chunked = open_ort_backend(session)
     assert chunked.prefill_chunk == PREFILL_CHUNK < 400
-    logits, _ = OrtBackend(session, prefill_chunk=None)(ids, mask, positions, None)
+    logits, _ = open_ort_backend(session, prefill_chunk=None).prefill(ids, mask, positions)
     res = onnx_generate(
         chunked, ids, mask, max_new_tokens=6, generation_config=model.generation_config,
         output_logits=True, return_result=True,

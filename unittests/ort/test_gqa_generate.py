@@ -13,7 +13,7 @@ import torch
 from diag import contract
 from diag.contract.detect import detect_layout
 from diag.generation import onnx_generate, open_steps
-from diag.ort import OrtBackend, make_session
+from diag.ort import make_session, open_ort_backend
 from unittests.conftest import left_padded_prompts
 
 PROMPT = 10  # past the window of 8 of mistral-sw8 already
@@ -63,10 +63,10 @@ def test_layout_from_the_file_and_the_session(gqa_exports, one_torch_thread):
     assert detect_layout(exported.filename) == contract.GQA_LAYOUT
     session = make_session(exported.filename)
     assert detect_layout(session).padding == "right"
-    backend = OrtBackend(session)
+    backend = open_ort_backend(session)
     ids, mask = _prompts()
     positions = (mask.cumsum(-1) - 1).clip(0)
-    logits, past = backend(ids, mask, positions, None)
+    logits, past = backend.prefill(ids, mask, positions)
     # the rows' last real positions after the padding moved: 9, 6 and 3, each once
     assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [3, 6, 9]
     assert backend.last_feeds[contract.ATTENTION_MASK].tolist()[2] == [1] * 4 + [0] * 6
@@ -119,7 +119,7 @@ def static_gqa(tmp_path_factory):
     ],
 )
 def test_static_gqa_generates_what_generate_does(static_gqa, one_torch_thread, name):
-    from diag.ort.static_backend import StaticOrtBackend
+    from diag.ort.cache import InPlaceCache
 
     model, exported = static_gqa(name)
     ops = [(n.domain, n.op_type) for n in onnx.load(exported.filename, load_external_data=False).graph.node]
@@ -127,15 +127,15 @@ def test_static_gqa_generates_what_generate_does(static_gqa, one_torch_thread, n
     assert not {"Attention", "TensorScatter", "RotaryEmbedding"} & {op for _, op in ops}
     assert exported.validation is not None and exported.validation.ok
     backend = open_steps(exported).backend
-    assert isinstance(backend, StaticOrtBackend) and backend.layout.padding == "right"
+    assert isinstance(backend.cache, InPlaceCache) and backend.layout.padding == "right"
     ids, mask = _prompts()
     _same_as_generate(model, backend, ids, mask)
     # the kernel writes the buffers bound as past and present: the same memory after a step
     positions = (mask.cumsum(-1) - 1).clip(0)
-    _, past = backend(ids, mask, positions, None)
+    _, past = backend.prefill(ids, mask, positions)
     before = [v.data_ptr() for v in past]
     step_mask = torch.cat([mask, torch.ones((3, 1), dtype=mask.dtype)], dim=1)
-    _, after = backend(ids[:, -1:], step_mask, positions[:, -1:] + 1, past)
+    _, after = backend.decode(ids[:, -1:], step_mask, positions[:, -1:] + 1, past)
     assert [v.data_ptr() for v in after] == before and after.length == PROMPT + 1
     # row 2 (6 padding tokens) holds its 4 tokens and the step's one at position 4
     keys = after[0].numpy()

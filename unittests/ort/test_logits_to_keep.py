@@ -17,7 +17,7 @@ from diag.export.check.tolerance import default_atol, noise_aware_tolerance
 from diag.generation import onnx_generate, open_steps
 from diag.helpers.rounding import lm_head_tolerance
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import OrtBackend, make_session
+from diag.ort import OrtBackend, make_session, open_ort_backend
 
 
 def _replayed_logits(backend: OrtBackend) -> np.ndarray:
@@ -27,15 +27,17 @@ def _replayed_logits(backend: OrtBackend) -> np.ndarray:
 
 def test_bigram_prefill_and_decode_keep_the_last_position(bigram_lm):
     model, table = bigram_lm(with_logits_to_keep=True)
-    backend = OrtBackend(make_session(model))
+    backend = open_ort_backend(make_session(model))
     assert backend.contract.has_logits_to_keep
     ids = torch.tensor([[3, 5, 7], [1, 2, 4]])
-    logits, past = backend(ids, torch.ones_like(ids), torch.arange(3).expand(2, 3), None)
+    logits, past = backend.prefill(ids, torch.ones_like(ids), torch.arange(3).expand(2, 3))
     assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [2]
     assert _replayed_logits(backend).shape == (2, 1, 16)
     np.testing.assert_array_equal(logits.numpy(), table[[7, 4]])
     nxt = logits.argmax(-1, keepdim=True)
-    logits, past = backend(nxt, torch.ones(2, 4, dtype=torch.long), torch.full((2, 1), 3), past)
+    logits, past = backend.decode(
+        nxt, torch.ones(2, 4, dtype=torch.long), torch.full((2, 1), 3), past
+    )
     assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [0]
     assert _replayed_logits(backend).shape == (2, 1, 16) and past.length == 4
     # generation is the same with and without the input
@@ -50,10 +52,10 @@ def test_right_padding_reads_each_row_s_last_real_position(bigram_lm):
     # are computed, each once
     model, table = bigram_lm(with_logits_to_keep=True)
     layout = dataclasses.replace(contract.DIAG_LAYOUT, padding="right")
-    backend = OrtBackend(make_session(model), layout=layout)
+    backend = open_ort_backend(make_session(model), layout=layout)
     ids = torch.tensor([[3, 5, 7], [0, 2, 9]])
     mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
-    logits, _ = backend(ids, mask, torch.tensor([[0, 1, 2], [0, 0, 1]]), None)
+    logits, _ = backend.prefill(ids, mask, torch.tensor([[0, 1, 2], [0, 0, 1]]))
     assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [1, 2]
     np.testing.assert_array_equal(logits.numpy(), table[[7, 9]])
 
@@ -73,7 +75,7 @@ def test_zoo_prefill_is_the_last_row_of_every_position(tiny):
     mask = torch.ones_like(ids)
     mask[1, :4] = 0
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits, past = backend(ids, mask, positions, None)
+    logits, past = backend.prefill(ids, mask, positions)
     assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [8]
     assert _replayed_logits(backend).shape == (2, 1, model.config.vocab_size)
     # the diagnosis asks for every position of the same step
@@ -93,7 +95,7 @@ def test_zoo_prefill_is_the_last_row_of_every_position(tiny):
     # a decode step: one position, [batch, 1, vocab] as before
     nxt = logits.argmax(-1, keepdim=True)
     step_mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
-    backend(nxt, step_mask, positions[:, -1:] + 1, past)
+    backend.decode(nxt, step_mask, positions[:, -1:] + 1, past)
     assert backend.last_feeds[contract.LOGITS_TO_KEEP].tolist() == [0]
     assert _replayed_logits(backend).shape == (2, 1, model.config.vocab_size)
 
@@ -107,7 +109,7 @@ def test_smollm2_prefill_keeps_the_last_position(smollm2):
                     return_tensors="pt", padding=True, padding_side="left")  # fmt: skip
     ids, mask = enc.input_ids, enc.attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits, _ = backend(ids, mask, positions, None)
+    logits, _ = backend.prefill(ids, mask, positions)
     assert _replayed_logits(backend).shape == (2, 1, 49152)
     feeds = backend.feeds_as_numpy()
     feeds[contract.LOGITS_TO_KEEP] = contract.every_position(ids.shape[1])

@@ -12,7 +12,7 @@ from diag.contract import ContractError
 from diag.export import export_causal_lm
 from diag.generation import onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
-from diag.ort import OrtBackend
+from diag.ort import OrtBackend, open_ort_backend
 from unittests.conftest import (
     TINY_ARCHITECTURES,  # noqa: F401  (the list is the source of truth)
     left_padded_prompts,
@@ -181,12 +181,17 @@ def test_stream_runs_each_step_with_one_torch_thread(bigram_lm):
     model, _ = bigram_lm()
     inside: list[int] = []
 
-    class Spy(OrtBackend):
-        def __call__(self, *args):
+    def spied(step):
+        def run(*args):
             inside.append(torch.get_num_threads())
-            return super().__call__(*args)
+            return step(*args)
 
-    spy = Spy(ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]))
+        return run
+
+    spy = open_ort_backend(
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    )
+    spy.prefill, spy.decode = spied(spy.prefill), spied(spy.decode)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -9,7 +9,7 @@ import torch
 
 from diag.contract import ContractError
 from diag.generation import onnx_generate, open_steps
-from diag.ort.backend import OrtBackend
+from diag.ort.open import open_ort_backend
 from diag.ort.session import make_session
 
 FOLDERS = ["genai_tiny_llama", "transformers_tiny_llama", "optimum_tiny_llama"]
@@ -106,12 +106,12 @@ def test_genai_file_alone_says_what_is_missing(genai_tiny_llama):
     _, folder = genai_tiny_llama
     session = make_session(folder / "model.onnx")
     with pytest.raises(ContractError) as info:
-        OrtBackend(session)
+        open_ort_backend(session)
     message = str(info.value)
     assert "must be static, or given by the layout (kv_heads=, head_dim=)" in message
     # one line per kind of problem, not one per cache tensor
     assert len(message.splitlines()) <= 4, message
     assert "(4 tensors)" in message
     # the layout completed by hand drives it
-    backend = OrtBackend(session, layout=open_steps(str(folder)).backend.layout)
+    backend = open_ort_backend(session, layout=open_steps(str(folder)).backend.layout)
     assert onnx_generate(backend, torch.tensor([[1, 5, 7]]), max_new_tokens=3).shape == (1, 6)

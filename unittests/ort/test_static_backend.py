@@ -1,4 +1,4 @@
-"""The static cache driver (diag.ort.static_backend): onnx_generate on a
+"""The static cache driver (diag.ort.cache.InPlaceCache): onnx_generate on a
 ``cache="static"`` export gives model.generate's tokens on every zoo architecture
 (greedy, seeded sampling, a left-padded batch of 3; the sliding-window variants
 generate past their window of 8), the buffers are written in place, and a generation
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diag.generation import onnx_generate, open_steps
-from diag.ort.static_backend import StaticOrtBackend, StaticPast
+from diag.ort.cache import InPlaceCache, StaticPast
 from unittests.conftest import (
     SLIDING_VARIANTS,
     STATIC_MAX_LENGTH,
@@ -46,7 +46,7 @@ def _marks(name: str) -> list:
 def test_static_cache_generates_what_generate_does(static_exports, name):
     model, exported = static_exports(name)
     backend = open_steps(exported).backend
-    assert isinstance(backend, StaticOrtBackend)
+    assert isinstance(backend.cache, InPlaceCache)
     assert backend.max_length == STATIC_MAX_LENGTH
     ids, mask = _prompts()
     config = model.generation_config
@@ -68,14 +68,14 @@ def test_buffers_are_written_in_place(static_exports):
     backend = open_steps(exported).backend
     ids, mask = _prompts()
     positions = (mask.cumsum(-1) - 1).clip(0)
-    _, past = backend(ids, mask, positions, None)
+    _, past = backend.prefill(ids, mask, positions)
     assert isinstance(past, StaticPast) and past.length == PROMPT
     before = past[0].numpy()
     assert before.shape[2] == STATIC_MAX_LENGTH
     assert (before[:, :, PROMPT:] == 0).all() and (before[:, :, :PROMPT] != 0).any()
     step_mask = torch.ones((3, PROMPT + 1), dtype=torch.int64)
     step_mask[:, :PROMPT] = mask
-    _, after = backend(ids[:, -1:], step_mask, positions[:, -1:] + 1, past)
+    _, after = backend.decode(ids[:, -1:], step_mask, positions[:, -1:] + 1, past)
     # the same OrtValues, one more position written, the others untouched
     assert all(a.data_ptr() == b.data_ptr() for a, b in zip(after, past, strict=True))
     assert after.length == PROMPT + 1
@@ -86,6 +86,9 @@ def test_buffers_are_written_in_place(static_exports):
     bound = backend.last_feeds["attention_mask"]
     assert bound.shape == (3, STATIC_MAX_LENGTH) and bound[:, PROMPT + 1 :].sum() == 0
     assert backend.last_feeds["cache_position"].tolist() == [PROMPT]
+    # the buffers say how many positions they hold: a mask that disagrees is refused
+    with pytest.raises(ValueError, match=f"the buffers hold {PROMPT + 1} positions but the mask"):
+        backend.decode(ids[:, -1:], step_mask, positions[:, -1:] + 1, after)
 
 
 def test_too_long_a_generation_says_what_to_pass(static_exports):
@@ -96,9 +99,9 @@ def test_too_long_a_generation_says_what_to_pass(static_exports):
     # diag.generate's loop calls the backend without reserve() too: refused at the step
     backend = open_steps(exported).backend
     with pytest.raises(ValueError, match="max_length=32"):
-        backend(torch.ones((1, STATIC_MAX_LENGTH + 1), dtype=torch.int64),
+        backend.prefill(torch.ones((1, STATIC_MAX_LENGTH + 1), dtype=torch.int64),
                 torch.ones((1, STATIC_MAX_LENGTH + 1), dtype=torch.int64),
-                torch.arange(STATIC_MAX_LENGTH + 1)[None], None)  # fmt: skip
+                torch.arange(STATIC_MAX_LENGTH + 1)[None])  # fmt: skip
 
 
 @pytest.mark.slow
@@ -108,7 +111,7 @@ def test_smollm2_static_cache_generates_what_generate_does(smollm2):
     model, tokenizer = smollm2
     exported = export_causal_lm(model, cache="static", max_length=64, verify=False)
     backend = open_steps(exported).backend
-    assert isinstance(backend, StaticOrtBackend)
+    assert isinstance(backend.cache, InPlaceCache)
     prompts = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far"]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
     ids, mask = batch["input_ids"], batch["attention_mask"]

@@ -19,8 +19,8 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from diag import contract
 from diag.compat.transformers_api import cache_input, require_cache_argument
+from diag.contract.feeds import step_feeds
 from diag.contract.positions import position_ids
 from diag.generation.decoding import check_token_ids
 from diag.generation.torch_backend import model_vocab_size
@@ -70,41 +70,30 @@ def normalize_inputs(inputs: Any, model: torch.nn.Module) -> dict[str, Any]:
 def onnx_feeds(
     model_ir: ir.Model, feeds: dict[str, Any], model: torch.nn.Module
 ) -> dict[str, np.ndarray]:
-    """The ONNX model's feeds from :func:`normalize_inputs`'s: the ids, mask and
-    positions by name, then the cache tensors in contract order (key 0, value 0, key
-    1...), each cast to the graph input's element type; no cache means the prefill's
-    empty past, of the shapes of the model's own cache. A graph taking
-    ``logits_to_keep`` is asked for every position (the torch side computes them all)."""
+    """The ONNX model's feeds (:func:`diag.contract.feeds.step_feeds`) from
+    :func:`normalize_inputs`'s: the ids, mask and positions, then the cache tensors
+    (key 0, value 0, key 1...), each cast to the graph input's element type; no cache
+    means the prefill's empty past, of the shapes of the model's own cache. A graph
+    taking ``logits_to_keep`` is asked for every position (the torch side computes them
+    all)."""
     graph = model_ir.graph
-    graph_inputs = [v for v in graph.inputs if v.name not in graph.initializers]
-    ids = feeds["input_ids"]
-    batch = ids.shape[0]
+    input_types = {
+        v.name: onnx_dtype_to_numpy_dtype(int(v.dtype))
+        for v in graph.inputs
+        if v.name not in graph.initializers
+    }
     past = cache_input(feeds)
     pairs = cache_to_list(past) if past is not None else []
     if not pairs:
-        pairs = cache_layout(model).random_pairs(batch, 0)
-    flat_past = [t for kv in pairs for t in kv]
-    out: dict[str, np.ndarray] = {}
-    k = 0
-    for inp in graph_inputs:
-        name = inp.name
-        elem = onnx_dtype_to_numpy_dtype(int(inp.dtype))
-        if name in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS):
-            out[name] = feeds[name].numpy().astype(elem)
-            continue
-        if name == contract.LOGITS_TO_KEEP:
-            continue  # below, once input_ids is in
-        # the cache inputs, in contract order: key 0, value 0, key 1, ...
-        if k >= len(flat_past):
-            raise ValueError(
-                f"the ONNX model has more cache inputs ({name!r}...) than the {len(flat_past)} "
-                f"key/value tensors of {type(model).__name__}'s cache: was it exported from "
-                "this model?"
-            )
-        out[name] = flat_past[k].detach().float().numpy().astype(elem)
-        k += 1
-    contract.keep_every_position(out, [v.name for v in graph_inputs])
-    return out
+        pairs = cache_layout(model).random_pairs(feeds["input_ids"].shape[0], 0)
+    return step_feeds(
+        input_types,
+        feeds["input_ids"],
+        feeds["attention_mask"],
+        feeds["position_ids"],
+        cache=[t for kv in pairs for t in kv],
+        complete=True,
+    )
 
 
 __all__ = ["normalize_inputs", "onnx_feeds"]

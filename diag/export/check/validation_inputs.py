@@ -26,6 +26,7 @@ from diag.compat.transformers_api import (
     output_cache,
     require_cache_argument,
 )
+from diag.contract.feeds import step_feeds as graph_feeds
 from diag.contract.positions import position_ids
 
 if TYPE_CHECKING:
@@ -107,28 +108,24 @@ def make_step_inputs(
 def step_feeds(
     inputs: dict[str, Any], input_names: Sequence[str], full_past: Sequence[Any] | None = None
 ) -> dict[str, np.ndarray]:
-    """The ONNX Runtime feeds of the step ``inputs`` (of :func:`make_step_inputs`, or the
-    export's dummy inputs) for a graph taking ``input_names``; a graph that takes
-    ``logits_to_keep`` computes the positions ``inputs`` keep, every position when
-    they keep none (the torch side then returns every position's logits too)."""
+    """The ONNX Runtime feeds (:func:`diag.contract.feeds.step_feeds`) of the step
+    ``inputs`` (of :func:`make_step_inputs`, or the export's dummy inputs) for a graph
+    taking ``input_names``; a graph that takes ``logits_to_keep`` computes the positions
+    ``inputs`` keep, every position when they keep none (the torch side then returns
+    every position's logits too)."""
     from diag.helpers.cache_helper import cache_to_list
 
-    feeds: dict[str, np.ndarray] = {}
-    for name in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS, contract.LOGITS_TO_KEEP):
-        if name in inputs:
-            feeds[name] = inputs[name].cpu().numpy()
-    contract.keep_every_position(feeds, input_names)
     # the cache's sliding layers hold the window only; the ONNX model wants the whole past
     pairs = cache_to_list(cache_input(inputs)) if full_past is None else full_past
-    for i, (k, v) in enumerate(pairs):
-        feeds[contract.past_key_name(i)] = k.detach().cpu().numpy()
-        feeds[contract.past_value_name(i)] = v.detach().cpu().numpy()
-    missing = set(input_names) - set(feeds)
-    if missing:
-        raise ValueError(
-            f"the ONNX model expects inputs {sorted(missing)} the validation does not build"
-        )
-    return {k: feeds[k] for k in input_names}
+    return graph_feeds(
+        dict.fromkeys(input_names),
+        inputs[contract.INPUT_IDS],
+        inputs[contract.ATTENTION_MASK],
+        inputs.get(contract.POSITION_IDS),
+        cache=[t for pair in pairs for t in pair],
+        logits_to_keep=inputs.get(contract.LOGITS_TO_KEEP),
+        complete=True,
+    )
 
 
 def run_torch(model: torch.nn.Module, inputs: dict[str, Any], dtype: torch.dtype | None = None):

@@ -8,7 +8,7 @@ buffer, a graph input (``past_key_values.{i}.*``) and a graph output
 (``present.{i}.*``) of the same shape; the step writes its ``seq`` new positions at
 ``cache_position`` with ONNX's ``TensorScatter`` (opset 24), which ONNX Runtime runs in
 place when the driver binds the output to the input's OrtValue
-(:mod:`diag.ort.static_backend`), and attends over the whole buffer.
+(:mod:`diag.ort.cache`), and attends over the whole buffer.
 
 * The write is a small torch custom op, ``diag::cache_write`` (eager: ``index_copy``
   along the length axis, out of place so that torch.export sees a pure function), that

@@ -8,7 +8,7 @@ metadata, the file saved atomically.
 Example::
 
     result = diag.export_causal_lm(model, cache="static", max_length=2048)
-    diag.onnx_generate(result, ids, max_new_tokens=100)  # StaticOrtBackend, from the file
+    diag.onnx_generate(result, ids, max_new_tokens=100)  # an InPlaceCache backend, from the file
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ The static export (:mod:`diag.export.make.static_cache`) writes a layer as::
     y3 = Reshape(Transpose(y, [0, 2, 1, 3]), [b, s, heads * d])
 
 where ``past_key`` / ``past_value`` are ``[batch, kv_heads, max_length, head_dim]``
-buffers bound as their own ``present`` (:mod:`diag.ort.static_backend`). The rule
+buffers bound as their own ``present`` (:mod:`diag.ort.cache`). The rule
 rewrites it into ``GroupQueryAttention(packed, "", "", past_key, past_value,
 seqlens_k, total_sequence_length, cos_cache, sin_cache)``, ``do_rotary=1``: with past
 and present one buffer of ``max_length`` positions, ONNX Runtime's kernel shares it
