@@ -35,6 +35,14 @@ import torch
 from diag import contract
 from diag.export.attention_kind import check_attention
 from diag.export.decoder_export import TraceOptions, check_causal_lm, export_decoder, model_name
+from diag.export.dtype import (
+    dtype_metadata,
+    dtype_name,
+    export_dtype,
+    model_dtype,
+    model_in_dtype,
+    runs_on_cpu,
+)
 from diag.export.export_cache import (
     cache_dir,
     export_key_parts,
@@ -124,7 +132,7 @@ def _reuse(
     side = read_sidecar(filename) or {}
     validation = _validation_of(side)
     validation_time = 0.0
-    if validation is None and verify:
+    if validation is None and verify and runs_on_cpu(filename):
         # exported earlier with verify=False: validate now, once
         begin = time.perf_counter()
         validation = validate_causal_lm(model, filename, verbose=verbose)
@@ -164,6 +172,7 @@ def export_causal_lm(
     max_length: int | None = None,
     attention: str = "onnx",
     layout: str = "diag",
+    dtype: str | torch.dtype | None = None,
 ) -> ExportResult:
     """Exports a causal LM of transformers to ONNX, following the export contract.
 
@@ -200,6 +209,11 @@ def export_causal_lm(
         (:data:`diag.contract.PLAIN_LAYOUT`: no ``logits_to_keep``, the inputs and
         outputs the generate loops of other tools feed and read, onnx-diagnostic's
         ``onnx_generate`` among them; :mod:`diag.export.plain_layout`)
+    :param dtype: the float dtype of the file, ``"float32"``, ``"float16"`` or
+        ``"bfloat16"`` (the model is converted on a copy); None: the model's, except a
+        bfloat16 model on the CPU, exported as float32 with a warning
+        (:mod:`diag.export.dtype`: ONNX Runtime's CPU provider cannot run bfloat16).
+        A file the CPU provider cannot run is not validated (a warning says so).
     :return: an :class:`ExportResult` (usable as a path)
 
     The model's ``generation_config`` goes into the file's metadata
@@ -216,6 +230,9 @@ def export_causal_lm(
 
     warn_if_transformers_untested()  # once per process: a newer transformers may break it
     check_causal_lm(model)
+    source_dtype = model_dtype(model)
+    target_dtype = export_dtype(model, dtype)
+    model = model_in_dtype(model, target_dtype)
     _check_exporter(exporter)
     check_opset(opset)
     quantization = QuantizeOptions.parse(quantize)
@@ -260,6 +277,9 @@ def export_causal_lm(
     if plain:
         # only then, as quantize: the keys of diag-layout exports stay what they were
         options["layout"] = "plain"
+    if target_dtype != source_dtype:
+        # only then, as quantize: the keys of exports in the model's dtype stay the same
+        options["dtype"] = dtype_name(target_dtype)
     parts = export_key_parts(model, options)
     key = key_of_parts(parts)
     if filename is None:
@@ -287,6 +307,7 @@ def export_causal_lm(
             trace = TraceOptions(
                 opset=opset, exporter=exporter, fuse=fuse, verbose=verbose, attention=attention,
                 generation_config=options["generation_config"], plain=plain,
+                metadata=dtype_metadata(target_dtype, source_dtype),
             )  # fmt: skip
             if static:
                 done = _export_static(model, filename, layout, max_length, trace, timings)
@@ -298,7 +319,7 @@ def export_causal_lm(
             float_export = export_causal_lm(
                 model, None, verify=False, force=force, opset=opset, verbose=verbose,
                 exporter=exporter, fuse=fuse, cache=cache, max_length=max_length,
-                attention=attention, layout="plain" if plain else "diag",
+                attention=attention, layout="plain" if plain else "diag", dtype=target_dtype,
             )  # fmt: skip
             source = float_export.filename
             timings = float_export.timings
@@ -311,7 +332,7 @@ def export_causal_lm(
             patches, fusions = float_export.patches, float_export.fusions
         validation = None
         begin = time.perf_counter()
-        if verify:
+        if verify and runs_on_cpu(filename):
             validation = validate_causal_lm(
                 model, filename, dummy_inputs=dummy_inputs, verbose=verbose
             )
