@@ -30,8 +30,8 @@ import onnx
 from diag.contract.detect import find_model, model_path
 from diag.contract.files import load_onnx
 from diag.contract.layout import Layout
-from diag.contract.read import ContractError, read_contract
 from diag.contract.metadata import DTYPE_METADATA
+from diag.contract.read import ContractError, read_contract
 from diag.helpers.dtypes import _BY_ONNX, _BY_ORT
 
 #: the operators that compute attention, by the name a report prints
