@@ -43,6 +43,13 @@ from diag.helpers.dtypes import _BY_ONNX
 CPU = "CPUExecutionProvider"
 
 
+#: the element types checked: those whose kernels providers lack (an input of a fixed
+#: type, ``Where``'s bool condition, is not among a kernel's type constraints)
+CHECKED_DTYPES = frozenset(
+    {"float16", "bfloat16", "float8e4m3fn", "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz"}
+)
+
+
 class ProviderSupportError(ValueError):
     """A graph has nodes none of the session's providers has a kernel for."""
 
@@ -157,6 +164,8 @@ def unsupported_nodes(
             if not name or elem is None or elem not in _BY_ONNX:
                 continue
             dtype = _BY_ONNX[elem].name
+            if dtype not in CHECKED_DTYPES:
+                continue
             answers = [_has_kernel(p, node.domain, node.op_type, version, dtype) for p in names]
             if answers and all(a is False for a in answers):
                 found.append(UnsupportedNode(node.name, node.op_type, node.domain, dtype))
