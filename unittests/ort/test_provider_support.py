@@ -37,7 +37,8 @@ def test_bfloat16_data_movement_runs():
     inputs = [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, [2, 2]) for n in "ab"]
     output = helper.make_tensor_value_info("c", TensorProto.BFLOAT16, [4, 2])
     model = helper.make_model(
-        helper.make_graph([node], "g", inputs, [output]), opset_imports=[helper.make_opsetid("", 18)]
+        helper.make_graph([node], "g", inputs, [output]),
+        opset_imports=[helper.make_opsetid("", 18)],
     )
     assert unsupported_nodes(model) == []
     make_session(model)  # opens

@@ -20,7 +20,9 @@ def test_float16_export_is_close_to_its_float32_model_within_float16_rounding(tm
     assert narrowest_dtype(torch_side, onnx_side) == torch.float16
     hidden = model.config.hidden_size
     # float16 rounding over the hidden size, far above float32's 1e-4
-    assert tolerance_of(None, None, torch_side, onnx_side) > 100 * tolerance_of(None, None, torch_side)
+    assert tolerance_of(None, None, torch_side, onnx_side) > 100 * tolerance_of(
+        None, None, torch_side
+    )
     assert tolerance_of(None, None, torch_side, onnx_side) == pytest.approx(
         2 * hidden * 2**-11 / (1 - hidden * 2**-11)
     )
