@@ -324,3 +324,19 @@ def test_compare_bfloat16_gives_the_export_and_the_dtype_verdicts(tmp_path):
     line = proc.stdout.split("against float32, model.generate -----\n")[1].splitlines()[0]
     assert line.startswith("prompt 1: bfloat16 ")
     assert "generates float32's" in line or "departs from float32: first divergence" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_compare_smollm2_in_reduced_precision(tmp_path, dtype):
+    """SmolLM2 loaded in float16 runs its float16 export; in bfloat16, a float32 one.
+    Either way the export generates what torch does in its dtype, and the report says
+    where the dtype itself first changes a token against float32."""
+    proc = run_cli(
+        "compare", "--max-new-tokens", "20", "--dtype", dtype, "--output", str(tmp_path)
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "parity OK" in proc.stdout
+    runs_in = "float16" if dtype == "float16" else "float32"
+    assert f"dtype: {dtype}" in proc.stdout and f"the three backends in {runs_in}" in proc.stdout
+    assert f"----- the model's dtype ({dtype}) against float32" in proc.stdout
