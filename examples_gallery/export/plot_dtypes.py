@@ -106,7 +106,7 @@ for name in ("float16", "bfloat16"):
 # keeps the median of each.
 
 backends = {name: open_steps(result).backend for name, result in exports.items()}
-for name, backend in backends.items():  # warm-up: first-call allocations
+for backend in backends.values():  # warm-up: first-call allocations
     diag.onnx_generate(backend, ids, max_new_tokens=2, eos_token_id=[])
 seconds: dict[tuple[str, str], list[float]] = {}
 for _ in range(REPEAT):
@@ -127,7 +127,9 @@ summary = pd.DataFrame(
             "torch tok/s": STEPS / statistics.median(seconds[(name, "torch")]),
             "onnx tok/s": STEPS / statistics.median(seconds[(name, "onnx")]),
             "departs from float32 at step": departures[name].step if name in departures else None,
-            "float32 margin there": departures[name].reference_margin if name in departures else None,
+            "float32 margin there": departures[name].reference_margin
+            if name in departures
+            else None,
             "its margin there": departures[name].other_margin if name in departures else None,
             "near tie": departures[name].near_tie if name in departures else None,
         }
