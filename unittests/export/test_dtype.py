@@ -84,6 +84,17 @@ def test_explicit_bfloat16_export_is_refused_on_the_cpu(tmp_path):
 FLOAT16_ARCHITECTURES = [
     pytest.param(p, marks=[pytest.mark.pinned]) if isinstance(p, str) and p != "llama" else p
     for p in TINY_ARCHITECTURES + moe_params()
+    if getattr(p, "values", (p,))[0] != "phimoe"
+] + [
+    # a known failure, kept visible: the float16 export of phimoe generates token 0 from
+    # the first step (torch float16 does not); strict, so that a fix shows up here
+    pytest.param(
+        "phimoe",
+        marks=[
+            pytest.mark.pinned,
+            pytest.mark.xfail(strict=True, reason="phimoe's float16 export: token 0 from step 0"),
+        ],
+    )
 ]
 
 
