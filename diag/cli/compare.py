@@ -15,6 +15,12 @@ Example::
     python -m diag compare --model tiny:llama --max-new-tokens 10 --output results/
     python -m diag compare --cache static --max-length 128   # the static cache export
     python -m diag compare --onnx genai-folder --model smollm2-135m-instruct   # another tool's file
+    python -m diag compare --dtype bfloat16      # the export's fidelity, then bfloat16 vs float32
+
+``--dtype`` (default ``auto``: the checkpoint's dtype, as transformers loads it) loads
+the model in that dtype; the three backends run in the export's dtype, and a model in
+float16 or bfloat16 gets a second verdict: its dtype against float32
+(:mod:`diag.cli.dtype_effect`).
 
 Every prompt runs alone (batch of 1, no padding), after one untimed warm-up call per
 backend (session creation, first-call allocations).
@@ -38,6 +44,7 @@ from diag.cli.args import (
     positive_int,
     prompts_of,
 )
+from diag.cli.dtype_effect import DTYPE_CHOICES
 from diag.cli.records import add_record_arguments, apply_records, check_record_arguments
 
 HELP = "compare model.generate, diag.generate and onnx_generate: parity and speed"
@@ -96,6 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare beam searches of N hypotheses (the best sequence of each prompt) "
         "instead of greedy decoding (default: 1, greedy)",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
+        help="the dtype the model is loaded in (default: auto, the checkpoint's); a "
+        "bfloat16 model runs in float32 against its export (the CPU provider has no "
+        "bfloat16 kernels) and float16/bfloat16 are then compared with float32",
+    )
     add_record_arguments(parser)
     add_quantize_argument(parser)
     add_cache_arguments(parser)
@@ -126,14 +141,18 @@ def run(args: argparse.Namespace) -> int:
 
     import dataclasses
 
+    from diag.cli.dtype_effect import compared_model, dtype_effect, dtype_header, dtype_lines
     from diag.cli.loading import encode_prompts, load_model
     from diag.cli.progress import progress
     from diag.cli.report import slug
     from diag.cli.runners import decoding_options, make_runner
     from diag.cli.tables import comparison_table, save_bar_plot, save_csv
     from diag.diagnose.divergence import find_divergence
+    from diag.diagnose.sides import narrowest_dtype
 
-    model, tokenizer = load_model(args.model)
+    checkpoint, tokenizer = load_model(args.model, getattr(args, "dtype", "auto"))
+    # like with like: the three backends in the export's dtype
+    model = compared_model(checkpoint)
     options = decoding_options(
         model,
         tokenizer,
@@ -186,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 names=(REFERENCE, name),
                 tokenizer=tokenizer,
                 num_candidates=args.top,
+                dtype=narrowest_dtype(runners["torch"].steps, runners["onnx"].steps),
             )
             if div:
                 divergences.append((i, div))
@@ -198,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         f"model: {args.model}, {len(prompts)} prompt(s), {decoding_name}, "
         f"max_new_tokens={args.max_new_tokens}"
     )
+    print(f"dtype: {dtype_header(checkpoint, model)}")
     for i, prompt in enumerate(prompts):
         ref = runs[REFERENCE][i][0]
         text = ref.texts(tokenizer)[0]
@@ -206,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
     print("-----")
     for i, div in divergences:
         print(f"{div.other} diverges from {div.reference} on prompt {i + 1}: {div}")
+    effects = dtype_effect(checkpoint, model, runs[REFERENCE], singles, options, tokenizer, args.top)
+    if effects:
+        print("\n".join(dtype_lines(checkpoint, effects)))
 
     failed = {div.other for _, div in divergences}
     from diag.cli.runners import BACKEND_LABELS

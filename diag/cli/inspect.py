@@ -13,7 +13,9 @@ why, one line per kind of problem).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Any
 
 HELP = "print the layout, the operators and the weights of an ONNX decoder, and whether diag drives it"
 DESCRIPTION = (
@@ -41,10 +43,25 @@ def layout_overrides(args: argparse.Namespace) -> dict[str, int] | None:
     return fields or None
 
 
+def cpu_line(report: Any) -> str:
+    """Whether ONNX Runtime's CPU provider has a kernel for every node of the inspected
+    graphs (:mod:`diag.ort.provider_support`)."""
+    from diag.contract.detect import find_model
+    from diag.ort.provider_support import CPU, support_message, unsupported_nodes
+
+    for path in find_model(report.path).paths:
+        unsupported = unsupported_nodes(path, CPU)
+        if unsupported:
+            return f"{CPU}: no. " + support_message(unsupported, CPU, os.path.basename(path))
+    return f"{CPU}: yes"
+
+
 def run(args: argparse.Namespace) -> int:
     """Prints the inspection; 0 when the model can be driven, else 1."""
     from diag.contract.inspection import inspect_onnx
 
     report = inspect_onnx(args.path, layout_overrides(args))
     sys.stdout.write(str(report) + "\n")
+    if report.layout is not None:
+        sys.stdout.write(cpu_line(report) + "\n")
     return 0 if report.drivable else 1

@@ -17,15 +17,18 @@ from diag.cli.args import check_model_name
 from diag.generation.prompt import prepare_prompt
 
 
-def load_model(name_or_path: str) -> tuple[Any, Any]:
+def load_model(name_or_path: str, dtype: str = "float32") -> tuple[Any, Any]:
     """Loads ``(model, tokenizer)`` with :func:`diag.models.load_pretrained`, the model in
-    eval mode and the tokenizer ready for batches (left padding, a pad token)."""
+    eval mode and the tokenizer ready for batches (left padding, a pad token); ``dtype``:
+    ``"auto"`` (the checkpoint's), ``"float32"``, ``"float16"`` or ``"bfloat16"``."""
     # imported here: transformers is loaded when a model is, not with the CLI
     from diag.models import load_pretrained
 
     check_model_name(name_or_path)
     # load_pretrained shows its own progress bars while it fetches and converts
-    model, tokenizer = load_pretrained(os.path.expanduser(name_or_path))
+    model, tokenizer = load_pretrained(
+        os.path.expanduser(name_or_path), dtype=dtype if dtype == "auto" else getattr(torch, dtype)
+    )
     model.eval()
     prepare_tokenizer(tokenizer)
     return model, tokenizer

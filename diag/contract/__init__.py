@@ -34,10 +34,12 @@ from diag.contract.layout import DIAG_LAYOUT, GQA_LAYOUT, PLAIN_LAYOUT, STATIC_L
 from diag.contract.logits_to_keep import every_position, keep_every_position, last_position
 from diag.contract.metadata import (
     ATTENTION_METADATA,
+    DTYPE_METADATA,
     GENERATION_CONFIG_METADATA,
     QUANTIZATION_METADATA,
     STATIC_CACHE_METADATA,
     metadata_attention,
+    metadata_dtype,
     metadata_generation_config,
     metadata_quantization,
     metadata_static_cache,
@@ -67,6 +69,7 @@ from diag.contract.read import ContractError, ContractInfo, read_contract
 __all__ = [
     "ATTENTION_MASK",
     "ATTENTION_METADATA",
+    "DTYPE_METADATA",
     "CACHE_POSITION",
     "CacheNames",
     "ContractError",
@@ -94,6 +97,7 @@ __all__ = [
     "keep_every_position",
     "last_position",
     "metadata_attention",
+    "metadata_dtype",
     "metadata_generation_config",
     "metadata_quantization",
     "metadata_static_cache",

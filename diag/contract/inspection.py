@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,11 +30,14 @@ import onnx
 from diag.contract.detect import find_model, model_path
 from diag.contract.files import load_onnx
 from diag.contract.layout import Layout
+from diag.contract.metadata import DTYPE_METADATA
 from diag.contract.read import ContractError, read_contract
-from diag.helpers.dtypes import _BY_ORT
+from diag.helpers.dtypes import _BY_ONNX, _BY_ORT
 
 #: the operators that compute attention, by the name a report prints
 ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention", "Attention", "PagedAttention")
+#: the float element types a weight may have
+_FLOAT_NAMES = ("float", "float16", "bfloat16", "double")
 #: quantized matrix products
 QUANTIZED_MATMULS = ("MatMulNBits", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "GatherBlockQuantized")
 
@@ -80,6 +84,26 @@ def _weight_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
+def _dtype_line(model: onnx.ModelProto) -> str:
+    """The float dtype of a graph: its metadata's entry (:data:`DTYPE_METADATA`, with the
+    model's dtype when it was another), else the element types of its float weights."""
+    entry = {p.key: p.value for p in model.metadata_props}.get(DTYPE_METADATA)
+    try:
+        value = json.loads(entry) if entry else None
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, dict) and "dtype" in value:
+        source = value.get("model_dtype")
+        extra = f" (exported from a {source} model)" if source and source != value["dtype"] else ""
+        return f"{value['dtype']}{extra}"
+    floats = Counter(
+        _BY_ONNX[t.data_type].name
+        for t in model.graph.initializer
+        if t.data_type in _BY_ONNX and _BY_ONNX[t.data_type].name in _FLOAT_NAMES
+    )
+    return "/".join(name for name, _ in floats.most_common()) + " weights" if floats else "unknown"
+
+
 def _operators(model: onnx.ModelProto) -> list[str]:
     """The operators that matter, one phrase per kind."""
     counts = Counter(n.op_type for n in model.graph.node)
@@ -119,6 +143,8 @@ class Inspection:
     layout: Layout | None
     graphs: dict[str, list[str]] = field(default_factory=dict)
     weight_bytes: int = 0
+    #: the float dtype (:func:`_dtype_line`), one per graph
+    dtypes: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -133,6 +159,8 @@ class Inspection:
         for name, ops in self.graphs.items():
             lines.append(f"{name}: " + "; ".join(ops))
         lines.append(f"weights: {self.weight_bytes / 2**20:.1f} MiB")
+        for name, dtype in self.dtypes.items():
+            lines.append(f"dtype ({name}): {dtype}")
         if self.drivable:
             lines.append("drivable: yes")
         else:
@@ -161,6 +189,7 @@ def inspect_onnx(path: str | os.PathLike, layout: Any = None) -> Inspection:
     for p, model in zip(found.paths, graphs, strict=True):
         result.graphs[os.path.basename(p)] = _operators(model)
         result.weight_bytes += _weight_bytes(model)
+        result.dtypes[os.path.basename(p)] = _dtype_line(model)
     try:
         read_contract(GraphNames(graphs[-1]), layout=found.layout)
     except ContractError as exc:

@@ -31,6 +31,11 @@ STATIC_CACHE_METADATA = "static_cache"
 #: :data:`diag.contract.layout.GQA_LAYOUT`); absent from an opset-23 ``Attention`` one
 ATTENTION_METADATA = "attention"
 
+#: key of the ONNX metadata entry giving the float dtype of an export and of the model it
+#: came from (JSON ``{"dtype": "float16", "model_dtype": "bfloat16"}``,
+#: :mod:`diag.export.plan.dtype`); absent from the files written before it existed
+DTYPE_METADATA = "dtype"
+
 #: key of a node's metadata (like the exporter's ``pkg.torch.onnx.name_scopes``) giving
 #: the module scopes of the node's *last* output when that output belongs to another
 #: module than the node: a fused residual sum + norm computes the end of one layer (the
@@ -67,6 +72,12 @@ def metadata_static_cache(session: Any) -> dict[str, Any] | None:
     """The static cache entry of ``session``'s metadata (``{"max_length": N}``), or None
     for a model whose cache grows."""
     return metadata_json(session, STATIC_CACHE_METADATA)
+
+
+def metadata_dtype(session: Any) -> dict[str, Any] | None:
+    """The dtype entry of ``session``'s metadata (``{"dtype": ..., "model_dtype": ...}``),
+    or None for a file without it."""
+    return metadata_json(session, DTYPE_METADATA)
 
 
 def metadata_attention(session: Any) -> dict[str, Any] | None:

@@ -13,7 +13,8 @@ they chose differently:
 * a verdict (:func:`near_tie_verdict`). The *usual difference* between the sides is
   the median max absolute logits difference on the steps before, where the tokens
   agreed (the difference at the divergence step itself when it is the first step).
-  When that difference is more than :data:`NOISE_RTOL` (1%) of the logits' scale, no
+  When that difference is more than :data:`NOISE_RTOL` (1%, or ten units of the
+  dtype's eps in bfloat16: :func:`noise_rtol`) of the logits' scale, no
   rounding explains it: the two sides compute something else. Otherwise, when both
   margins are within :data:`NEAR_TIE_FACTOR` times the usual difference, the models
   hesitated between two tokens and rounding picked another one: a near tie, benign
@@ -43,8 +44,25 @@ from diag.diagnose.metrics import margin, max_abs_diff
 #: usual logits difference between the sides
 NEAR_TIE_FACTOR = 10.0
 #: a usual difference above this fraction of the logits' scale (max |logit| of the
-#: reference) is more than rounding: float32 stays near 1e-6, float16 / bfloat16 near 1e-3
+#: reference) is more than rounding: float32 stays near 1e-6, float16 near 1e-3
 NOISE_RTOL = 1e-2
+#: ... or above this many units of the dtype's eps, when that is larger: bfloat16 (eps
+#: 7.8e-3, 8 bits of mantissa) rounds each value by up to 0.4% and a deep model adds up
+#: such errors
+NOISE_EPS_FACTOR = 10.0
+
+
+def noise_rtol(dtype: torch.dtype | None = None) -> float:
+    """The fraction of the logits' scale rounding in ``dtype`` stays within:
+    :data:`NOISE_RTOL`, or :data:`NOISE_EPS_FACTOR` units of ``dtype``'s eps when larger
+    (bfloat16). None: float32.
+
+    >>> noise_rtol(torch.float16), round(noise_rtol(torch.bfloat16), 4)
+    (0.01, 0.0781)
+    """
+    if dtype is None or not dtype.is_floating_point:
+        return NOISE_RTOL
+    return max(NOISE_RTOL, NOISE_EPS_FACTOR * torch.finfo(dtype).eps)
 
 
 @dataclass
@@ -202,11 +220,14 @@ def near_tie_verdict(
     typical_diff: float | None,
     step_diff: float,
     names: tuple[str, str] = ("torch", "onnx"),
+    dtype: torch.dtype | None = None,
 ) -> tuple[bool, str]:
     """``(near_tie, explanation)`` of a divergence, the rule of the module docstring.
 
     ``typical_diff`` is the usual difference on the agreeing steps before (None at the
     first step: ``step_diff``, the difference at the divergence step, stands for it).
+    ``dtype``: the narrowest dtype the sides compute in (None: float32), which sets how
+    large a difference rounding explains (:func:`noise_rtol`).
 
     >>> near_tie_verdict(torch.tensor([5.0, 5.0 - 1e-6]), 1e-6, 2e-6, 1e-6, 3e-6)[0]
     True
@@ -221,7 +242,7 @@ def near_tie_verdict(
         f"{other} computes something different from {ref}"
         " (see compare_teacher_forced and localize_layer)"
     )
-    if noise > NOISE_RTOL * scale:
+    if noise > noise_rtol(dtype) * scale:
         return False, (
             f"not rounding, the logits differ by {noise:.3g} {where}, {noise / scale:.1%} of "
             f"their scale ({scale:.3g}); {suspect}"
@@ -265,6 +286,7 @@ def find_divergence(
     names: tuple[str, str] = ("torch", "onnx"),
     tokenizer: Any = None,
     num_candidates: int = 5,
+    dtype: torch.dtype | None = None,
 ) -> Divergence:
     """The first :class:`Divergence` between two generations that are already made.
 
@@ -278,6 +300,8 @@ def find_divergence(
     :param names: the names of the two sides in the report
     :param tokenizer: adds the text of the tokens to the report
     :param num_candidates: number of candidates reported per side
+    :param dtype: the narrowest float dtype of the two sides (None: float32): float16
+        and bfloat16 round more, the verdict allows for it (:func:`noise_rtol`)
     :return: a :class:`Divergence`, falsy when both streams agree
 
     Example (two :class:`~diag.generation.result.GenerateResult` made with
@@ -347,7 +371,7 @@ def find_divergence(
         step_diff = diffs[-1]
         typical = float(torch.tensor(diffs[:-1]).median()) if step > 0 else None
         near_tie, verdict = near_tie_verdict(
-            ref_step, ref_margin, other_margin, typical, step_diff, names
+            ref_step, ref_margin, other_margin, typical, step_diff, names, dtype
         )
     ref_token = a[step] if step < len(a) else None
     other_token = b[step] if step < len(b) else None
@@ -386,11 +410,13 @@ def find_divergence(
 
 __all__ = [
     "NEAR_TIE_FACTOR",
+    "NOISE_EPS_FACTOR",
     "NOISE_RTOL",
     "Candidate",
     "Divergence",
     "find_divergence",
     "first_divergent_step",
     "near_tie_verdict",
+    "noise_rtol",
     "top_candidates",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence
-from diag.diagnose.sides import comparison_options, generate_sides
+from diag.diagnose.sides import comparison_options, generate_sides, narrowest_dtype
 from diag.generation.decoding import check_inputs
 from diag.generation.steps import open_steps
 
@@ -84,6 +84,7 @@ def first_divergence(
         names=("torch", "onnx"),
         tokenizer=tokenizer,
         num_candidates=num_candidates,
+        dtype=narrowest_dtype(torch_side, onnx_side),
     )
 
 

@@ -24,6 +24,35 @@ from diag.generation.steps import Steps
 from diag.helpers.torch_helper import single_torch_thread
 
 
+def side_dtype(side: Steps) -> torch.dtype | None:
+    """The float dtype ``side`` computes its logits in: a torch model's parameters', an
+    ONNX session's ``logits`` output's; None when neither is known (a step backend)."""
+    if side.model is not None:
+        return next(side.model.parameters()).dtype
+    session = getattr(side.backend, "session", None)
+    outputs = session.get_outputs() if session is not None else []
+    logits = [o for o in outputs if o.name == "logits"] or outputs[:1]
+    if logits:
+        from diag.helpers.dtypes import onnx_dtype_to_torch_dtype, ort_type_to_onnx_dtype
+
+        try:
+            return onnx_dtype_to_torch_dtype(ort_type_to_onnx_dtype(logits[0].type))
+        except ValueError:
+            return None
+    return None
+
+
+def narrowest_dtype(*sides: Steps) -> torch.dtype:
+    """The float dtype of the least precise side (the largest eps; float32 when none is
+    known): the dtype the rounding of a comparison is bounded by.
+
+    >>> narrowest_dtype()
+    torch.float32
+    """
+    dtypes = [d for d in map(side_dtype, sides) if d is not None and d.is_floating_point]
+    return max(dtypes, key=lambda d: torch.finfo(d).eps, default=torch.float32)
+
+
 def comparison_options(
     defaults: Any, max_new_tokens: int, decoding: dict[str, Any], who: str = "diag.testing"
 ) -> tuple[DecodingOptions, int | None]:
@@ -105,4 +134,10 @@ def generate_sides(
     return a, b
 
 
-__all__ = ["comparison_options", "generate_side", "generate_sides"]
+__all__ = [
+    "comparison_options",
+    "generate_side",
+    "generate_sides",
+    "narrowest_dtype",
+    "side_dtype",
+]

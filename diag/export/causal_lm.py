@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from diag.export.plan.dtype import export_dtype, model_dtype, model_in_dtype, runs_on_cpu
 from diag.export.check.validate import ValidationReport, validate_causal_lm
 from diag.export.make.decoder_export import export_decoder
 from diag.export.make.onnx_export import ExportTimings
@@ -69,7 +70,7 @@ def _reuse(model: torch.nn.Module, plan: ExportPlan, verify: bool, verbose: int)
         input_names=plan.input_names,
         output_names=plan.output_names,
     )
-    if result.validation is None and verify:
+    if result.validation is None and verify and runs_on_cpu(plan.filename):
         # exported earlier with verify=False: validate now, once
         with _eval_mode(model):
             result.validation, result.validation_time = _check(model, plan.filename, None, verbose)
@@ -145,6 +146,7 @@ def export_causal_lm(
     max_length: int | None = None,
     attention: str = "onnx",
     layout: str = "diag",
+    dtype: str | torch.dtype | None = None,
 ) -> ExportResult:
     """Exports a causal LM of transformers to ONNX, following the export contract.
 
@@ -185,6 +187,11 @@ def export_causal_lm(
         (:data:`diag.contract.PLAIN_LAYOUT`: no ``logits_to_keep``, the inputs and
         outputs the generate loops of other tools feed and read, onnx-diagnostic's
         ``onnx_generate`` among them; :mod:`diag.export.plan.plain_layout`)
+    :param dtype: the float dtype of the file, ``"float32"``, ``"float16"`` or
+        ``"bfloat16"`` (the model is converted on a copy); None: the model's, except a
+        bfloat16 model on the CPU, exported as float32 with a warning
+        (:mod:`diag.export.plan.dtype`: ONNX Runtime's CPU provider cannot run bfloat16).
+        A file the CPU provider cannot run is not validated (a warning says so).
     :return: an :class:`ExportResult` (usable as a path)
 
     The model's ``generation_config`` goes into the file's metadata
@@ -200,11 +207,18 @@ def export_causal_lm(
     from diag.compat.versions import warn_if_transformers_untested
 
     warn_if_transformers_untested()  # once per process: a newer transformers may break it
+    source_dtype = model_dtype(model)
+    target_dtype = export_dtype(model, dtype)
+    model = model_in_dtype(model, target_dtype)
     float_options: dict[str, Any] = {
         "opset": opset, "verbose": verbose, "exporter": exporter, "fuse": fuse, "cache": cache,
         "max_length": max_length, "attention": attention, "layout": layout,
     }  # fmt: skip
-    plan = plan_export(model, filename, quantize=quantize, **float_options)
+    plan = plan_export(
+        model, filename, quantize=quantize, source_dtype=source_dtype, **float_options
+    )
+    # the float export a quantized one comes from is made of the converted model
+    float_options["dtype"] = target_dtype
     if not force and is_cached(plan.filename, plan.key):
         return _reuse(model, plan, verify, verbose)
     with _eval_mode(model):
@@ -213,7 +227,7 @@ def export_causal_lm(
         else:
             result = _make_quantized(model, plan, plan.quantization, force, float_options)
             dummy_inputs = None
-        if verify:
+        if verify and runs_on_cpu(plan.filename):
             result.validation, result.validation_time = _check(
                 model, plan.filename, dummy_inputs, verbose
             )

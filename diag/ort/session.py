@@ -143,6 +143,28 @@ def _uses_external_data(model: onnx.ModelProto) -> bool:
     )
 
 
+def _inference_session(
+    source: str | bytes, options: ort.SessionOptions, providers: list[Any], graph: Any
+) -> ort.InferenceSession:
+    """``ort.InferenceSession(source, ...)``; a node without a kernel in the providers
+    is refused by :func:`diag.ort.provider_support.check_provider_support` (the dtype,
+    the provider, the fix), read from ``graph`` only then: the checks cost nothing to
+    a session that opens."""
+    try:
+        return ort.InferenceSession(source, options, providers=providers)
+    except Exception as exc:
+        if "NOT_IMPLEMENTED" not in str(exc):
+            raise
+        from diag.ort import provider_support as support
+
+        unsupported = support.unsupported_nodes(graph, providers)
+        if unsupported:
+            what = repr(graph) if isinstance(graph, str) else "the model"
+            message = support.support_message(unsupported, providers, what)
+            raise support.ProviderSupportError(message) from exc
+        raise
+
+
 def make_session(
     model: str | os.PathLike | onnx.ModelProto | Any,
     providers: Providers = None,
@@ -181,7 +203,7 @@ def make_session(
             raise FileNotFoundError(
                 f"ONNX model {path!r} does not exist; export one with diag.export_causal_lm."
             )
-        return ort.InferenceSession(path, session_options, providers=providers)
+        return _inference_session(path, session_options, providers, path)
 
     if type(model).__module__.startswith("onnx_ir"):
         import onnx_ir as ir
@@ -207,10 +229,10 @@ def make_session(
         onnx.external_data_helper.load_external_data_for_model(model, os.fspath(base_dir))
 
     if model.ByteSize() < 2**31 - 2**20:
-        return ort.InferenceSession(model.SerializeToString(), session_options, providers=providers)
+        return _inference_session(model.SerializeToString(), session_options, providers, model)
     # protobuf cannot hold more than 2 GB: go through a file with external data
     with tempfile.TemporaryDirectory(prefix="diag_ort_", ignore_cleanup_errors=True) as tmp:
         path = os.path.join(tmp, "model.onnx")
         onnx.save(model, path, save_as_external_data=True, location="model.onnx.data")
         # the session reads (or maps) the weights at creation; the files can go after
-        return ort.InferenceSession(path, session_options, providers=providers)
+        return _inference_session(path, session_options, providers, path)

@@ -24,7 +24,7 @@ import torch
 from diag.diagnose.divergence import first_divergent_step
 from diag.diagnose.sides import comparison_options, generate_sides
 from diag.generation.steps import open_steps
-from diag.testing.noise import float32_noise, model_dtype, tolerance_of
+from diag.testing.noise import float32_noise, tolerance_of
 from diag.testing.prompts import encode_prompts
 from diag.testing.prompts import prompt_rows as _prompt_rows
 from diag.testing.tokens import describe_prompt
@@ -112,21 +112,20 @@ def assert_logits_close(
     a, b = generate_sides(ref, cand, input_ids, attention_mask, options, seed)
     counts = _compared_steps(a.generated(), b.generated())
     rtol = 0.0 if rtol is None else rtol
-    dtype = model_dtype(ref, cand)
-    tolerance = tolerance_of(atol, dtype, None)
+    tolerance = tolerance_of(atol, None, ref, cand)
     worst = _worst(list(a.logits), list(b.logits), counts, tolerance, rtol)
     noise = None
     if worst["ratio"] > 1 and noise_floor:
         side, result = (ref, a) if ref.model is not None else (cand, b)
         noise = float32_noise(side, input_ids, attention_mask, options, result, seed)
         if noise is not None:
-            tolerance = tolerance_of(atol, dtype, noise)
+            tolerance = tolerance_of(atol, noise, ref, cand)
             worst = _worst(list(a.logits), list(b.logits), counts, tolerance, rtol)
     if worst["ratio"] <= 1:
         return worst["max_abs"]
     prompts = _prompt_rows(input_ids, attention_mask)
     row, step = worst["row"], worst["step"]
-    base = tolerance_of(atol, dtype, None)
+    base = tolerance_of(atol, None, ref, cand)
     how = f"atol={base:g}" + (f", rtol={rtol:g}" if rtol else "")
     if noise is not None:
         how += f", raised to 8x the float32 noise of the torch side ({noise:.3g})"

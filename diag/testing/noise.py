@@ -13,7 +13,7 @@ between the model and its float64 copy over the steps where both chose the same 
 Example::
 
     noise = float32_noise(model, ids, mask, options, result)   # result: model's own run
-    tol = noise_aware_tolerance(default_atol(torch.float32), noise)
+    tol = tolerance_of(None, noise, side)   # atol of the side's dtype, raised to 8x noise
 """
 
 from __future__ import annotations
@@ -24,17 +24,9 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import find_divergence
-from diag.diagnose.sides import generate_side
-from diag.export.check.tolerance import default_atol, noise_aware_tolerance
+from diag.diagnose.sides import generate_side, narrowest_dtype
+from diag.export.check.tolerance import accumulation_length, default_atol, noise_aware_tolerance
 from diag.generation.steps import Steps, open_steps
-
-
-def model_dtype(*sides: Steps) -> torch.dtype:
-    """The dtype of the first torch model among ``sides`` (float32 without one)."""
-    for side in sides:
-        if side.model is not None:
-            return next(side.model.parameters()).dtype
-    return torch.float32
 
 
 def float32_noise(
@@ -59,15 +51,19 @@ def float32_noise(
     return div.largest_diff
 
 
-def tolerance_of(atol: float | None, dtype: torch.dtype, noise: float | None) -> float:
-    """The tolerance on logits: ``atol`` (the dtype's default of export validation when
-    None) raised to the float32 noise rule of export validation.
+def tolerance_of(atol: float | None, noise: float | None, *sides: Steps) -> float:
+    """The tolerance on logits: ``atol``, None: export validation's default for the
+    narrowest dtype of ``sides`` (:func:`~diag.diagnose.sides.narrowest_dtype`: a float16
+    side rounds more) and the torch model's hidden size, raised to the noise rule of
+    export validation.
 
-    >>> tolerance_of(None, torch.float32, None), tolerance_of(None, torch.float32, 1e-3)
+    >>> tolerance_of(None, None), tolerance_of(None, 1e-3)
     (0.0001, 0.008)
     """
-    base = default_atol(dtype) if atol is None else atol
+    models = [s.model for s in sides if s.model is not None]
+    terms = accumulation_length(models[0]) if models else None
+    base = default_atol(narrowest_dtype(*sides), terms) if atol is None else atol
     return noise_aware_tolerance(base, noise)
 
 
-__all__ = ["float32_noise", "model_dtype", "tolerance_of"]
+__all__ = ["float32_noise", "tolerance_of"]

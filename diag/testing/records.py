@@ -41,7 +41,7 @@ from diag.diagnose.divergence import top_candidates
 from diag.diagnose.sides import comparison_options, generate_side
 from diag.generation.steps import Steps, open_steps
 from diag.helpers.atomic_write import write_text_atomically
-from diag.testing.noise import float32_noise, model_dtype, tolerance_of
+from diag.testing.noise import float32_noise, tolerance_of
 from diag.testing.prompts import encode_prompts, options_as_dict, prompt_rows
 
 #: the ``format`` field of every record
@@ -230,7 +230,7 @@ def record(
     )  # fmt: skip
     noise = max(noises) if noises else None
     tolerance = {
-        "atol": tolerance_of(atol, model_dtype(side), noise),
+        "atol": tolerance_of(atol, noise, side),
         "rtol": rtol,
         "float32_noise": noise,
     }

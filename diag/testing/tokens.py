@@ -24,7 +24,7 @@ import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence, first_divergent_step
 from diag.diagnose.layers.localize import DEFAULT_TOL
-from diag.diagnose.sides import comparison_options, generate_sides
+from diag.diagnose.sides import comparison_options, generate_sides, narrowest_dtype
 from diag.generation.steps import Steps, open_steps
 from diag.testing.prompts import encode_prompts
 from diag.testing.prompts import prompt_rows as _prompt_rows
@@ -149,6 +149,7 @@ def assert_same_tokens(
         div: Divergence = find_divergence(
             [rows_a[r]], [rows_b[r]], _row_logits(a.logits, r), _row_logits(b.logits, r),
             names=(ref.name, cand.name), tokenizer=tokenizer, num_candidates=num_candidates,
+            dtype=narrowest_dtype(ref, cand),
         )  # fmt: skip
         sequence = f", sequence {r % per_prompt}" if per_prompt > 1 else ""
         lines.append(f"--- {describe_prompt(r // per_prompt, prompt, tokenizer)}{sequence}:")

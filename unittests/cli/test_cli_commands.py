@@ -329,3 +329,36 @@ def test_compare_names_the_divergence_and_fails(tmp_path, capsys, monkeypatch):
     table = pandas.read_csv(tmp_path / "diag_compare_tiny-llama.csv")
     assert list(table["parity"]) == ["reference", "FAIL", "OK"]
     assert table["max_abs_logit_diff"].iloc[1] > 0.1
+
+
+def test_compare_bfloat16_gives_the_export_and_the_dtype_verdicts(tmp_path):
+    proc = run_cli(
+        "compare", "--model", "tiny:llama", "--max-new-tokens", "12", "--dtype", "bfloat16",
+        "--output", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the CPU provider has no bfloat16 kernels: one line says the export runs float32
+    assert "exported as float32" in proc.stderr and "dtype='bfloat16'" in proc.stderr
+    assert "dtype: bfloat16, the three backends in float32" in proc.stdout
+    assert "parity OK" in proc.stdout  # the export's fidelity, in float32
+    # the dtype's own verdict: the same tokens or a departure with its margins
+    assert "----- the model's dtype (bfloat16) against float32, model.generate -----" in proc.stdout
+    line = proc.stdout.split("against float32, model.generate -----\n")[1].splitlines()[0]
+    assert line.startswith("prompt 1: bfloat16 ")
+    assert "generates float32's" in line or "departs from float32: first divergence" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_compare_smollm2_in_reduced_precision(tmp_path, dtype):
+    """SmolLM2 loaded in float16 runs its float16 export; in bfloat16, a float32 one.
+    Either way the export generates what torch does in its dtype, and the report says
+    where the dtype itself first changes a token against float32."""
+    proc = run_cli(
+        "compare", "--max-new-tokens", "20", "--dtype", dtype, "--output", str(tmp_path)
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "parity OK" in proc.stdout
+    runs_in = "float16" if dtype == "float16" else "float32"
+    assert f"dtype: {dtype}" in proc.stdout and f"the three backends in {runs_in}" in proc.stdout
+    assert f"----- the model's dtype ({dtype}) against float32" in proc.stdout

@@ -88,3 +88,16 @@ def test_near_tie_verdict_branches():
     # at the first step, the difference there stands for the usual one
     near, why = near_tie_verdict(logits, 0.1, 0.05, None, 0.02, ("a", "b"))
     assert near is True and "(0.02)" in why
+
+
+def test_near_tie_verdict_allows_for_the_dtype():
+    """bfloat16 rounds each value by up to 2**-9: a usual difference of 3% of the scale
+    is rounding there, not in float32 or float16; 20% is not rounding in any dtype."""
+    logits = torch.tensor([5.0, 4.9, 0.0])  # scale 5
+    for dtype in (None, torch.float32, torch.float16):
+        near, why = near_tie_verdict(logits, 0.1, 0.05, 0.15, 0.15, ("a", "b"), dtype)
+        assert near is False and "not rounding" in why, dtype
+    near, why = near_tie_verdict(logits, 0.1, 0.05, 0.15, 0.15, ("a", "b"), torch.bfloat16)
+    assert near is True and why.startswith("near tie")
+    near, why = near_tie_verdict(logits, 0.1, 0.05, 1.0, 1.0, ("a", "b"), torch.bfloat16)
+    assert near is False and "20.0% of their scale" in why

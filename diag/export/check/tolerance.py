@@ -1,12 +1,15 @@
 """The tolerance of an export's check against torch (:func:`diag.export.validate_causal_lm`,
 and :mod:`diag.testing`, which uses the same rule), and the differences it bounds.
 
-The tolerance is ``atol`` (float32: 1e-4 absolute), unless float32 itself cannot be
+The tolerance is ``atol`` (float32: 1e-4 absolute; float16 and bfloat16: the rounding
+bound of a sum of the model's hidden size in that dtype, :func:`default_atol`), unless
+the dtype itself cannot be
 that precise: for a deep model, two correct float32 implementations (torch and ONNX
 Runtime use other kernels, other summation orders) differ by more than 1e-4 on logits
 of magnitude 30 (SmolLM2: torch float32 is ~3e-3 away from float64 on a prefill).
 When a group exceeds ``atol``, the validation runs a float64 copy of the model on the
-same inputs and measures the *float32 noise* ``|torch float32 - torch float64|``; the
+same inputs and measures the *float32 noise* ``|torch float32 - torch float64|`` (in a
+float16 model, its float16 noise); the
 group passes when its difference stays within ``max(atol, 8 * noise)``
 (:data:`NOISE_FACTOR`: the difference adds up the rounding errors of both runtimes,
 and ONNX Runtime's fused kernels round more than torch's: its ``Attention`` kernel
@@ -43,12 +46,16 @@ import numpy as np
 import torch
 
 from diag.helpers.max_diff import max_diff
+from diag.helpers.rounding import accumulation_tolerance
 
 # a difference within this many times the float32 noise is rounding, not an export error
 NOISE_FACTOR = 8.0
 
-# absolute tolerance on logits and cache, per dtype of the model
-TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+#: absolute tolerance on logits and cache of a float32 model
+FLOAT32_ATOL = 1e-4
+
+#: the accumulation length :func:`default_atol` assumes when the model's is not given
+DEFAULT_TERMS = 1024
 
 #: tolerance of a quantized export, per number of bits of its weights: the largest
 #: relative RMS difference ``||onnx - torch|| / ||torch||`` of each output group and
@@ -56,14 +63,29 @@ TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 QUANTIZED_RTOL = {8: 0.3, 4: 1.0}
 
 
-def default_atol(dtype: torch.dtype) -> float:
-    """The absolute tolerance on logits and cache of a model of ``dtype``
-    (:data:`TOLERANCES`, 1e-2 for another dtype).
+def default_atol(dtype: torch.dtype, terms: int | None = None) -> float:
+    """The absolute tolerance on logits and cache of a model of ``dtype``: float32,
+    :data:`FLOAT32_ATOL`; another dtype, the rounding bound of a sum of ``terms`` unit
+    products in it (:func:`~diag.helpers.rounding.accumulation_tolerance`: ``terms``
+    is the model's accumulation length, its hidden size; None:
+    :data:`DEFAULT_TERMS`), which the float64 noise floor raises when the model's own
+    rounding is larger (:func:`noise_aware_tolerance`).
 
-    >>> default_atol(torch.float32), default_atol(torch.float64)
-    (0.0001, 0.01)
+    >>> default_atol(torch.float32), round(default_atol(torch.float16, 64), 3)
+    (0.0001, 0.065)
     """
-    return TOLERANCES.get(dtype, 1e-2)
+    if dtype == torch.float32:
+        return FLOAT32_ATOL
+    return accumulation_tolerance(terms or DEFAULT_TERMS, 1.0, dtype)
+
+
+def accumulation_length(model: torch.nn.Module) -> int | None:
+    """The length of the sums a model's layers compute, its hidden size (None when its
+    config has none)."""
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    size = getattr(config, "hidden_size", None)
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def noise_aware_tolerance(atol: float, noise: float | None) -> float:

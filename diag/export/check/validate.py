@@ -42,6 +42,7 @@ from diag import contract
 from diag.export.check.tolerance import (
     NOISE_FACTOR,
     QUANTIZED_RTOL,
+    accumulation_length,
     aligned_to_torch,
     default_atol,
     max_abs,
@@ -220,7 +221,7 @@ def validate_causal_lm(
     :param dummy_inputs: the export inputs, checked first when given (not modified)
     :param input_sets: the other shapes to check
     :param atol: tolerance on the absolute difference; None picks it from the model's
-        dtype (:data:`TOLERANCES`)
+        dtype and hidden size (:func:`~diag.export.check.tolerance.default_atol`)
     :param raise_on_error: raises :class:`ExportValidationError` above tolerance
     :param verbose: prints the table
     :param noise_floor: when a group exceeds ``atol``, measures the float32 noise with
@@ -240,7 +241,7 @@ def validate_causal_lm(
 
     dtype = next(model.parameters()).dtype
     if atol is None:
-        atol = default_atol(dtype)
+        atol = default_atol(dtype, accumulation_length(model))
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(os.fspath(filename), options, providers=["CPUExecutionProvider"])

@@ -135,6 +135,8 @@ class TraceOptions:
     #: ``layout="plain"`` (:mod:`diag.export.plan.plain_layout`): neither ``position_ids``
     #: nor ``logits_to_keep`` among the inputs
     plain: bool = False
+    #: entries added to the file's metadata (the export's dtype, :mod:`diag.export.plan.dtype`)
+    metadata: dict[str, str] | None = None
 
 
 def export_decoder(
@@ -190,6 +192,7 @@ def trace_and_save(
     device = next(model.parameters()).device
     if device.type != "cpu":
         inputs = _on_device(inputs, device)
+    metadata = {**(options.metadata or {}), **(metadata or {})}
     with torch_export_patches(verbose=options.verbose) as report:
         model_ir = export_to_ir(
             module,

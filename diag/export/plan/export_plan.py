@@ -24,6 +24,7 @@ import torch
 from diag import contract
 from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.make.attention_kind import check_attention
+from diag.export.plan.dtype import dtype_metadata, dtype_name, model_dtype
 from diag.export.make.decoder_export import TraceOptions, check_causal_lm, model_name
 from diag.export.make.logits_to_keep import takes_logits_to_keep
 from diag.export.make.onnx_export import _check_exporter, check_opset
@@ -50,6 +51,7 @@ _LATER_OPTIONS: dict[str, Any] = {
     "max_length": None,
     "attention": "onnx",
     "layout": "diag",
+    "dtype": None,
 }
 
 
@@ -107,10 +109,12 @@ def plan_export(
     max_length: int | None = None,
     attention: str = "onnx",
     layout: str = "diag",
+    source_dtype: torch.dtype | None = None,
 ) -> ExportPlan:
     """Checks the options of :func:`diag.export_causal_lm` (same meanings) and plans the
     export; an unsupported model or option fails here, before anything is hashed or
-    traced."""
+    traced. ``model`` is already in the export's dtype; ``source_dtype``: the dtype of the
+    model the user gave when :mod:`diag.export.plan.dtype` converted it."""
     check_causal_lm(model)
     _check_exporter(exporter)
     check_opset(opset)
@@ -132,6 +136,7 @@ def plan_export(
     with_position_ids = takes_position_ids(model) and not plain
     with_logits_to_keep = takes_logits_to_keep(model) and not plain
     generation_config = generation_config_json(model)
+    target = model_dtype(model)
     later = {
         "logits_to_keep": with_logits_to_keep,
         "quantize": quantization.as_dict() if quantization else None,
@@ -139,6 +144,9 @@ def plan_export(
         "max_length": max_length,
         "attention": attention,
         "layout": layout,
+        # the file's dtype when it is not the model's: the keys of exports in the
+        # model's own dtype stay what they were
+        "dtype": dtype_name(target) if source_dtype not in (None, target) else None,
     }
     key_options = _key_options(
         {
@@ -163,6 +171,7 @@ def plan_export(
     trace = TraceOptions(
         opset=opset, exporter=exporter, fuse=fuse, verbose=verbose, attention=attention,
         generation_config=generation_config, plain=plain,
+        metadata=dtype_metadata(target, source_dtype or target),
     )  # fmt: skip
     return ExportPlan(
         filename=check_file_destination(filename),

@@ -108,7 +108,7 @@ def load_tokenizer(name: str = DEFAULT_TOKENIZER_MODEL, progress: bool = True) -
 
 def load_pretrained(
     name_or_path: str = "smollm2-135m-instruct",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     progress: bool = True,
 ) -> tuple[torch.nn.Module, Any]:
     """Loads a causal LM and its tokenizer, with no model hub needed for the known names.
@@ -122,7 +122,8 @@ def load_pretrained(
           SmolLM2's tokenizer (same vocabulary size);
         * the path of a local Hugging Face folder;
         * anything else is a hub id (needs access to the Hugging Face hub).
-    :param dtype: dtype of the weights
+    :param dtype: dtype of the weights; ``"auto"``: the checkpoint's, as transformers
+        loads it (float32 for a tiny model)
     :param progress: show progress bars while fetching, converting and loading
         (False also hides transformers' ``Loading weights`` bar, for this call only)
     :return: ``(model, tokenizer)``, the model in eval mode
@@ -146,7 +147,8 @@ def _load_pretrained(name: str, dtype: torch.dtype, progress: bool) -> tuple[Any
         return _load_known(name, dtype, progress)
     if name.startswith("tiny:"):
         config = get_tiny_config(name[len("tiny:") :])
-        model = make_untrained_model(config, dtype=dtype)
+        # an untrained model has no checkpoint dtype: "auto" is float32
+        model = make_untrained_model(config, dtype=torch.float32 if dtype == "auto" else dtype)
         return model, load_tokenizer(progress=progress)
     path = Path(name).expanduser()
     if path.is_dir():
