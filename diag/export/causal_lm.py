@@ -33,12 +33,12 @@ from typing import Any
 
 import torch
 
-from diag.export.plan.dtype import export_dtype, model_dtype, model_in_dtype, runs_on_cpu
 from diag.export.check.validate import ValidationReport, validate_causal_lm
 from diag.export.make.decoder_export import export_decoder
 from diag.export.make.onnx_export import ExportTimings
 from diag.export.make.quantize import QuantizeOptions, quantize_file
 from diag.export.make.static_export import export_static_decoder
+from diag.export.plan.dtype import export_dtype, model_dtype, model_in_dtype, runs_on_cpu
 from diag.export.plan.export_plan import ExportPlan, plan_export
 from diag.export.record.export_cache import is_cached, read_sidecar, write_sidecar
 from diag.export.record.result import (

@@ -24,13 +24,13 @@ import torch
 from diag import contract
 from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.make.attention_kind import check_attention
-from diag.export.plan.dtype import dtype_metadata, dtype_name, model_dtype
 from diag.export.make.decoder_export import TraceOptions, check_causal_lm, model_name
 from diag.export.make.logits_to_keep import takes_logits_to_keep
 from diag.export.make.onnx_export import _check_exporter, check_opset
 from diag.export.make.quantize import QuantizeOptions
 from diag.export.make.static_cache import STATIC_OPSET
 from diag.export.make.static_export import check_max_length
+from diag.export.plan.dtype import dtype_metadata, dtype_name, model_dtype
 from diag.export.plan.plain_layout import check_layout
 from diag.export.record.export_cache import cache_dir, export_key_parts, key_of_parts
 from diag.export.record.generation_config import generation_config_json
