@@ -63,9 +63,7 @@ class Spread:
 
     def inverse(self, numerator: float = 1.0) -> Spread:
         """``numerator / value`` of each (seconds to a rate): the low becomes the high."""
-        return Spread(
-            numerator / self.median, numerator / self.high, numerator / self.low, self.n
-        )
+        return Spread(numerator / self.median, numerator / self.high, numerator / self.low, self.n)
 
     def __format__(self, spec: str) -> str:
         return f"{self.median:{spec}} ({self.low:{spec}}-{self.high:{spec}})"

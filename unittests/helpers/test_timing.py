@@ -27,7 +27,9 @@ def test_alternate_times_each_call_with_the_clock():
     # every call reads the clock twice; each call "takes" 1, 2, 3... seconds
     ticks = itertools.accumulate(itertools.chain.from_iterable((10.0, k) for k in range(1, 7)))
     clock = iter(list(ticks))
-    runs = alternate({"x": lambda: None, "y": lambda: None}, rounds=3, warmup=0, timer=lambda: next(clock))
+    runs = alternate(
+        {"x": lambda: None, "y": lambda: None}, rounds=3, warmup=0, timer=lambda: next(clock)
+    )
     # round 0: x (1 s), y (2 s); round 1: y (3 s), x (4 s); round 2: x (5 s), y (6 s)
     assert [r.seconds for r in runs["x"]] == [1.0, 4.0, 5.0]
     assert [r.seconds for r in runs["y"]] == [2.0, 3.0, 6.0]
