@@ -71,7 +71,9 @@ for name, result in exports.items():
         )
         / 2**20
     )
-    print(f"{name:<24} {sizes[name]:6.1f} MiB  {result.filename}")
+    print(
+        f"{name:<24} {sizes[name]:6.1f} MiB  {os.path.basename(os.path.dirname(result.filename))}"
+    )
 
 # %%
 # The validation of a quantized export says that it is one: it checks the relative
@@ -192,9 +194,11 @@ fig.savefig(os.path.join(OUT, "plot_quantized_speed.png"))
 
 int4 = reports["int4 (accuracy_level 4)"]
 print(int4.divergences[0])
-cols = ["prompt", "top1_agreement", "mean_kl", "worst_kl", "first_divergent_step",
+cols = ["top1_agreement", "mean_kl", "worst_kl", "first_divergent_step",
         "torch_token", "onnx_token", "torch_margin", "onnx_margin"]  # fmt: skip
-print(int4.table[cols].to_string(float_format=lambda v: f"{v:.3g}"))
+# one column per prompt (the prompts are listed above, "all" sums them up)
+per_prompt = int4.table[cols].set_axis([*(f"prompt {i}" for i in range(len(prompts))), "all"])
+print(per_prompt.T.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v).to_string())
 
 left, right = int4.plot(title=f"{MODEL}, int4 (accuracy_level 4) against float32 torch")
 left.figure.tight_layout()
