@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -60,6 +61,7 @@ def transformers_export():
     without onnxscript's optimizer (``optimize=False``: with it, the export of SmolLM2
     takes many times longer, and the graph computes the same)."""
     from transformers.exporters import OnnxConfig, OnnxExporter
+    from transformers.utils import logging as hf_logging
 
     out = os.path.join(TMP, "transformers")
     sample = {
@@ -67,7 +69,18 @@ def transformers_export():
         "attention_mask": torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]]),
     }
     config = OnnxConfig(dynamic=True, optimize=False)
-    OnnxExporter().export_for_generation(model, sample, config).save_pretrained(out)
+    verbosity = hf_logging.get_verbosity()
+    # its log says it is experimental and which releases it was tested with: this page
+    # checks the file it writes instead
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            # the exporter calls a pytree API torch deprecates (LeafSpec): a FutureWarning
+            # of the libraries, which the docs build would otherwise turn into an error
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            OnnxExporter().export_for_generation(model, sample, config).save_pretrained(out)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return out
 
 
