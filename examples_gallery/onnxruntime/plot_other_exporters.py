@@ -17,6 +17,9 @@ Building the files
 ------------------
 """
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -55,6 +58,13 @@ def genai_build(precision):
     return out
 
 
+#: the loggers of torch's exporter that write on every export
+TORCH_EXPORT_LOGGERS = [
+    "torch.onnx._internal.exporter._registration",
+    "torch._export.non_strict_utils",
+]
+
+
 def transformers_export():
     """transformers' exporter: a prefill graph and a decode graph, dynamic shapes
     (two sample prompts, one padded, so that the batch and the mask stay inputs),
@@ -70,17 +80,24 @@ def transformers_export():
     }
     config = OnnxConfig(dynamic=True, optimize=False)
     verbosity = hf_logging.get_verbosity()
-    # its log says it is experimental and which releases it was tested with: this page
-    # checks the file it writes instead
+    # its log says it is experimental and which releases it was tested with, torch's
+    # exporter logs the ops it skips and prints its progress: this page checks the
+    # file it writes instead
     hf_logging.set_verbosity_error()
+    torch_logs = [logging.getLogger(name) for name in TORCH_EXPORT_LOGGERS]
+    levels = [log.level for log in torch_logs]
+    for log in torch_logs:
+        log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             # the exporter calls a pytree API torch deprecates (LeafSpec): a FutureWarning
             # of the libraries, which the docs build would otherwise turn into an error
             warnings.filterwarnings("ignore", category=FutureWarning)
             OnnxExporter().export_for_generation(model, sample, config).save_pretrained(out)
     finally:
         hf_logging.set_verbosity(verbosity)
+        for log, level in zip(torch_logs, levels, strict=True):
+            log.setLevel(level)
     return out
 
 
