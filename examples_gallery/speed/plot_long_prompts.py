@@ -86,9 +86,7 @@ FUNCTIONS = {
     "onnx_generate": lambda ids: diag.onnx_generate(backend, ids, **KWARGS),
 }
 contenders = {
-    (name, n): (lambda fn=fn, n=n: fn(prompt(n)))
-    for n in LENGTHS
-    for name, fn in FUNCTIONS.items()
+    (name, n): (lambda fn=fn, n=n: fn(prompt(n))) for n in LENGTHS for name, fn in FUNCTIONS.items()
 }
 runs = alternate(contenders, rounds=ROUNDS)
 rows = []
