@@ -14,6 +14,9 @@ Two places use it:
 * ``unittests/test_gallery.py`` runs each script in a subprocess through
   :func:`run_script`, so the fast mode fails on the same warnings as the docs build.
 
+While a script runs, transformers' progress bars (``Loading weights``, ``Writing model
+shards``) are off: they are written on stderr, which sphinx-gallery puts in the page.
+
 One warning is let through: diag's :class:`~diag.compat.versions.UntestedReleaseWarning`
 (a transformers newer than the tested ones). The page then works and says so in one
 line of its output, printed once, instead of failing the day a release comes out.
@@ -37,6 +40,7 @@ import sys
 import warnings
 
 from diag.compat.versions import UntestedReleaseWarning
+from diag.models.pretrained.load import transformers_progress
 
 # Known third-party noise that no gallery script can avoid, as
 # (action, message regex, category, module regex). Keep it short and say why:
@@ -46,8 +50,9 @@ IGNORED: list[tuple[str, str, type[Warning], str]] = [
     ("ignore", r"Matplotlib is building the font cache", UserWarning, ""),
 ]
 
-# the catch_warnings context opened before a script and closed after it
-_context: warnings.catch_warnings | None = None
+# the contexts opened before a script and closed after it: the warning filters and the
+# progress bars switched off
+_contexts: list = []
 
 
 def install_filters() -> None:
@@ -73,16 +78,16 @@ def warnings_as_errors(gallery_conf: dict, fname: str, when: str) -> None:
     Called with ``when="before"`` before each script runs and ``when="after"`` once it
     has run; Sphinx's own warnings (outside the scripts) keep their usual handling.
     """
-    global _context
     if when == "before":
         # catch_warnings saves the filters and restores them on exit (it also resets
         # the "already shown" registries, so a warning seen earlier still raises).
-        _context = warnings.catch_warnings()
-        _context.__enter__()
+        _contexts[:] = [warnings.catch_warnings(), transformers_progress(False)]
+        for context in _contexts:
+            context.__enter__()
         install_filters()
-    elif _context is not None:
-        _context.__exit__(None, None, None)
-        _context = None
+    else:
+        while _contexts:
+            _contexts.pop().__exit__(None, None, None)
 
 
 #: the sections of the gallery, subfolders of ``examples_gallery/`` (each with its
@@ -120,7 +125,8 @@ def run_script(path: str) -> None:
     """
     install_filters()
     sys.argv = [path]
-    runpy.run_path(path, run_name="__main__")
+    with transformers_progress(False):
+        runpy.run_path(path, run_name="__main__")
 
 
 if __name__ == "__main__":

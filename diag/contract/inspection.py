@@ -39,7 +39,13 @@ ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention", "Attention", "Page
 #: the float element types a weight may have
 _FLOAT_NAMES = ("float", "float16", "bfloat16", "double")
 #: quantized matrix products
-QUANTIZED_MATMULS = ("MatMulNBits", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "GatherBlockQuantized")
+QUANTIZED_MATMULS = (
+    "MatMulNBits",
+    "MatMulInteger",
+    "QLinearMatMul",
+    "DynamicQuantizeMatMul",
+    "GatherBlockQuantized",
+)
 
 
 class _ValueInfo:
@@ -53,7 +59,8 @@ class _ValueInfo:
             by_onnx = {v: k for k, v in _BY_ORT.items()}
             self.type = by_onnx.get(t.elem_type, f"tensor(type {t.elem_type})")
             self.shape: list[Any] = [
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in t.shape.dim
             ]
         else:
             self.type, self.shape = "sequence", []
@@ -135,6 +142,32 @@ def _operators(model: onnx.ModelProto) -> list[str]:
     return phrases
 
 
+def quantized_bits(model: Any) -> int | None:
+    """The bits of a quantized graph's weights: the ``bits`` attribute of its
+    ``MatMulNBits`` / ``GatherBlockQuantized`` (4 in onnxruntime-genai's int4 build), 8
+    for the int8 operators; None for a float graph or one that cannot be read.
+
+    ``model``: an ``onnx.ModelProto``, or the path of an ``.onnx`` file or of a folder
+    holding one (the graph is read without its weights).
+
+    >>> node = onnx.helper.make_node("MatMulNBits", ["a", "b"], ["c"], domain="com.microsoft", bits=4)
+    >>> quantized_bits(onnx.helper.make_model(onnx.helper.make_graph([node], "g", [], [])))
+    4
+    """
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            model = load_onnx(find_model(model_path(model)).paths[-1])
+        except (ContractError, OSError, ValueError):
+            return None
+    if not isinstance(model, onnx.ModelProto):
+        return None
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_MATMULS:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            return int(attrs.get("bits", 8))
+    return None
+
+
 @dataclass
 class Inspection:
     """What :func:`inspect_onnx` found; ``str()`` is the report."""
@@ -200,4 +233,4 @@ def inspect_onnx(path: str | os.PathLike, layout: Any = None) -> Inspection:
     return result
 
 
-__all__ = ["Inspection", "inspect_onnx"]
+__all__ = ["Inspection", "inspect_onnx", "quantized_bits"]

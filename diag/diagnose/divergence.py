@@ -18,7 +18,10 @@ they chose differently:
   rounding explains it: the two sides compute something else. Otherwise, when both
   margins are within :data:`NEAR_TIE_FACTOR` times the usual difference, the models
   hesitated between two tokens and rounding picked another one: a near tie, benign
-  (frequent in float16). When the margins are larger, the other side is suspect.
+  (frequent in float16). When the margins are larger, the other side is suspect,
+  unless it is a quantized model (``quantized_bits``): its weights move the logits by
+  more than rounding by design, and the verdict says the divergence is the expected
+  quantization error.
 
 :func:`find_divergence` makes the :class:`Divergence` of two generations already made
 (their tokens and logits).
@@ -39,6 +42,7 @@ from typing import Any
 import torch
 
 from diag.diagnose.metrics import margin, max_abs_diff
+from diag.helpers.wrap import wrap_report
 
 #: a divergence is called a near tie when both margins stay below this multiple of the
 #: usual logits difference between the sides
@@ -179,7 +183,7 @@ class Divergence:
         lines += [top(ref, self.reference_top), top(other, self.other_top)]
         if self.verdict:
             lines.append(f"  verdict: {self.verdict}")
-        return "\n".join(lines)
+        return wrap_report("\n".join(lines))
 
 
 def first_divergent_step(reference: Sequence[int], other: Sequence[int]) -> int | None:
@@ -221,6 +225,7 @@ def near_tie_verdict(
     step_diff: float,
     names: tuple[str, str] = ("torch", "onnx"),
     dtype: torch.dtype | None = None,
+    quantized_bits: int | None = None,
 ) -> tuple[bool, str]:
     """``(near_tie, explanation)`` of a divergence, the rule of the module docstring.
 
@@ -228,11 +233,15 @@ def near_tie_verdict(
     first step: ``step_diff``, the difference at the divergence step, stands for it).
     ``dtype``: the narrowest dtype the sides compute in (None: float32), which sets how
     large a difference rounding explains (:func:`noise_rtol`).
+    ``quantized_bits``: the other side is a model quantized to that many bits (its
+    metadata says so); a difference beyond rounding is then its expected error.
 
     >>> near_tie_verdict(torch.tensor([5.0, 5.0 - 1e-6]), 1e-6, 2e-6, 1e-6, 3e-6)[0]
     True
     >>> near_tie_verdict(torch.tensor([5.0, 1.0]), 4.0, 3.0, 1e-6, 5.0)[1][:19]
     'not a near tie, a m'
+    >>> near_tie_verdict(torch.tensor([5.0, 1.0]), 0.2, 0.1, 0.3, 0.3, quantized_bits=4)[1][:34]
+    'expected int4 quantization error, '
     """
     ref, other = names
     noise = typical_diff if typical_diff is not None else step_diff
@@ -242,6 +251,16 @@ def near_tie_verdict(
         f"{other} computes something different from {ref}"
         " (see compare_teacher_forced and localize_layer)"
     )
+    if quantized_bits is not None and (
+        noise > noise_rtol(dtype) * scale or max(reference_margin, other_margin) > NEAR_TIE_FACTOR * noise
+    ):
+        return False, (
+            f"expected int{quantized_bits} quantization error, not a broken export: "
+            f"{other}'s quantized weights move the logits by {noise:.3g} {where} "
+            f"({noise / scale:.1%} of their scale {scale:.3g}), which flipped a choice whose "
+            f"margin was {reference_margin:.3g} in {ref} (quantization_report measures how "
+            "often it does)"
+        )
     if noise > noise_rtol(dtype) * scale:
         return False, (
             f"not rounding, the logits differ by {noise:.3g} {where}, {noise / scale:.1%} of "
@@ -287,6 +306,7 @@ def find_divergence(
     tokenizer: Any = None,
     num_candidates: int = 5,
     dtype: torch.dtype | None = None,
+    quantized_bits: int | None = None,
 ) -> Divergence:
     """The first :class:`Divergence` between two generations that are already made.
 
@@ -302,6 +322,8 @@ def find_divergence(
     :param num_candidates: number of candidates reported per side
     :param dtype: the narrowest float dtype of the two sides (None: float32): float16
         and bfloat16 round more, the verdict allows for it (:func:`noise_rtol`)
+    :param quantized_bits: the other side is quantized to that many bits: a difference
+        beyond rounding is its expected error (see :func:`near_tie_verdict`)
     :return: a :class:`Divergence`, falsy when both streams agree
 
     Example (two :class:`~diag.generation.result.GenerateResult` made with
@@ -371,7 +393,8 @@ def find_divergence(
         step_diff = diffs[-1]
         typical = float(torch.tensor(diffs[:-1]).median()) if step > 0 else None
         near_tie, verdict = near_tie_verdict(
-            ref_step, ref_margin, other_margin, typical, step_diff, names, dtype
+            ref_step, ref_margin, other_margin, typical, step_diff, names, dtype,
+            quantized_bits=quantized_bits,
         )
     ref_token = a[step] if step < len(a) else None
     other_token = b[step] if step < len(b) else None

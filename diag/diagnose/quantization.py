@@ -42,6 +42,7 @@ from diag.diagnose.free_running import first_divergence
 from diag.diagnose.metrics import perplexity
 from diag.diagnose.teacher_forced import compare_teacher_forced
 from diag.generation.decoding import check_inputs
+from diag.helpers.wrap import wrap_report
 
 #: the text whose perplexity the report measures when none is given (code and prose)
 DEFAULT_TEXT = (
@@ -97,7 +98,7 @@ class QuantizationReport:
         for i, div in enumerate(self.divergences):
             head = f"  prompt {i}: "
             lines.append(head + str(div).replace("\n", "\n" + " " * len(head)))
-        return "\n".join(lines)
+        return wrap_report("\n".join(lines))
 
     def plot(self, axes: Any = None, title: str | None = None) -> Any:
         """Two panels: the teacher-forced top-1 agreement and top-5 overlap of each
@@ -163,7 +164,9 @@ def _row(label: str, tf: pd.DataFrame, overlap: str, div: Divergence) -> dict[st
         "worst_kl": float(tf["kl_div"].max()),
         "top5_overlap": float(tf[overlap].mean()),
         "first_divergent_step": float("nan") if div.step is None else div.step,
-        "torch_token": div.reference_text if div.reference_text is not None else div.reference_token,
+        "torch_token": div.reference_text
+        if div.reference_text is not None
+        else div.reference_token,
         "onnx_token": div.other_text if div.other_text is not None else div.other_token,
         "torch_margin": div.reference_margin,
         "onnx_margin": div.other_margin,
@@ -278,8 +281,10 @@ def quantization_report(
         perplexity_torch=ppl["torch"],
         perplexity_onnx=ppl["onnx"],
     )
-    path = onnx_side_input if isinstance(onnx_side_input, str) else getattr(
-        onnx_side_input, "filename", None
+    path = (
+        onnx_side_input
+        if isinstance(onnx_side_input, str)
+        else getattr(onnx_side_input, "filename", None)
     )
     return QuantizationReport(
         table=table,

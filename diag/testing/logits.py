@@ -24,6 +24,7 @@ import torch
 from diag.diagnose.divergence import first_divergent_step
 from diag.diagnose.sides import comparison_options, generate_sides
 from diag.generation.steps import open_steps
+from diag.helpers.wrap import wrap_report
 from diag.testing.noise import float32_noise, tolerance_of
 from diag.testing.prompts import encode_prompts
 from diag.testing.prompts import prompt_rows as _prompt_rows
@@ -143,7 +144,7 @@ def assert_logits_close(
         f"|diff| {worst['diff']:.3g} > allowed {worst['allowed']:.3g} ({how})",
         f"  largest |diff| over every compared logit: {worst['max_abs']:.3g}",
     ]
-    raise AssertionError("\n".join(lines))
+    raise AssertionError(wrap_report("\n".join(lines)))
 
 
 __all__ = ["assert_logits_close"]

@@ -20,6 +20,7 @@ import torch
 from diag.diagnose.divergence import first_divergent_step, near_tie_verdict, top_candidates
 from diag.diagnose.sides import comparison_options
 from diag.generation.steps import Steps, open_steps
+from diag.helpers.wrap import wrap_report
 from diag.testing.prompts import encode_prompts, options_as_dict, prompt_rows
 from diag.testing.records import (
     environment_versions,
@@ -42,7 +43,9 @@ def environment_changes(content: dict[str, Any], side: Steps | None = None) -> l
     model = content.get("model", {})
     if side is not None:
         if side.kind != model.get("kind"):
-            changes.append(f"the record was made on a {model.get('kind')} model, this is {side.label}")
+            changes.append(
+                f"the record was made on a {model.get('kind')} model, this is {side.label}"
+            )
         else:
             sha = weights_hash(side)
             if sha is not None and model.get("weights_sha256") not in (None, sha):
@@ -53,7 +56,9 @@ def environment_changes(content: dict[str, Any], side: Steps | None = None) -> l
 
 
 def _candidates(top: list[list[float]], tokenizer: Any) -> str:
-    text = (lambda i: f" {tokenizer.decode([int(i)])!r}") if tokenizer is not None else (lambda i: "")
+    text = (
+        (lambda i: f" {tokenizer.decode([int(i)])!r}") if tokenizer is not None else (lambda i: "")
+    )
     return " | ".join(f"{int(i)}{text(i)} ({v:.4g})" for i, v in top)
 
 
@@ -67,7 +72,11 @@ def compare_row(
     tol = content["tolerance"]
     atol, rtol = float(tol["atol"]), float(tol.get("rtol") or 0.0)
     step = first_divergent_step(expected["tokens"], tokens)
-    compared = len(expected["tokens"]) if step is None else min(step + 1, len(tokens), len(expected["tokens"]))
+    compared = (
+        len(expected["tokens"])
+        if step is None
+        else min(step + 1, len(tokens), len(expected["tokens"]))
+    )
     diffs: list[float] = []
     moved = None
     for s in range(compared):
@@ -81,7 +90,9 @@ def compare_row(
             j = int((diff - atol - rtol * was.abs()).argmax())
             moved = (s, int(ids[j]), float(was[j]), float(now[j]), float(diff[j]))
     problems = []
-    prompt = describe_prompt(int(expected["prompt"]), content["prompts"][int(expected["prompt"])], tokenizer)
+    prompt = describe_prompt(
+        int(expected["prompt"]), content["prompts"][int(expected["prompt"])], tokenizer
+    )
     if step is not None:
         rec_top = expected["top"][step] if step < len(expected["top"]) else []
         now_top = (
@@ -89,11 +100,13 @@ def compare_row(
             if step < len(logits)
             else []
         )
+
         def chose(row: list[int]) -> str:
             if step >= len(row):
                 return "stopped"
             text = f" {tokenizer.decode([row[step]])!r}" if tokenizer is not None else ""
             return f"{row[step]}{text}"
+
         lines = [
             f"{prompt}, row {index}: the tokens changed at step {step} (after {step} identical "
             f"tokens): the record has {chose(expected['tokens'])}, now {chose(tokens)}",
@@ -101,7 +114,12 @@ def compare_row(
             f"  now      top: {_candidates(now_top, tokenizer) or 'none (stopped)'}",
         ]
         greedy = not content["decoding"].get("do_sample")
-        if greedy and rec_top and step < len(expected["tokens"]) and expected["tokens"][step] != rec_top[0][0]:
+        if (
+            greedy
+            and rec_top
+            and step < len(expected["tokens"])
+            and expected["tokens"][step] != rec_top[0][0]
+        ):
             lines.append(
                 "  the record's token at this step is not its own best candidate, as greedy "
                 "decoding chooses: the record was edited or damaged"
@@ -139,7 +157,9 @@ def report_of(path: str, label: str, problems: list[str], changes: list[str]) ->
         else "the library versions and the weights are those of the record: the change comes "
         "from the code (diag, the model's or the export's)"
     )
-    return "\n".join([f"{label} no longer matches the record {path}:", *problems, where])
+    return wrap_report(
+        "\n".join([f"{label} no longer matches the record {path}:", *problems, where])
+    )
 
 
 def assert_matches_record(
@@ -178,7 +198,9 @@ def assert_matches_record(
     if prompts is not None or decoding_options:
         options, given_seed = decoding_options_of(side, decoding_options, content)
         pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
-        given = prompt_rows(*encode_prompts(prompts, tokenizer, pad)) if prompts is not None else None
+        given = (
+            prompt_rows(*encode_prompts(prompts, tokenizer, pad)) if prompts is not None else None
+        )
         stale = []
         if given is not None and given != content["prompts"]:
             stale.append("the prompts")
@@ -221,7 +243,9 @@ def check_rows(
         raise AssertionError(report_of(path, label, problems, environment_changes(content, side)))
 
 
-def decoding_options_of(side: Steps, given: dict[str, Any], content: dict[str, Any]) -> tuple[Any, Any]:
+def decoding_options_of(
+    side: Steps, given: dict[str, Any], content: dict[str, Any]
+) -> tuple[Any, Any]:
     """The options :func:`record` would resolve for ``given`` on ``side`` (the
     record's length when ``max_new_tokens`` is not given)."""
     given = dict(given)

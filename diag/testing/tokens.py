@@ -26,6 +26,7 @@ from diag.diagnose.divergence import Divergence, find_divergence, first_divergen
 from diag.diagnose.layers.localize import DEFAULT_TOL
 from diag.diagnose.sides import comparison_options, generate_sides, narrowest_dtype
 from diag.generation.steps import Steps, open_steps
+from diag.helpers.wrap import wrap_report
 from diag.testing.prompts import encode_prompts
 from diag.testing.prompts import prompt_rows as _prompt_rows
 
@@ -156,7 +157,7 @@ def assert_same_tokens(
         lines.append(str(div))
         if localize_layers:
             lines.append("  " + localize(ref, cand, prompt + div.common_prefix, layer_tol))
-    raise AssertionError("\n".join(lines))
+    raise AssertionError(wrap_report("\n".join(lines)))
 
 
 __all__ = ["assert_same_tokens", "describe_options", "describe_prompt"]

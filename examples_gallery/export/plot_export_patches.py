@@ -72,7 +72,7 @@ except Exception as e:
     lines = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()
     print(f"{type(e).__name__}, first lines of the message:\n")
     for line in lines[:4]:
-        print(textwrap.fill(line, width=100, subsequent_indent="    "))
+        print(textwrap.fill(line, width=80, subsequent_indent="    "))
 
 # %%
 # :func:`torch.export.export` only sees the tensors held by containers it knows
@@ -91,7 +91,7 @@ except Exception as e:
 
 for patch in TORCH_PATCHES + TRANSFORMERS_PATCHES + EXPERTS_PATCHES:
     print(f"* {patch.name} [{patch.kind}]\n  replaces {patch.target}")
-    print(textwrap.fill(f"why: {patch.why}", width=96, initial_indent="  ", subsequent_indent="  "))
+    print(textwrap.fill(f"why: {patch.why}", width=80, initial_indent="  ", subsequent_indent="  "))
 
 # %%
 # With the patches
@@ -124,7 +124,8 @@ print("the FX graph has", len(ep.graph.nodes), "nodes")
 # against PyTorch, and caches the result. The real model here (the tiny one with
 # ``DIAG_FAST=1``):
 
-real, _tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
+real, _tokenizer = diag.load_pretrained(MODEL)
 exported = diag.export_causal_lm(real)
 path = exported.filename
 onx = onnx.load(str(path), load_external_data=False)  # the graph, not the weights
@@ -169,7 +170,7 @@ print(ops.head(15).to_string())
 ax = (
     ops.head(15)
     .sort_values()
-    .plot(kind="barh", figsize=(7, 5), title="Most frequent ONNX operators")
+    .plot(kind="barh", figsize=(7, 5), title=f"{MODEL}: most frequent ONNX operators")
 )
 ax.set_xlabel("number of nodes")
 ax.figure.tight_layout()
@@ -179,12 +180,18 @@ ax.figure.savefig(os.path.join(OUT, "plot_export_patches.png"))
 # No ``Pow``/``ReduceMean``/``Sqrt`` chains, no ``Slice``/``Neg``/``Concat`` for the
 # rotary embedding, no ``Expand`` of the cache to the number of query heads: after
 # the exporter and the onnxscript optimizer, :func:`diag.export_causal_lm` rewrote
-# the decoder's patterns into the standard ONNX operators made for them (opset 23,
-# :func:`diag.export.make.rewrite.fuse_decoder`). Each rewrite checks the whole pattern;
-# the validation then compares the result with PyTorch as for any export. How many
-# times each one fired (per layer: two norms, q and k rotated, one attention, two
-# packed products; and the final norm):
+# the decoder's patterns into the operators made for them
+# (:func:`diag.export.make.rewrite.fuse_decoder`): ONNX's own where the standard has one
+# (the opset printed below) and ONNX Runtime's contrib operators (domain
+# ``com.microsoft``) where it does not, such as the residual sum with the next norm.
+# Each rewrite checks the whole pattern; the validation then compares the result
+# with PyTorch as for any export. How many times each one fired (per layer: two
+# norms, q and k rotated, one attention, two packed products; and the final norm):
 
 print(pandas.Series(exported.fusions, name="times").to_string())
 opset = next(o.version for o in onx.opset_import if o.domain in ("", "ai.onnx"))
-print(f"{len(onx.graph.node)} nodes in the graph, opset {opset}")
+print(f"{len(onx.graph.node)} nodes in the graph, opset {opset}; nodes per operator domain:")
+domains = pandas.Series([n.domain or "ai.onnx (standard)" for n in onx.graph.node])
+print(domains.value_counts().to_string())
+contrib = sorted({n.op_type for n in onx.graph.node if n.domain == "com.microsoft"})
+print("com.microsoft operators:", ", ".join(contrib) or "none")

@@ -36,12 +36,15 @@ import pandas as pd
 
 import diag
 from diag.generation import open_steps
+from diag.helpers.timing import alternate, spread_of
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
 STEPS = 8 if FAST else 24
+ROUNDS = 3
+MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
 
-model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+model, tokenizer = diag.load_pretrained(MODEL)
 model.eval()
 
 # every export is cached (the float one too: the quantized ones are made from it)
@@ -60,10 +63,17 @@ exports = {
 }
 sizes = {}
 for name, result in exports.items():
-    sizes[name] = sum(
-        os.path.getsize(p) for p in (result.filename, result.filename + ".data") if os.path.exists(p)
-    ) / 2**20
-    print(f"{name:<24} {sizes[name]:6.1f} MiB  {result.filename}")
+    sizes[name] = (
+        sum(
+            os.path.getsize(p)
+            for p in (result.filename, result.filename + ".data")
+            if os.path.exists(p)
+        )
+        / 2**20
+    )
+    print(
+        f"{name:<24} {sizes[name]:6.1f} MiB  {os.path.basename(os.path.dirname(result.filename))}"
+    )
 
 # %%
 # The validation of a quantized export says that it is one: it checks the relative
@@ -76,23 +86,35 @@ print(exports["int4 (accuracy_level 4)"].validation.table())
 # -----
 #
 # Greedy decoding at batch 1, eos ignored, one session per export made beforehand.
+# The exports run in turn, round after round (:func:`diag.helpers.timing.alternate`),
+# so that a burst of load from another program slows all of them alike; each speed
+# is the median of ``ROUNDS`` rounds, the lowest and the highest round in brackets.
 
 prompt = "Write a Python function that checks whether a number is prime."
 ids = tokenizer.apply_chat_template(
     [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
 )
 ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-speed = {}
-for name, result in exports.items():
-    backend = open_steps(result.filename).backend
-    diag.onnx_generate(backend, ids, max_new_tokens=2, eos_token_id=[])  # warm-up
-    best = 0.0
-    for _ in range(2):
-        res = diag.onnx_generate(
-            backend, ids, max_new_tokens=STEPS, eos_token_id=[], return_result=True
+backends = {name: open_steps(result.filename).backend for name, result in exports.items()}
+runs = alternate(
+    {
+        name: (
+            lambda b=backend: diag.onnx_generate(
+                b, ids, max_new_tokens=STEPS, eos_token_id=[], return_result=True
+            )
         )
-        best = max(best, res.decode_tokens_per_second)
-    speed[name] = best
+        for name, backend in backends.items()
+    },
+    rounds=ROUNDS,
+)
+speed = {
+    name: spread_of(rs, lambda r: r.result.decode_tokens_per_second) for name, rs in runs.items()
+}
+print(f"decode tokens/s, median (lowest-highest) of {ROUNDS} rounds:")
+for name, value in speed.items():
+    print(f"  {name:<24} {value:.1f}")
+ratio = speed["int4 (accuracy_level 4)"].median / speed["float32"].median
+print(f"int4 (accuracy_level 4) decodes {ratio:.2f}x as fast as float32 in this run")
 
 # %%
 # Agreement
@@ -113,38 +135,53 @@ reports = {
     if name != "float32"
 }
 print(f"reports: {time.perf_counter() - begin:.1f}s")
-summary = pd.DataFrame(
-    [
-        {
-            "export": name,
-            "decode tok/s": speed[name],
-            "MiB": sizes[name],
-            "top-1 agreement": r.summary["top1_agreement"],
-            "mean KL": r.summary["mean_kl"],
-            "top-5 overlap": r.summary["top5_overlap"],
-            "first divergent step": r.summary["first_divergent_step"],
-            "perplexity": r.perplexity["onnx"],
-        }
-        for name, r in reports.items()
-    ]
-    + [{"export": "float32", "decode tok/s": speed["float32"], "MiB": sizes["float32"],
-        "top-1 agreement": 1.0, "perplexity": next(iter(reports.values())).perplexity["torch"]}]  # fmt: skip
+rows = [
+    {
+        "export": name,
+        "tok/s": speed[name].median,
+        "MiB": sizes[name],
+        "top-1": r.summary["top1_agreement"],
+        "top-5": r.summary["top5_overlap"],
+        "mean KL": r.summary["mean_kl"],
+        "diverges at": r.summary["first_divergent_step"],
+        "perplexity": r.perplexity["onnx"],
+    }
+    for name, r in reports.items()
+]
+rows.append({"export": "float32", "tok/s": speed["float32"].median, "MiB": sizes["float32"],
+             "top-1": 1.0, "top-5": 1.0, "mean KL": 0.0,
+             "perplexity": next(iter(reports.values())).perplexity["torch"]})  # fmt: skip
+summary = pd.DataFrame(rows).set_index("export")
+# "diverges at": the first step where the free-running tokens leave torch's ("-": never)
+summary["diverges at"] = [
+    "-" if pd.isna(v) else str(int(v)) for v in summary["diverges at"]
+]  # fmt: skip
+print("speed and size:")
+print(summary[["tok/s", "MiB"]].to_string(float_format=lambda v: f"{v:.1f}"))
+print("\nagreement with float32 torch:")
+print(
+    summary[["top-1", "top-5", "mean KL", "diverges at", "perplexity"]].to_string(
+        float_format=lambda v: f"{v:.3g}"
+    )
 )
-print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 # %%
 # Speed and agreement side by side: the trade-offs of the settings.
 
 fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 3.5))
-left.barh(summary["export"], summary["decode tok/s"], color="#4c72b0")
-left.set_xlabel("decode tokens/s, batch 1")
-middle.barh(summary["export"], summary["top-1 agreement"], color="#55a868")
+names = list(summary.index)
+low = [speed[n].median - speed[n].low for n in names]
+high = [speed[n].high - speed[n].median for n in names]
+left.barh(names, summary["tok/s"], xerr=[low, high], capsize=3, color="#4c72b0")
+left.set_xlabel(f"decode tokens/s, batch 1\n(median, lowest-highest of {ROUNDS} rounds)")
+middle.barh(names, summary["top-1"], color="#55a868")
 middle.set_xlim(0, 1.05)
 middle.set_xlabel("teacher-forced top-1 agreement\nwith float32 torch")
 middle.set_yticks([])
-right.barh(summary["export"], summary["MiB"], color="#c44e52")
+right.barh(names, summary["MiB"], color="#c44e52")
 right.set_xlabel("file size, MiB")
 right.set_yticks([])
+fig.suptitle(f"{MODEL}: int4 settings against float32")
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_quantized_speed.png"))
 
@@ -157,10 +194,12 @@ fig.savefig(os.path.join(OUT, "plot_quantized_speed.png"))
 
 int4 = reports["int4 (accuracy_level 4)"]
 print(int4.divergences[0])
-cols = ["prompt", "top1_agreement", "mean_kl", "worst_kl", "first_divergent_step",
+cols = ["top1_agreement", "mean_kl", "worst_kl", "first_divergent_step",
         "torch_token", "onnx_token", "torch_margin", "onnx_margin"]  # fmt: skip
-print(int4.table[cols].to_string(float_format=lambda v: f"{v:.3g}"))
+# one column per prompt (the prompts are listed above, "all" sums them up)
+per_prompt = int4.table[cols].set_axis([*(f"prompt {i}" for i in range(len(prompts))), "all"])
+print(per_prompt.T.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v).to_string())
 
-left, right = int4.plot(title="int4 (accuracy_level 4) against float32 torch")
+left, right = int4.plot(title=f"{MODEL}, int4 (accuracy_level 4) against float32 torch")
 left.figure.tight_layout()
 left.figure.savefig(os.path.join(OUT, "plot_quantized_report.png"))

@@ -35,12 +35,15 @@ import torch
 import diag
 from diag.compat.transformers_api import cache_argument, output_cache
 from diag.helpers import get_weight_type, string_type
+from diag.helpers.timing import Spread, alternate, spread_of
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")  # where the figures are saved
 MAX_NEW_TOKENS = 16 if FAST else 100
+MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
+ROUNDS = 3  # each speed below is the median of ROUNDS rounds
 
-model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+model, tokenizer = diag.load_pretrained(MODEL)
 model.eval()
 print(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} weights")
 print("weight type:", get_weight_type(model))
@@ -77,23 +80,11 @@ print(f"eos_token_id={eos_token_id} ({tokenizer.decode([eos_token_id])!r})")
 # ------------------
 #
 # Greedy decoding (``do_sample=False``): at every step, the most probable token.
-# Every implementation below runs once untimed first so that the measured call
-# does not pay one-time costs (memory allocation, kernel selection, the ONNX
-# session creation).
-
-data = []  # one row per implementation, turned into a table at the end
-
-
-def timed(fn, *args, **kwargs):
-    """Returns ``fn(*args, **kwargs)`` and the seconds it took."""
-    begin = time.perf_counter()
-    res = fn(*args, **kwargs)
-    return res, time.perf_counter() - begin
-
+# Each implementation runs once here to show what it returns; the section
+# "How fast?" times them afterwards, in turn.
 
 generate_kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, eos_token_id=eos_token_id)
-model.generate(**inputs, max_new_tokens=2, do_sample=False)  # warm-up
-expected, duration = timed(model.generate, **inputs, **generate_kwargs)
+expected = model.generate(**inputs, **generate_kwargs)
 n_prompt = inputs.input_ids.shape[1]
 data.append(dict(name="model.generate", seconds=duration, new_tokens=expected.shape[1] - n_prompt))
 print("output:", string_type(expected, with_shape=True, with_min_max=True))
@@ -148,11 +139,9 @@ print("logits:", string_type(prefill.logits, with_shape=True))
 print("cache: ", string_type(output_cache(prefill), with_shape=True)[:200], "...")
 
 # %%
-# Now the loop, timed.
+# Now the loop.
 
-greedy_generate(model, inputs.input_ids, eos_token_id, 2)  # warm-up
-by_hand, duration = timed(greedy_generate, model, inputs.input_ids, eos_token_id, MAX_NEW_TOKENS)
-data.append(dict(name="by hand", seconds=duration, new_tokens=by_hand.shape[1] - n_prompt))
+by_hand = greedy_generate(model, inputs.input_ids, eos_token_id, MAX_NEW_TOKENS)
 print(tokenizer.decode(by_hand[0], skip_special_tokens=True))
 
 # %%
@@ -165,26 +154,11 @@ print(tokenizer.decode(by_hand[0], skip_special_tokens=True))
 # :class:`diag.GenerateResult` with the tokens, why each row stopped, and the time
 # spent in the prefill and in the decode steps.
 
-diag.generate(model, inputs.input_ids, inputs.attention_mask, max_new_tokens=2)  # warm-up
-res, duration = timed(
-    diag.generate,
-    model,
-    inputs.input_ids,
-    inputs.attention_mask,
-    return_result=True,
-    **generate_kwargs,
-)
-data.append(
-    dict(
-        name="diag.generate",
-        seconds=duration,
-        new_tokens=res.num_generated_tokens[0],
-        prefill_s=res.prefill_seconds,
-        decode_s=res.decode_seconds,
-    )
+res = diag.generate(
+    model, inputs.input_ids, inputs.attention_mask, return_result=True, **generate_kwargs
 )
 print("finish reason:", res.finish_reasons[0], "- forward calls:", res.num_steps)
-print(f"prefill {res.prefill_seconds:.3f}s, decode {res.decode_seconds:.3f}s")
+print(f"prefill {res.prefill_seconds:.3f} s, decode {res.decode_seconds:.3f} s")
 print(tokenizer.decode(res.sequences[0], skip_special_tokens=True))
 
 # %%
@@ -197,9 +171,11 @@ print(tokenizer.decode(res.sequences[0], skip_special_tokens=True))
 # with the same model returns the file at once.
 # :ref:`l-plot-export-patches` shows what it takes.
 
-export, export_seconds = timed(diag.export_causal_lm, model)
+begin = time.perf_counter()
+export = diag.export_causal_lm(model)
+export_seconds = time.perf_counter() - begin
 path = export.filename
-print(f"{'reused the cached export' if export.cached else 'exported'} in {export_seconds:.1f}s")
+print(f"{'reused the cached export' if export.cached else 'exported'} in {export_seconds:.1f} s")
 print(f"{len(export.input_names)} inputs: {export.input_names[:5]} ...")
 print(f"{len(export.output_names)} outputs: {export.output_names[:3]} ...")
 
@@ -215,36 +191,18 @@ if export.validation is not None:
 # :func:`diag.onnx_generate`
 # --------------------------
 #
-# The first call creates the ONNX Runtime session; ``return_session=True`` hands it
-# back with the feeds of the last step, so the timed call reuses it. The cache
-# stays in ONNX Runtime memory between steps (IO binding): only the new token
-# and the logits cross the boundary.
+# The call creates the ONNX Runtime session; ``return_session=True`` hands it
+# back with the feeds of the last step, so the timed calls below reuse it. The
+# cache stays in ONNX Runtime memory between steps (IO binding): only the new
+# token and the logits cross the boundary.
 
-_, session, _feeds = diag.onnx_generate(
+ort_res, session, _feeds = diag.onnx_generate(
     path,
     inputs.input_ids,
     inputs.attention_mask,
-    eos_token_id=eos_token_id,
-    max_new_tokens=2,
-    return_session=True,
-)
-ort_res, duration = timed(
-    diag.onnx_generate,
-    session,
-    inputs.input_ids,
-    inputs.attention_mask,
-    eos_token_id=eos_token_id,
-    max_new_tokens=MAX_NEW_TOKENS,
     return_result=True,
-)
-data.append(
-    dict(
-        name="onnx_generate",
-        seconds=duration,
-        new_tokens=ort_res.num_generated_tokens[0],
-        prefill_s=ort_res.prefill_seconds,
-        decode_s=ort_res.decode_seconds,
-    )
+    return_session=True,
+    **generate_kwargs,
 )
 print("output:", string_type(ort_res.sequences, with_shape=True, with_min_max=True))
 print(tokenizer.decode(ort_res.sequences[0], skip_special_tokens=True))
@@ -265,48 +223,88 @@ outputs = {
     "diag.generate": res.sequences,
     "onnx_generate": ort_res.sequences,
 }
-for row in data:
-    got = outputs[row["name"]]
-    row["same_tokens"] = got.tolist() == expected.tolist()
-    print(f"{row['name']:>15}: {'same tokens' if row['same_tokens'] else 'DIFFERENT tokens'}")
-assert all(row["same_tokens"] for row in data), "an implementation diverged from model.generate"
+same_tokens = {name: got.tolist() == expected.tolist() for name, got in outputs.items()}
+for name, same in same_tokens.items():
+    print(f"{name:>15}: {'same tokens' if same else 'DIFFERENT tokens'}")
+assert all(same_tokens.values()), "an implementation diverged from model.generate"
 
 # %%
 # How fast?
 # ---------
 #
-# Tokens per second count the new tokens only. ``prefill_s`` and ``decode_s``
-# split the time of the implementations that measure it (:class:`diag.GenerateResult`):
-# the prefill is one large call over the whole prompt, the decode steps are many
-# small calls where the per-call overhead shows. ONNX Runtime usually wins the
-# decode steps: a step is one call into optimised, fused kernels, where PyTorch
-# runs the Python code of every module and of the cache.
+# The four run in turn, round after round (:func:`diag.helpers.timing.alternate`),
+# so that a burst of load from another program slows all of them alike; each
+# figure is the median of the rounds, with the lowest and the highest round in
+# brackets. Each already ran once above: the timed calls pay no one-time cost
+# (memory allocation, kernel selection, the ONNX session creation).
+#
+# Tokens per second count the new tokens only. ``prefill ms`` and
+# ``decode ms/step`` split the time of the two implementations that measure it
+# (:class:`diag.GenerateResult`): the prefill is one large call over the whole
+# prompt, the decode steps are many small calls where the per-call overhead
+# shows. In a decode step ONNX Runtime runs one call into fused kernels, where
+# PyTorch runs the Python code of every module and of the cache.
 
-df = pandas.DataFrame(data).set_index("name")
-df["tokens/s"] = df["new_tokens"] / df["seconds"]
-df = df[["seconds", "new_tokens", "tokens/s", "prefill_s", "decode_s", "same_tokens"]]
-print(df.round(3).to_string())
+contenders = {
+    "model.generate": lambda: model.generate(**inputs, **generate_kwargs),
+    "by hand": lambda: greedy_generate(model, inputs.input_ids, eos_token_id, MAX_NEW_TOKENS),
+    "diag.generate": lambda: diag.generate(
+        model, inputs.input_ids, inputs.attention_mask, return_result=True, **generate_kwargs
+    ),
+    "onnx_generate": lambda: diag.onnx_generate(
+        session, inputs.input_ids, inputs.attention_mask, return_result=True, **generate_kwargs
+    ),
+}
+runs = alternate(contenders, rounds=ROUNDS, warmup=0)
+new_tokens = expected.shape[1] - n_prompt
+speed = {name: spread_of(rs).inverse(new_tokens) for name, rs in runs.items()}
+
+
+def median_ms(rs, phase):
+    """Median over the rounds of the milliseconds a run spent in ``phase``."""
+    return spread_of(rs, lambda r: 1e3 * getattr(r.result, f"{phase}_seconds")).median
+
+
+rows = {}
+for name, rs in runs.items():
+    split = hasattr(rs[0].result, "prefill_seconds")  # diag's two return a GenerateResult
+    rows[name] = {
+        "tokens/s (lowest-highest)": f"{speed[name]:.1f}",
+        "prefill ms": f"{median_ms(rs, 'prefill'):.0f}" if split else "-",
+        "decode ms/step": f"{median_ms(rs, 'decode') / (new_tokens - 1):.1f}" if split else "-",
+    }
+print(f"{new_tokens} new tokens, median of {ROUNDS} alternated rounds:")
+print(pandas.DataFrame(rows).T.to_string())
 
 # %%
-# The same numbers in a plot. On the left, the bars of the two implementations
-# that split their time show the prefill (hatched) below the decode steps.
+# The ratio this page is about, round by round (the same round's calls saw the
+# same load):
 
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-colors = ["#4c72b0", "#55a868", "#c44e52", "#8172b2"]
-x = range(len(df))
-prefill = df["prefill_s"].fillna(0).to_numpy()
-bars = ax1.bar(x, df["seconds"], color=colors)
-ax1.bar(x, prefill, color="none", edgecolor="black", linewidth=0, hatch="//", label="prefill")
-ax1.bar_label(bars, fmt="%.2f s", fontsize=8)
-ax1.set_ylabel("seconds")
-ax1.set_title(f"Time to generate {MAX_NEW_TOKENS} tokens (lower is better)")
-ax1.legend(loc="upper right")
-bars = ax2.bar(x, df["tokens/s"], color=colors)
-ax2.bar_label(bars, fmt="%.1f", fontsize=8)
-ax2.set_ylabel("new tokens per second")
-ax2.set_title("Throughput (higher is better)")
-for ax in (ax1, ax2):
-    ax.set_xticks(list(x), df.index, rotation=20)
-fig.suptitle(f"{type(model).__name__}, greedy, batch 1, CPU")
+ratios = Spread.of(
+    a.seconds / b.seconds
+    for a, b in zip(runs["model.generate"], runs["onnx_generate"], strict=True)
+)
+print(
+    f"onnx_generate produced the tokens {ratios.median:.1f}x as fast as model.generate "
+    f"(rounds: {ratios.low:.1f}x to {ratios.high:.1f}x)"
+)
+
+# %%
+# The same numbers in a plot, the bars at the median, the lines from the
+# lowest to the highest round.
+
+fig, ax = plt.subplots(figsize=(8, 4))
+names = list(speed)
+medians = [speed[n].median for n in names]
+errors = [
+    [speed[n].median - speed[n].low for n in names],
+    [speed[n].high - speed[n].median for n in names],
+]
+bars = ax.bar(
+    names, medians, yerr=errors, capsize=4, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"]
+)
+ax.bar_label(bars, fmt="%.1f", fontsize=8, label_type="center", color="white")
+ax.set_ylabel("new tokens per second")
+ax.set_title(f"{MODEL}, greedy, batch 1, {new_tokens} tokens, CPU (higher is better)")
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_generate.png"))

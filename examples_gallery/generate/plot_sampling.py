@@ -40,7 +40,8 @@ MAX_NEW_TOKENS = 8 if FAST else 40
 SEEDS = [0, 1] if FAST else [0, 1, 2]
 TOP = 15  # tokens shown in the plots
 
-model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
+model, tokenizer = diag.load_pretrained(MODEL)
 model.eval()
 
 prompt = "Once upon a time, in a small village by the sea, there lived a"
@@ -127,7 +128,8 @@ ax.set_yscale("log")
 ax.set_xlabel("temperature")
 ax.set_ylabel("exp(entropy), log scale")
 ax.set_title("how many tokens remain plausible")
-fig.suptitle(f"Next token after {prompt[-30:]!r}")
+# the prompt's last words, cut at a space so that no word is cut
+fig.suptitle(f"{MODEL}: the next token after '...{prompt[-40:].split(' ', 1)[1]}'")
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_sampling.png"))
 

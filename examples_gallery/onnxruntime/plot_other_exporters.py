@@ -5,21 +5,27 @@ Debugging a model another tool exported
 =======================================
 
 Most ONNX files people debug were not made by diag. This page takes SmolLM2 through
-two other tools, onnxruntime-genai's model builder (fp32 and int4) and transformers'
-own exporter (with ``DIAG_SLOW_EXPORTS=1``: its export takes minutes), and asks of each file what diag asks of its own exports: does it
-generate ``model.generate``'s tokens, where does it depart when it does not, and how
-fast does it decode. diag detects each file's layout (names, side files, which inputs
+onnxruntime-genai's model builder (fp32 and int4) and asks of each file what diag asks
+of its own exports: does it generate ``model.generate``'s tokens, where does it depart
+when it does not, and how fast does it decode. transformers' own exporter joins them
+when the page runs with ``DIAG_SLOW_EXPORTS=1`` or on the tiny model (``DIAG_FAST=1``):
+on SmolLM2 its export takes minutes, more than this page's share of the build; the
+output says which ran. diag detects each file's layout (names, side files, which inputs
 exist) and drives it with the same decoding loop as :func:`diag.generate`.
 
 Building the files
 ------------------
 """
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,13 +34,16 @@ import torch
 
 import diag
 from diag.generation import onnx_generate, open_steps
+from diag.helpers.timing import alternate, spread_of
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
 NEW_TOKENS = 5 if FAST else 12
+ROUNDS = 3
 TMP = tempfile.mkdtemp(prefix="diag_other_exporters_")
 
-model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
+model, tokenizer = diag.load_pretrained(MODEL)
 model.eval()
 hf_folder = os.path.join(TMP, "hf")
 model.save_pretrained(hf_folder)
@@ -49,12 +58,20 @@ def genai_build(precision):
     return out
 
 
+#: the loggers of torch's exporter that write on every export
+TORCH_EXPORT_LOGGERS = [
+    "torch.onnx._internal.exporter._registration",
+    "torch._export.non_strict_utils",
+]
+
+
 def transformers_export():
     """transformers' exporter: a prefill graph and a decode graph, dynamic shapes
     (two sample prompts, one padded, so that the batch and the mask stay inputs),
     without onnxscript's optimizer (``optimize=False``: with it, the export of SmolLM2
     takes many times longer, and the graph computes the same)."""
     from transformers.exporters import OnnxConfig, OnnxExporter
+    from transformers.utils import logging as hf_logging
 
     out = os.path.join(TMP, "transformers")
     sample = {
@@ -62,17 +79,35 @@ def transformers_export():
         "attention_mask": torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]]),
     }
     config = OnnxConfig(dynamic=True, optimize=False)
-    OnnxExporter().export_for_generation(model, sample, config).save_pretrained(out)
+    verbosity = hf_logging.get_verbosity()
+    # its log says it is experimental and which releases it was tested with, torch's
+    # exporter logs the ops it skips and prints its progress: this page checks the
+    # file it writes instead
+    hf_logging.set_verbosity_error()
+    torch_logs = [logging.getLogger(name) for name in TORCH_EXPORT_LOGGERS]
+    levels = [log.level for log in torch_logs]
+    for log in torch_logs:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            # the exporter calls a pytree API torch deprecates (LeafSpec): a FutureWarning
+            # of the libraries, which the docs build would otherwise turn into an error
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            OnnxExporter().export_for_generation(model, sample, config).save_pretrained(out)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        for log, level in zip(torch_logs, levels, strict=True):
+            log.setLevel(level)
     return out
 
 
 begin = time.perf_counter()
 folders = {"genai fp32": genai_build("fp32"), "genai int4": genai_build("int4")}
-if os.environ.get("DIAG_SLOW_EXPORTS") == "1":
-    # transformers' exporter takes minutes on SmolLM2 (2 min of CPU here), more than
-    # this page's budget: it joins the comparison when DIAG_SLOW_EXPORTS=1
+if FAST or os.environ.get("DIAG_SLOW_EXPORTS") == "1":
     folders["transformers"] = transformers_export()
-print(f"built {len(folders)} models in {time.perf_counter() - begin:.0f} s")
+else:
+    print("transformers' exporter: not run (minutes on SmolLM2; DIAG_SLOW_EXPORTS=1 adds it)")
+print(f"built {', '.join(folders)} in {time.perf_counter() - begin:.0f} s")
 
 # %%
 # What each file is
@@ -102,9 +137,10 @@ rows = []
 for name, backend in backends.items():
     got = onnx_generate(backend, ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)
     same = (got[0, ids.shape[1] :] == expected[0, ids.shape[1] :]).tolist()
-    first = same.index(False) if False in same else None
+    # the step of the first different token, "-" when all are the same
+    first = str(same.index(False)) if False in same else "-"
     rows.append({"model": name, "layout": backend.layout.name, "same tokens": all(same),
-                 "first different token": first})  # fmt: skip
+                 "first different": first})  # fmt: skip
 print(pandas.DataFrame(rows).to_string(index=False))
 
 # %%
@@ -147,9 +183,11 @@ print(div if div else f"no divergence in {NEW_TOKENS} tokens")
 # Speed
 # -----
 #
-# The same run, the same prompt: diag driving each file, and for the genai files
-# onnxruntime-genai's own ``Generator`` (``bench/bench_other_exporters.py`` measures
-# it with repeats).
+# The same prompt: diag driving each file, and for the genai files
+# onnxruntime-genai's own ``Generator``, all in turn, round after round
+# (:func:`diag.helpers.timing.alternate`); each speed is the median of ``ROUNDS``
+# rounds, the lowest and the highest round in brackets
+# (``bench/bench_other_exporters.py`` measures more).
 
 import onnxruntime_genai as og  # noqa: E402
 
@@ -169,29 +207,26 @@ def genai_generate(folder):
     return run
 
 
-def tokens_per_s(fn):
-    fn()  # warm-up
-    begin = time.perf_counter()
-    fn()
-    return NEW_TOKENS / (time.perf_counter() - begin)
-
-
-speed = []
+contenders = {}
 for name, backend in backends.items():
-    diag_run = lambda b=backend: onnx_generate(  # noqa: E731
+    contenders[name, "diag onnx_generate"] = lambda b=backend: onnx_generate(
         b, ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None
     )
-    speed.append({"model": name, "driver": "diag onnx_generate", "tokens/s": tokens_per_s(diag_run)})
     if name.startswith("genai"):
-        speed.append({"model": name, "driver": "genai Generator",
-                      "tokens/s": tokens_per_s(genai_generate(folders[name]))})  # fmt: skip
-speed = pandas.DataFrame(speed)
-print(speed.to_string(index=False))
+        contenders[name, "genai Generator"] = genai_generate(folders[name])
+runs = alternate(contenders, rounds=ROUNDS)
+rates = {key: spread_of(rs).inverse(NEW_TOKENS) for key, rs in runs.items()}
+speed = pandas.DataFrame(
+    [{"model": m, "driver": d, "tokens/s": rate.median, "shown": f"{rate:.1f}"}
+     for (m, d), rate in rates.items()]
+)  # fmt: skip
+print(f"tokens/s, median (lowest-highest) of {ROUNDS} rounds, {NEW_TOKENS} new tokens")
+print(speed.pivot(index="model", columns="driver", values="shown").fillna("-").to_string())
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
 table = speed.pivot(index="model", columns="driver", values="tokens/s")
 table.plot.bar(ax=ax, rot=0)
 ax.set_ylabel("tokens/s (batch 1, greedy)")
-ax.set_title("decoding speed, measured in one run")
+ax.set_title(f"{MODEL}: decoding speed, median of {ROUNDS} rounds")
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_other_exporters_speed.png"))

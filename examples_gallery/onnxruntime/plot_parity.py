@@ -34,7 +34,8 @@ FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
 MAX_NEW_TOKENS = 16 if FAST else 60
 
-model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
+model, tokenizer = diag.load_pretrained(MODEL)
 model.eval()
 messages = [
     {"role": "user", "content": "Write a Python function that checks if a number is prime."}
@@ -142,7 +143,7 @@ ax1.semilogy(df.index, df["max_abs_diff"], marker="o", ms=3, label="max |logits 
 ax1.set_ylabel("logit units, log scale")
 ax1.legend()
 ax1.grid(True, alpha=0.3)
-ax1.set_title("Per-step logits difference between PyTorch and ONNX Runtime")
+ax1.set_title(f"{MODEL}: per-step logits difference between PyTorch and ONNX Runtime")
 ax2.semilogy(df.index, df["diff_over_margin"], color="#c44e52", marker="o", ms=3)
 ax2.axhline(0.5, color="black", linestyle=":", linewidth=1)
 ax2.set_ylim(top=10)

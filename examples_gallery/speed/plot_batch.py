@@ -16,7 +16,7 @@ Padding on the left
 """
 
 import os
-import time
+import textwrap
 
 import matplotlib.pyplot as plt
 import pandas
@@ -24,13 +24,16 @@ import pandas
 import diag
 from diag.generation.decoding import prompt_position_ids
 from diag.helpers import string_type
+from diag.helpers.timing import Spread, alternate
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
 MAX_NEW_TOKENS = 6 if FAST else 16
 BATCH_SIZES = [1, 2, 4, 8, 16]
+ROUNDS = 5
+MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
 
-model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+model, tokenizer = diag.load_pretrained(MODEL)
 model.eval()
 if tokenizer.pad_token_id is None:
     tokenizer.pad_token = tokenizer.eos_token
@@ -53,7 +56,14 @@ def show(tensor, fmt=str):
     return pandas.DataFrame([[fmt(v) for v in row] for row in tensor.tolist()])
 
 
-print(show(batch.input_ids, lambda i: repr(tokenizer.decode([i]))).to_string())
+# ``PAD`` stands for the pad token, whose own text is longer.
+
+
+def token_text(i):
+    return "PAD" if i == tokenizer.pad_token_id else repr(tokenizer.decode([i]))
+
+
+print(show(batch.input_ids, token_text).to_string())
 
 # %%
 # The **attention mask** says which positions hold real tokens (1) and which hold
@@ -78,8 +88,9 @@ print(show(position_ids).to_string())
 # Does padding change the answer?
 # -------------------------------
 #
-# Each prompt generated alone, then the three in one padded batch: the tokens
-# after the prompt must be the same, for PyTorch and for the exported ONNX model.
+# Each prompt generated alone (``alone``: the beginning of its new text), then the
+# three in one padded batch: the tokens after the prompt must be the same, for
+# PyTorch (``torch_same``) and for the exported ONNX model (``onnx_same``).
 # Generated rows that stop early (eos) are filled with the pad token, as
 # ``model.generate`` does.
 
@@ -102,14 +113,14 @@ for i, prompt in enumerate(prompts):
     rows.append(
         dict(
             prompt=prompt,
-            alone=tokenizer.decode(new_alone, skip_special_tokens=True).replace("\n", " ")[:40],
-            torch_batch_same=new_batched == new_alone,
-            onnx_batch_same=new_ort == new_alone,
+            alone=tokenizer.decode(new_alone, skip_special_tokens=True).replace("\n", " ")[:28],
+            torch_same=new_batched == new_alone,
+            onnx_same=new_ort == new_alone,
         )
     )
 parity = pandas.DataFrame(rows)
 print(parity.to_string())
-assert parity["torch_batch_same"].all() and parity["onnx_batch_same"].all(), parity
+assert parity["torch_same"].all() and parity["onnx_same"].all(), parity
 
 # %%
 # Throughput against the batch size
@@ -118,7 +129,10 @@ assert parity["torch_batch_same"].all() and parity["onnx_batch_same"].all(), par
 # Now ``n`` prompts at once, for ``n`` in 1, 2, 4, 8, 16, with ``eos_token_id=None``
 # so that every row generates exactly ``MAX_NEW_TOKENS`` tokens and all runs do the
 # same work. Throughput is the number of new tokens of the whole batch per second.
-# Each configuration runs once untimed first.
+# Every (backend, batch size) pair runs once untimed, then all of them run in turn,
+# round after round (:func:`diag.helpers.timing.alternate`), so that a burst of load
+# from another program falls on every batch size alike; each figure is the median
+# of ``ROUNDS`` rounds, with the lowest and the highest round in brackets.
 
 all_prompts = [
     "def print_prime(n):",
@@ -131,50 +145,64 @@ all_prompts = [
     "SELECT name FROM users WHERE",
 ]
 fixed = dict(max_new_tokens=MAX_NEW_TOKENS, eos_token_id=None)
-
-
-def measure(fn, n):
-    enc = tokenizer(
+backends = {
+    "torch": lambda ids, mask: diag.generate(model, ids, mask, **fixed),
+    "onnxruntime": lambda ids, mask: diag.onnx_generate(session, ids, mask, **fixed),
+}
+encoded = {
+    n: tokenizer(
         [all_prompts[i % len(all_prompts)] for i in range(n)], return_tensors="pt", padding=True
     )
-    fn(enc.input_ids, enc.attention_mask, max_new_tokens=2, eos_token_id=None)  # warm-up
-    begin = time.perf_counter()
-    out = fn(enc.input_ids, enc.attention_mask, **fixed)
-    seconds = time.perf_counter() - begin
-    assert out.shape == (n, enc.input_ids.shape[1] + MAX_NEW_TOKENS), out.shape
-    return seconds
-
-
-backends = {
-    "torch (diag.generate)": lambda ids, mask, **k: diag.generate(model, ids, mask, **k),
-    "onnxruntime (onnx_generate)": lambda ids, mask, **k: diag.onnx_generate(
-        session, ids, mask, **k
-    ),
+    for n in BATCH_SIZES
 }
-data = []
-for name, fn in backends.items():
-    for n in BATCH_SIZES:
-        seconds = measure(fn, n)
-        data.append(
-            dict(backend=name, batch=n, seconds=seconds, tokens_per_s=n * MAX_NEW_TOKENS / seconds)
-        )
-df = pandas.DataFrame(data)
-print(df.pivot(index="batch", columns="backend", values="tokens_per_s").round(1).to_string())
+contenders = {
+    (name, n): (lambda fn=fn, enc=encoded[n]: fn(enc.input_ids, enc.attention_mask))
+    for n in BATCH_SIZES
+    for name, fn in backends.items()
+}
+runs = alternate(contenders, rounds=ROUNDS)
+for (_, n), rs in runs.items():
+    shape = rs[0].result.shape
+    assert shape == (n, encoded[n].input_ids.shape[1] + MAX_NEW_TOKENS), shape
+speed = {
+    key: Spread.of(r.seconds for r in rs).inverse(key[1] * MAX_NEW_TOKENS)
+    for key, rs in runs.items()
+}
+table = pandas.DataFrame(
+    {name: {n: f"{speed[name, n]:.1f}" for n in BATCH_SIZES} for name in backends}
+).rename_axis("batch")
+print(f"new tokens per second, whole batch: median (lowest-highest) of {ROUNDS} rounds")
+print(table.to_string())
 
 # %%
-# A batch of 16 costs much less than 16 single generations: a decode step of a
-# small model on the CPU is dominated by reading the weights and by the per-call
-# overhead, both shared by the batch. The gain flattens once the matrix products
-# become compute-bound.
+# The gain of a batch: its throughput over the throughput at batch 1, both medians
+# of this run, and whether it grew with every doubling of the batch. A decode step
+# of a small model on the CPU is dominated by reading the weights and by the
+# per-call overhead, both shared by the batch; once the matrix products become
+# compute-bound, a larger batch gains less.
+
+for name in backends:
+    gains = [speed[name, n].median / speed[name, 1].median for n in BATCH_SIZES]
+    grew = all(a < b for a, b in zip(gains, gains[1:], strict=False))
+    said = (
+        f"{name}: batch {BATCH_SIZES[-1]} gives {gains[-1]:.1f}x the tokens per second of "
+        f"batch 1 ("
+        + ", ".join(f"{n}: {g:.1f}x" for n, g in zip(BATCH_SIZES, gains, strict=True))
+        + f"); {'growing with every doubling' if grew else 'not growing with every doubling in this run'}"
+    )
+    print(textwrap.fill(said, width=80, subsequent_indent="    "))
 
 fig, ax = plt.subplots(figsize=(7, 4.5))
-for name, group in df.groupby("backend"):
-    ax.plot(group["batch"], group["tokens_per_s"], marker="o", label=name)
+for name in backends:
+    spreads = [speed[name, n] for n in BATCH_SIZES]
+    line = ax.plot(BATCH_SIZES, [s.median for s in spreads], marker="o", label=name)[0]
+    ax.fill_between(BATCH_SIZES, [s.low for s in spreads], [s.high for s in spreads],
+                    color=line.get_color(), alpha=0.2)  # fmt: skip
 ax.set_xscale("log", base=2)
 ax.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
 ax.set_xlabel("batch size")
 ax.set_ylabel("new tokens per second (whole batch)")
-ax.set_title(f"Greedy generation of {MAX_NEW_TOKENS} tokens per row, CPU")
+ax.set_title(f"{MODEL}, greedy, {MAX_NEW_TOKENS} tokens per row, CPU")
 ax.grid(True, alpha=0.3)
 ax.legend()
 fig.tight_layout()

@@ -312,7 +312,8 @@ def test_compare_names_the_divergence_and_fails(tmp_path, capsys, monkeypatch):
     assert match, out
     step = int(match.group(1))
     assert 0 <= step < 6
-    lines = out.splitlines()
+    # the report's long lines are wrapped, continued 4 spaces deeper: joined back here
+    lines = re.sub(r"\n      (?=\S)", " ", out).splitlines()
     index = next(i for i, line in enumerate(lines) if line.startswith("torch diverges"))
     chose = {line.split()[0]: line for line in lines[index + 1 : index + 3]}
     tops = {line.split()[0]: line for line in lines[index + 4 : index + 6]}

@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from diag.cli.main import main
-from diag.contract.inspection import inspect_onnx
+from diag.contract.inspection import inspect_onnx, quantized_bits
 
 
 def test_inspect_genai_folder(genai_tiny_llama):
@@ -58,3 +58,16 @@ def test_quantized_matmuls_are_reported(bigram_lm, tmp_path, bits):
     onnx.save(model, path)
     report = inspect_onnx(path)
     assert f"1 x MatMulNBits ({bits} bits, block 32: 1)" in report.graphs["q.onnx"]
+    # the bits a divergence verdict reads, from the file, its folder or the graph
+    assert quantized_bits(path) == quantized_bits(tmp_path) == quantized_bits(model) == bits
+
+
+def test_float_and_unreadable_graphs_have_no_bits(bigram_lm, tmp_path):
+    model, _ = bigram_lm()
+    assert quantized_bits(model) is None
+    assert quantized_bits(tmp_path / "missing.onnx") is None and quantized_bits(42) is None
+    # the int8 operators carry no bits attribute: 8
+    model.graph.node.append(
+        onnx.helper.make_node("MatMulInteger", ["E", "E"], ["unused"], domain="")
+    )
+    assert quantized_bits(model) == 8

@@ -101,3 +101,15 @@ def test_near_tie_verdict_allows_for_the_dtype():
     assert near is True and why.startswith("near tie")
     near, why = near_tie_verdict(logits, 0.1, 0.05, 1.0, 1.0, ("a", "b"), torch.bfloat16)
     assert near is False and "20.0% of their scale" in why
+
+
+def test_near_tie_verdict_of_a_quantized_side():
+    logits = torch.tensor([5.0, 4.9, 0.0])  # scale 5
+    # a difference far beyond rounding, from an int4 side: its expected error
+    near, why = near_tie_verdict(logits, 0.1, 0.05, 0.06, 0.06, ("a", "b"), quantized_bits=4)
+    assert near is False and why.startswith("expected int4 quantization error")
+    assert "1.2% of their scale 5" in why and "margin was 0.1 in a" in why
+    assert "computes something different" not in why
+    # a near tie stays a near tie, quantized or not
+    near, why = near_tie_verdict(logits, 0.1, 0.05, 0.1 / NEAR_TIE_FACTOR, 0.02, ("a", "b"), quantized_bits=4)
+    assert near is True and why.startswith("near tie")

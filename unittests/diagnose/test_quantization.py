@@ -124,7 +124,9 @@ def test_first_divergence_matches_a_plain_greedy_loop(
     report, perturbed, prompt, greedy_stream, ort_greedy_stream, max_new_tokens
 ):
     theirs = ort_greedy_stream(perturbed.path, prompt, max_new_tokens)
-    expected = next((i for i, (a, b) in enumerate(zip(greedy_stream, theirs, strict=True)) if a != b), None)
+    expected = next(
+        (i for i, (a, b) in enumerate(zip(greedy_stream, theirs, strict=True)) if a != b), None
+    )
     assert expected is not None
     row = report.table.iloc[0]
     assert row["first_divergent_step"] == expected
@@ -132,7 +134,9 @@ def test_first_divergence_matches_a_plain_greedy_loop(
     div = report.divergences[0]
     assert div.reference_top[0].token_id == greedy_stream[expected]
     assert div.other_top[0].token_id == theirs[expected]
-    assert row["torch_margin"] == pytest.approx(div.reference_top[0].logit - div.reference_top[1].logit, rel=1e-4)
+    assert row["torch_margin"] == pytest.approx(
+        div.reference_top[0].logit - div.reference_top[1].logit, rel=1e-4
+    )
 
 
 def test_perplexity_and_summary_row(report, tiny_model, perturbed):
@@ -151,7 +155,9 @@ def test_perplexity_and_summary_row(report, tiny_model, perturbed):
 
 
 def test_good_export_agrees_everywhere(tiny_model, tiny_onnx, prompt):
-    rep = diag.quantization_report(tiny_model, tiny_onnx, [prompt[0].tolist()], max_new_tokens=4, text=None)
+    rep = diag.quantization_report(
+        tiny_model, tiny_onnx, [prompt[0].tolist()], max_new_tokens=4, text=None
+    )
     row = rep.table.iloc[0]
     assert row["top1_agreement"] == 1.0 and row["top5_overlap"] == 1.0 and row["mean_kl"] < 1e-8
     assert np.isnan(row["first_divergent_step"]) and rep.quantization is None
@@ -180,3 +186,19 @@ def test_folder_and_bad_input(tmp_path, tiny_model):
         diag.quantization_report(tiny_model, "x.onnx", torch.tensor([[1, -3]]))
     with pytest.raises(ValueError, match="the token ids of one prompt"):
         diag.quantization_report(tiny_model, "x.onnx", [torch.ones(2, 3, dtype=torch.long)])
+
+
+def test_divergence_of_a_quantized_file_is_its_expected_error(
+    tiny_model, perturbed, prompt, max_new_tokens
+):
+    # the same perturbed file, marked quantized in its metadata as diag's int4 exports
+    # are: the divergence is told as quantization error, not as a broken export
+    proto = onnx.load(perturbed.path)
+    onnx.helper.set_model_props(proto, {"quantization": '{"bits": 4, "block_size": 32}'})
+    path = perturbed.path.replace(".onnx", ".marked.onnx")
+    onnx.save(proto, path)
+    marked = diag.first_divergence(tiny_model, path, prompt, max_new_tokens=max_new_tokens)
+    plain = diag.first_divergence(tiny_model, perturbed.path, prompt, max_new_tokens=max_new_tokens)
+    assert marked.step == plain.step is not None
+    assert "computes something different" in plain.verdict
+    assert marked.verdict.startswith("expected int4 quantization error"), marked.verdict

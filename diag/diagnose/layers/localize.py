@@ -69,6 +69,7 @@ from diag.diagnose.layers.onnx_intermediates import (
 from diag.diagnose.layers.routing import router_candidates, router_modules, routing_flips
 from diag.diagnose.layers.stages import Stage, model_stages
 from diag.diagnose.layers.torch_capture import run_torch
+from diag.helpers.wrap import wrap_report
 
 
 @dataclass
@@ -97,8 +98,15 @@ class LayerLocalization:
     def __str__(self) -> str:
         if self.culprit is None:
             worst = float(self.table["max_abs_diff"].max()) if len(self.table) else 0.0
+            scaled = float(self.table["scaled_diff"].max()) if len(self.table) else 0.0
             compared = int(self.table["ok"].notna().sum()) if len(self.table) else 0
-            head = f"all {compared} stages agree within tol={self.tol:g} (max abs diff {worst:.3g})"
+            # the tolerance bounds the scaled difference; the absolute one is larger on
+            # the tokens with massive activations, and said so
+            head = (
+                f"all {compared} stages agree: scaled difference {scaled:.3g} <= "
+                f"tol={self.tol:g} (max |diff| / max(1, RMS) per position; the max abs "
+                f"diff, {worst:.3g}, is on the largest activations)"
+            )
         else:
             row = self.table[self.table["stage"] == self.culprit].iloc[0]
             head = (
@@ -106,7 +114,7 @@ class LayerLocalization:
                 f"(max abs diff {row['max_abs_diff']:.3g}, scaled {row['scaled_diff']:.3g})"
             )
         cols = ["stage", "onnx_name", "max_abs_diff", "scaled_diff", "ok"]
-        text = f"{head}\n{self.table[cols].to_string(index=False)}"
+        text = f"{wrap_report(head)}\n{self.table[cols].to_string(index=False)}"
         unmatched = self.details.get("unmatched")
         if unmatched:
             text += f"\nnot found in the ONNX graph (not compared): {', '.join(unmatched)}"

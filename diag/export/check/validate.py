@@ -60,6 +60,7 @@ from diag.export.check.validation_inputs import (
 if TYPE_CHECKING:
     pass
 
+
 class ExportValidationError(AssertionError):
     """The exported model does not compute what the torch model computes."""
 
@@ -108,27 +109,36 @@ class ValidationReport:
         return out
 
     def table(self) -> str:
-        """A small text table, one line per input set; ``(<= x)`` marks a tolerance
-        raised to :data:`NOISE_FACTOR` times the float32 noise."""
+        """A small text table, one line per input set, each column as narrow as its
+        cells (it fits a page); ``(<= x)`` marks a tolerance raised to
+        :data:`NOISE_FACTOR` times the float32 noise."""
         groups = ["logits", "present.key", "present.value"]
-        width = 22
-        lines = [f"{'inputs':<22} {'shapes':<14}" + "".join(f"{g:>{width}}" for g in groups)]
+        body = []
         for name, row in self.as_dict().items():
-            cells = []
+            cells = [name, row["shapes"]]
             for g in groups:
                 cell = f"{row.get(g, float('nan')):.3g}"
                 if f"{g} relative" in row:
                     cell += f" (rel {row[f'{g} relative']:.2g})"
                 elif f"{g} tolerance" in row:
                     cell += f" (<= {row[f'{g} tolerance']:.2g})"
-                cells.append(f"{cell:>{width}}")
-            lines.append(f"{name:<22} {row['shapes']:<14}" + "".join(cells))
+                cells.append(cell)
+            body.append(cells)
+        header = ["inputs", "shapes", *groups]
+        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+        lines = [
+            "  ".join(
+                f"{c:<{w}}" if i < 2 else f"{c:>{w}}"
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+            for cells in [header, *body]
+        ]
         verdict = "OK" if self.ok else "FAILED"
         if self.quantization is not None:
             bits = self.quantization.get("bits")
             rtol = QUANTIZED_RTOL.get(bits, max(QUANTIZED_RTOL.values()))
             lines.append(
-                f"tolerance of an int{bits} quantized export: relative RMS difference (rel) "
+                f"tolerance of an int{bits} quantized export: relative RMS difference (rel)\n"
                 f"<= {rtol:g} per output (quantization error, not float32 rounding): {verdict}"
             )
         else:
@@ -173,7 +183,9 @@ def compare_one(
     torch_side = {"logits": logits, "present.key": keys, "present.value": values}
     onnx_side = {
         "logits": got[contract.LOGITS],
-        "present.key": [aligned_to_torch(t, got[contract.present_key_name(i)]) for i, t in enumerate(keys)],
+        "present.key": [
+            aligned_to_torch(t, got[contract.present_key_name(i)]) for i, t in enumerate(keys)
+        ],
         "present.value": [
             aligned_to_torch(t, got[contract.present_value_name(i)]) for i, t in enumerate(values)
         ],
@@ -296,7 +308,13 @@ def validate_causal_lm(
         )
         report.rows.extend(
             compare_one(
-                model, session, inputs, spec.name, atol, ref, full_past=full_past,
+                model,
+                session,
+                inputs,
+                spec.name,
+                atol,
+                ref,
+                full_past=full_past,
                 quantized_rtol=rtol,
             )  # fmt: skip
         )

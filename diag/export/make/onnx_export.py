@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import warnings
@@ -86,12 +87,20 @@ class ExportTimings:
 @contextlib.contextmanager
 def _quiet(verbose: int) -> Iterator[None]:
     """Silences the exporter's progress lines and known harmless warnings."""
+    # the exporter's registry logs a line per torchvision op when torchvision is not
+    # installed ("Skipping torchvision::nms"): no causal LM uses them
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
     with warnings.catch_warnings():
         if verbose < 2:
             warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
-        yield
+            registry.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            registry.setLevel(level)
 
 
 def _check_exporter(exporter: str) -> None:

@@ -60,7 +60,7 @@ def _load_known(name: str, dtype: torch.dtype, progress: bool, with_model: bool 
 
 
 @contextmanager
-def _transformers_progress(enabled: bool) -> Iterator[None]:
+def transformers_progress(enabled: bool) -> Iterator[None]:
     """Hides transformers' own progress bars (``Loading weights``, downloads) in the
     block when ``enabled`` is False, then puts back the state found: a caller's global
     choice (``transformers.utils.logging.disable_progress_bar()``) is left alone.
@@ -70,7 +70,7 @@ def _transformers_progress(enabled: bool) -> Iterator[None]:
 
     Example::
 
-        with _transformers_progress(False):
+        with transformers_progress(False):
             AutoModelForCausalLM.from_pretrained(folder)  # prints nothing
     """
     if enabled:
@@ -102,7 +102,7 @@ def load_tokenizer(name: str = DEFAULT_TOKENIZER_MODEL, progress: bool = True) -
     >>> load_tokenizer(progress=False).eos_token_id
     2
     """
-    with _transformers_progress(progress):
+    with transformers_progress(progress):
         return _load_known(name, torch.float32, progress, with_model=False)[1]
 
 
@@ -137,7 +137,7 @@ def load_pretrained(
             f"load_pretrained expects a name or a path, got {type(name_or_path).__name__}; "
             f"use {_HUB_ID_HINT}."
         )
-    with _transformers_progress(progress):
+    with transformers_progress(progress):
         return _load_pretrained(os.fspath(name_or_path), dtype, progress)
 
 
@@ -179,4 +179,4 @@ def _load_pretrained(name: str, dtype: torch.dtype, progress: bool) -> tuple[Any
         ) from e
 
 
-__all__ = ["load_pretrained", "load_tokenizer"]
+__all__ = ["load_pretrained", "load_tokenizer", "transformers_progress"]
