@@ -86,7 +86,6 @@ print(f"eos_token_id={eos_token_id} ({tokenizer.decode([eos_token_id])!r})")
 generate_kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, eos_token_id=eos_token_id)
 expected = model.generate(**inputs, **generate_kwargs)
 n_prompt = inputs.input_ids.shape[1]
-data.append(dict(name="model.generate", seconds=duration, new_tokens=expected.shape[1] - n_prompt))
 print("output:", string_type(expected, with_shape=True, with_min_max=True))
 print(tokenizer.decode(expected[0], skip_special_tokens=True))
 
