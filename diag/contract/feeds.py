@@ -41,6 +41,24 @@ def as_array(value: Any, dtype: Any = None) -> np.ndarray:
     return value
 
 
+def static_mask(attention_mask: np.ndarray, max_length: int) -> np.ndarray:
+    """The mask ``[batch, total]`` of a step as a static cache takes it: padded with zeros
+    to the ``max_length`` positions of the buffers (the positions not written yet).
+
+    >>> static_mask(np.ones((1, 3), np.int64), 5).tolist()
+    [[1, 1, 1, 0, 0]]
+    """
+    batch, total = attention_mask.shape
+    if total > max_length:
+        raise ValueError(
+            f"a step of {total} positions does not fit a static cache of {max_length}: "
+            "export with a larger max_length."
+        )
+    padded = np.zeros((batch, max_length), dtype=attention_mask.dtype)
+    padded[:, :total] = attention_mask
+    return padded
+
+
 def step_feeds(
     input_types: Mapping[str, Any],
     input_ids: Any,
@@ -67,14 +85,7 @@ def step_feeds(
     feeds: dict[str, np.ndarray] = {}
     total = int(attention_mask.shape[1]) if attention_mask is not None else None
     if max_length is not None and total is not None:
-        if total > max_length:
-            raise ValueError(
-                f"a step of {total} positions does not fit a static cache of {max_length}: "
-                "export with a larger max_length."
-            )
-        padded = np.zeros((attention_mask.shape[0], max_length), dtype=np.int64)
-        padded[:, :total] = as_array(attention_mask)
-        attention_mask = padded
+        attention_mask = static_mask(as_array(attention_mask, np.int64), max_length)
     for name, value in (
         (layout.input_ids, input_ids),
         (layout.attention_mask, attention_mask),
@@ -106,4 +117,4 @@ def step_feeds(
     return {name: feeds[name] for name in input_types}
 
 
-__all__ = ["as_array", "step_feeds"]
+__all__ = ["as_array", "static_mask", "step_feeds"]

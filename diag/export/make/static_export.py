@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from diag import contract
+from diag.contract.feeds import static_mask
 from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.make.decoder_export import DecoderExport, TraceOptions, trace_and_save
 from diag.export.make.logits_to_keep import add_logits_to_keep
@@ -144,17 +145,10 @@ def static_feeds(feeds: dict[str, Any], max_length: int) -> dict[str, Any]:
     import numpy as np
 
     mask = feeds[contract.ATTENTION_MASK]
-    batch, total = mask.shape
+    total = mask.shape[1]
     past = total - feeds[contract.INPUT_IDS].shape[1]
-    if total > max_length:
-        raise ValueError(
-            f"a step of {total} positions does not fit a static cache of {max_length}: "
-            "export with a larger max_length."
-        )
     out = dict(feeds)
-    padded = np.zeros((batch, max_length), dtype=mask.dtype)
-    padded[:, :total] = mask
-    out[contract.ATTENTION_MASK] = padded
+    out[contract.ATTENTION_MASK] = static_mask(mask, max_length)
     out[contract.CACHE_POSITION] = np.arange(past, total, dtype=np.int64)
     for name, value in feeds.items():
         if contract.PAST.parse(name) is not None:
