@@ -14,6 +14,7 @@ is turned into an exception by :mod:`gallery_hooks` and aborts the build as well
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,6 +71,9 @@ nitpick_ignore = [
     # quantization page describes them in prose)
     ("py:class", "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer"),
     ("py:func", "onnxruntime.quantization.quantize_dynamic"),
+    # the type variable of diag.helpers.timing's generic classes: autodoc writes it as a
+    # class in the signatures, it has no entry of its own
+    ("py:class", "diag.helpers.timing.T"),
 ]
 # --- end intersphinx ------------------------------------------------------------------
 
@@ -106,6 +110,47 @@ sphinx_gallery_conf = {
     "show_memory": False,
     "capture_repr": ("_repr_html_", "__repr__"),
 }
+
+
+# --- every module of diag, one entry each (its docstring) -------------------------
+def _write_modules_page() -> None:
+    """Writes ``modules.rst`` (not kept in git): one ``automodule`` entry per module of
+    diag, so that any ``:mod:`` reference of a docstring or a page has a target and the
+    page lists them all, whatever moves."""
+    import pkgutil
+
+    import diag
+
+    names = ["diag"] + sorted(
+        m.name for m in pkgutil.walk_packages(diag.__path__, "diag.") if ".__main__" not in m.name
+    )
+    lines = [
+        "Modules",
+        "=======",
+        "",
+        "Every module of diag and what it does; the functions and classes a user calls are",
+        "in :doc:`api`.",
+        "",
+    ]
+    here = os.path.dirname(__file__)
+    documented = set()  # an automodule entry of another page: one entry a module
+    for page in os.listdir(here):
+        if page.endswith(".rst") and page != "modules.rst":
+            with open(os.path.join(here, page), encoding="utf-8") as f:
+                documented |= set(re.findall(r"^\.\. automodule:: (\S+)", f.read(), re.M))
+    for name in names:
+        if name in documented:
+            lines.append(f"* :mod:`{name}`")
+        else:
+            lines += [f".. automodule:: {name}", "    :no-members:", ""]
+    text = "\n".join(lines)
+    path = os.path.join(os.path.dirname(__file__), "modules.rst")
+    if not os.path.exists(path) or open(path, encoding="utf-8").read() != text:
+        with open(path, "w", encoding="utf-8") as f:  # unchanged: sphinx rebuilds nothing
+            f.write(text)
+
+
+_write_modules_page()
 
 
 # --- references to diag objects under any importable path -------------------------

@@ -176,7 +176,7 @@ class Inspection:
     layout: Layout | None
     graphs: dict[str, list[str]] = field(default_factory=dict)
     weight_bytes: int = 0
-    #: the float dtype (:func:`_dtype_line`), one per graph
+    #: the float dtype (``_dtype_line``), one per graph
     dtypes: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 

@@ -1,7 +1,7 @@
 """Helpers shared by the whole library: describe (:func:`string_type`), compare
-(:func:`max_diff`), convert (:func:`to_any`, :func:`get_weight_type`, the dtype table
+(:func:`~diag.helpers.max_diff.max_diff`), convert (:func:`to_any`, :func:`get_weight_type`, the dtype table
 of :mod:`diag.helpers.dtypes`) and build caches (:func:`make_dynamic_cache`,
-:func:`cache_to_list`...).
+:func:`~diag.helpers.cache_helper.cache_to_list`...).
 
 The cache helpers are resolved lazily so that importing the others does not import
 transformers::

@@ -1,5 +1,5 @@
 """Reports that fit a terminal, a pytest failure and a documentation page: every line of
-a multi-line text longer than :data:`WIDTH` is wrapped at its spaces, the continuation
+a multi-line text longer than :data:`~diag.helpers.wrap.WIDTH` is wrapped at its spaces, the continuation
 lines indented four more than the line they continue.
 
 >>> print(wrap_report("  verdict: " + "word " * 20, width=40))

@@ -13,8 +13,8 @@
   zeros matter: a masked position gets a weight of exactly 0, and 0 times the
   uninitialised memory of a fresh buffer could be NaN.
 
-Both take the same calls: :meth:`start` (the past of a prefill), :meth:`check` (the
-past a decode step is given), :meth:`run` (one step on the bound feeds).
+Both take the same calls: :meth:`~GrowingCache.start` (the past of a prefill), :meth:`~GrowingCache.check` (the
+past a decode step is given), :meth:`~GrowingCache.run` (one step on the bound feeds).
 
 Example::
 

@@ -129,7 +129,7 @@ def open_ort_backend(
     """An :class:`OrtBackend` over ``model``: a folder (onnxruntime-genai's builder
     output, transformers' exporter's ``save_pretrained``), an ``.onnx`` file, an
     ``onnx.ModelProto`` / ``onnx_ir.Model``, an ``onnxruntime.InferenceSession`` or an
-    OrtBackend (returned as it is). Its :attr:`~OrtBackend.source` is the graph's file
+    OrtBackend (returned as it is). Its ``source`` is the graph's file
     (the decode graph of a pair) or the ModelProto, when known. ``prefill_chunk``: see
     :mod:`diag.ort.chunked_prefill`.
 
