@@ -15,26 +15,39 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diag.cli.progress import progress
+
+if TYPE_CHECKING:  # the exporter is loaded by the commands that export only
+    from diag.export.check.validate import ValidationReport
+    from diag.export.record.result import ExportResult
 
 
 @dataclass
 class ExportedModel:
-    """An exported model and how it compares with torch.
-
-    ``validation`` is the :class:`diag.export.ValidationReport` (None when the export was
-    not verified, or came from a cache entry written without verification).
+    """An exported model and how it compares with torch: what
+    :func:`diag.export_causal_lm` returned, or the message of its failed validation.
     """
 
     path: str
-    cached: bool
-    validation: Any = None
+    #: what the export returned (None when its validation failed: no result then)
+    result: ExportResult | None = None
     #: set when the validation failed: the message of the library
     failure: str | None = None
     #: keeps a temporary folder alive as long as the model is used
     _tmp: Any = field(default=None, repr=False)
+
+    @property
+    def cached(self) -> bool:
+        """True when the export came from the export cache."""
+        return self.result is not None and self.result.cached
+
+    @property
+    def validation(self) -> ValidationReport | None:
+        """The validation report (None when the export was not verified, failed, or came
+        from a cache entry written without verification)."""
+        return self.result.validation if self.result is not None else None
 
     @property
     def passed(self) -> bool:
@@ -110,9 +123,9 @@ def export_model(
                 raise RuntimeError(
                     f"the ONNX export differs from torch beyond tolerance: {exc}"
                 ) from exc
-            return ExportedModel(os.path.abspath(filename), cached=False, failure=str(exc))
+            return ExportedModel(os.path.abspath(filename), failure=str(exc))
         bar.update(1)
-    return ExportedModel(result.filename, cached=result.cached, validation=result.validation)
+    return ExportedModel(result.filename, result)
 
 
 def export_for_comparison(
@@ -145,9 +158,9 @@ def export_for_comparison(
         from diag.export import export_causal_lm
 
         with progress(total=1, desc="export to ONNX (unverified)") as bar:
-            export_causal_lm(
+            result = export_causal_lm(
                 model, path, verify=False, force=True, quantize=quantize, cache=cache,
                 max_length=max_length,
             )  # fmt: skip
             bar.update(1)
-        return ExportedModel(path, cached=False, failure=str(exc.__cause__), _tmp=tmp)
+        return ExportedModel(path, result, failure=str(exc.__cause__), _tmp=tmp)
