@@ -98,6 +98,10 @@ def probability(text: str) -> float:
     return value
 
 
+#: the choices of ``--dtype``: ``auto`` is the checkpoint's dtype, as transformers loads it
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+
+
 def early_stopping(text: str) -> bool | str:
     """``true``, ``false`` or ``never``: when beam search stops (``GenerationConfig``'s
     ``early_stopping``).

@@ -32,6 +32,7 @@ import argparse
 import os
 
 from diag.cli.args import (
+    DTYPE_CHOICES,
     add_cache_arguments,
     add_chat_and_warmup_arguments,
     add_max_new_tokens_argument,
@@ -44,7 +45,6 @@ from diag.cli.args import (
     positive_int,
     prompts_of,
 )
-from diag.cli.dtype_effect import DTYPE_CHOICES
 from diag.cli.records import add_record_arguments, apply_records, check_record_arguments
 
 HELP = "compare model.generate, diag.generate and onnx_generate: parity and speed"

@@ -26,9 +26,6 @@ import torch
 from diag.diagnose.divergence import Divergence, find_divergence
 from diag.export.plan.dtype import dtype_name, export_dtype, model_dtype, model_in_dtype
 
-#: the choices of ``--dtype``: ``auto`` is the checkpoint's dtype, as transformers loads it
-DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
-
 
 def compared_model(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` in the dtype its export runs in (:func:`diag.export.plan.dtype.export_dtype`,
@@ -111,4 +108,4 @@ def dtype_lines(model: torch.nn.Module, effects: list[tuple[int, Divergence]]) -
     return lines
 
 
-__all__ = ["DTYPE_CHOICES", "compared_model", "dtype_effect", "dtype_header", "dtype_lines"]
+__all__ = ["compared_model", "dtype_effect", "dtype_header", "dtype_lines"]
