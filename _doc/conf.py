@@ -140,7 +140,7 @@ def _write_modules_page() -> None:
                 documented |= set(re.findall(r"^\.\. automodule:: (\S+)", f.read(), re.M))
     for name in names:
         if name in documented:
-            lines.append(f"* :mod:`{name}`")
+            lines += [f"* :mod:`{name}`", ""]
         else:
             lines += [f".. automodule:: {name}", "    :no-members:", ""]
     text = "\n".join(lines)

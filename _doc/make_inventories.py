@@ -86,6 +86,9 @@ PROJECTS: dict[str, Project] = {
             "torch.export.ExportedProgram": "export/api_reference.html",
             "torch.export.Dim": "export/api_reference.html#torch.export.dynamic_shapes.Dim",
             "torch.onnx.export": "onnx_export.html",
+            "torch.nn.functional.scaled_dot_product_attention": (
+                "generated/torch.nn.functional.scaled_dot_product_attention.html"
+            ),
         },
     ),
     "transformers": Project(

@@ -131,6 +131,30 @@ def documented_name(env: BuildEnvironment, path: str, modules: list[str]) -> str
     return None
 
 
+def module_entry(env: BuildEnvironment, path: str, modules: list[str]) -> str | None:
+    """The documented module of the diag object ``path`` imports to, when the object has
+    no entry of its own (a helper the module's docstring names): the reference links to
+    the module, whose page says what it holds. None when ``path`` imports nothing."""
+    documented_modules = env.get_domain("py").modules
+    for candidate in [f"{module}.{path}" for module in modules] + [path]:
+        if not candidate.startswith("diag."):
+            continue
+        obj = import_path(candidate)
+        if obj is _MISSING:
+            continue
+        if inspect.ismodule(obj):
+            owner = obj.__name__
+        else:
+            owner = getattr(obj, "__module__", None)
+            if not isinstance(owner, str) or not owner.startswith("diag"):
+                owner = candidate.rsplit(".", 1)[0]  # a constant: the module it is read in
+        while owner and owner not in documented_modules:
+            owner = owner.rpartition(".")[0]
+        if owner:
+            return owner
+    return None
+
+
 def _field_of(path: str, names: list[str]) -> str | None:
     """The documented name of a field a class declares without a class attribute (a
     dataclass field without default): ``path`` is ``Class.field``, the class imported."""
@@ -180,7 +204,11 @@ def resolve(
         return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", name, node, contnode)
     name = external_name(node["reftarget"], modules)
     if name is None:
-        return None
+        module = module_entry(env, node["reftarget"], modules)
+        if module is None:
+            return None
+        domain = env.get_domain("py")
+        return domain.resolve_xref(env, node["refdoc"], app.builder, "mod", module, node, contnode)
     renamed = copy.copy(node)
     renamed["reftarget"] = name
     renamed["reftype"] = "obj"

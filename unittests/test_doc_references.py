@@ -128,7 +128,7 @@ def test_a_constant_links_by_its_name_and_value():
 
 def test_a_bare_name_is_read_in_the_module_of_its_docstring():
     node = reference_paths.nodes.Element(
-        source="causal_lm.py:docstring of diag.export.causal_lm.export_causal_lm"
+        source="export_plan.py:docstring of diag.export.plan.export_plan.plan_export"
     )
     modules = reference_paths.context_modules(node)
     env = _env("diag.export.ExportResult")
@@ -141,14 +141,14 @@ def test_a_name_documented_in_the_docstring_s_own_module():
     # Sphinx looks a bare name up in the module of the page's directive (diag), the
     # hook in the module that defines the docstring
     node = reference_paths.nodes.Element(
-        source="causal_lm.py:docstring of diag.export.causal_lm.export_causal_lm"
+        source="export_plan.py:docstring of diag.export.plan.export_plan.plan_export"
     )
     node["py:module"] = "diag"
-    env = _env("diag.export.causal_lm.DEFAULT_OPSET")
+    env = _env("diag.export.plan.export_plan.DEFAULT_OPSET")
     name = reference_paths.documented_name(
         env, "DEFAULT_OPSET", reference_paths.context_modules(node)
     )
-    assert name == "diag.export.causal_lm.DEFAULT_OPSET"
+    assert name == "diag.export.plan.export_plan.DEFAULT_OPSET"
 
 
 def test_a_type_hint_of_a_signature_is_read_in_the_class_s_module():
@@ -183,3 +183,27 @@ def test_a_name_read_through_an_import_alias_is_the_other_project_s():
 )
 def test_no_link_without_the_same_documented_object(path, documented):
     assert reference_paths.documented_name(_env(documented), path, []) is None
+
+
+def _env_of_modules(*modules: str) -> SimpleNamespace:
+    domain = SimpleNamespace(objects={}, modules=dict.fromkeys(modules))
+    return SimpleNamespace(get_domain=lambda name: domain)
+
+
+@pytest.mark.parametrize(
+    ("path", "context", "expected"),
+    [
+        # a helper with no entry of its own links to the module that defines it
+        ("diag.generation.decoding._start", [], "diag.generation.decoding"),
+        # a bare name, read in the module of its docstring
+        ("WIDTH", ["diag.helpers.wrap"], "diag.helpers.wrap"),
+        # a module links to itself, or to its nearest documented package
+        ("diag.export.make.quantize", [], "diag.export"),
+        # nothing imports: no link (-n reports it)
+        ("diag.generation.no_such_function", [], None),
+        ("no_such_name", ["diag.helpers.wrap"], None),
+    ],
+)
+def test_a_helper_without_entry_links_to_its_module(path, context, expected):
+    env = _env_of_modules("diag.generation.decoding", "diag.helpers.wrap", "diag.export")
+    assert reference_paths.module_entry(env, path, context) == expected

@@ -3,7 +3,7 @@
 :mod:`diag.export.make.rewrite` reuses two of onnxscript's shipped fusions, which live in
 private modules (``onnxscript.rewriter.rules.fusion._rms_normalization``,
 ``_rotary_embedding``), and :mod:`diag.export.make.rewrite.packed_matmul` extends the
-matcher (:class:`onnxscript.rewriter.pattern.SimplePatternMatcher`) through its
+matcher (``onnxscript.rewriter.pattern.SimplePatternMatcher``) through its
 private methods. A release of onnxscript may move or rename them: they are looked up
 here, once, by introspection; when one is missing, the error names the installed
 onnxscript and the tested one (``diag/compat/tested_pins.txt``).
@@ -69,7 +69,7 @@ def rotary_embedding23_fusion() -> type:
 
 
 def simple_pattern_matcher() -> type:
-    """:class:`onnxscript.rewriter.pattern.SimplePatternMatcher`, checked for the
+    """``onnxscript.rewriter.pattern.SimplePatternMatcher``, checked for the
     private methods (:data:`MATCHER_METHODS`) a subclass's ``match`` calls."""
     from onnxscript.rewriter import pattern
 

@@ -16,7 +16,7 @@ a score, the sum of the log-probabilities of its tokens. At every step
    scored ``score / generated_length ** length_penalty``, where the ``num_beams`` best
    are kept;
 4. the best ``num_beams`` candidates that did not end are the next running
-   hypotheses: :attr:`BeamStep.rows` says which row each continues, the loop reorders
+   hypotheses: ``BeamStep.rows`` says which row each continues, the loop reorders
    its token buffer and the backend its cache by it, and :attr:`BeamStep.tokens` is the
    token each appends.
 

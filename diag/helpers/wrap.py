@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import textwrap
 
-#: the width of the reports: a pytest failure (which prefixes each line with ``E   ``)
+#: the width of the reports: a pytest failure (which prefixes each line with an ``E`` and spaces)
 #: and a page of the docs show it unclipped
 WIDTH = 80
 

@@ -6,7 +6,7 @@
   arguments and the ONNX feeds;
 * :mod:`~diag.diagnose.layers.torch_capture`: the torch values (forward hooks);
 * :mod:`~diag.diagnose.layers.onnx_intermediates`: the ONNX values (module scopes or
-  the residual stream, on :mod:`onnx_ir`) and the session that returns them;
+  the residual stream, on ``onnx_ir``) and the session that returns them;
 * :mod:`~diag.diagnose.layers.routing`: the experts each MoE router chose on both sides;
 * :mod:`~diag.diagnose.layers.localize`: the comparison, its tolerance and its result.
 

@@ -1,6 +1,6 @@
 """The onnxscript optimizer, without its one rule that costs minutes on a decoder.
 
-:func:`optimize_model` runs the passes of :func:`onnxscript.optimizer.optimize_ir`
+:func:`optimize_model` runs the passes of ``onnxscript.optimizer.optimize_ir``
 (inlining, constant folding, the default rewrite rules, dead code removal, constants
 lifted to initializers, deduplicated initializers, common subexpression elimination)
 in the same order, except the rewrite rule ``SlicesSplit``: it matches pairs of
@@ -11,7 +11,7 @@ decoder never split one tensor into two halves the rule recognises). The result 
 otherwise the same graph.
 
 When the installed onnxscript no longer exposes the pieces this needs, it falls back
-to :func:`onnxscript.optimizer.optimize_ir` (slower, same graph).
+to ``onnxscript.optimizer.optimize_ir`` (slower, same graph).
 
 Example::
 

@@ -1,7 +1,7 @@
 """The fusions of a decoder, in the order they run, and :func:`fuse_decoder`.
 
 Each fusion is a tuple of rules of onnxscript's rewriter
-(:class:`onnxscript.rewriter.pattern.RewriteRule`), tried in order at every node;
+(``onnxscript.rewriter.pattern.RewriteRule``), tried in order at every node;
 :func:`fuse_decoder` applies them fusion after fusion, so that a later one reads
 what the earlier ones wrote (``attention_3d`` flattens the ``Attention`` of
 ``attention_past`` and the ``RotaryEmbedding`` of ``rotary``).
