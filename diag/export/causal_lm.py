@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from diag.export.check.validate import ValidationReport, validate_causal_lm
-from diag.export.make.decoder_export import export_decoder
+from diag.export.make.decoder_export import check_causal_lm, export_decoder
 from diag.export.make.onnx_export import ExportTimings
 from diag.export.make.quantize import QuantizeOptions, quantize_file
 from diag.export.make.static_export import export_static_decoder
@@ -207,6 +207,7 @@ def export_causal_lm(
     from diag.compat.versions import warn_if_transformers_untested
 
     warn_if_transformers_untested()  # once per process: a newer transformers may break it
+    check_causal_lm(model)  # before its dtype is read: anything else gets a clear error
     source_dtype = model_dtype(model)
     target_dtype = export_dtype(model, dtype)
     model = model_in_dtype(model, target_dtype)
