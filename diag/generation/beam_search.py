@@ -17,7 +17,7 @@ a score, the sum of the log-probabilities of its tokens. At every step
    are kept;
 4. the best ``num_beams`` candidates that did not end are the next running
    hypotheses: ``BeamStep.rows`` says which row each continues, the loop reorders
-   its token buffer and the backend its cache by it, and :attr:`BeamStep.tokens` is the
+   its token buffer and the backend its cache by it, and ``BeamStep.tokens`` is the
    token each appends.
 
 A prompt is done when its running hypotheses can no longer beat its finished ones
