@@ -139,8 +139,10 @@ def _write_modules_page() -> None:
             with open(os.path.join(here, page), encoding="utf-8") as f:
                 documented |= set(re.findall(r"^\.\. automodule:: (\S+)", f.read(), re.M))
     for name in names:
+        # a heading each: the page's table of contents is the package's tree
+        lines += [name, "-" * len(name), ""]
         if name in documented:
-            lines += [f"* :mod:`{name}`", ""]
+            lines += [f"Documented with its members: :mod:`{name}`.", ""]
         else:
             lines += [f".. automodule:: {name}", "    :no-members:", ""]
     text = "\n".join(lines)

@@ -99,6 +99,12 @@ def generate(
     :param top_p: samples among the most likely tokens whose probabilities sum to ``top_p``
     :param repetition_penalty: lowers the logits of the tokens already in the sequence
     :param num_return_sequences: the sequences generated per prompt
+    :param num_beams: the hypotheses of a beam search per prompt (1: no beam search)
+    :param length_penalty: beam search: a finished hypothesis scores its summed
+        log-probability divided by its length to this power
+    :param early_stopping: beam search: True stops at ``num_beams`` finished hypotheses,
+        False when no running one can beat them, ``"never"`` only when none can at any
+        length
     :param output_scores: keeps the processed logits of every step in the result
     :param output_logits: keeps the raw logits of every step in the result
     :param generator: the random generator of sampling (None: the global one)

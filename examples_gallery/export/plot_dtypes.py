@@ -32,6 +32,7 @@ import torch
 
 import diag
 from diag.generation import open_steps
+from diag.helpers.wrap import wrap_report
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -61,7 +62,7 @@ bf16_file = diag.export_causal_lm(models["float32"], dtype="bfloat16", verify=Fa
 try:
     diag.onnx_generate(bf16_file, torch.tensor([[1, 2, 3]]), max_new_tokens=2)
 except ValueError as exc:
-    print(exc)
+    print(wrap_report(str(exc)))  # wrapped to the page
 
 # %%
 # Where each dtype departs from float32
