@@ -59,6 +59,16 @@ def static_mask(attention_mask: np.ndarray, max_length: int) -> np.ndarray:
     return padded
 
 
+def write_positions(total: int, seq: int, dtype: Any = np.int64) -> np.ndarray:
+    """Where the ``seq`` positions of a step go in a static cache after ``total - seq``
+    past positions (``cache_position``): ``total - seq, ..., total - 1``.
+
+    >>> write_positions(5, 2).tolist()
+    [3, 4]
+    """
+    return np.arange(total - seq, total, dtype=dtype)
+
+
 def step_feeds(
     input_types: Mapping[str, Any],
     input_ids: Any,
@@ -100,7 +110,7 @@ def step_feeds(
         feeds[keep] = as_array(wanted, input_types[keep])
     where = layout.cache_position
     if where and where in input_types and total is not None:
-        feeds[where] = np.arange(total - seq, total, dtype=input_types[where] or np.int64)
+        feeds[where] = write_positions(total, seq, input_types[where] or np.int64)
     if cache is not None:
         names = layout.past.names(len(cache) // 2)
         for name, value in zip(names, cache, strict=True):
@@ -117,4 +127,4 @@ def step_feeds(
     return {name: feeds[name] for name in input_types}
 
 
-__all__ = ["as_array", "static_mask", "step_feeds"]
+__all__ = ["as_array", "static_mask", "step_feeds", "write_positions"]

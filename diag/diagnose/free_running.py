@@ -2,8 +2,8 @@
 tokens differ, and why (:func:`diag.diagnose.divergence.find_divergence`).
 
 Both sides are opened by :func:`~diag.generation.steps.open_steps` and generate with
-the same options (:mod:`diag.diagnose.sides`: greedy by default, raw logits kept at
-every step); the report and its near-tie verdict are those of
+the same options, compared by :func:`~diag.diagnose.sides.compare_sides` (greedy by
+default, raw logits kept at every step); the report and its near-tie verdict are those of
 :mod:`diag.diagnose.divergence`, told when the ONNX side is a quantized export.
 
 Example::
@@ -21,8 +21,8 @@ import torch
 
 from diag.contract import metadata_quantization
 from diag.contract.inspection import quantized_bits
-from diag.diagnose.divergence import Divergence, find_divergence
-from diag.diagnose.sides import comparison_options, generate_sides, narrowest_dtype
+from diag.diagnose.divergence import Divergence
+from diag.diagnose.sides import compare_sides, comparison_options
 from diag.generation.decoding import check_inputs
 from diag.generation.steps import open_steps
 
@@ -77,23 +77,16 @@ def first_divergence(
         torch_side.defaults, max_new_tokens, {**decoding, "seed": seed}, who="first_divergence"
     )
     onnx_side = open_steps(onnx_model_or_session, providers=providers, what="onnx_model_or_session")
-    pt, ox = generate_sides(torch_side, onnx_side, input_ids, attention_mask, options, seed)
     # a quantized model differs from torch by design: diag's exports say so in their
     # metadata, the graph of another tool's file (MatMulNBits) does
     session = getattr(onnx_side.backend, "session", None)
     quantization = metadata_quantization(session) if session is not None else None
     bits = quantization.get("bits") if quantization else quantized_bits(onnx_side.onnx_model)
-    return find_divergence(
-        pt.generated(),
-        ox.generated(),
-        pt.logits,
-        ox.logits,
-        names=("torch", "onnx"),
-        tokenizer=tokenizer,
-        num_candidates=num_candidates,
-        dtype=narrowest_dtype(torch_side, onnx_side),
+    return compare_sides(
+        torch_side, onnx_side, input_ids, attention_mask, options, seed,
+        names=("torch", "onnx"), tokenizer=tokenizer, num_candidates=num_candidates,
         quantized_bits=bits,
-    )
+    )  # fmt: skip
 
 
 __all__ = ["first_divergence"]

@@ -1,7 +1,9 @@
 """Two sides of a comparison decoded alike: the options both use
 (:func:`comparison_options`: greedy unless sampling is asked, sampling needs a seed,
-the raw logits kept), one side's generation with them (:func:`generate_side`) and
-both sides' (:func:`generate_sides`).
+the raw logits kept), one side's generation with them (:func:`generate_side`), both
+sides' (:func:`generate_sides`), their first divergence (:func:`compare_sides`) and
+the float32 noise of a torch side (:func:`float32_noise`: the same comparison against
+its float64 copy).
 
 :func:`~diag.diagnose.free_running.first_divergence` and :mod:`diag.testing` both
 compare through these functions.
@@ -13,14 +15,16 @@ compare through these functions.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 
+from diag.diagnose.divergence import Divergence, find_divergence
 from diag.generation.front import run_generation
 from diag.generation.options import DecodingOptions, resolve_options
 from diag.generation.result import GenerateResult
-from diag.generation.steps import Steps
+from diag.generation.steps import Steps, open_steps
 from diag.helpers.torch_helper import single_torch_thread
 
 
@@ -116,12 +120,13 @@ def generate_sides(
     attention_mask: torch.Tensor | None,
     options: DecodingOptions,
     seed: int | None = None,
+    *,
+    reference_result: GenerateResult | None = None,
 ) -> tuple[GenerateResult, GenerateResult]:
     """Both sides' results on the same prompt, options and seed: what a comparison
     reads (their :meth:`~diag.generation.result.GenerateResult.generated` rows and
-    logits).
+    logits); ``reference_result``: the reference's run, made already with these.
 
-    >>> from diag.generation.steps import open_steps
     >>> from diag.models import get_untrained_model_with_inputs
     >>> side = open_steps(get_untrained_model_with_inputs("llama")["model"])
     >>> options, seed = comparison_options(side.defaults, 2, {})
@@ -129,13 +134,83 @@ def generate_sides(
     >>> a.generated() == b.generated()
     True
     """
-    a = generate_side(reference, input_ids, attention_mask, options, seed)
+    a = reference_result or generate_side(reference, input_ids, attention_mask, options, seed)
     b = generate_side(candidate, input_ids, attention_mask, options, seed)
     return a, b
 
 
+def compare_sides(
+    reference: Steps,
+    candidate: Steps,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    options: DecodingOptions,
+    seed: int | None = None,
+    *,
+    reference_result: GenerateResult | None = None,
+    names: tuple[str, str] | None = None,
+    **report: Any,
+) -> Divergence:
+    """The first :class:`~diag.diagnose.divergence.Divergence` of ``candidate`` from
+    ``reference`` (:func:`generate_sides`, then
+    :func:`~diag.diagnose.divergence.find_divergence` over every row, its verdict in the
+    narrowest dtype of the two); ``names`` (None: the sides' names) and ``report``
+    (``tokenizer``, ``num_candidates``, ``quantized_bits``) go to the report.
+
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> side = open_steps(get_untrained_model_with_inputs("llama")["model"])
+    >>> options, seed = comparison_options(side.defaults, 2, {})
+    >>> bool(compare_sides(side, side, torch.tensor([[5, 6, 7]]), None, options, seed))
+    False
+    """
+    a, b = generate_sides(
+        reference, candidate, input_ids, attention_mask, options, seed,
+        reference_result=reference_result,
+    )  # fmt: skip
+    return find_divergence(
+        a.generated(),
+        b.generated(),
+        a.logits,
+        b.logits,
+        names=names or (reference.name, candidate.name),
+        dtype=narrowest_dtype(reference, candidate),
+        **report,
+    )
+
+
+def float32_noise(
+    side: Steps,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    options: DecodingOptions,
+    result: GenerateResult,
+    seed: int | None = None,
+) -> float | None:
+    """The largest logits difference between the torch model of ``side`` and a float64
+    copy of it on the same prompts and options, over the steps where both read the
+    same tokens (:attr:`~diag.diagnose.divergence.Divergence.largest_diff`); ``result``
+    is the side's own run. None when ``side`` is no torch model.
+
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> side = open_steps(get_untrained_model_with_inputs("llama")["model"])
+    >>> options, seed = comparison_options(side.defaults, 2, {})
+    >>> ids = torch.tensor([[5, 6, 7]])
+    >>> isinstance(float32_noise(side, ids, None, options, generate_side(side, ids, None, options)), float)
+    True
+    """
+    if side.model is None or result.logits is None:
+        return None
+    exact = open_steps(copy.deepcopy(side.model).to(torch.float64), what=f"{side.name} (float64)")
+    div = compare_sides(
+        side, exact, input_ids, attention_mask, options, seed, reference_result=result
+    )
+    return div.largest_diff
+
+
 __all__ = [
+    "compare_sides",
     "comparison_options",
+    "float32_noise",
     "generate_side",
     "generate_sides",
     "narrowest_dtype",

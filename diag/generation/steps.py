@@ -72,12 +72,33 @@ def is_onnx_model(obj: Any) -> bool:
     return any(m == o or m.startswith(o + ".") for m in modules for o in _ONNX_MODULES)
 
 
-def _onnx_label(source: Any, obj: Any) -> str:
-    if isinstance(source, str):
-        return f"onnx {source}"
-    if source is not None:  # a ModelProto
-        return f"onnx {source.graph.name or 'ModelProto'}"
-    return f"onnx {type(obj).__name__}"
+def _open_onnx(
+    obj: Any, what: str, providers: Any, session_options: Any, vocab_size: Any, layout: Any
+) -> Steps:
+    """:class:`Steps` over an ONNX model, opened by :func:`diag.ort.open.open_ort_backend`
+    (which also checks the ``providers`` of Steps opened already), labelled by it."""
+    if isinstance(obj, (str, os.PathLike)) and not os.path.exists(obj):
+        raise FileNotFoundError(
+            f"{what}: no ONNX file at {os.fspath(obj)!r}; export one with diag.export_causal_lm."
+        )
+    from diag.ort.open import open_ort_backend
+
+    if isinstance(obj, Steps):
+        open_ort_backend(obj.backend, providers)  # refuses other providers
+        return obj
+    backend = open_ort_backend(
+        obj, providers, layout=layout, session_options=session_options, vocab_size=vocab_size
+    )
+    return Steps(
+        backend,
+        backend.generation_defaults,
+        "onnx",
+        backend.label,
+        name=what,
+        onnx_model=backend.source,
+        # small [batch, vocab] torch ops between two runtime calls: one torch thread
+        step_context=single_torch_thread,
+    )
 
 
 def open_steps(
@@ -101,40 +122,18 @@ def open_steps(
     ...
     TypeError: candidate must be a transformers causal LM (torch.nn.Module), ...
     """
-    if isinstance(obj, Steps):
-        if obj.kind == "onnx" and providers is not None:
-            from diag.ort.open import check_providers
-
-            check_providers(obj.backend, providers)
+    if isinstance(obj, Steps) and (obj.kind != "onnx" or providers is None):
         return obj
     if isinstance(obj, torch.nn.Module):
         label = f"torch {type(obj).__name__}"
         defaults = getattr(obj, "generation_config", None)
         return Steps(TorchBackend(obj), defaults, "torch", label, name=what, model=obj)
-    if is_onnx_model(obj):
-        if isinstance(obj, (str, os.PathLike)) and not os.path.exists(obj):
-            raise FileNotFoundError(
-                f"{what}: no ONNX file at {os.fspath(obj)!r}; export one with "
-                "diag.export_causal_lm."
-            )
-        from diag.ort.open import open_ort_backend
-
-        backend = open_ort_backend(
-            obj, providers, layout=layout, session_options=session_options, vocab_size=vocab_size
-        )
-        return Steps(
-            backend,
-            backend.generation_defaults,
-            "onnx",
-            _onnx_label(backend.source, obj),
-            name=what,
-            onnx_model=backend.source,
-            # small [batch, vocab] torch ops between two runtime calls: one torch thread
-            step_context=single_torch_thread,
-        )
-    if is_step_backend(obj):
+    onnx = isinstance(obj, Steps) or is_onnx_model(obj)
+    if not onnx and is_step_backend(obj):
         defaults = getattr(obj, "generation_defaults", None)
         return Steps(obj, defaults, "backend", type(obj).__name__, name=what)
+    if onnx:
+        return _open_onnx(obj, what, providers, session_options, vocab_size, layout)
     raise TypeError(
         f"{what} must be a transformers causal LM (torch.nn.Module), a path to an .onnx "
         "file or a folder, an onnx.ModelProto, an onnx_ir.Model, an "

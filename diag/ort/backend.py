@@ -114,6 +114,16 @@ class OrtBackend:
 
     # ------------------------------------------------------------------ helpers
     @property
+    def label(self) -> str:
+        """What runs, for messages: ``onnx <file>``, ``onnx <graph name>`` (a ModelProto)
+        or ``onnx InferenceSession`` (a session whose file is unknown)."""
+        if isinstance(self.source, str):
+            return f"onnx {self.source}"
+        if self.source is not None:
+            return f"onnx {self.source.graph.name or 'ModelProto'}"
+        return f"onnx {type(self.session).__name__}"
+
+    @property
     def max_length(self) -> int | None:
         """The positions a generation may reach (a static cache's buffers), None: any."""
         return self.cache.max_length

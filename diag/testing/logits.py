@@ -22,10 +22,10 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import first_divergent_step
-from diag.diagnose.sides import comparison_options, generate_sides
+from diag.diagnose.sides import comparison_options, float32_noise, generate_sides
 from diag.generation.steps import open_steps
 from diag.helpers.wrap import wrap_report
-from diag.testing.noise import float32_noise, tolerance_of
+from diag.testing.noise import tolerance_of
 from diag.testing.prompts import encode_prompts
 from diag.testing.prompts import prompt_rows as _prompt_rows
 from diag.testing.tokens import describe_prompt

@@ -1,54 +1,26 @@
-"""How far two float32 runs of the same model may be apart: the float32 noise, measured
-against a float64 copy, and the tolerance export validation derives from it.
+"""How far two float32 runs of the same model may be apart: the tolerance export
+validation derives from the float32 noise.
 
 Two correct float32 implementations (torch and ONNX Runtime, or two releases of
 either) sum in other orders and differ by more than a fixed ``1e-4`` on the logits of
 a deep model. Export validation (:mod:`diag.export.check.validate`) measures the float32
 noise ``|torch float32 - torch float64|`` and accepts a difference within
 :func:`~diag.export.check.tolerance.noise_aware_tolerance` of it; :mod:`diag.testing` uses
-that same function, on generations: the noise is the largest logits difference
-between the model and its float64 copy over the steps where both chose the same tokens
-(:attr:`~diag.diagnose.divergence.Divergence.largest_diff`).
+that same function, on generations, with the noise that
+:func:`~diag.diagnose.sides.float32_noise` measures (the torch side against its float64
+copy, compared as any two sides are).
 
 Example::
 
-    noise = float32_noise(model, ids, mask, options, result)   # result: model's own run
+    noise = float32_noise(side, ids, mask, options, result)   # result: the side's own run
     tol = tolerance_of(None, noise, side)   # atol of the side's dtype, raised to 8x noise
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
-import torch
-
-from diag.diagnose.divergence import find_divergence
-from diag.diagnose.sides import generate_side, narrowest_dtype
+from diag.diagnose.sides import narrowest_dtype
 from diag.export.check.tolerance import accumulation_length, default_atol, noise_aware_tolerance
-from diag.generation.steps import Steps, open_steps
-
-
-def float32_noise(
-    side: Steps,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    options: Any,
-    result: Any,
-    seed: int | None = None,
-) -> float | None:
-    """The largest logits difference between the torch model of ``side`` and a float64
-    copy of it on the same prompts and options, over the steps where both read the
-    same tokens; ``result`` is the side's own run. None when ``side`` is no torch model.
-    """
-    if side.model is None or result.logits is None:
-        return None
-    exact = open_steps(copy.deepcopy(side.model).to(torch.float64), what=f"{side.name} (float64)")
-    exact_result = generate_side(exact, input_ids, attention_mask, options, seed)
-    div = find_divergence(
-        result.generated(), exact_result.generated(), result.logits, exact_result.logits
-    )
-    return div.largest_diff
+from diag.generation.steps import Steps
 
 
 def tolerance_of(atol: float | None, noise: float | None, *sides: Steps) -> float:
@@ -66,4 +38,4 @@ def tolerance_of(atol: float | None, noise: float | None, *sides: Steps) -> floa
     return noise_aware_tolerance(base, noise)
 
 
-__all__ = ["float32_noise", "tolerance_of"]
+__all__ = ["tolerance_of"]

@@ -38,10 +38,10 @@ import torch
 import diag
 from diag.compat.versions import installed_version
 from diag.diagnose.divergence import top_candidates
-from diag.diagnose.sides import comparison_options, generate_side
+from diag.diagnose.sides import comparison_options, float32_noise, generate_side
 from diag.generation.steps import Steps, open_steps
 from diag.helpers.atomic_write import write_text_atomically
-from diag.testing.noise import float32_noise, tolerance_of
+from diag.testing.noise import tolerance_of
 from diag.testing.prompts import encode_prompts, options_as_dict, prompt_rows
 
 #: the ``format`` field of every record

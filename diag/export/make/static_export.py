@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from diag import contract
-from diag.contract.feeds import static_mask
+from diag.contract.feeds import static_mask, write_positions
 from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.make.decoder_export import DecoderExport, TraceOptions, trace_and_save
 from diag.export.make.logits_to_keep import add_logits_to_keep
@@ -76,7 +76,7 @@ def static_dummy_inputs(
     }
     if with_position_ids:
         inputs["position_ids"] = torch.arange(past, past + seq).expand(batch, seq).contiguous()
-    inputs["cache_position"] = torch.arange(past, past + seq)
+    inputs["cache_position"] = torch.from_numpy(write_positions(past + seq, seq))
     inputs["past"] = [t for pair in pairs for t in pair]
     d_batch = torch.export.Dim(contract.DIM_BATCH, min=1, max=1024)
     d_seq = torch.export.Dim(contract.DIM_SEQ, min=1, max=max_length)
@@ -145,11 +145,11 @@ def static_feeds(feeds: dict[str, Any], max_length: int) -> dict[str, Any]:
     import numpy as np
 
     mask = feeds[contract.ATTENTION_MASK]
-    total = mask.shape[1]
-    past = total - feeds[contract.INPUT_IDS].shape[1]
+    total, seq = mask.shape[1], feeds[contract.INPUT_IDS].shape[1]
+    past = total - seq
     out = dict(feeds)
     out[contract.ATTENTION_MASK] = static_mask(mask, max_length)
-    out[contract.CACHE_POSITION] = np.arange(past, total, dtype=np.int64)
+    out[contract.CACHE_POSITION] = write_positions(total, seq)
     for name, value in feeds.items():
         if contract.PAST.parse(name) is not None:
             buffer = np.zeros(value.shape[:2] + (max_length,) + value.shape[3:], dtype=value.dtype)
