@@ -82,11 +82,12 @@ def first_divergence(
     session = getattr(onnx_side.backend, "session", None)
     quantization = metadata_quantization(session) if session is not None else None
     bits = quantization.get("bits") if quantization else quantized_bits(onnx_side.onnx_model)
-    return compare_sides(
+    *_, divergence = compare_sides(
         torch_side, onnx_side, input_ids, attention_mask, options, seed,
         names=("torch", "onnx"), tokenizer=tokenizer, num_candidates=num_candidates,
         quantized_bits=bits,
     )  # fmt: skip
+    return divergence
 
 
 __all__ = ["first_divergence"]

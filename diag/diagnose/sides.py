@@ -1,8 +1,7 @@
 """Two sides of a comparison decoded alike: the options both use
 (:func:`comparison_options`: greedy unless sampling is asked, sampling needs a seed,
 the raw logits kept), one side's generation with them (:func:`generate_side`), both
-sides' (:func:`generate_sides`), their first divergence (:func:`compare_sides`) and
-the float32 noise of a torch side (:func:`float32_noise`: the same comparison against
+sides' and their first divergence (:func:`compare_sides`) and the float32 noise of a torch side (:func:`float32_noise`: the same comparison against
 its float64 copy).
 
 :func:`~diag.diagnose.free_running.first_divergence` and :mod:`diag.testing` both
@@ -113,32 +112,6 @@ def generate_side(
         )
 
 
-def generate_sides(
-    reference: Steps,
-    candidate: Steps,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    options: DecodingOptions,
-    seed: int | None = None,
-    *,
-    reference_result: GenerateResult | None = None,
-) -> tuple[GenerateResult, GenerateResult]:
-    """Both sides' results on the same prompt, options and seed: what a comparison
-    reads (their :meth:`~diag.generation.result.GenerateResult.generated` rows and
-    logits); ``reference_result``: the reference's run, made already with these.
-
-    >>> from diag.models import get_untrained_model_with_inputs
-    >>> side = open_steps(get_untrained_model_with_inputs("llama")["model"])
-    >>> options, seed = comparison_options(side.defaults, 2, {})
-    >>> a, b = generate_sides(side, side, torch.tensor([[5, 6, 7]]), None, options, seed)
-    >>> a.generated() == b.generated()
-    True
-    """
-    a = reference_result or generate_side(reference, input_ids, attention_mask, options, seed)
-    b = generate_side(candidate, input_ids, attention_mask, options, seed)
-    return a, b
-
-
 def compare_sides(
     reference: Steps,
     candidate: Steps,
@@ -150,32 +123,35 @@ def compare_sides(
     reference_result: GenerateResult | None = None,
     names: tuple[str, str] | None = None,
     **report: Any,
-) -> Divergence:
-    """The first :class:`~diag.diagnose.divergence.Divergence` of ``candidate`` from
-    ``reference`` (:func:`generate_sides`, then
-    :func:`~diag.diagnose.divergence.find_divergence` over every row, its verdict in the
-    narrowest dtype of the two); ``names`` (None: the sides' names) and ``report``
+) -> tuple[GenerateResult, GenerateResult, Divergence]:
+    """Both sides' results on the same prompt, options and seed (their
+    :meth:`~diag.generation.result.GenerateResult.generated` rows and logits) and the
+    first :class:`~diag.diagnose.divergence.Divergence` of ``candidate`` from
+    ``reference`` over every row (:func:`~diag.diagnose.divergence.find_divergence`, its
+    verdict in the narrowest dtype of the two). ``reference_result``: the reference's
+    run, made already with these; ``names`` (None: the sides' names) and ``report``
     (``tokenizer``, ``num_candidates``, ``quantized_bits``) go to the report.
 
     >>> from diag.models import get_untrained_model_with_inputs
     >>> side = open_steps(get_untrained_model_with_inputs("llama")["model"])
     >>> options, seed = comparison_options(side.defaults, 2, {})
-    >>> bool(compare_sides(side, side, torch.tensor([[5, 6, 7]]), None, options, seed))
-    False
+    >>> a, b, div = compare_sides(side, side, torch.tensor([[5, 6, 7]]), None, options, seed)
+    >>> a.generated() == b.generated(), bool(div)
+    (True, False)
     """
-    a, b = generate_sides(
-        reference, candidate, input_ids, attention_mask, options, seed,
-        reference_result=reference_result,
-    )  # fmt: skip
-    return find_divergence(
+    dtype = narrowest_dtype(reference, candidate)
+    a = reference_result or generate_side(reference, input_ids, attention_mask, options, seed)
+    b = generate_side(candidate, input_ids, attention_mask, options, seed)
+    divergence = find_divergence(
         a.generated(),
         b.generated(),
         a.logits,
         b.logits,
         names=names or (reference.name, candidate.name),
-        dtype=narrowest_dtype(reference, candidate),
+        dtype=dtype,
         **report,
     )
+    return a, b, divergence
 
 
 def float32_noise(
@@ -201,7 +177,7 @@ def float32_noise(
     if side.model is None or result.logits is None:
         return None
     exact = open_steps(copy.deepcopy(side.model).to(torch.float64), what=f"{side.name} (float64)")
-    div = compare_sides(
+    *_, div = compare_sides(
         side, exact, input_ids, attention_mask, options, seed, reference_result=result
     )
     return div.largest_diff
@@ -212,7 +188,6 @@ __all__ = [
     "comparison_options",
     "float32_noise",
     "generate_side",
-    "generate_sides",
     "narrowest_dtype",
     "side_dtype",
 ]

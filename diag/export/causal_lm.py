@@ -39,6 +39,7 @@ from diag.export.make.onnx_export import ExportTimings
 from diag.export.make.quantize import QuantizeOptions, quantize_file
 from diag.export.make.static_export import export_static_decoder
 from diag.export.plan.dtype import export_dtype, model_dtype, model_in_dtype, runs_on_cpu
+from diag.export.plan.export_options import EXPORT_DEFAULTS, ExportOptions
 from diag.export.plan.export_plan import ExportPlan, plan_export
 from diag.export.record.export_cache import is_cached, read_sidecar, write_sidecar
 from diag.export.record.result import (
@@ -104,11 +105,11 @@ def _make_quantized(
     plan: ExportPlan,
     quantization: QuantizeOptions,
     force: bool,
-    float_options: dict[str, Any],
+    float_options: ExportOptions,
 ) -> ExportResult:
     """Quantizes the float export of the same model and options (made or reused in the
     export cache, unvalidated) into ``plan.filename``."""
-    float_export = export_causal_lm(model, None, verify=False, force=force, **float_options)
+    float_export = _export(model, None, False, force, float_options)
     timings = float_export.timings
     begin = time.perf_counter()
     written = quantize_file(float_export.filename, plan.filename, quantization)
@@ -137,16 +138,16 @@ def export_causal_lm(
     filename: str | os.PathLike | None = None,
     verify: bool = True,
     force: bool = False,
-    opset: int | None = None,
-    verbose: int = 0,
-    exporter: str = "onnx-dynamo",
-    fuse: bool = True,
-    quantize: str | QuantizeOptions | None = None,
-    cache: str = "dynamic",
-    max_length: int | None = None,
-    attention: str = "onnx",
-    layout: str = "diag",
-    dtype: str | torch.dtype | None = None,
+    opset: int | None = EXPORT_DEFAULTS.opset,
+    verbose: int = EXPORT_DEFAULTS.verbose,
+    exporter: str = EXPORT_DEFAULTS.exporter,
+    fuse: bool = EXPORT_DEFAULTS.fuse,
+    quantize: str | QuantizeOptions | None = EXPORT_DEFAULTS.quantize,
+    cache: str = EXPORT_DEFAULTS.cache,
+    max_length: int | None = EXPORT_DEFAULTS.max_length,
+    attention: str = EXPORT_DEFAULTS.attention,
+    layout: str = EXPORT_DEFAULTS.layout,
+    dtype: str | torch.dtype | None = EXPORT_DEFAULTS.dtype,
 ) -> ExportResult:
     """Exports a causal LM of transformers to ONNX, following the export contract.
 
@@ -204,33 +205,38 @@ def export_causal_lm(
     layout (``"plain"`` only) and the versions of
     diag, torch, transformers, onnx, onnxscript and onnx-ir.
     """
+    return _export(model, filename, verify, force, ExportOptions.of(locals()))
+
+
+def _export(
+    model: torch.nn.Module,
+    filename: str | os.PathLike | None,
+    verify: bool,
+    force: bool,
+    options: ExportOptions,
+) -> ExportResult:
+    """:func:`export_causal_lm` with its options as one value."""
     from diag.compat.versions import warn_if_transformers_untested
 
     warn_if_transformers_untested()  # once per process: a newer transformers may break it
     check_causal_lm(model)  # before its dtype is read: anything else gets a clear error
     source_dtype = model_dtype(model)
-    target_dtype = export_dtype(model, dtype)
+    target_dtype = export_dtype(model, options.dtype)
     model = model_in_dtype(model, target_dtype)
-    float_options: dict[str, Any] = {
-        "opset": opset, "verbose": verbose, "exporter": exporter, "fuse": fuse, "cache": cache,
-        "max_length": max_length, "attention": attention, "layout": layout,
-    }  # fmt: skip
-    plan = plan_export(
-        model, filename, quantize=quantize, source_dtype=source_dtype, **float_options
-    )
-    # the float export a quantized one comes from is made of the converted model
-    float_options["dtype"] = target_dtype
+    plan = plan_export(model, filename, options, source_dtype=source_dtype)
     if not force and is_cached(plan.filename, plan.key):
-        return _reuse(model, plan, verify, verbose)
+        return _reuse(model, plan, verify, options.verbose)
     with _eval_mode(model):
         if plan.quantization is None:
             result, dummy_inputs = _make_float(model, plan)
         else:
+            # the float export a quantized one comes from is made of the converted model
+            float_options = dataclasses.replace(options, quantize=None, dtype=target_dtype)
             result = _make_quantized(model, plan, plan.quantization, force, float_options)
             dummy_inputs = None
         if verify and runs_on_cpu(plan.filename):
             result.validation, result.validation_time = _check(
-                model, plan.filename, dummy_inputs, verbose
+                model, plan.filename, dummy_inputs, options.verbose
             )
     # the sidecar last: a model that failed validation is never reused
     write_sidecar(plan.filename, sidecar_entry(result, plan.key_parts))

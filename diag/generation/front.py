@@ -21,6 +21,7 @@ and what is returned::
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 
 from diag.generation.decoding import StepEvent, decode
-from diag.generation.options import DecodingOptions
+from diag.generation.options import DecodingOptions, named_options, resolve_options
 from diag.generation.prompt import prepare_prompt
 from diag.generation.result import GenerateResult
 from diag.generation.steps import Steps
@@ -94,6 +95,27 @@ def run_generation(
     return result if return_result else result.sequences
 
 
+def run_keywords(steps: Steps, scope: dict[str, Any]) -> Any:
+    """The body :func:`diag.generate` and :func:`diag.onnx_generate` share: the decoding
+    options of ``scope`` (the caller's ``locals()``: its written-out options, ``kwargs``
+    and ``generation_config``) resolved once over ``steps.defaults``, then
+    :func:`run_generation` with the prompt and its other keywords found there.
+
+    >>> from diag.generation.steps import open_steps
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> steps = open_steps(get_untrained_model_with_inputs("llama")["model"])
+    >>> scope = {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": None,
+    ...          "generation_config": None, "max_new_tokens": 2, "kwargs": {}}
+    >>> run_keywords(steps, scope).shape
+    torch.Size([1, 5])
+    """
+    options = resolve_options(
+        scope["generation_config"], steps.defaults, **named_options(scope), **scope["kwargs"]
+    )
+    run = {name: scope[name] for name in _RUN_KEYWORDS if name in scope}
+    return run_generation(steps, scope["input_ids"], scope["attention_mask"], options, **run)
+
+
 def _with_text(streamer: Any, tokenizer: Any | None) -> Any:
     """A plain callback gets the text deltas too when a tokenizer is known, as the
     events of a stream do; a transformers streamer (``put``/``end``) decodes itself."""
@@ -107,4 +129,11 @@ def _with_text(streamer: Any, tokenizer: Any | None) -> Any:
     return callback
 
 
-__all__ = ["run_generation"]
+#: the keywords of :func:`run_generation` that :func:`run_keywords` passes on
+_RUN_KEYWORDS = [
+    name
+    for name, p in inspect.signature(run_generation).parameters.items()
+    if p.kind is p.KEYWORD_ONLY
+]
+
+__all__ = ["run_generation", "run_keywords"]

@@ -3,7 +3,8 @@
 Same answers as ``model.generate`` (greedy and seeded sampling, batches, eos), with
 the loop visible in :mod:`diag.generation.decoding`; the model is opened by
 :func:`~diag.generation.steps.open_steps` and run by
-:func:`~diag.generation.front.run_generation`.
+:func:`~diag.generation.front.run_keywords` (the options resolved once, then
+:func:`~diag.generation.front.run_generation`).
 
 >>> import torch
 >>> from diag.models import get_untrained_model_with_inputs
@@ -18,13 +19,15 @@ from typing import Any
 
 import torch
 
-from diag.generation.front import run_generation
-from diag.generation.options import UNSET, named_options, resolve_options
+from diag.generation.front import run_keywords
+from diag.generation.options import UNSET
+from diag.generation.parameter_docs import with_parameter_docs
 from diag.generation.result import GenerateResult
 from diag.generation.steps import open_steps
 from diag.generation.streaming import GenerationStream
 
 
+@with_parameter_docs
 def generate(
     model: Any,
     input_ids: Any,
@@ -90,30 +93,7 @@ def generate(
     :param model: the causal LM (or what ``open_steps`` opens)
     :param input_ids: the prompt: ``[batch, seq]`` token ids, or text with ``tokenizer``
     :param attention_mask: 0 on the left padding of a batch (None: all ones)
-    :param max_new_tokens: the most tokens generated per sequence
-    :param eos_token_id: the token(s) ending a sequence
-    :param pad_token_id: the token written after a sequence ended
-    :param do_sample: samples the next token instead of taking the most likely one
-    :param temperature: divides the logits before sampling
-    :param top_k: samples among the ``top_k`` most likely tokens
-    :param top_p: samples among the most likely tokens whose probabilities sum to ``top_p``
-    :param repetition_penalty: lowers the logits of the tokens already in the sequence
-    :param num_return_sequences: the sequences generated per prompt
-    :param num_beams: the hypotheses of a beam search per prompt (1: no beam search)
-    :param length_penalty: beam search: a finished hypothesis scores its summed
-        log-probability divided by its length to this power
-    :param early_stopping: beam search: True stops at ``num_beams`` finished hypotheses,
-        False when no running one can beat them, ``"never"`` only when none can at any
-        length
-    :param output_scores: keeps the processed logits of every step in the result
-    :param output_logits: keeps the raw logits of every step in the result
-    :param generator: the random generator of sampling (None: the global one)
-    :param streamer: called with each step's event, or a transformers streamer
-    :param generation_config: a ``GenerationConfig`` whose values replace the model's
-    :param tokenizer: encodes text prompts and decodes the events' text
-    :param return_result: returns a :class:`GenerateResult` instead of the tokens
-    :param stream: returns a :class:`~diag.generation.GenerationStream` to iterate on
-    :param kwargs: other ``GenerationConfig`` names
+    .. decoding parameters
 
     >>> import torch, diag
     >>> from diag.models import get_untrained_model_with_inputs
@@ -133,21 +113,7 @@ def generate(
                             return_result=True)
         res.finish_reasons, res.texts(tokenizer)
     """
-    steps = open_steps(model)
-    options = resolve_options(
-        generation_config, steps.defaults, **named_options(locals()), **kwargs
-    )
-    return run_generation(
-        steps,
-        input_ids,
-        attention_mask,
-        options,
-        generator=generator,
-        streamer=streamer,
-        tokenizer=tokenizer,
-        return_result=return_result,
-        stream=stream,
-    )
+    return run_keywords(open_steps(model), locals())
 
 
 def stream(

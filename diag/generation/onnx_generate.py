@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
-from diag.generation.front import run_generation
-from diag.generation.options import UNSET, named_options, resolve_options
+from diag.generation.front import run_keywords
+from diag.generation.options import UNSET
+from diag.generation.parameter_docs import with_parameter_docs
 from diag.generation.steps import open_steps
 
 
+@with_parameter_docs
 def onnx_generate(
     model_or_session: Any,
     input_ids: Any,
@@ -95,30 +97,7 @@ def onnx_generate(
     :param vocab_size: the vocabulary size when the graph's logits do not fix it
     :param layout: the layout of the file's names, a :class:`~diag.contract.Layout` or
         fields overriding the detected one (None: detected)
-    :param max_new_tokens: as in :func:`diag.generate`, like every decoding option below
-    :param eos_token_id: the token(s) ending a sequence
-    :param pad_token_id: the token written after a sequence ended
-    :param do_sample: samples the next token instead of taking the most likely one
-    :param temperature: divides the logits before sampling
-    :param top_k: samples among the ``top_k`` most likely tokens
-    :param top_p: samples among the most likely tokens whose probabilities sum to ``top_p``
-    :param repetition_penalty: lowers the logits of the tokens already in the sequence
-    :param num_return_sequences: the sequences generated per prompt
-    :param num_beams: the hypotheses of a beam search per prompt (1: no beam search)
-    :param length_penalty: beam search: a finished hypothesis scores its summed
-        log-probability divided by its length to this power
-    :param early_stopping: beam search: True stops at ``num_beams`` finished hypotheses,
-        False when no running one can beat them, ``"never"`` only when none can at any
-        length
-    :param output_scores: keeps the processed logits of every step in the result
-    :param output_logits: keeps the raw logits of every step in the result
-    :param generator: the random generator of sampling (None: the global one)
-    :param streamer: called with each step's event, or a transformers streamer
-    :param generation_config: a ``GenerationConfig`` whose values replace the metadata's
-    :param tokenizer: encodes text prompts and decodes the events' text
-    :param return_result: returns a :class:`~diag.GenerateResult` instead of the tokens
-    :param stream: returns a :class:`~diag.generation.GenerationStream` to iterate on
-    :param kwargs: other ``GenerationConfig`` names
+    .. decoding parameters
 
     Example (an export takes a few seconds even for a tiny model)::
 
@@ -146,20 +125,7 @@ def onnx_generate(
             "the steps with diag.generation.open_steps(...) and pass them to onnx_generate "
             "instead."
         )
-    options = resolve_options(
-        generation_config, steps.defaults, **named_options(locals()), **kwargs
-    )
-    output = run_generation(
-        steps,
-        input_ids,
-        attention_mask,
-        options,
-        generator=generator,
-        streamer=streamer,
-        tokenizer=tokenizer,
-        return_result=return_result,
-        stream=stream,
-    )
+    output = run_keywords(steps, locals())
     if return_session:
         return output, steps.backend, steps.backend.feeds_as_numpy()
     return output

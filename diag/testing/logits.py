@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import first_divergent_step
-from diag.diagnose.sides import comparison_options, float32_noise, generate_sides
+from diag.diagnose.sides import compare_sides, comparison_options, float32_noise
 from diag.generation.steps import open_steps
 from diag.helpers.wrap import wrap_report
 from diag.testing.noise import tolerance_of
@@ -110,7 +110,7 @@ def assert_logits_close(
     cand = open_steps(candidate, providers=providers, what="candidate")
     options, seed = comparison_options(ref.defaults, max_new_tokens, {})
     input_ids, attention_mask = encode_prompts(inputs, tokenizer)
-    a, b = generate_sides(ref, cand, input_ids, attention_mask, options, seed)
+    a, b, _ = compare_sides(ref, cand, input_ids, attention_mask, options, seed)
     counts = _compared_steps(a.generated(), b.generated())
     rtol = 0.0 if rtol is None else rtol
     tolerance = tolerance_of(atol, None, ref, cand)

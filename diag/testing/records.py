@@ -235,8 +235,10 @@ def record(
         "float32_noise": noise,
     }
     texts = None
-    if tokenizer is not None and isinstance(prompts, (str, list)) and all(
-        isinstance(p, str) for p in ([prompts] if isinstance(prompts, str) else prompts)
+    if (
+        tokenizer is not None
+        and isinstance(prompts, (str, list))
+        and all(isinstance(p, str) for p in ([prompts] if isinstance(prompts, str) else prompts))
     ):
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
     content = make_record(

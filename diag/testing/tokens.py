@@ -24,7 +24,7 @@ import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence, first_divergent_step
 from diag.diagnose.layers.localize import DEFAULT_TOL
-from diag.diagnose.sides import comparison_options, generate_sides, narrowest_dtype
+from diag.diagnose.sides import compare_sides, comparison_options, narrowest_dtype
 from diag.generation.steps import Steps, open_steps
 from diag.helpers.wrap import wrap_report
 from diag.testing.prompts import encode_prompts
@@ -132,7 +132,7 @@ def assert_same_tokens(
     options, seed = comparison_options(defaults, max_new_tokens, decoding_options)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
     input_ids, attention_mask = encode_prompts(prompts, tokenizer, pad)
-    a, b = generate_sides(ref, cand, input_ids, attention_mask, options, seed)
+    a, b, _ = compare_sides(ref, cand, input_ids, attention_mask, options, seed)
     rows_a, rows_b = a.generated(), b.generated()
     failing = [
         r for r in range(len(rows_a)) if first_divergent_step(rows_a[r], rows_b[r]) is not None

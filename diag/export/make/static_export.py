@@ -48,7 +48,11 @@ def check_max_length(cache: str, max_length: int | None) -> int | None:
                 "it, or drop it (a dynamic cache grows as it needs)."
             )
         return None
-    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < MIN_MAX_LENGTH:
+    if (
+        not isinstance(max_length, int)
+        or isinstance(max_length, bool)
+        or max_length < MIN_MAX_LENGTH
+    ):
         raise ValueError(
             f"cache='static' needs max_length=N, the positions of each buffer (prompt plus "
             f"new tokens, at least {MIN_MAX_LENGTH}), e.g. max_length=2048; got {max_length!r}."

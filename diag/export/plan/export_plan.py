@@ -8,7 +8,8 @@ Example::
 
     >>> from diag.models import get_untrained_model_with_inputs
     >>> model = get_untrained_model_with_inputs("llama")["model"]
-    >>> plan = plan_export(model, "/tmp/llama/model.onnx", cache="static", max_length=64)
+    >>> options = ExportOptions(cache="static", max_length=64)
+    >>> plan = plan_export(model, "/tmp/llama/model.onnx", options)
     >>> plan.trace.opset, plan.key_options["cache"], plan.output_names[:2]
     (24, 'static', ['logits', 'present.0.key'])
 """
@@ -31,6 +32,7 @@ from diag.export.make.quantize import QuantizeOptions
 from diag.export.make.static_cache import STATIC_OPSET
 from diag.export.make.static_export import check_max_length
 from diag.export.plan.dtype import dtype_metadata, dtype_name, model_dtype
+from diag.export.plan.export_options import EXPORT_DEFAULTS, ExportOptions
 from diag.export.plan.plain_layout import check_layout
 from diag.export.record.export_cache import cache_dir, export_key_parts, key_of_parts
 from diag.export.record.generation_config import generation_config_json
@@ -99,27 +101,22 @@ def _folder_name(
 def plan_export(
     model: torch.nn.Module,
     filename: str | os.PathLike | None = None,
+    options: ExportOptions = EXPORT_DEFAULTS,
     *,
-    opset: int | None = None,
-    verbose: int = 0,
-    exporter: str = "onnx-dynamo",
-    fuse: bool = True,
-    quantize: str | QuantizeOptions | None = None,
-    cache: str = "dynamic",
-    max_length: int | None = None,
-    attention: str = "onnx",
-    layout: str = "diag",
     source_dtype: torch.dtype | None = None,
 ) -> ExportPlan:
-    """Checks the options of :func:`diag.export_causal_lm` (same meanings) and plans the
-    export; an unsupported model or option fails here, before anything is hashed or
-    traced. ``model`` is already in the export's dtype; ``source_dtype``: the dtype of the
-    model the user gave when :mod:`diag.export.plan.dtype` converted it."""
+    """Checks the ``options`` of :func:`diag.export_causal_lm` and plans the export; an
+    unsupported model or option fails here, before anything is hashed or traced.
+    ``model`` is already in the export's dtype (``options.dtype`` is not read here);
+    ``source_dtype``: the dtype of the model the user gave when
+    :mod:`diag.export.plan.dtype` converted it."""
+    opset, verbose, exporter, fuse = options.opset, options.verbose, options.exporter, options.fuse
+    cache, attention, layout = options.cache, options.attention, options.layout
     check_causal_lm(model)
     _check_exporter(exporter)
     check_opset(opset)
-    quantization = QuantizeOptions.parse(quantize)
-    max_length = check_max_length(cache, max_length)
+    quantization = QuantizeOptions.parse(options.quantize)
+    max_length = check_max_length(cache, options.max_length)
     static = max_length is not None
     gqa = check_attention(attention) == "gqa"
     plain = check_layout(layout, cache) == "plain"
