@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from diag.cli.tables import comparison_table, save_bar_plot, save_csv
     from diag.diagnose.divergence import find_divergence
     from diag.diagnose.sides import narrowest_dtype
+    from diag.export.plan.export_options import ExportOptions
 
     checkpoint, tokenizer = load_model(args.model, getattr(args, "dtype", "auto"))
     # like with like: the three backends in the export's dtype
@@ -163,11 +164,9 @@ def run(args: argparse.Namespace) -> int:
         # hypotheses that move between rows: its report has the tokens only
         output_logits=not beams,
     )
+    export = ExportOptions(quantize=args.quantize, cache=args.cache, max_length=args.max_length)
     runners = {
-        name: make_runner(
-            name, model, force_export=args.force_export, quantize=args.quantize,
-            cache=args.cache, max_length=args.max_length,
-        )  # fmt: skip
+        name: make_runner(name, model, force_export=args.force_export, export=export)
         for name in ORDER
     }
     if getattr(args, "onnx", None):
@@ -227,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
     print("-----")
     for i, div in divergences:
         print(f"{div.other} diverges from {div.reference} on prompt {i + 1}: {div}")
-    effects = dtype_effect(checkpoint, model, runs[REFERENCE], singles, options, tokenizer, args.top)
+    effects = dtype_effect(
+        checkpoint, model, runs[REFERENCE], singles, options, tokenizer, args.top
+    )
     if effects:
         print("\n".join(dtype_lines(checkpoint, effects)))
 

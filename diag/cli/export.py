@@ -84,22 +84,22 @@ def run(args: argparse.Namespace) -> int:
     # imported here: `--help` and the argument checks answer before torch is loaded
     from diag.cli.exported_model import export_model
     from diag.cli.loading import load_model
+    from diag.export.plan.export_options import ExportOptions
 
     model, tokenizer = load_model(args.model)
     os.makedirs(output, exist_ok=True)
     filename = os.path.join(output, "model.onnx")
     if args.opset is not None and not 18 <= args.opset <= 23:
         args.parser.error(f"--opset {args.opset}: diag exports with opsets 18 to 23")
-    exported = export_model(
-        model,
-        filename=filename,
-        verify=args.verify,
-        force=args.force,
+    options = ExportOptions(
         fuse=args.fuse,
         opset=args.opset,
         quantize=args.quantize,
         cache=args.cache,
         max_length=args.max_length,
+    )
+    exported = export_model(
+        model, filename=filename, verify=args.verify, force=args.force, options=options
     )
     # what a runtime needs next to the graph: the tokenizer and the decoding defaults
     tokenizer.save_pretrained(output)

@@ -21,6 +21,7 @@ from diag.cli.progress import progress
 
 if TYPE_CHECKING:  # the exporter is loaded by the commands that export only
     from diag.export.check.validate import ValidationReport
+    from diag.export.plan.export_options import ExportOptions
     from diag.export.record.result import ExportResult
 
 
@@ -95,28 +96,23 @@ def export_model(
     filename: str | None = None,
     verify: bool = True,
     force: bool = False,
-    fuse: bool = True,
-    opset: int | None = None,
-    quantize: str | None = None,
-    cache: str = "dynamic",
-    max_length: int | None = None,
+    options: ExportOptions | None = None,
 ) -> ExportedModel:
-    """Exports ``model`` with :func:`diag.export_causal_lm` (reusing its cache);
-    ``fuse``, ``opset``, ``quantize``, ``cache`` and ``max_length`` are passed on.
+    """Exports ``model`` with :func:`diag.export_causal_lm` (reusing its cache) and its
+    ``options`` (None: the defaults).
 
     A validation failure does not raise: the result says ``passed=False`` and holds the
     library's message, and the file is kept (the library only refuses to cache it).
     """
     # imported here, as below: the exporter is loaded by the commands that export
     from diag.export import ExportValidationError, export_causal_lm
+    from diag.export.plan.export_options import EXPORT_DEFAULTS
 
     _quiet_exporter_logs()
+    keywords = (options or EXPORT_DEFAULTS).keywords()
     with progress(total=1, desc="export to ONNX") as bar:
         try:
-            result = export_causal_lm(
-                model, filename, verify=verify, force=force, fuse=fuse, opset=opset,
-                quantize=quantize, cache=cache, max_length=max_length,
-            )  # fmt: skip
+            result = export_causal_lm(model, filename, verify=verify, force=force, **keywords)
         except ExportValidationError as exc:
             bar.update(1)
             if filename is None:
@@ -129,11 +125,7 @@ def export_model(
 
 
 def export_for_comparison(
-    model: Any,
-    force: bool = False,
-    quantize: str | None = None,
-    cache: str = "dynamic",
-    max_length: int | None = None,
+    model: Any, force: bool = False, options: ExportOptions | None = None
 ) -> ExportedModel:
     """The export ``generate --backend onnx`` and ``compare`` run.
 
@@ -143,9 +135,7 @@ def export_for_comparison(
     find out why (a warning on stderr says so).
     """
     try:
-        return export_model(
-            model, verify=True, force=force, quantize=quantize, cache=cache, max_length=max_length
-        )
+        return export_model(model, verify=True, force=force, options=options)
     except RuntimeError as exc:
         if not isinstance(exc.__cause__, AssertionError):
             raise
@@ -156,11 +146,10 @@ def export_for_comparison(
             "going on with it to show where the generations part.\n"
         )
         from diag.export import export_causal_lm
+        from diag.export.plan.export_options import EXPORT_DEFAULTS
 
+        keywords = (options or EXPORT_DEFAULTS).keywords()
         with progress(total=1, desc="export to ONNX (unverified)") as bar:
-            result = export_causal_lm(
-                model, path, verify=False, force=True, quantize=quantize, cache=cache,
-                max_length=max_length,
-            )  # fmt: skip
+            result = export_causal_lm(model, path, verify=False, force=True, **keywords)
             bar.update(1)
         return ExportedModel(path, result, failure=str(exc.__cause__), _tmp=tmp)

@@ -23,13 +23,16 @@ Example::
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from diag.cli.loading import eos_token_ids
 from diag.generation.options import UNSET, DecodingOptions, resolve_options
 from diag.generation.result import GenerateResult
+
+if TYPE_CHECKING:  # the exporter is loaded by the onnx backend only
+    from diag.export.plan.export_options import ExportOptions
 
 #: the order the command line shows the backends in; ``hf`` is the reference
 BACKEND_LABELS = {
@@ -203,31 +206,17 @@ class OnnxRunner(StepsRunner):
 
     name = "onnx"
 
-    def __init__(
-        self,
-        model: Any,
-        force_export: bool = False,
-        quantize: str | None = None,
-        cache: str = "dynamic",
-        max_length: int | None = None,
-    ):
+    def __init__(self, model: Any, force_export: bool = False, export: ExportOptions | None = None):
         super().__init__(model)
         self.force_export = force_export
-        self.quantize = quantize
-        self.cache = cache
-        self.max_length = max_length
+        #: the options of the export it runs (None: the defaults)
+        self.export = export
 
     def source(self) -> Any:
         """The export's path (or the cached one's)."""
         from diag.cli.exported_model import export_for_comparison
 
-        exported = export_for_comparison(
-            self.model,
-            force=self.force_export,
-            quantize=self.quantize,
-            cache=self.cache,
-            max_length=self.max_length,
-        )
+        exported = export_for_comparison(self.model, force=self.force_export, options=self.export)
         return exported.path
 
 
@@ -235,18 +224,14 @@ def make_runner(
     name: str,
     model: Any,
     force_export: bool = False,
-    quantize: str | None = None,
-    cache: str = "dynamic",
-    max_length: int | None = None,
+    export: ExportOptions | None = None,
 ) -> Runner:
-    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``; ``quantize``,
-    ``cache`` and ``max_length``: the export the onnx backend runs)."""
+    """The runner of backend ``name`` (``hf``, ``torch`` or ``onnx``; ``export``: the
+    options of the export the onnx backend runs, None: the defaults)."""
     if name == "hf":
         return HFRunner(model)
     if name == "torch":
         return TorchRunner(model)
     if name == "onnx":
-        return OnnxRunner(
-            model, force_export=force_export, quantize=quantize, cache=cache, max_length=max_length
-        )
+        return OnnxRunner(model, force_export=force_export, export=export)
     raise ValueError(f"unknown backend {name!r}; choose among {sorted(BACKEND_LABELS)}")

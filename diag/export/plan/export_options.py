@@ -40,6 +40,14 @@ class ExportOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{name: value for name, value in scope.items() if name in names})
 
+    def keywords(self) -> dict[str, Any]:
+        """The options as the keywords of :func:`diag.export_causal_lm`.
+
+        >>> ExportOptions(cache="static", max_length=64).keywords()["max_length"]
+        64
+        """
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
 
 #: the defaults, as the signature of :func:`diag.export_causal_lm` reads them
 EXPORT_DEFAULTS = ExportOptions()
