@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import Any
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -62,16 +63,21 @@ def _float(text: str) -> float:
     return value
 
 
+def _float_where(text: str, accepted: Callable[[float], bool], rule: str) -> float:
+    """A finite number that ``accepted``; else an error saying it ``must be <rule>``."""
+    value = _float(text)
+    if not accepted(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {value:g}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0.
 
     >>> positive_float("0.7")
     0.7
     """
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
-    return value
+    return _float_where(text, lambda v: v > 0, "> 0")
 
 
 def non_negative_float(text: str) -> float:
@@ -80,10 +86,7 @@ def non_negative_float(text: str) -> float:
     >>> non_negative_float("0")
     0.0
     """
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
-    return value
+    return _float_where(text, lambda v: v >= 0, ">= 0")
 
 
 def probability(text: str) -> float:
@@ -92,10 +95,7 @@ def probability(text: str) -> float:
     >>> probability("1")
     1.0
     """
-    value = _float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value:g}")
-    return value
+    return _float_where(text, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 #: the choices of ``--dtype``: ``auto`` is the checkpoint's dtype, as transformers loads it
@@ -300,7 +300,9 @@ def given_decoding_options(args: argparse.Namespace) -> dict[str, object]:
     >>> given_decoding_options(parser.parse_args(["--top-k", "7", "--no-do-sample"]))
     {'do_sample': False, 'top_k': 7}
     """
-    return {name: getattr(args, name) for name in DECODING_OPTIONS if getattr(args, name) is not None}
+    return {
+        name: getattr(args, name) for name in DECODING_OPTIONS if getattr(args, name) is not None
+    }
 
 
 def check_decoding_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
