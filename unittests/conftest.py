@@ -280,6 +280,7 @@ def tool_folder(tool: str, source, options: dict, build: Callable[[Path], None])
     renamed into place (a rename of a folder is atomic): a folder under that name is whole.
     """
     from diag.compat.versions import installed_version
+    from diag.export.record.cache_eviction import evict, mark_used
     from diag.export.record.export_cache import cache_dir, key_of_parts
 
     parts = {
@@ -290,6 +291,7 @@ def tool_folder(tool: str, source, options: dict, build: Callable[[Path], None])
     }
     final = Path(cache_dir()) / "other_tools" / f"{tool}-{key_of_parts(parts)}"
     if final.is_dir():
+        mark_used(final / "diag_key.json")
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -303,6 +305,8 @@ def tool_folder(tool: str, source, options: dict, build: Callable[[Path], None])
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # the same budget as the export cache's: least recently used folders go first
+    evict(str(final.parent), keep=str(final))
     return final
 
 

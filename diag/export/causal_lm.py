@@ -41,6 +41,7 @@ from diag.export.make.static_export import export_static_decoder
 from diag.export.plan.dtype import export_dtype, model_dtype, model_in_dtype, runs_on_cpu
 from diag.export.plan.export_options import EXPORT_DEFAULTS, ExportOptions
 from diag.export.plan.export_plan import ExportPlan, plan_export
+from diag.export.record.cache_eviction import keep_within_budget, mark_used
 from diag.export.record.export_cache import is_cached, read_sidecar, write_sidecar
 from diag.export.record.result import (
     ExportResult,
@@ -77,6 +78,7 @@ def _reuse(model: torch.nn.Module, plan: ExportPlan, verify: bool, verbose: int)
             result.validation, result.validation_time = _check(model, plan.filename, None, verbose)
         side["validation"] = validation_entry(result.validation)
         write_sidecar(plan.filename, side)
+    mark_used(plan.filename)
     if verbose:
         print(f"[export_causal_lm] reusing {plan.filename} (key {plan.key})")
     return result
@@ -240,6 +242,9 @@ def _export(
             )
     # the sidecar last: a model that failed validation is never reused
     write_sidecar(plan.filename, sidecar_entry(result, plan.key_parts))
+    removed = keep_within_budget(plan.filename)
+    if options.verbose and removed:
+        print(f"[export_causal_lm] the export cache is over its budget: removed {removed}")
     return result
 
 

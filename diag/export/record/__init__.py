@@ -5,6 +5,7 @@ export with the same key reuses it.
 * :mod:`~diag.export.record.generation_config`: the model's generation config in the
   file's metadata;
 * :mod:`~diag.export.record.export_cache`: the key of an export and its sidecar file;
+* :mod:`~diag.export.record.cache_eviction`: the export cache kept within its size budget;
 * :mod:`~diag.export.record.result`: :class:`ExportResult`, what an export did, and its
   entry in the sidecar.
 

@@ -9,6 +9,8 @@ after the model (so a model without a valid sidecar is never reused).
 
 Default location: ``$DIAG_CACHE/onnx/<model-name>-<key>/model.onnx``
 (``~/.cache/diag`` when ``DIAG_CACHE`` is not set).
+Its size is kept within ``$DIAG_CACHE_MAX_GB`` by
+:mod:`~diag.export.record.cache_eviction`.
 
 Example::
 
