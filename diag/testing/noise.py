@@ -46,8 +46,9 @@ def float32_noise(
     exact = open_steps(copy.deepcopy(side.model).to(torch.float64), what=f"{side.name} (float64)")
     exact_result = generate_side(exact, input_ids, attention_mask, options, seed)
     div = find_divergence(
-        result.generated(), exact_result.generated(), result.logits, exact_result.logits
-    )
+        result.generated(), exact_result.generated(), result.logits, exact_result.logits,
+        beams=(result, exact_result) if options.num_beams > 1 else None,
+    )  # fmt: skip
     return div.largest_diff
 
 
