@@ -138,7 +138,13 @@ def _prompt_divergence(
                 return None
             if a != b:
                 stopped, went_on = names if not a else names[::-1]
-                return t, f"{stopped} ends this prompt's search after step {t - 1}, {went_on} goes on", None, None, t
+                return (
+                    t,
+                    f"{stopped} ends this prompt's search after step {t - 1}, {went_on} goes on",
+                    None,
+                    None,
+                    t,
+                )
         if t >= shorter:
             ended = names[0] if t >= len(ref) else names[1]
             return t, f"{ended}'s search ended after step {t - 1}", None, None, t
@@ -152,7 +158,9 @@ def _prompt_divergence(
     return None
 
 
-def _slot(choice: tuple[int, int], search: _Search, step: int, prompt: int, running: bool) -> int | None:
+def _slot(
+    choice: tuple[int, int], search: _Search, step: int, prompt: int, running: bool
+) -> int | None:
     chosen = search.choices(step, prompt)[0 if running else 1]
     return chosen.index(choice) if choice in chosen else None
 
@@ -220,7 +228,11 @@ def find_beam_divergence(
     per_prompt = [found[p][0] if found.get(p) else None for p in range(ref.batch)]
     shorter = min(len(ref), len(oth))
     largest = max(
-        (d for p in chosen for d in _logit_diffs(ref, oth, p, found[p][4] if found[p] else shorter)),
+        (
+            d
+            for p in chosen
+            for d in _logit_diffs(ref, oth, p, found[p][4] if found[p] else shorter)
+        ),
         default=None,
     )
     per_return = reference.batch_size // ref.batch
@@ -239,7 +251,9 @@ def find_beam_divergence(
                 reference_tokens=first, other_tokens=rows_b[chosen[0] * per_return] if chosen else [],
                 per_row=per_prompt, **common,
             )  # fmt: skip
-        return _ranking_divergence(reference, other, ref, oth, late[0], per_prompt, dtype, names, common)
+        return _ranking_divergence(
+            reference, other, ref, oth, late[0], per_prompt, dtype, names, common
+        )
     prompt = min((f[0], p) for p, f in found.items() if f)[1]
     step, what, a, b, _ = found[prompt]
     rows = ref.rows(prompt)
@@ -314,11 +328,19 @@ def _ranking_divergence(
     step = first_divergent_step(rows_a[r], rows_b[r])
     per_prompt = [step if p == prompt else s for p, s in enumerate(per_prompt)]
     noise = max(
-        (d for t in range(min(len(ref), len(oth))) if (d := _score_diff(ref, oth, t, prompt)) is not None),
+        (
+            d
+            for t in range(min(len(ref), len(oth)))
+            if (d := _score_diff(ref, oth, t, prompt)) is not None
+        ),
         default=None,
     )
     gap = abs(float(reference.sequences_scores[r]) - float(other.sequences_scores[r]))
-    near_tie = None if noise is None else gap <= NEAR_TIE_FACTOR * max(noise, torch.finfo(dtype or torch.float32).eps)
+    near_tie = (
+        None
+        if noise is None
+        else gap <= NEAR_TIE_FACTOR * max(noise, torch.finfo(dtype or torch.float32).eps)
+    )
     verdict = (
         f"the same hypotheses at every step, their finished ones ranked the other way: "
         f"returned scores {float(reference.sequences_scores[r]):.6g} ({names[0]}) and "

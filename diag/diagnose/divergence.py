@@ -181,6 +181,12 @@ class Divergence:
 
     def __str__(self) -> str:
         ref, other = self.reference, self.other
+        if self.step is None and self.num_beams > 1:
+            prompts = f" of each of {len(self.per_row)} prompts" if len(self.per_row) > 1 else ""
+            return (
+                f"no divergence: {ref} and {other} made the same decisions at the "
+                f"{self.num_steps} steps of a beam search of {self.num_beams} hypotheses{prompts}"
+            )
         if self.step is None:
             rows = f" in all {len(self.per_row)} rows" if len(self.per_row) > 1 else ""
             return (
@@ -221,7 +227,6 @@ class Divergence:
             lines.append(f"  verdict: {self.verdict}")
         return wrap_report("\n".join(lines))
 
-
     def _beam_lines(self, width: int) -> list[str]:
         """The report of a beam search's divergence (see :mod:`diag.diagnose.beams`)."""
         ref, other = self.reference, self.other
@@ -235,7 +240,9 @@ class Divergence:
             return "-" if value is None else f"{value:.6g}"
 
         for c in self.hypotheses:
-            chosen = [n for n, s in ((ref, c.reference_slot), (other, c.other_slot)) if s is not None]
+            chosen = [
+                n for n, s in ((ref, c.reference_slot), (other, c.other_slot)) if s is not None
+            ]
             who = " and ".join(chosen) or "neither"
             lines.append(
                 f"  {c.describe()}: chosen by {who}; score {ref} {score(c.reference_score)}, "
@@ -249,14 +256,19 @@ class Divergence:
                 f"  {other:<{width}} ranks its choice {self.other_margin:.4g} above {ref}'s"
             )
         if self.score_noise is not None:
+            when = "on the steps before" if self.step else "at this first step"
             lines.append(
-                f"  usual |score {ref} - {other}| of a candidate before: {self.score_noise:.3g}"
+                f"  largest |score {ref} - {other}| of a candidate {when}: {self.score_noise:.3g}"
             )
         if self.max_abs_diff is not None:
             typical = (
-                f" (typical before: {self.typical_diff:.3g})" if self.typical_diff is not None else ""
+                f" (typical before: {self.typical_diff:.3g})"
+                if self.typical_diff is not None
+                else ""
             )
-            lines.append(f"  max |logits {ref} - {other}| at this step: {self.max_abs_diff:.3g}{typical}")
+            lines.append(
+                f"  max |logits {ref} - {other}| at this step: {self.max_abs_diff:.3g}{typical}"
+            )
         if self.verdict:
             lines.append(f"  verdict: {self.verdict}")
         return lines

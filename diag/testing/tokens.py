@@ -2,7 +2,8 @@
 the reason, not only the fact.
 
 Both sides (a torch model, an exported ONNX model, in any pairing) generate with the
-same decoding loop and options, greedy or seeded sampling, the prompts in one
+same decoding loop and options, greedy, seeded sampling or a beam search
+(``num_beams``: one report per prompt, its rows share one search), the prompts in one
 left-padded batch. When a prompt's tokens differ, the :class:`AssertionError` says, for
 each such prompt, what :mod:`diag.diagnose` says: the first divergent step, both sides'
 top candidates with their margins, whether rounding explains it (the near-tie verdict

@@ -288,7 +288,8 @@ def test_compare_with_beams_reports_through_the_diagnosis(tmp_path, capsys):
     argv = ["compare", "-m", "tiny:llama", "-n", "6", "-o", str(tmp_path), "--warmup", "0"]
     assert main([*argv, "--onnx", broken, "--num-beams", "3"]) == 1
     out = " ".join(capsys.readouterr().out.split())  # the report is wrapped at spaces
-    assert "onnx diverges from torch on prompt 1: first divergence at step 0, beam search of 3" in out
+    head = "onnx diverges from torch on prompt 1: first divergence at step 0, beam search of 3"
+    assert head in out
     assert ": chosen by torch; score torch " in out and ": chosen by onnx; score torch " in out
     assert "verdict: not rounding" in out and "parity FAILED for onnx" in out
     table = pandas.read_csv(tmp_path / "diag_compare_tiny-llama.csv")
