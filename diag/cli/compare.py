@@ -7,6 +7,10 @@ logit difference to the reference), and writes it as a CSV with a bar plot (PNG)
 ``--output``. When a backend diverges, it names the prompt, the first divergent step,
 the top candidates of both sides there, with their logits, and whether it is a near tie
 (:func:`diag.find_divergence` makes that verdict from the logits the generations kept).
+With ``--num-beams N``, the beam searches of ``diag.generate`` and ``onnx_generate``
+are compared step by step (:mod:`diag.diagnose.beams`: the step where their hypotheses
+part, the candidates each ranked first with their scores on both sides, near tie or
+not); ``model.generate``'s sequences are compared with ``diag.generate``'s.
 The exit code is 1 when parity fails.
 
 Example::
@@ -160,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
         args.max_new_tokens,
         do_sample=False,  # parity is checked on greedy decoding, whatever the model says
         num_beams=args.num_beams,
-        # what the divergence report reads; a beam search's logits are those of
-        # hypotheses that move between rows: its report has the tokens only
-        output_logits=not beams,
+        # what the divergence report reads (a beam search: its scores too)
+        output_logits=True,
+        output_scores=beams,
     )
     export = ExportOptions(quantize=args.quantize, cache=args.cache, max_length=args.max_length)
     runners = {
@@ -187,24 +191,30 @@ def run(args: argparse.Namespace) -> int:
     for i, name in progress(jobs, desc="generating"):
         runs[name].append(runners[name](*singles[i], options))
 
-    # the parity verdict is diagnose's, on the tokens and logits generated above
+    # the parity verdict is diagnose's, on the tokens and logits generated above; a beam
+    # search is diagnosed between diag's two loops, which keep each step's decisions
+    # (model.generate's are not kept: its sequences are compared with diag.generate's)
+    dtype = narrowest_dtype(runners["torch"].steps, runners["onnx"].steps)
     divergences = []  # (prompt index, Divergence)
     diffs: dict[str, float] = {REFERENCE: 0.0}
     for name in ORDER:
         if name == REFERENCE:
             continue
+        reference = "torch" if beams and name == "onnx" else REFERENCE
         largest: list[float | None] = []
         for i in range(len(prompts)):
-            ref, gen = runs[REFERENCE][i][0], runs[name][i][0]
+            ref, gen = runs[reference][i][0], runs[name][i][0]
+            traced = beams and reference != REFERENCE
             div = find_divergence(
                 ref.generated(),
                 gen.generated(),
-                ref.logits,
-                gen.logits,
-                names=(REFERENCE, name),
+                None if beams and not traced else ref.logits,
+                None if beams and not traced else gen.logits,
+                names=(reference, name),
                 tokenizer=tokenizer,
                 num_candidates=args.top,
-                dtype=narrowest_dtype(runners["torch"].steps, runners["onnx"].steps),
+                dtype=dtype,
+                beams=(ref, gen) if traced else None,
             )
             if div:
                 divergences.append((i, div))

@@ -5,7 +5,9 @@
 * :func:`first_divergence`: free-running generation on both sides; the first step
   where the tokens differ, each side's top-k candidates and margins, and whether it
   is a near tie. :func:`find_divergence` does the same on two generations already
-  made (``python -m diag compare`` uses it for its parity verdict).
+  made (``python -m diag compare`` uses it for its parity verdict); with
+  ``num_beams > 1`` it compares two beam searches step by step
+  (:mod:`diag.diagnose.beams`).
 * :func:`localize_layer`: one input, hidden states compared after every decoder
   layer; the first layer beyond the tolerance.
 * :func:`quantization_report`: teacher-forced and free-running comparisons on several

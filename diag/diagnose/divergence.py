@@ -83,6 +83,27 @@ class Candidate:
 
 
 @dataclass
+class BeamCandidate:
+    """A candidate of a beam search step (hypothesis ``row`` extended by ``token_id``)
+    that the two sides of a :class:`Divergence` ranked differently: its score on each
+    side (summed log-probabilities) and the place each gave it (``*_slot``: the
+    running row it became or, for one that ends, its rank among the first
+    ``num_beams`` candidates; None: that side did not choose it)."""
+
+    row: int
+    token_id: int
+    text: str | None = None
+    reference_score: float | None = None
+    other_score: float | None = None
+    reference_slot: int | None = None
+    other_slot: int | None = None
+
+    def describe(self) -> str:
+        text = f" {self.text!r}" if self.text is not None else ""
+        return f"row {self.row} + {self.token_id}{text}"
+
+
+@dataclass
 class Divergence:
     """Where (and why) two token streams first differ; see :func:`find_divergence`.
 
@@ -131,8 +152,21 @@ class Divergence:
     #: the whole new-token streams of row ``batch_index`` (row 0 when no divergence)
     reference_tokens: list[int] = field(default_factory=list)
     other_tokens: list[int] = field(default_factory=list)
-    #: first differing step of every batch row (None for rows that agree)
+    #: first differing step of every batch row (None for rows that agree); of every
+    #: prompt in a beam search
     per_row: list[int | None] = field(default_factory=list)
+    #: beam search (:mod:`diag.diagnose.beams`): the hypotheses per prompt (1: greedy or
+    #: sampling, the fields below unused); ``batch_index`` is then the prompt, the
+    #: margins the gap each side puts between its choice and the other's
+    num_beams: int = 1
+    #: beam search: the candidates the two sides ranked differently at ``step``, the
+    #: reference's choice first (empty when a side's search stopped)
+    hypotheses: list[BeamCandidate] = field(default_factory=list)
+    #: beam search: the usual difference between the sides' scores of the same
+    #: candidate on the agreeing steps before (at this step when it is the first)
+    score_noise: float | None = None
+    #: beam search: what differs, one phrase ("the hypotheses chosen", ...)
+    what: str | None = None
 
     @property
     def diverged(self) -> bool:
@@ -147,6 +181,12 @@ class Divergence:
 
     def __str__(self) -> str:
         ref, other = self.reference, self.other
+        if self.step is None and self.num_beams > 1:
+            prompts = f" of each of {len(self.per_row)} prompts" if len(self.per_row) > 1 else ""
+            return (
+                f"no divergence: {ref} and {other} made the same decisions at the "
+                f"{self.num_steps} steps of a beam search of {self.num_beams} hypotheses{prompts}"
+            )
         if self.step is None:
             rows = f" in all {len(self.per_row)} rows" if len(self.per_row) > 1 else ""
             return (
@@ -154,6 +194,8 @@ class Divergence:
             )
         row = f" (batch row {self.batch_index})" if len(self.per_row) > 1 else ""
         width = max(len(ref), len(other))
+        if self.num_beams > 1:
+            return wrap_report("\n".join(self._beam_lines(width)))
 
         def chose(name: str, token: int | None, text: str | None, gap: float | None) -> str:
             if token is None:
@@ -184,6 +226,52 @@ class Divergence:
         if self.verdict:
             lines.append(f"  verdict: {self.verdict}")
         return wrap_report("\n".join(lines))
+
+    def _beam_lines(self, width: int) -> list[str]:
+        """The report of a beam search's divergence (see :mod:`diag.diagnose.beams`)."""
+        ref, other = self.reference, self.other
+        prompt = f" (prompt {self.batch_index})" if len(self.per_row) > 1 else ""
+        lines = [
+            f"first divergence at step {self.step}{prompt}, beam search of {self.num_beams} "
+            f"hypotheses: {self.what}, after {self.step} identical steps"
+        ]
+
+        def score(value: float | None) -> str:
+            return "-" if value is None else f"{value:.6g}"
+
+        for c in self.hypotheses:
+            chosen = [
+                n for n, s in ((ref, c.reference_slot), (other, c.other_slot)) if s is not None
+            ]
+            who = " and ".join(chosen) or "neither"
+            lines.append(
+                f"  {c.describe()}: chosen by {who}; score {ref} {score(c.reference_score)}, "
+                f"{other} {score(c.other_score)}"
+            )
+        if self.reference_margin is not None and self.other_margin is not None:
+            lines.append(
+                f"  {ref:<{width}} ranks its choice {self.reference_margin:.4g} above {other}'s"
+            )
+            lines.append(
+                f"  {other:<{width}} ranks its choice {self.other_margin:.4g} above {ref}'s"
+            )
+        if self.score_noise is not None:
+            when = "on the steps before" if self.step else "at this first step"
+            lines.append(
+                f"  largest |score {ref} - {other}| of a candidate {when}: {self.score_noise:.3g}"
+            )
+        if self.max_abs_diff is not None:
+            typical = (
+                f" (typical before: {self.typical_diff:.3g})"
+                if self.typical_diff is not None
+                else ""
+            )
+            lines.append(
+                f"  max |logits {ref} - {other}| at this step: {self.max_abs_diff:.3g}{typical}"
+            )
+        if self.verdict:
+            lines.append(f"  verdict: {self.verdict}")
+        return lines
 
 
 def first_divergent_step(reference: Sequence[int], other: Sequence[int]) -> int | None:
@@ -226,6 +314,7 @@ def near_tie_verdict(
     names: tuple[str, str] = ("torch", "onnx"),
     dtype: torch.dtype | None = None,
     quantized_bits: int | None = None,
+    margin_noise: float | None = None,
 ) -> tuple[bool, str]:
     """``(near_tie, explanation)`` of a divergence, the rule of the module docstring.
 
@@ -235,6 +324,10 @@ def near_tie_verdict(
     large a difference rounding explains (:func:`noise_rtol`).
     ``quantized_bits``: the other side is a model quantized to that many bits (its
     metadata says so); a difference beyond rounding is then its expected error.
+    ``margin_noise``: the usual difference of the quantities the margins gap (None:
+    the logits', ``typical_diff``); a beam search's margins are gaps between summed
+    log-probabilities, whose rounding adds up over the steps
+    (:mod:`diag.diagnose.beams`).
 
     >>> near_tie_verdict(torch.tensor([5.0, 5.0 - 1e-6]), 1e-6, 2e-6, 1e-6, 3e-6)[0]
     True
@@ -246,13 +339,15 @@ def near_tie_verdict(
     ref, other = names
     noise = typical_diff if typical_diff is not None else step_diff
     where = "on the agreeing steps before" if typical_diff is not None else "at this first step"
+    gap_noise = noise if margin_noise is None else margin_noise
     scale = max(1.0, float(reference_logits.float().abs().max()))
     suspect = (
         f"{other} computes something different from {ref}"
         " (see compare_teacher_forced and localize_layer)"
     )
     if quantized_bits is not None and (
-        noise > noise_rtol(dtype) * scale or max(reference_margin, other_margin) > NEAR_TIE_FACTOR * noise
+        noise > noise_rtol(dtype) * scale
+        or max(reference_margin, other_margin) > NEAR_TIE_FACTOR * gap_noise
     ):
         return False, (
             f"expected int{quantized_bits} quantization error, not a broken export: "
@@ -266,14 +361,14 @@ def near_tie_verdict(
             f"not rounding, the logits differ by {noise:.3g} {where}, {noise / scale:.1%} of "
             f"their scale ({scale:.3g}); {suspect}"
         )
-    if max(reference_margin, other_margin) <= NEAR_TIE_FACTOR * noise:
+    if max(reference_margin, other_margin) <= NEAR_TIE_FACTOR * gap_noise:
         return True, (
             f"near tie, both margins are within {NEAR_TIE_FACTOR:g}x the usual difference "
-            f"between {ref} and {other} ({noise:.3g}); rounding chose another token (benign)"
+            f"between {ref} and {other} ({gap_noise:.3g}); rounding chose another token (benign)"
         )
     return False, (
         f"not a near tie, a margin is far above the usual difference between {ref} and "
-        f"{other} ({noise:.3g}); {suspect} at this step"
+        f"{other} ({gap_noise:.3g}); {suspect} at this step"
     )
 
 
@@ -307,6 +402,8 @@ def find_divergence(
     num_candidates: int = 5,
     dtype: torch.dtype | None = None,
     quantized_bits: int | None = None,
+    beams: tuple[Any, Any] | None = None,
+    prompts: Sequence[int] | None = None,
 ) -> Divergence:
     """The first :class:`Divergence` between two generations that are already made.
 
@@ -324,6 +421,12 @@ def find_divergence(
         and bfloat16 round more, the verdict allows for it (:func:`noise_rtol`)
     :param quantized_bits: the other side is quantized to that many bits: a difference
         beyond rounding is its expected error (see :func:`near_tie_verdict`)
+    :param beams: the two sides' :class:`~diag.generation.result.GenerateResult` of a
+        beam search (``num_beams > 1``): the comparison follows their steps' decisions
+        (:func:`diag.diagnose.beams.find_beam_divergence`: the hypotheses the sides
+        ranked the other way, their scores, the verdict); the tokens and logits given
+        are then not read
+    :param prompts: with ``beams``, the prompts compared (None: all)
     :return: a :class:`Divergence`, falsy when both streams agree
 
     Example (two :class:`~diag.generation.result.GenerateResult` made with
@@ -343,6 +446,13 @@ def find_divergence(
     >>> print(str(div).splitlines()[0])
     first divergence at step 1, after 1 identical tokens
     """
+    if beams is not None:
+        from diag.diagnose.beams import find_beam_divergence
+
+        return find_beam_divergence(
+            *beams, names=names, tokenizer=tokenizer, dtype=dtype,
+            quantized_bits=quantized_bits, prompts=prompts,
+        )  # fmt: skip
     if len(reference_tokens) != len(other_tokens):
         raise ValueError(
             f"the two sides have {len(reference_tokens)} and {len(other_tokens)} rows; "

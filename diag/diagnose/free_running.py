@@ -58,7 +58,8 @@ def first_divergence(
     :param decoding: other decoding options, ``GenerationConfig`` names
         (``do_sample``, ``temperature``, ``eos_token_id``, ``repetition_penalty``...);
         greedy (``do_sample=False``) unless given, whatever the model's
-        ``generation_config`` says
+        ``generation_config`` says; ``num_beams > 1`` compares two beam searches
+        (:mod:`diag.diagnose.beams`: the hypotheses the sides ranked the other way)
     :return: a :class:`Divergence` (sides ``torch`` and ``onnx``), falsy when both
         streams agree
 

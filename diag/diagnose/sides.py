@@ -1,8 +1,9 @@
 """Two sides of a comparison decoded alike: the options both use
 (:func:`comparison_options`: greedy unless sampling is asked, sampling needs a seed,
-the raw logits kept), one side's generation with them (:func:`generate_side`), both
-sides' and their first divergence (:func:`compare_sides`) and the float32 noise of a torch side (:func:`float32_noise`: the same comparison against
-its float64 copy).
+the raw logits kept, and a beam search's scores), one side's generation with them
+(:func:`generate_side`), both sides' and their first divergence (:func:`compare_sides`)
+and the float32 noise of a torch side (:func:`float32_noise`: the same comparison
+against its float64 copy).
 
 :func:`~diag.diagnose.free_running.first_divergence` and :mod:`diag.testing` both
 compare through these functions.
@@ -15,6 +16,7 @@ compare through these functions.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -78,13 +80,9 @@ def comparison_options(
         defaults=defaults, max_new_tokens=max_new_tokens, output_logits=True, **decoding
     )
     if options.num_beams > 1:
-        # the logits of a step are those of hypotheses that move between rows: a
-        # step-by-step comparison of them would name the wrong tokens
-        raise ValueError(
-            f"{who} compares greedy or sampled generations step by step; beam search "
-            f"(num_beams={options.num_beams}) is not compared there yet: pass num_beams=1, "
-            "or compare the sequences of diag.generate / onnx_generate with num_beams directly."
-        )
+        # a beam search is compared by its steps' decisions, scored with the processed
+        # log-probabilities (diag.diagnose.beams)
+        options = dataclasses.replace(options, output_scores=True)
     return options, seed
 
 
@@ -149,6 +147,8 @@ def compare_sides(
         b.logits,
         names=names or (reference.name, candidate.name),
         dtype=dtype,
+        # a beam search is compared by the decisions of its steps (diag.diagnose.beams)
+        beams=(a, b) if options.num_beams > 1 else None,
         **report,
     )
     return a, b, divergence

@@ -47,17 +47,29 @@ from diag.generation.options import DecodingOptions
 
 #: the score of what must not be chosen (a hypothesis not started, a candidate that
 #: ended, an empty slot): transformers' constant, kept so that the sums agree
-_NEVER = -1.0e9
+NEVER = -1.0e9
 
 
 @dataclass
 class BeamStep:
     """What one beam search step decided for the running rows: ``tokens`` ``[rows]``,
     the token each row appends, and ``rows`` ``[rows]``, the row (before the step) it
-    continues: the source rows of the reordering."""
+    continues: the source rows of the reordering.
+
+    The other fields let a reader replay the decision (:mod:`diag.diagnose.beams`
+    compares two searches by them): ``scores`` ``[rows]``, the running score of each
+    hypothesis after the step; ``candidate_rows`` / ``candidate_tokens`` /
+    ``candidate_scores`` ``[batch, num_beams]``, the first ``num_beams`` candidates of
+    each prompt (those that may end here), best first; ``open`` ``[batch]``, whether a
+    prompt's finished hypotheses may still change after the step."""
 
     tokens: torch.Tensor
     rows: torch.Tensor
+    scores: torch.Tensor | None = None
+    candidate_rows: torch.Tensor | None = None
+    candidate_tokens: torch.Tensor | None = None
+    candidate_scores: torch.Tensor | None = None
+    open: torch.Tensor | None = None
 
 
 @dataclass
@@ -72,6 +84,21 @@ class Hypotheses:
     scores: torch.Tensor
     beam_indices: torch.Tensor
     lengths: list[int]
+
+
+def start_scores(
+    batch_size: int, num_beams: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The running scores ``[batch, num_beams]`` before the first step: only the first
+    hypothesis of each prompt is started (the others hold the same prompt: scored out,
+    so that the first step does not pick one continuation ``num_beams`` times).
+
+    >>> start_scores(1, 3).tolist()
+    [[0.0, -1000000000.0, -1000000000.0]]
+    """
+    scores = torch.zeros((batch_size, num_beams), device=device)
+    scores[:, 1:] = NEVER
+    return scores
 
 
 def _gather(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -119,17 +146,14 @@ class BeamSearch:
         eos = options.eos_token_ids
         self.eos = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
         self.keep = max(2, 1 + len(eos)) * beams
-        # running hypotheses: only the first of each prompt at the start (the others
-        # hold the same prompt: scored out, so that the first step does not pick one
-        # continuation num_beams times)
-        self.running_scores = torch.zeros((batch_size, beams), device=device)
-        self.running_scores[:, 1:] = _NEVER
+        # running hypotheses: only the first of each prompt at the start
+        self.running_scores = start_scores(batch_size, beams, device)
         self.running_origins = torch.full(
             (batch_size, beams, self.max_new), -1, dtype=torch.int32, device=device
         )
         # finished hypotheses: empty slots scored out
         self.finished_sequences: torch.Tensor | None = None
-        self.finished_scores = torch.full((batch_size, beams), _NEVER, device=device)
+        self.finished_scores = torch.full((batch_size, beams), NEVER, device=device)
         self.finished_origins = self.running_origins.clone()
         self.is_finished = torch.zeros((batch_size, beams), dtype=torch.bool, device=device)
         #: per prompt: can a running hypothesis still beat the worst finished one?
@@ -182,16 +206,24 @@ class BeamSearch:
             ends = ends | torch.isin(tokens, self.eos)
 
         # 4. the next running hypotheses: the best candidates that go on
-        going = scores + ends.to(torch.float32) * _NEVER
+        going = scores + ends.to(torch.float32) * NEVER
         best = torch.topk(going, k=beams).indices
         self.running_scores = _gather(going, best)
         self.running_origins = _gather(origins, best)
-        step = BeamStep(tokens=_gather(tokens, best).flatten(), rows=_gather(rows, best).flatten())
 
         # 5. the finished hypotheses, then whether the search goes on
         self._finish_candidates(candidates, scores, origins, ends, generated + 1)
         self._update_done(generated + 1, ends)
-        return step
+        full = self.is_finished.all(dim=-1) & (self.early_stopping is True)
+        return BeamStep(
+            tokens=_gather(tokens, best).flatten(),
+            rows=_gather(rows, best).flatten(),
+            scores=self.running_scores.flatten().clone(),
+            candidate_rows=rows[:, :beams].clone(),
+            candidate_tokens=tokens[:, :beams].clone(),
+            candidate_scores=scores[:, :beams].clone(),
+            open=self.can_improve.flatten() & ~full,
+        )
 
     def _candidates(self, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``keep`` candidates of each prompt: their scores and flat indices
@@ -220,9 +252,9 @@ class BeamSearch:
         penalised = scores / (generated**self.length_penalty)
         # a prompt whose finished hypotheses can no longer change takes none
         full = self.is_finished.all(dim=-1, keepdim=True) & (self.early_stopping is True)
-        penalised = penalised + full.to(torch.float32) * _NEVER
-        penalised = penalised + (~self.can_improve).to(torch.float32) * _NEVER
-        penalised = penalised + (~finishing) * _NEVER
+        penalised = penalised + full.to(torch.float32) * NEVER
+        penalised = penalised + (~self.can_improve).to(torch.float32) * NEVER
+        penalised = penalised + (~finishing) * NEVER
         merged_scores = torch.cat((self.finished_scores, penalised), dim=1)
         best = torch.topk(merged_scores, k=self.num_beams).indices
         self.finished_scores = _gather(merged_scores, best)
@@ -241,7 +273,7 @@ class BeamSearch:
         worst_finished = torch.where(
             self.is_finished,
             torch.min(self.finished_scores, dim=1, keepdim=True)[0],
-            _NEVER,
+            NEVER,
         )
         self.can_improve = self.can_improve & torch.any(
             best_running > worst_finished, dim=-1, keepdim=True

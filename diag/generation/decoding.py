@@ -32,14 +32,14 @@ import contextlib
 import time
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
 from diag.contract.positions import position_ids as prompt_position_ids
 from diag.generation.backend import StepBackend
-from diag.generation.beam_search import BeamSearch, fill_token
+from diag.generation.beam_search import BeamSearch, BeamStep, fill_token
 from diag.generation.options import DecodingOptions
 from diag.generation.result import GenerateResult
 from diag.generation.sampling import TokenChoice, build_logits_processor, token_choice
@@ -238,6 +238,8 @@ class _Run:
     #: the row of the last step each row continues (beam search), which the next decode
     #: step reorders the cache by; None: every row stays where it is
     rows: torch.Tensor | None = None
+    #: every step's decision of a beam search, kept for the result (diagnose reads it)
+    beam_steps: list[BeamStep] = field(default_factory=list)
     step: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -350,6 +352,7 @@ def _choose_beams(run: _Run, logits: torch.Tensor) -> StepEvent:
     sequences = run.sequences[:, : run.length]
     scores = run.processor(sequences, log_probs) if run.processor else log_probs
     step = run.beams.step(sequences, scores)
+    run.beam_steps.append(step)
     identity = torch.equal(step.rows, torch.arange(step.rows.shape[0], device=step.rows.device))
     # rows move only among the beams of one prompt, which share its mask and positions
     run.rows = None if identity else step.rows
@@ -415,6 +418,7 @@ def _beam_result(run: _Run, prompt_length: int) -> GenerateResult:
         num_steps=run.step,
         sequences_scores=best.scores,
         beam_indices=best.beam_indices,
+        beam_steps=tuple(run.beam_steps),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -42,6 +43,10 @@ class GenerateResult:
     #: hypothesis continued at its step (-1 after its end), ``model.generate``'s
     #: ``beam_indices``
     beam_indices: torch.Tensor | None = None
+    #: beam search only: what each step decided (:class:`~diag.generation.beam_search.BeamStep`:
+    #: the rows that go on, their tokens and scores, the candidates that may end), the
+    #: trace :mod:`diag.diagnose.beams` compares two searches by
+    beam_steps: tuple[Any, ...] | None = None
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -79,6 +84,25 @@ class GenerateResult:
         return [
             self.new_tokens[i, : self.num_generated_tokens[i]].tolist()
             for i in range(self.batch_size)
+        ]
+
+    def row_logits(self) -> list[list[torch.Tensor]]:
+        """The ``[vocab]`` raw logits of every step of each returned row (``logits``
+        kept): a beam search's hypothesis reads, at each step, the logits of the row it
+        continued then (``beam_indices``).
+
+        >>> r = GenerateResult(torch.tensor([[7, 8]]), 1, [1], ["length"],
+        ...                    logits=(torch.tensor([[0.5, 2.0]]),))
+        >>> r.row_logits()
+        [[tensor([0.5000, 2.0000])]]
+        """
+        if self.logits is None:
+            raise ValueError("this result kept no logits: generate with output_logits=True.")
+        if self.beam_indices is None:
+            return [[step[r] for step in self.logits] for r in range(self.batch_size)]
+        return [
+            [self.logits[t][int(self.beam_indices[r, t])] for t in range(n)]
+            for r, n in enumerate(self.num_generated_tokens)
         ]
 
     def texts(self, tokenizer, skip_special_tokens: bool = True) -> list[str]:

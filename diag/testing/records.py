@@ -166,7 +166,7 @@ def run_prompts(
         result = generate_side(side, ids, mask, options, seed)
         new = result.generated()
         rows += new
-        row_logits += [[step[r] for step in result.logits] for r in range(len(new))]
+        row_logits += result.row_logits()
         if measure_noise:
             noise = float32_noise(side, ids, mask, options, result, seed)
             if noise is not None:

@@ -2,7 +2,8 @@
 the reason, not only the fact.
 
 Both sides (a torch model, an exported ONNX model, in any pairing) generate with the
-same decoding loop and options, greedy or seeded sampling, the prompts in one
+same decoding loop and options, greedy, seeded sampling or a beam search
+(``num_beams``: one report per prompt, its rows share one search), the prompts in one
 left-padded batch. When a prompt's tokens differ, the :class:`AssertionError` says, for
 each such prompt, what :mod:`diag.diagnose` says: the first divergent step, both sides'
 top candidates with their margins, whether rounding explains it (the near-tie verdict
@@ -48,13 +49,17 @@ def describe_prompt(index: int, ids: list[int], tokenizer: Any = None, width: in
 
 
 def describe_options(options: Any, seed: int | None) -> str:
-    """One line: greedy or sampling (with its seed), the length, the eos."""
+    """One line: greedy or sampling (with its seed), beam search, the length, the eos."""
     how = (
         f"sampling (seed={seed}, temperature={options.temperature}, top_k={options.top_k}, "
         f"top_p={options.top_p})"
         if options.do_sample
         else "greedy"
     )
+    if options.num_beams > 1:
+        how = f"beam search of {options.num_beams} hypotheses, " + (
+            how if options.do_sample else f"length_penalty={options.length_penalty}"
+        )
     return f"{how}, max_new_tokens={options.max_new_tokens}, eos_token_id={options.eos_token_id}"
 
 
@@ -145,14 +150,19 @@ def assert_same_tokens(
         f"{len(failing)} of {len(rows_a)} generations differ between the reference "
         f"({ref.label}) and the candidate ({cand.label}); {describe_options(options, seed)}"
     ]
+    beams = options.num_beams > 1
+    if beams:
+        # a beam search's rows of a prompt share one search: one report per prompt
+        failing = sorted({r - r % per_prompt for r in failing})
     for r in failing:
         prompt = prompts_read[r // per_prompt]
         div: Divergence = find_divergence(
             [rows_a[r]], [rows_b[r]], _row_logits(a.logits, r), _row_logits(b.logits, r),
             names=(ref.name, cand.name), tokenizer=tokenizer, num_candidates=num_candidates,
             dtype=narrowest_dtype(ref, cand),
+            beams=(a, b) if beams else None, prompts=[r // per_prompt],
         )  # fmt: skip
-        sequence = f", sequence {r % per_prompt}" if per_prompt > 1 else ""
+        sequence = f", sequence {r % per_prompt}" if per_prompt > 1 and not beams else ""
         lines.append(f"--- {describe_prompt(r // per_prompt, prompt, tokenizer)}{sequence}:")
         lines.append(str(div))
         if localize_layers:

@@ -271,6 +271,31 @@ def test_compare_and_generate_with_beams(tmp_path, capsys):
     assert texts[0] == texts[1]
 
 
+def test_compare_with_beams_reports_through_the_diagnosis(tmp_path, capsys):
+    """A broken export compared with --num-beams: diagnose's beam report (the step, the
+    candidates each side chose, their scores, the verdict), exit code 1."""
+    import onnx
+
+    import diag
+    from diag.models import load_pretrained
+    from diag.testing.perturb import perturb_weight
+
+    model, _ = load_pretrained("tiny:llama", progress=False)
+    proto = onnx.load(diag.export_causal_lm(model, verify=False).filename)
+    perturb_weight(proto, "layers.1.self_attn.o_proj", scale=0.2)
+    broken = str(tmp_path / "broken.onnx")
+    onnx.save(proto, broken)
+    argv = ["compare", "-m", "tiny:llama", "-n", "6", "-o", str(tmp_path), "--warmup", "0"]
+    assert main([*argv, "--onnx", broken, "--num-beams", "3"]) == 1
+    out = " ".join(capsys.readouterr().out.split())  # the report is wrapped at spaces
+    head = "onnx diverges from torch on prompt 1: first divergence at step 0, beam search of 3"
+    assert head in out
+    assert ": chosen by torch; score torch " in out and ": chosen by onnx; score torch " in out
+    assert "verdict: not rounding" in out and "parity FAILED for onnx" in out
+    table = pandas.read_csv(tmp_path / "diag_compare_tiny-llama.csv")
+    assert list(table["parity"]) == ["reference", "OK", "FAIL"]
+
+
 @pytest.mark.slow
 def test_compare_smollm2(tmp_path):
     proc = run_cli("compare", "--max-new-tokens", "20", "--output", str(tmp_path))

@@ -87,13 +87,24 @@ def broken_embedding(tiny_onnx, greedy_stream) -> Broken:
         if i >= 2 and t not in prompt and t not in greedy_stream[:i]
     )
     token = greedy_stream[k]
-    proto = onnx.load(tiny_onnx)
+    return Broken(scale_embedding(tiny_onnx, token), first_bad_step=k + 1, token=token)
+
+
+def scale_embedding(path: str, token: int) -> str:
+    """A copy of the export ``path`` whose embedding row of ``token`` is scaled up: its
+    logits differ from the step that reads ``token`` on."""
+    proto = onnx.load(path)
     init = module_weight(proto, "embed_tokens", ("Gather",))
     table = numpy_helper.to_array(init).copy()
     table[token] *= 200.0
     init.CopyFrom(numpy_helper.from_array(table, init.name))
-    path = _save(proto, tiny_onnx.replace(".onnx", ".broken_embedding.onnx"))
-    return Broken(path, first_bad_step=k + 1, token=token)
+    return _save(proto, path.replace(".onnx", f".broken_embedding_{token}.onnx"))
+
+
+@pytest.fixture(scope="session")
+def embedding_scaled():
+    """:func:`scale_embedding` (test modules cannot import conftest)."""
+    return scale_embedding
 
 
 def ort_greedy(path: str, prompt: torch.Tensor, max_new_tokens: int) -> list[int]:

@@ -23,8 +23,9 @@ def test_comparison_options_are_greedy_unless_sampling_with_a_seed():
         comparison_options(None, 4, {"do_sample": True})
     with pytest.raises(ValueError, match="do not pass output_scores"):
         comparison_options(None, 4, {"output_scores": True})
-    with pytest.raises(ValueError, match="beam search .num_beams=2. is not compared there yet"):
-        comparison_options(None, 4, {"num_beams": 2})
+    # a beam search is compared by its decisions, scored with the processed log-probs
+    beams, _ = comparison_options(None, 4, {"num_beams": 2})
+    assert (beams.num_beams, beams.output_logits, beams.output_scores) == (2, True, True)
 
 
 def test_compare_sides_draw_the_same_random_numbers(tiny_model, prompt):

@@ -89,3 +89,15 @@ def test_int4_runs_and_the_tools_say_where_it_departs(smollm2, genai_smollm2):
     df = compare_teacher_forced(model, folder, ids, max_new_tokens=div.step + 1)
     assert df["argmax_agree"].iloc[: div.step].all()
     assert not df["argmax_agree"].iloc[div.step]
+
+
+# fp32_backend first: where its tool is missing, the test skips before SmolLM2 loads
+def test_beam_search_against_torch(fp32_backend, smollm2):
+    """Each tool's layout reorders its cache between beam search steps: torch's decisions
+    at every step (diag.diagnose.beams), or a part at a near tie."""
+    model, tok = smollm2
+    ids = tok(PROMPTS[1], return_tensors="pt").input_ids
+    div = first_divergence(model, fp32_backend, ids, max_new_tokens=12, num_beams=4,
+                           eos_token_id=None)  # fmt: skip
+    assert div.num_beams == 4 and div.largest_diff is not None
+    assert not div or div.near_tie is True, f"{fp32_backend.layout.name}: {div}"

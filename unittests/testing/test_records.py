@@ -115,3 +115,19 @@ def test_missing_record(tmp_path, zoo):
     _, path = zoo("llama")
     with pytest.raises(FileNotFoundError, match="no record at"):
         assert_matches_record(path, tmp_path / "none.json")
+
+
+def test_a_beam_search_record(zoo, broken_llama, tmp_path):
+    model, path = zoo("llama")
+    out = record(path, PROMPTS, tmp_path / "beams.json", max_new_tokens=4, num_beams=3,
+                 num_return_sequences=2, num_candidates=6)  # fmt: skip
+    content = json.loads(open(out).read())
+    assert content["decoding"]["num_beams"] == 3 and len(content["rows"]) == 4
+    # a hypothesis's logits at a step are those of the row it continued then: its token
+    # is among their 2 * num_beams best (a better sum would come from the same row)
+    for row in content["rows"]:
+        for token, step in zip(row["tokens"], row["top"], strict=True):
+            assert token in [candidate[0] for candidate in step]
+    assert_matches_record(model, out)
+    with pytest.raises(AssertionError, match="the tokens changed at step 0"):
+        assert_matches_record(broken_llama, out)

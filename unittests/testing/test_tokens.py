@@ -105,3 +105,45 @@ def test_logits_close_fails_on_the_broken_layer(zoo, broken_llama):
     assert row0 > 0.1
     # a tolerance above the damage lets it pass
     assert assert_logits_close(model, broken_llama, PROMPTS, atol=100.0) > 0.1
+
+
+# llama on every release; pinned: a mixture-of-experts and a sliding-window decoder (the
+# beam search itself is checked against model.generate on every architecture by the
+# generation tests)
+@pytest.mark.parametrize(
+    "arch",
+    ["llama", *(pytest.param(a, marks=pytest.mark.pinned) for a in ("qwen3_moe", "mistral-sw8"))],
+)
+def test_beam_search_passes_and_a_broken_export_names_the_hypotheses(zoo, arch, tmp_path):
+    model, path = zoo(arch)
+    rows = assert_same_tokens(model, path, PROMPTS, max_new_tokens=MAX_NEW_TOKENS, num_beams=3,
+                              num_return_sequences=2)  # fmt: skip
+    ids = torch.tensor([PROMPTS[0]])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=3,
+                         num_return_sequences=2, max_new_tokens=MAX_NEW_TOKENS)  # fmt: skip
+    assert rows[:2] == out[:, ids.shape[1] :].tolist()
+    broken = perturb_weight_of(path, f"layers.{BROKEN_LAYER}.self_attn.o_proj", tmp_path)
+    with pytest.raises(AssertionError) as info:
+        assert_same_tokens(model, broken, PROMPTS, max_new_tokens=MAX_NEW_TOKENS, num_beams=3,
+                           localize_layers=False)  # fmt: skip
+    message = " ".join(str(info.value).split())  # the message is wrapped at spaces
+    assert "beam search of 3 hypotheses" in message
+    # one report per prompt (its rows share one search), each naming its candidates
+    block = message.split("--- prompt 0")[1].split("--- prompt 1")[0]
+    assert "first divergence at step 0 (prompt 0), beam search of 3 hypotheses" in block
+    assert ": chosen by reference; score reference " in block
+    assert ": chosen by candidate; score reference " in block
+    assert "verdict: not" in block
+
+
+def perturb_weight_of(path: str, module: str, folder) -> str:
+    """A copy of the export ``path`` in ``folder`` with the weight of ``module`` perturbed."""
+    import onnx
+
+    from diag.testing.perturb import perturb_weight
+
+    proto = onnx.load(path)
+    perturb_weight(proto, module, scale=0.2)
+    out = str(folder / "broken.onnx")
+    onnx.save(proto, out)
+    return out
