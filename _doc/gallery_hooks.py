@@ -99,6 +99,7 @@ SECTIONS = ["generate", "export", "onnxruntime", "diagnose", "speed"]
 ORDER = [
     "plot_generate.py",
     "plot_sampling.py",
+    "plot_beam_search.py",
     "plot_batch.py",
     "plot_export_patches.py",
     "plot_parity.py",

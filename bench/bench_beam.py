@@ -6,7 +6,10 @@ SmolLM2-135M-Instruct in float32, batch 1, ``--beams`` hypotheses, ``--new-token
 new tokens with eos ignored (every hypothesis runs to the end: the same work on every
 side), one code prompt. ``onnx_generate`` runs diag's export (cached); genai runs its
 own build of the model (``python -m onnxruntime_genai.models.builder -p fp32 -e cpu``,
-into a temporary folder unless ``--genai-folder`` is given). Each contender is warmed
+into a temporary folder unless ``--genai-folder`` is given). ``onnx_generate`` also
+drives genai's build (``onnx_generate (genai file)``): against genai's beam search,
+the same graph with diag's loop around it (the loop's cost); against ``onnx_generate``
+on diag's export, the same loop on the two graphs (the graph's cost). Each contender is warmed
 up, then they alternate ``--repeat`` times; the table gives the median seconds, their
 spread (min - max) and the new tokens per second of the best hypothesis. Then the
 tokens each produced, and the reorder's share: the seconds ``onnx_generate`` spent in
@@ -186,21 +189,30 @@ def main(argv: list[str] | None = None) -> None:
                 build_genai(folder)
             og_model = og.Model(folder)
             contenders["genai beam search"] = lambda: genai_beam_search(og_model, ids, n, beams)
+            genai_file = open_steps(folder).backend
+            contenders["onnx_generate (genai file)"] = lambda: onnx_generate(
+                genai_file, ids, **options
+            )[0, start:].tolist()
         times, tokens = alternate(contenders, args.repeat)
     reorder_seconds, calls, decode_seconds = reorder_share(backend, ids, **options)
 
     print(f"SmolLM2-135M float32, batch 1, {beams} beams, {n} new tokens, {args.repeat} repeats")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print(f"load (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"{'contender':<18} {'median s':>9} {'min - max s':>15} {'tokens/s':>9}")
+    print(f"{'contender':<26} {'median s':>9} {'min - max s':>15} {'tokens/s':>9}")
     speed = {}
     for name, ts in times.items():
         median = statistics.median(ts)
         speed[name] = n / median
-        print(f"{name:<18} {median:9.3f} {min(ts):7.3f} - {max(ts):5.3f} {speed[name]:9.1f}")
+        print(f"{name:<26} {median:9.3f} {min(ts):7.3f} - {max(ts):5.3f} {speed[name]:9.1f}")
     for name in speed:
         if name != "onnx_generate":
             print(f"onnx_generate / {name}: {speed['onnx_generate'] / speed[name]:.2f}x")
+    if "genai beam search" in speed:
+        loop = speed["onnx_generate (genai file)"] / speed["genai beam search"]
+        graph = speed["onnx_generate"] / speed["onnx_generate (genai file)"]
+        print(f"the loop: onnx_generate / genai beam search on genai's file: {loop:.2f}x")
+        print(f"the graph: diag's export / genai's file, both in onnx_generate: {graph:.2f}x")
     print(
         f"reorder: {reorder_seconds * 1e3:.1f} ms in {calls} calls, "
         f"{100 * reorder_seconds / decode_seconds:.1f}% of onnx_generate's decode seconds"
@@ -208,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     reference = tokens["model.generate"]
     for name, row in tokens.items():
         same = "same as model.generate" if row == reference else "DIFFERS from model.generate"
-        print(f"{name:<18} {same}: {tokenizer.decode(row)!r}")
+        print(f"{name:<26} {same}: {tokenizer.decode(row)!r}")
 
 
 if __name__ == "__main__":
