@@ -178,19 +178,30 @@ print(table.to_string())
 
 # %%
 # The gain of a batch: its throughput over the throughput at batch 1, both medians
-# of this run, and whether it grew with every larger batch. A decode step
-# of a small model on the CPU is dominated by reading the weights and by the
-# per-call overhead, both shared by the batch; once the matrix products become
-# compute-bound, a larger batch gains less.
+# of this run. A batch counts as a gain over the batch before it only when its median
+# is above the highest round of that batch: medians within each other's spread are
+# load, not a trend. A decode step of a small model on the CPU is dominated by
+# reading the weights and by the per-call overhead, both shared by the batch; once
+# the matrix products become compute-bound, a larger batch gains less.
 
 for name in backends:
     gains = [speed[name, n].median / speed[name, 1].median for n in BATCH_SIZES]
-    grew = all(a < b for a, b in zip(gains, gains[1:], strict=False))
+    above = [
+        speed[name, b].median > speed[name, a].high
+        for a, b in zip(BATCH_SIZES, BATCH_SIZES[1:], strict=False)
+    ]
+    trend = (
+        "each batch above every round of the one before"
+        if all(above)
+        else "no clear gain at batch "
+        + ", ".join(str(b) for b, up in zip(BATCH_SIZES[1:], above, strict=True) if not up)
+        + " in this run (its median within the rounds of the batch before)"
+    )
     said = (
         f"{name}: batch {BATCH_SIZES[-1]} gives {gains[-1]:.1f}x the tokens per second of "
         f"batch 1 ("
         + ", ".join(f"{n}: {g:.1f}x" for n, g in zip(BATCH_SIZES, gains, strict=True))
-        + f"); {'growing with every larger batch' if grew else 'not growing with every larger batch in this run'}"
+        + f"); {trend}"
     )
     print(textwrap.fill(said, width=80, subsequent_indent="    "))
 
