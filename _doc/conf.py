@@ -9,6 +9,8 @@ one; a warning raised *inside* a gallery script
 is turned into an exception by :mod:`gallery_hooks` and aborts the build as well.
 ``DIAG_FAST=1`` in the environment runs the gallery on a tiny untrained model instead
 (minutes become seconds; the texts are then random tokens).
+``DIAG_GALLERY_PATTERN`` (a regular expression, default ``plot_``) executes only the
+pages whose path it matches.
 """
 
 from __future__ import annotations
@@ -87,10 +89,29 @@ html_title = f"diag {release}"
 # a public name added to diag without its entry in api.rst fails the build, naming the line
 check_api_page(os.path.join(_HERE, "api.rst"), diag)
 
+
+def _gallery_pattern() -> str:
+    """The pages to execute: ``DIAG_GALLERY_PATTERN``, a regular expression searched in
+    each script's path (sphinx-gallery's ``filename_pattern``), default every page.
+
+    Example: ``DIAG_GALLERY_PATTERN=plot_batch`` rebuilds the batch page alone.
+    """
+    pattern = os.environ.get("DIAG_GALLERY_PATTERN", "plot_")
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(
+            f"DIAG_GALLERY_PATTERN={pattern!r} is not a regular expression ({e}); "
+            "give one searched in the scripts' paths, such as 'plot_batch|plot_parity'"
+        ) from None
+    return pattern
+
+
 sphinx_gallery_conf = {
     "examples_dirs": "../examples_gallery",
     "gallery_dirs": "auto_examples",
-    "filename_pattern": r"plot_",
+    # the scripts executed (the others are listed, not run): DIAG_GALLERY_PATTERN
+    "filename_pattern": _gallery_pattern(),
     "abort_on_example_error": True,
     # always execute: sphinx-gallery skips a script whose source did not change, which
     # would leave the outputs of an earlier DIAG_FAST=1 build in the real pages

@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ROOT / "examples_gallery"
 HOOKS = ROOT / "_doc" / "gallery_hooks.py"
 SCRIPTS = sorted(GALLERY.glob("*/plot_*.py"))
-# seconds; a fast-mode script takes a few seconds to ~30 s on 2 shared cores
-TIMEOUT = 300
+# seconds: a safety net against a hung script, not a speed check; a fast-mode page takes
+# seconds to about a minute on 2 quiet cores (plot_quantized the longest: it quantizes
+# twice), several times that while other jobs share the cores
+TIMEOUT = 600
 # the page every CI phase runs: the generation loops side by side (model.generate,
 # diag.generate, onnx_generate), which follow transformers' internals most closely;
 # plot_export_patches is pinned like the other pages (each patch is checked on every

@@ -25,7 +25,6 @@ A good export
 """
 
 import os
-import shutil
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -108,8 +107,9 @@ LAYER = 1
 proto = onnx.load(good)
 target = diag.testing.perturb_weight(proto, f"layers.{LAYER}.mlp.down_proj", scale=0.05)
 shape = tuple(next(t.dims for t in proto.graph.initializer if t.name == target))
-folder = tempfile.mkdtemp(prefix="diag_broken_")
-broken = os.path.join(folder, "broken.onnx")
+# the broken copy is as large as the model; the last cell removes it
+broken_dir = tempfile.TemporaryDirectory(prefix="diag_broken_")
+broken = os.path.join(broken_dir.name, "broken.onnx")
 onnx.save(proto, broken, save_as_external_data=not FAST, location="broken.onnx.data")
 del proto
 print(f"changed {target!r}, the down_proj weight of layer {LAYER}: {shape}")
@@ -173,7 +173,6 @@ print("culprit:", report.culprit)
 ax = diag.plot_layers(report)
 ax.figure.tight_layout()
 ax.figure.savefig(os.path.join(OUT, "plot_diagnose_layers.png"))
-shutil.rmtree(folder, ignore_errors=True)
 
 # %%
 # A corruption that shows up mid-way
@@ -244,3 +243,11 @@ print(div)
 
 with_token = {"input_ids": torch.cat([inputs.input_ids, torch.tensor([[token]])], dim=1)}
 print(diag.localize_layer(model, proto, with_token))
+
+# %%
+# Clean up
+# --------
+#
+# The broken copy goes with its temporary directory.
+
+broken_dir.cleanup()

@@ -28,7 +28,6 @@ The export
 """
 
 import os
-import shutil
 import tempfile
 
 import onnx
@@ -56,7 +55,7 @@ print("exported:", good)
 # here) or ``pytest -p diag.testing.plugin`` turns it on (a test module cannot:
 # pytest reads its options before it imports the tests).
 
-TEST_FILE = '''
+TEST_FILE = """
 import os
 
 import pytest
@@ -86,9 +85,11 @@ def test_logits_close(torch_model):
 
 def test_golden_record(torch_model, diag_record):
     diag_record(os.environ["EXPORT"], PROMPTS, tokenizer=torch_model[1], max_new_tokens=12)
-'''
+"""
 
-folder = tempfile.mkdtemp(prefix="diag_regression_")
+# the test file, its record and the broken copy of the model; the last cell removes it
+tests_dir = tempfile.TemporaryDirectory(prefix="diag_regression_")
+folder = tests_dir.name
 test_path = os.path.join(folder, "test_export.py")
 with open(test_path, "w") as f:
     f.write(TEST_FILE)
@@ -164,4 +165,11 @@ ax = diag.plot_layers(report)
 ax.figure.tight_layout()
 ax.figure.savefig(os.path.join(OUT, "plot_regression_tests_layers.png"))
 print(report.culprit)
-shutil.rmtree(folder, ignore_errors=True)
+
+# %%
+# Clean up
+# --------
+#
+# The test file, the record and the broken copy go with their temporary directory.
+
+tests_dir.cleanup()

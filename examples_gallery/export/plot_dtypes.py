@@ -137,7 +137,15 @@ summary = pd.DataFrame(
         for name in DTYPES
     ]
 )
-print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
+
+def cell(v) -> str:
+    """A value of the summary as printed: 3 significant digits, "-" where none."""
+    return "-" if v is None or pd.isna(v) else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+# one column per dtype: the rows would not fit the page's width
+print(summary.set_index("dtype").T.map(cell).to_string())
 
 # %%
 # The speed of each dtype, torch and ONNX Runtime (tokens/s, higher is better).

@@ -26,6 +26,7 @@ Load the model and tokenize the prompt
 """
 
 import os
+import textwrap
 import time
 
 import matplotlib.pyplot as plt
@@ -67,7 +68,7 @@ print("inputs:", string_type(dict(inputs), with_shape=True))
 # ``T7s1x21`` is a tensor of element type 7 (int64, the ONNX numbering) and shape
 # ``1x21`` (see :doc:`/string_type`). The prompt cut into tokens:
 
-print([tokenizer.decode(t) for t in inputs.input_ids[0]])
+print(textwrap.fill(repr([tokenizer.decode(t) for t in inputs.input_ids[0]]), width=80))
 
 # %%
 # The end-of-sequence token stops the generation when the model produces it.
@@ -135,7 +136,7 @@ def greedy_generate(model, input_ids, eos_token_id, max_new_tokens):
 with torch.no_grad():
     prefill = model(input_ids=inputs.input_ids, use_cache=True)
 print("logits:", string_type(prefill.logits, with_shape=True))
-print("cache: ", string_type(output_cache(prefill), with_shape=True)[:200], "...")
+print("cache: ", string_type(output_cache(prefill), with_shape=True)[:70], "...")
 
 # %%
 # Now the loop.

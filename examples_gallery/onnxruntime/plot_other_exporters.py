@@ -40,7 +40,9 @@ FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
 NEW_TOKENS = 5 if FAST else 12
 ROUNDS = 3
-TMP = tempfile.mkdtemp(prefix="diag_other_exporters_")
+# every file of the page (up to a GB on SmolLM2) lives here; the last cell removes it
+TMP_DIR = tempfile.TemporaryDirectory(prefix="diag_other_exporters_")
+TMP = TMP_DIR.name
 
 MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
 model, tokenizer = diag.load_pretrained(MODEL)
@@ -230,3 +232,12 @@ ax.set_ylabel("tokens/s (batch 1, greedy)")
 ax.set_title(f"{MODEL}: decoding speed, median of {ROUNDS} rounds")
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_other_exporters_speed.png"))
+
+# %%
+# Clean up
+# --------
+#
+# The built folders go with the temporary directory.
+
+del backends, contenders, runs
+TMP_DIR.cleanup()
