@@ -300,7 +300,9 @@ def given_decoding_options(args: argparse.Namespace) -> dict[str, object]:
     >>> given_decoding_options(parser.parse_args(["--top-k", "7", "--no-do-sample"]))
     {'do_sample': False, 'top_k': 7}
     """
-    return {name: getattr(args, name) for name in DECODING_OPTIONS if getattr(args, name) is not None}
+    return {
+        name: getattr(args, name) for name in DECODING_OPTIONS if getattr(args, name) is not None
+    }
 
 
 def check_decoding_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -337,6 +339,23 @@ def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="quantize the exported weights (MatMulNBits, block 32, symmetric, "
         "accuracy_level 4, lm_head included; default: float weights)",
+    )
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--dtype`` (:data:`DTYPE_CHOICES`, default ``auto``: the checkpoint's dtype, as
+    transformers loads it); ``what`` ends the help: what the command does with it.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_dtype_argument(parser, "the export's dtype")
+    >>> parser.parse_args([]).dtype, parser.parse_args(["--dtype", "float16"]).dtype
+    ('auto', 'float16')
+    """
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
+        help=f"the dtype the model is loaded in (default: auto, the checkpoint's); {what}",
     )
 
 

@@ -68,7 +68,10 @@ class ExportedModel:
         if self.failure is not None:
             return f"{self.failure}\nvalidation: FAIL"
         if self.validation is None:
-            return "validation: not run (the export was not verified)"
+            return (
+                "validation: not run (the export was not verified: a file ONNX Runtime's "
+                "CPU provider cannot run, or a cache entry written without verification)"
+            )
         table = self.validation.table()
         # the library's table ends with its own verdict line; keep ours only
         lines = [line for line in table.splitlines() if not line.startswith("tolerance")]
@@ -100,9 +103,10 @@ def export_model(
     quantize: str | None = None,
     cache: str = "dynamic",
     max_length: int | None = None,
+    dtype: str | None = None,
 ) -> ExportedModel:
     """Exports ``model`` with :func:`diag.export_causal_lm` (reusing its cache);
-    ``fuse``, ``opset``, ``quantize``, ``cache`` and ``max_length`` are passed on.
+    ``fuse``, ``opset``, ``quantize``, ``cache``, ``max_length`` and ``dtype`` are passed on.
 
     A validation failure does not raise: the result says ``passed=False`` and holds the
     library's message, and the file is kept (the library only refuses to cache it).
@@ -115,7 +119,7 @@ def export_model(
         try:
             result = export_causal_lm(
                 model, filename, verify=verify, force=force, fuse=fuse, opset=opset,
-                quantize=quantize, cache=cache, max_length=max_length,
+                quantize=quantize, cache=cache, max_length=max_length, dtype=dtype,
             )  # fmt: skip
         except ExportValidationError as exc:
             bar.update(1)
@@ -134,6 +138,7 @@ def export_for_comparison(
     quantize: str | None = None,
     cache: str = "dynamic",
     max_length: int | None = None,
+    dtype: str | None = None,
 ) -> ExportedModel:
     """The export ``generate --backend onnx`` and ``compare`` run.
 

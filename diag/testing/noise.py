@@ -18,11 +18,11 @@ Example::
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 
+from diag.compat.moe_blocks import float64_copy
 from diag.diagnose.divergence import find_divergence
 from diag.diagnose.sides import generate_side, narrowest_dtype
 from diag.export.check.tolerance import accumulation_length, default_atol, noise_aware_tolerance
@@ -43,7 +43,7 @@ def float32_noise(
     """
     if side.model is None or result.logits is None:
         return None
-    exact = open_steps(copy.deepcopy(side.model).to(torch.float64), what=f"{side.name} (float64)")
+    exact = open_steps(float64_copy(side.model), what=f"{side.name} (float64)")
     exact_result = generate_side(exact, input_ids, attention_mask, options, seed)
     div = find_divergence(
         result.generated(), exact_result.generated(), result.logits, exact_result.logits
