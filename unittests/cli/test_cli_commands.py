@@ -160,8 +160,9 @@ def test_export_writes_model_and_passes(tmp_path, capsys):
 
 
 def test_generate_and_export_in_float16(tmp_path, capsys):
-    import diag
     import torch
+
+    import diag
 
     argv = ["generate", "-m", "tiny:llama", "-p", "Hello", "-n", "4", "--warmup", "0"]
     assert main([*argv, "--backend", "onnx", "--dtype", "float16"]) == 0

@@ -88,5 +88,6 @@ ROUTER_PATCHES: list[Patch] = [
             "weights are NaN; the chosen expert is unmasked by its index instead"
         ),
         kind="transformers",
+        imported_only=True,
     ),
 ]
