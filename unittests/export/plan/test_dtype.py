@@ -13,6 +13,7 @@ from diag import contract
 from diag.cli.inspect import cpu_line
 from diag.contract.inspection import inspect_onnx
 from diag.diagnose import first_divergence
+from diag.diagnose.layers.localize import layer_tolerance, localize_layer
 from diag.export import export_causal_lm
 from diag.export.plan.dtype import DtypeWarning, export_dtype, model_in_dtype, parse_dtype
 from diag.generation import onnx_generate, open_steps
@@ -104,3 +105,7 @@ def test_every_architecture_in_float16(name, tmp_path):
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
     div = first_divergence(model, result, ids, mask, max_new_tokens=12)
     assert not div or div.near_tie, str(div)
+    if name in VALIDATED:
+        # layer by layer, float16 rounding is no culprit (float32's tolerance would be)
+        report = localize_layer(model, result.filename, ids[:1])
+        assert report.culprit is None and report.tol == layer_tolerance(model), str(report)
