@@ -70,6 +70,8 @@ from diag.diagnose.layers.routing import router_candidates, router_modules, rout
 from diag.diagnose.layers.stages import Stage, model_stages
 from diag.diagnose.layers.torch_capture import run_torch
 from diag.export.check.tolerance import DEFAULT_TERMS, accumulation_length
+from diag.export.plan.dtype import model_in_dtype
+from diag.helpers.dtypes import onnx_dtype_to_torch_dtype
 from diag.helpers.rounding import accumulation_tolerance
 from diag.helpers.torch_helper import get_weight_type
 from diag.helpers.wrap import wrap_report
@@ -194,6 +196,13 @@ def scaled_difference(expected: torch.Tensor, got: torch.Tensor) -> tuple[float,
     return float(diff.max()), float((diff / rms).max())
 
 
+def _logits_dtype(model_ir: Any) -> torch.dtype | None:
+    """The torch dtype of the graph's logits (None when the file does not say)."""
+    name = logits_name(model_ir)
+    value = next(o for o in model_ir.graph.outputs if o.name == name)
+    return None if value.dtype is None else onnx_dtype_to_torch_dtype(int(value.dtype))
+
+
 def localize_layer(
     model: torch.nn.Module,
     onnx_model_path: str | os.PathLike | onnx.ModelProto,
@@ -221,7 +230,9 @@ def localize_layer(
         error (5% noise on one matrix of SmolLM2 gives 0.4 at the final norm). None:
         :func:`layer_tolerance`, that default for a float32 model, the rounding bound
         of the hidden size's sums for a float16 or bfloat16 one (a float16 SmolLM2
-        export reaches 0.15 at one layer, rounding only)
+        export reaches 0.15 at one layer, rounding only). The torch model runs in the
+        file's dtype (a copy when it is in another: a bfloat16 model's CPU export is
+        float32), so the table is the export's own fidelity, not the dtype's effect
     :param providers: ONNX Runtime providers (CPU by default)
     :return: a :class:`LayerLocalization` (``.table`` per stage, ``.culprit``)
 
@@ -235,14 +246,19 @@ def localize_layer(
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"localize_layer expects a torch model, got {type(model).__name__}.")
-    if tol is None:
-        tol = layer_tolerance(model)
-    if not tol > 0:
+    if tol is not None and not tol > 0:
         raise ValueError(f"tol must be a positive float, got {tol!r}.")
     if isinstance(onnx_model_path, (str, os.PathLike)) and os.path.isdir(onnx_model_path):
         # a folder another tool wrote: its first graph (the prefill of a pair)
         onnx_model_path = find_model(onnx_model_path).paths[0]
     model_ir = load_model(onnx_model_path)
+    # like with like: torch in the file's dtype (a bfloat16 model's CPU export is float32,
+    # and bfloat16's own rounding is no export error)
+    file_dtype = _logits_dtype(model_ir)
+    if file_dtype is not None and file_dtype.is_floating_point:
+        model = model_in_dtype(model, file_dtype)
+    if tol is None:
+        tol = layer_tolerance(model)
     feeds = normalize_inputs(inputs, model)
     stages = model_stages(model)
 

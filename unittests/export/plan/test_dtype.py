@@ -13,7 +13,7 @@ from diag import contract
 from diag.cli.inspect import cpu_line
 from diag.contract.inspection import inspect_onnx
 from diag.diagnose import first_divergence
-from diag.diagnose.layers.localize import layer_tolerance, localize_layer
+from diag.diagnose.layers.localize import DEFAULT_TOL, layer_tolerance, localize_layer
 from diag.export import export_causal_lm
 from diag.export.plan.dtype import DtypeWarning, export_dtype, model_in_dtype, parse_dtype
 from diag.generation import onnx_generate, open_steps
@@ -63,6 +63,9 @@ def test_bfloat16_model_exports_float32_by_default_and_generates(tmp_path):
     expected = reference.generate(_prompt(), max_new_tokens=12, do_sample=False)
     got = onnx_generate(result, _prompt(), max_new_tokens=12)
     assert got.tolist() == expected.tolist()
+    # layer by layer, torch runs in the file's dtype: the export's fidelity, in float32
+    report = localize_layer(model, result.filename, _prompt())
+    assert report.culprit is None and report.tol == DEFAULT_TOL, str(report)
 
 
 def test_explicit_bfloat16_export_is_refused_on_the_cpu(tmp_path):
