@@ -342,6 +342,23 @@ def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dtype_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--dtype`` (:data:`DTYPE_CHOICES`, default ``auto``: the checkpoint's dtype, as
+    transformers loads it); ``what`` ends the help: what the command does with it.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_dtype_argument(parser, "the export's dtype")
+    >>> parser.parse_args([]).dtype, parser.parse_args(["--dtype", "float16"]).dtype
+    ('auto', 'float16')
+    """
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
+        help=f"the dtype the model is loaded in (default: auto, the checkpoint's); {what}",
+    )
+
+
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     """``--cache dynamic|static`` and ``--max-length N``: the cache layout of the export
     (``cache=`` and ``max_length=`` of :func:`diag.export_causal_lm`).

@@ -36,9 +36,9 @@ import argparse
 import os
 
 from diag.cli.args import (
-    DTYPE_CHOICES,
     add_cache_arguments,
     add_chat_and_warmup_arguments,
+    add_dtype_argument,
     add_max_new_tokens_argument,
     add_model_argument,
     add_prompt_argument,
@@ -107,12 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare beam searches of N hypotheses (the best sequence of each prompt) "
         "instead of greedy decoding (default: 1, greedy)",
     )
-    parser.add_argument(
-        "--dtype",
-        choices=DTYPE_CHOICES,
-        default="auto",
-        help="the dtype the model is loaded in (default: auto, the checkpoint's); a "
-        "bfloat16 model runs in float32 against its export (the CPU provider has no "
+    add_dtype_argument(
+        parser,
+        "a bfloat16 model runs in float32 against its export (the CPU provider has no "
         "bfloat16 kernels) and float16/bfloat16 are then compared with float32",
     )
     add_record_arguments(parser)

@@ -69,7 +69,10 @@ class ExportedModel:
         if self.failure is not None:
             return f"{self.failure}\nvalidation: FAIL"
         if self.validation is None:
-            return "validation: not run (the export was not verified)"
+            return (
+                "validation: not run (the export was not verified: a file ONNX Runtime's "
+                "CPU provider cannot run, or a cache entry written without verification)"
+            )
         table = self.validation.table()
         # the library's table ends with its own verdict line; keep ours only
         lines = [line for line in table.splitlines() if not line.startswith("tolerance")]

@@ -4,11 +4,14 @@ Example::
 
     python -m diag generate --model tiny:llama --prompt "def f(x):" --prompt "Hello" \\
         --backend onnx --max-new-tokens 20
+    python -m diag generate --model tiny:llama --prompt "Hello" --dtype float16
 
 The prompts are tokenized into one left-padded batch; the report counts the tokenizer
 (encode), the generation call and the detokenizer (decode) apart, after an untimed
 warm-up call (``--warmup``) that pays the one-off costs (session creation, first-call
-allocations).
+allocations). ``--dtype`` loads the model in a dtype (default ``auto``: the
+checkpoint's); ``--backend onnx`` runs its export (a bfloat16 model exported as float32:
+ONNX Runtime's CPU provider has no bfloat16 kernels).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from diag.cli.args import (
     BACKENDS,
     add_chat_and_warmup_arguments,
     add_decoding_arguments,
+    add_dtype_argument,
     add_model_argument,
     add_prompt_argument,
     check_decoding_arguments,
@@ -57,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --backend onnx, export again even when the export cache has the model",
     )
+    add_dtype_argument(
+        parser,
+        "--backend onnx runs its export (auto: the model's dtype, a bfloat16 model as "
+        "float32: the CPU provider has no bfloat16 kernels)",
+    )
     add_decoding_arguments(parser, max_new_tokens=64)
 
 
@@ -75,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     from diag.cli.progress import progress
     from diag.cli.report import LatencyReport
     from diag.cli.runners import BACKEND_LABELS, decoding_options, make_runner
+    from diag.export.plan.dtype import dtype_name, model_dtype
 
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, args.dtype)
     # only what the user gave: the model's generation config decides the rest
     options = decoding_options(
         model, tokenizer, args.max_new_tokens, **given_decoding_options(args)
@@ -98,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
 
     # the model's generation config may set num_return_sequences: count the rows
     per_prompt = len(texts) // len(prompts)
-    print(f"model: {args.model}, backend: {args.backend} ({BACKEND_LABELS[args.backend]})")
+    print(
+        f"model: {args.model} ({dtype_name(model_dtype(model))}), backend: {args.backend} "
+        f"({BACKEND_LABELS[args.backend]})"
+    )
     for i, text in enumerate(texts):
         prompt = prompts[i // per_prompt]
         title = f"prompt {i // per_prompt + 1}"

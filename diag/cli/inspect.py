@@ -17,7 +17,9 @@ import os
 import sys
 from typing import Any
 
-HELP = "print the layout, the operators and the weights of an ONNX decoder, and whether diag drives it"
+HELP = (
+    "print the layout, the operators and the weights of an ONNX decoder, and whether diag drives it"
+)
 DESCRIPTION = (
     "Reads an ONNX decoder (a folder written by onnxruntime-genai's builder or by "
     "transformers' exporter, or an .onnx file) without running it and prints the layout "
@@ -29,7 +31,9 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The model path and the layout fields a user may override."""
     parser.add_argument("path", help="a folder or an .onnx file")
-    parser.add_argument("--kv-heads", type=int, help="key/value heads, when the graph leaves them symbolic")
+    parser.add_argument(
+        "--kv-heads", type=int, help="key/value heads, when the graph leaves them symbolic"
+    )
     parser.add_argument("--head-dim", type=int, help="head size, when the graph leaves it symbolic")
 
 

@@ -13,6 +13,10 @@ which blocks diag can export on it.
   ``experts_dense`` rewrites (softmax, top-k, optional renormalisation, optional
   shared expert); :data:`UNEXPORTABLE_EXPERTS` the others, with why, which
   :func:`unexportable_experts` reports for a model.
+* a float64 copy (the exact reference the float32 noise is measured against): 5.x's
+  default ``grouped_mm`` calls ``torch._grouped_mm``, which has no float64 kernel;
+  :func:`float64_copy` runs the copy's experts as :data:`FLOAT64_EXPERTS` (4.57's
+  loops take any dtype).
 
 Example::
 
@@ -23,8 +27,11 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from typing import Any
+
+import torch
 
 #: 4.57's blocks with a list of expert MLPs routed by softmax and top-k, by family
 LOOPED_EXPERT_BLOCKS: dict[str, str] = {
@@ -48,6 +55,14 @@ UNEXPORTABLE_EXPERTS: dict[str, tuple[str, str]] = {
         "it loops over the experts, skipping those no token chose (torch.where on the routing)",
     ),
 }
+
+
+#: transformers 5's experts implementations with no float64 kernel (torch._grouped_mm
+#: takes float32, bfloat16 and float16 only)
+NO_FLOAT64_EXPERTS = frozenset({"grouped_mm"})
+
+#: the implementation a float64 copy runs its experts with: transformers' own loop
+FLOAT64_EXPERTS = "eager"
 
 
 def experts_interface() -> Any:
@@ -84,3 +99,18 @@ def unexportable_experts(model: Any) -> str | None:
                 "which diag's export patch experts_gathered makes traceable)."
             )
     return None
+
+
+def float64_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of ``model`` (the caller's model is left as it is) that runs: its
+    experts, when their implementation has no float64 kernel
+    (:data:`NO_FLOAT64_EXPERTS`), run as :data:`FLOAT64_EXPERTS`.
+
+    >>> float64_copy(torch.nn.Linear(2, 2)).weight.dtype
+    torch.float64
+    """
+    exact = copy.deepcopy(model).to(torch.float64)
+    config = getattr(exact, "config", None)
+    if getattr(config, "_experts_implementation", None) in NO_FLOAT64_EXPERTS:
+        exact.set_experts_implementation(FLOAT64_EXPERTS)
+    return exact

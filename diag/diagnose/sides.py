@@ -15,12 +15,12 @@ compare through these functions.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any
 
 import torch
 
+from diag.compat.moe_blocks import float64_copy
 from diag.diagnose.divergence import Divergence, find_divergence
 from diag.generation.front import run_generation
 from diag.generation.options import DecodingOptions, resolve_options
@@ -176,7 +176,7 @@ def float32_noise(
     """
     if side.model is None or result.logits is None:
         return None
-    exact = open_steps(copy.deepcopy(side.model).to(torch.float64), what=f"{side.name} (float64)")
+    exact = open_steps(float64_copy(side.model), what=f"{side.name} (float64)")
     *_, div = compare_sides(
         side, exact, input_ids, attention_mask, options, seed, reference_result=result
     )

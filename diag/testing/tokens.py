@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from diag.diagnose.divergence import Divergence, find_divergence, first_divergent_step
-from diag.diagnose.layers.localize import DEFAULT_TOL
 from diag.diagnose.sides import compare_sides, comparison_options, narrowest_dtype
 from diag.generation.steps import Steps, open_steps
 from diag.helpers.wrap import wrap_report
@@ -63,7 +62,7 @@ def describe_options(options: Any, seed: int | None) -> str:
     return f"{how}, max_new_tokens={options.max_new_tokens}, eos_token_id={options.eos_token_id}"
 
 
-def localize(reference: Steps, candidate: Steps, read: list[int], tol: float) -> str:
+def localize(reference: Steps, candidate: Steps, read: list[int], tol: float | None) -> str:
     """One line: the first stage beyond ``tol`` on the tokens ``read`` (localize_layer),
     or why the two sides cannot be compared layer by layer."""
     torch_side = next((s for s in (reference, candidate) if s.kind == "torch"), None)
@@ -99,7 +98,7 @@ def assert_same_tokens(
     tokenizer: Any = None,
     max_new_tokens: int = 20,
     num_candidates: int = 5,
-    layer_tol: float = DEFAULT_TOL,
+    layer_tol: float | None = None,
     localize_layers: bool = True,
     providers: Any = None,
     **decoding_options: Any,
@@ -114,7 +113,8 @@ def assert_same_tokens(
     :param tokenizer: tokenizes text prompts and adds the tokens' text to the message
     :param max_new_tokens: length of the generations
     :param num_candidates: candidates shown per side at a divergence
-    :param layer_tol: tolerance of :func:`~diag.diagnose.layers.localize_layer`
+    :param layer_tol: tolerance of :func:`~diag.diagnose.layers.localize_layer` (None:
+        its default for the torch model's dtype)
     :param localize_layers: False skips the layer-by-layer comparison of a failure
     :param providers: ONNX Runtime providers of a session created here
     :param decoding_options: ``GenerationConfig`` names (``do_sample``, ``temperature``,

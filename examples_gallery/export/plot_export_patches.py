@@ -33,7 +33,12 @@ import pandas
 import torch
 
 import diag
-from diag.export.make.patches import EXPERTS_PATCHES, TORCH_PATCHES, TRANSFORMERS_PATCHES
+from diag.export.make.patches import (
+    EXPERTS_PATCHES,
+    ROUTER_PATCHES,
+    TORCH_PATCHES,
+    TRANSFORMERS_PATCHES,
+)
 from diag.helpers import string_type
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
@@ -89,7 +94,7 @@ except Exception as e:
 # installed version is skipped with a note, so a new release of torch or
 # transformers never breaks the import.
 
-for patch in TORCH_PATCHES + TRANSFORMERS_PATCHES + EXPERTS_PATCHES:
+for patch in TORCH_PATCHES + TRANSFORMERS_PATCHES + EXPERTS_PATCHES + ROUTER_PATCHES:
     print(f"* {patch.name} [{patch.kind}]\n  replaces {patch.target}")
     print(textwrap.fill(f"why: {patch.why}", width=80, initial_indent="  ", subsequent_indent="  "))
 

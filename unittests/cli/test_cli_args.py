@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from diag.cli.args import DECODING_OPTIONS, given_decoding_options
+from diag.cli.args import DECODING_OPTIONS, DTYPE_CHOICES, given_decoding_options
 from diag.cli.main import COMMANDS, build_parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -197,6 +197,18 @@ def test_parser_defaults():
     )
     assert (args.prompts, args.do_sample, args.top_k, args.top_p) == (["a", "b"], True, 7, 0.5)
     assert args.backend == "torch" and args.temperature is None
+
+
+@pytest.mark.parametrize("command", ["compare", "export", "generate"])
+def test_dtype_choices_are_the_one_list(command):
+    parser = build_parser()
+    required = {"export": ["--output", "out"], "generate": ["-p", "a"]}.get(command, [])
+    assert parser.parse_args([command, *required]).dtype == "auto"
+    for choice in DTYPE_CHOICES:
+        assert parser.parse_args([command, *required, "--dtype", choice]).dtype == choice
+    proc = run_cli(command, *required, "--dtype", "int8")
+    assert proc.returncode == 2 and "argument --dtype: invalid choice: 'int8'" in proc.stderr
+    assert "'float32', 'float16', 'bfloat16'" in proc.stderr
 
 
 def test_only_the_decoding_options_given_are_passed():

@@ -159,6 +159,37 @@ def test_export_writes_model_and_passes(tmp_path, capsys):
     assert {"Attention", "RMSNormalization", "RotaryEmbedding"} <= ops
 
 
+def test_generate_and_export_in_float16(tmp_path, capsys):
+    import torch
+
+    import diag
+
+    argv = ["generate", "-m", "tiny:llama", "-p", "Hello", "-n", "4", "--warmup", "0"]
+    assert main([*argv, "--backend", "onnx", "--dtype", "float16"]) == 0
+    assert "model: tiny:llama (float16), backend: onnx" in capsys.readouterr().out
+    # the float16 export generate made (the export cache's), copied in: export --dtype
+    # float16 finds it in the folder only when it asks for the same file
+    model, _ = diag.load_pretrained("tiny:llama", dtype=torch.float16)
+    out = tmp_path / "half"
+    copy_export(diag.export_causal_lm(model.eval()), out)
+    assert main(["export", "-m", "tiny:llama", "--dtype", "float16", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "reused the export already in the folder" in text
+    assert "dtype: float16\n" in text and "validation: PASS" in text
+
+
+# pinned: the command's option reaching export_causal_lm (CLI plumbing; the refusal of
+# a bfloat16 file on the CPU is test_dtype.py's)
+@pytest.mark.pinned
+def test_export_bfloat16_for_cuda_is_not_validated_here(tmp_path, capsys):
+    out = tmp_path / "bf16"
+    with pytest.warns(UserWarning, match="not validated"):
+        code = main(["export", "-m", "tiny:llama", "--dtype", "bfloat16", "--output", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "dtype: bfloat16\n" in text and "validation: not run" in text
+
+
 # pinned: the command's options reaching export_causal_lm (CLI plumbing; the export at
 # opset 18 is test_fusions.py's), one more export of ~8 s
 @pytest.mark.pinned

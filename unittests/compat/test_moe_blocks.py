@@ -4,6 +4,7 @@ and the refusal of the others before anything is traced."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from diag.compat import moe_blocks
 from diag.export import export_causal_lm
@@ -42,3 +43,19 @@ def test_unexportable_experts_refused_with_family_and_class(name, monkeypatch):
 def test_dense_models_are_not_refused():
     model = get_untrained_model_with_inputs("llama")["model"]
     assert moe_blocks.unexportable_experts(model) is None
+
+
+def test_float64_copy_runs_the_experts_and_leaves_the_model_alone():
+    # transformers 5's default grouped_mm has no float64 kernel: the copy runs eager
+    model = get_untrained_model_with_inputs("phimoe")["model"]
+    before = getattr(model.config, "_experts_implementation", None)
+    exact = moe_blocks.float64_copy(model)
+    assert next(exact.parameters()).dtype == torch.float64
+    assert getattr(model.config, "_experts_implementation", None) == before
+    ids = torch.tensor([[3, 5, 7, 11, 13, 17]])
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        got = exact(input_ids=ids).logits
+    # float32 logits of a 2-layer, hidden-128 model against float64: sums of 128
+    # products rounded at each layer, far below 1e-4 (a wrong expert moves them by ~1)
+    torch.testing.assert_close(got.float(), expected, atol=1e-4, rtol=0)

@@ -69,6 +69,11 @@ from diag.diagnose.layers.onnx_intermediates import (
 from diag.diagnose.layers.routing import router_candidates, router_modules, routing_flips
 from diag.diagnose.layers.stages import Stage, model_stages
 from diag.diagnose.layers.torch_capture import run_torch
+from diag.export.check.tolerance import DEFAULT_TERMS, accumulation_length
+from diag.export.plan.dtype import model_in_dtype
+from diag.helpers.dtypes import onnx_dtype_to_torch_dtype
+from diag.helpers.rounding import accumulation_tolerance
+from diag.helpers.torch_helper import get_weight_type
 from diag.helpers.wrap import wrap_report
 
 
@@ -135,8 +140,34 @@ class LayerLocalization:
         }
 
 
-#: the default tolerance of :func:`localize_layer` on the scaled difference (see its ``tol``)
+#: the default tolerance of :func:`localize_layer` on the scaled difference of a float32
+#: model (see its ``tol``)
 DEFAULT_TOL = 1e-3
+
+#: the largest default tolerance: a difference of the size of the values themselves,
+#: beyond which rounding and an error cannot be told apart
+MAX_TOL = 1.0
+
+
+def layer_tolerance(model: torch.nn.Module) -> float:
+    """The default ``tol`` of :func:`localize_layer` for ``model``: :data:`DEFAULT_TOL` in
+    float32; in float16 or bfloat16, the rounding bound of a sum of the model's hidden
+    size in that dtype over values of RMS 1 (the bound export validation starts from,
+    :func:`~diag.export.check.tolerance.default_atol`), at most :data:`MAX_TOL`.
+
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> model = get_untrained_model_with_inputs("llama")["model"]
+    >>> layer_tolerance(model), round(layer_tolerance(model.half()), 3)
+    (0.001, 0.133)
+    """
+    dtype = get_weight_type(model)
+    if dtype in (torch.float32, torch.float64):
+        return DEFAULT_TOL
+    try:
+        bound = accumulation_tolerance(accumulation_length(model) or DEFAULT_TERMS, 1.0, dtype)
+    except ValueError:  # no bound at all: the sum is longer than the dtype can round
+        bound = MAX_TOL
+    return max(DEFAULT_TOL, min(MAX_TOL, bound))
 
 
 def scaled_difference(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
@@ -165,11 +196,18 @@ def scaled_difference(expected: torch.Tensor, got: torch.Tensor) -> tuple[float,
     return float(diff.max()), float((diff / rms).max())
 
 
+def _logits_dtype(model_ir: Any) -> torch.dtype | None:
+    """The torch dtype of the graph's logits (None when the file does not say)."""
+    name = logits_name(model_ir)
+    value = next(o for o in model_ir.graph.outputs if o.name == name)
+    return None if value.dtype is None else onnx_dtype_to_torch_dtype(int(value.dtype))
+
+
 def localize_layer(
     model: torch.nn.Module,
     onnx_model_path: str | os.PathLike | onnx.ModelProto,
     inputs: dict[str, Any] | torch.Tensor,
-    tol: float = DEFAULT_TOL,
+    tol: float | None = None,
     *,
     providers: list[str] | None = None,
 ) -> LayerLocalization:
@@ -189,7 +227,12 @@ def localize_layer(
         vector at that position)``, see :func:`scaled_difference`. The default leaves
         room for float32 rounding through a deep model with fused kernels (a healthy
         SmolLM2 export, 30 layers, reaches 1.2e-4 at one layer) and stays far below an
-        error (5% noise on one matrix of SmolLM2 gives 0.4 at the final norm)
+        error (5% noise on one matrix of SmolLM2 gives 0.4 at the final norm). None:
+        :func:`layer_tolerance`, that default for a float32 model, the rounding bound
+        of the hidden size's sums for a float16 or bfloat16 one (a float16 SmolLM2
+        export reaches 0.15 at one layer, rounding only). The torch model runs in the
+        file's dtype (a copy when it is in another: a bfloat16 model's CPU export is
+        float32), so the table is the export's own fidelity, not the dtype's effect
     :param providers: ONNX Runtime providers (CPU by default)
     :return: a :class:`LayerLocalization` (``.table`` per stage, ``.culprit``)
 
@@ -203,12 +246,19 @@ def localize_layer(
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"localize_layer expects a torch model, got {type(model).__name__}.")
-    if not tol > 0:
+    if tol is not None and not tol > 0:
         raise ValueError(f"tol must be a positive float, got {tol!r}.")
     if isinstance(onnx_model_path, (str, os.PathLike)) and os.path.isdir(onnx_model_path):
         # a folder another tool wrote: its first graph (the prefill of a pair)
         onnx_model_path = find_model(onnx_model_path).paths[0]
     model_ir = load_model(onnx_model_path)
+    # like with like: torch in the file's dtype (a bfloat16 model's CPU export is float32,
+    # and bfloat16's own rounding is no export error)
+    file_dtype = _logits_dtype(model_ir)
+    if file_dtype is not None and file_dtype.is_floating_point:
+        model = model_in_dtype(model, file_dtype)
+    if tol is None:
+        tol = layer_tolerance(model)
     feeds = normalize_inputs(inputs, model)
     stages = model_stages(model)
 
@@ -281,4 +331,10 @@ def localize_layer(
     )
 
 
-__all__ = ["DEFAULT_TOL", "LayerLocalization", "localize_layer", "scaled_difference"]
+__all__ = [
+    "DEFAULT_TOL",
+    "LayerLocalization",
+    "layer_tolerance",
+    "localize_layer",
+    "scaled_difference",
+]

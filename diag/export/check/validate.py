@@ -23,6 +23,11 @@ layer keeps everything), which the exported graph rejects.
 
 The tolerance, for float and quantized exports, is :mod:`diag.export.check.tolerance`'s.
 
+A torch output holding NaN or infinities fails the check whatever ONNX Runtime
+returns: the same NaN on both sides would compare as equal and pass without checking
+anything. The error names the input set and the output, and, for a float16 or bfloat16
+model, says to export it in float32 (the usual cause: a value past the dtype's range).
+
 Example::
 
     >>> report = validate_causal_lm(model, "model.onnx")  # doctest: +SKIP
@@ -39,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from diag import contract
+from diag.compat.moe_blocks import float64_copy
 from diag.export.check.tolerance import (
     NOISE_FACTOR,
     QUANTIZED_RTOL,
@@ -56,6 +62,7 @@ from diag.export.check.validation_inputs import (
     run_torch,
     step_feeds,
 )
+from diag.export.plan.dtype import dtype_name
 
 if TYPE_CHECKING:
     pass
@@ -83,6 +90,8 @@ class ValidationReport:
         return row.get("tolerance", atol)
 
     def _passes(self, row: dict[str, Any]) -> bool:
+        if row.get("torch_nonfinite"):  # nothing to compare against
+            return False
         if "rtol" in row:  # a quantized file: the relative RMS difference
             return row["relative"] <= row["rtol"]
         return row["max_abs"] <= self._tolerance(row, self.atol)
@@ -90,6 +99,12 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return all(self._passes(r) for r in self.rows)
+
+    @property
+    def torch_nonfinite(self) -> list[dict[str, Any]]:
+        """The rows whose torch output holds NaN or infinities (``torch_nonfinite``:
+        how many values)."""
+        return [r for r in self.rows if r.get("torch_nonfinite")]
 
     @property
     def max_abs(self) -> float:
@@ -102,7 +117,9 @@ class ValidationReport:
         for r in self.rows:
             row = out.setdefault(r["inputs"], {"shapes": r["shapes"]})
             row[r["output"]] = r["max_abs"]
-            if "relative" in r:
+            if r.get("torch_nonfinite"):
+                row[f"{r['output']} torch non-finite"] = r["torch_nonfinite"]
+            elif "relative" in r:
                 row[f"{r['output']} relative"] = r["relative"]
             elif self._tolerance(r, self.atol) != self.atol:
                 row[f"{r['output']} tolerance"] = self._tolerance(r, self.atol)
@@ -118,7 +135,9 @@ class ValidationReport:
             cells = [name, row["shapes"]]
             for g in groups:
                 cell = f"{row.get(g, float('nan')):.3g}"
-                if f"{g} relative" in row:
+                if f"{g} torch non-finite" in row:
+                    cell += f" (torch: {row[f'{g} torch non-finite']} non-finite)"
+                elif f"{g} relative" in row:
                     cell += f" (rel {row[f'{g} relative']:.2g})"
                 elif f"{g} tolerance" in row:
                     cell += f" (<= {row[f'{g} tolerance']:.2g})"
@@ -144,6 +163,35 @@ class ValidationReport:
         else:
             lines.append(f"tolerance {self.atol:g}: {verdict}")
         return "\n".join(lines)
+
+
+def _nonfinite(values: torch.Tensor | list[torch.Tensor]) -> int:
+    """How many NaN or infinite values a torch output (or a list of them) holds."""
+    tensors = values if isinstance(values, list) else [values]
+    return sum(int((~torch.isfinite(t)).sum()) for t in tensors)
+
+
+def _nonfinite_error(
+    filename: str | os.PathLike, dtype: torch.dtype, report: ValidationReport
+) -> str:
+    """The message of a check that torch's own NaN or infinities make vacuous."""
+    where = ", ".join(
+        f"{r['output']} on {r['inputs']} ({r['torch_nonfinite']} values)"
+        for r in report.torch_nonfinite
+    )
+    if dtype in (torch.float16, torch.bfloat16):
+        fix = (
+            f"A {dtype_name(dtype)} model usually gets there by a value past "
+            "its range: export it in float32 (export_causal_lm(..., dtype='float32'), "
+            "python -m diag export --dtype float32)."
+        )
+    else:
+        fix = "Check the model itself (its weights, its config) before exporting it."
+    return (
+        f"the ONNX model {os.fspath(filename)!r} cannot be checked: the torch model itself "
+        f"returns NaN or infinities in {where}, which would compare as equal to the "
+        f"same values in ONNX Runtime and pass without checking anything.\n{report.table()}\n" + fix
+    )
 
 
 def compare_one(
@@ -196,6 +244,7 @@ def compare_one(
             "shapes": shapes,
             "output": g,
             "max_abs": max_abs(torch_side[g], onnx_side[g]),
+            "torch_nonfinite": _nonfinite(torch_side[g]),
         }
         for g in torch_side
     ]
@@ -245,8 +294,6 @@ def validate_causal_lm(
     their relative RMS difference, :data:`QUANTIZED_RTOL`, on the input sets with an
     empty past (see the module docstring).
     """
-    import copy
-
     import onnxruntime as ort
 
     from diag.models.cache_layout import cache_layout
@@ -268,7 +315,7 @@ def validate_causal_lm(
     def reference() -> torch.nn.Module:
         # built once, on first need: a float64 copy doubles the model's memory
         if not copies:
-            copies.append(copy.deepcopy(model).to(torch.float64))
+            copies.append(float64_copy(model))
         return copies[0]
 
     ref = reference if noise_floor else None
@@ -321,6 +368,8 @@ def validate_causal_lm(
     copies.clear()
     if verbose:
         print(report.table())
+    if raise_on_error and report.torch_nonfinite:
+        raise ExportValidationError(_nonfinite_error(filename, dtype, report))
     if raise_on_error and not report.ok:
         if rtol is not None:
             bound = f"a relative RMS of {rtol:g} (int{quantization.get('bits')} quantized)"

@@ -8,6 +8,8 @@
   would specialise to the example inputs;
 * :mod:`~diag.export.make.patches.experts_patches`: transformers' mixture-of-experts
   blocks, whose experts a trace cannot follow;
+* :mod:`~diag.export.make.patches.router_patches`: mixture-of-experts routers whose
+  exported graph could lose the expert they chose (phimoe's, in float16);
 * :mod:`~diag.export.make.patches.registry`: the built-in patches by kind
   (:func:`selected_patches`);
 * :mod:`~diag.export.make.patches.context`: the context manager :func:`torch_export_patches`
@@ -20,6 +22,7 @@ from diag.export.make.patches.context import PatchReport, torch_export_patches
 from diag.export.make.patches.patch import Patch, PatchTargetMissing, resolve_target
 from diag.export.make.patches.registry import (
     EXPERTS_PATCHES,
+    ROUTER_PATCHES,
     TORCH_PATCHES,
     TRANSFORMERS_PATCHES,
     selected_patches,
@@ -27,6 +30,7 @@ from diag.export.make.patches.registry import (
 
 __all__ = [
     "EXPERTS_PATCHES",
+    "ROUTER_PATCHES",
     "TORCH_PATCHES",
     "TRANSFORMERS_PATCHES",
     "Patch",

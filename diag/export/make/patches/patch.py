@@ -11,6 +11,9 @@ not an error: :meth:`Patch.apply` returns a note saying why it was skipped, so t
 new release never breaks ``import diag``. Nor is a target whose shape differs from
 what the patch was written for: a patch's ``check(original)`` returns the reason it
 does not apply to the installed release (or None), and the patch is skipped with it.
+A patch of one model family's module (``imported_only``) applies only when that module
+is already imported: no model of the family can be in use otherwise, and importing it
+would cost every export the import and register its classes as a side effect.
 
 Example::
 
@@ -25,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +83,8 @@ class Patch:
     :param check: ``check(original) -> reason or None``: why the patch does not apply
         to the installed release (the original takes other arguments...), None when it
         does
+    :param imported_only: applies only when the target's module is already imported
+        (a patch of one model family's module)
     """
 
     name: str
@@ -87,6 +93,7 @@ class Patch:
     why: str
     kind: str = "transformers"
     check: Callable[[Any], str | None] | None = None
+    imported_only: bool = False
     _saved: list[tuple[Any, str, Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -97,6 +104,9 @@ class Patch:
         """Installs the replacement; returns None, or a note when the target is missing."""
         if self._saved:
             raise RuntimeError(f"patch {self.name!r} is already applied")
+        module_name = self.target.split(":", 1)[0]
+        if self.imported_only and module_name not in sys.modules:
+            return f"skipped {self.name!r}: {module_name} is not imported (no such model in use)"
         try:
             owner, attr = resolve_target(self.target)
         except PatchTargetMissing as e:

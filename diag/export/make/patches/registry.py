@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from diag.export.make.patches.experts_patches import EXPERTS_PATCHES
 from diag.export.make.patches.patch import Patch
+from diag.export.make.patches.router_patches import ROUTER_PATCHES
 from diag.export.make.patches.torch_patches import TORCH_PATCHES
 from diag.export.make.patches.transformers_patches import TRANSFORMERS_PATCHES
 
@@ -20,7 +21,14 @@ def selected_patches(patch_transformers: bool = True, patch_torch: bool = True) 
     if patch_transformers:
         patches.extend(TRANSFORMERS_PATCHES)
         patches.extend(EXPERTS_PATCHES)
+        patches.extend(ROUTER_PATCHES)
     return patches
 
 
-__all__ = ["EXPERTS_PATCHES", "TORCH_PATCHES", "TRANSFORMERS_PATCHES", "selected_patches"]
+__all__ = [
+    "EXPERTS_PATCHES",
+    "ROUTER_PATCHES",
+    "TORCH_PATCHES",
+    "TRANSFORMERS_PATCHES",
+    "selected_patches",
+]

@@ -23,6 +23,7 @@ from diag.compat.transformers_api import output_cache_field, parameter_names
 from diag.export import torch_export_patches
 from diag.export.make.patches import (
     EXPERTS_PATCHES,
+    ROUTER_PATCHES,
     TORCH_PATCHES,
     TRANSFORMERS_PATCHES,
     Patch,
@@ -65,8 +66,15 @@ def test_patches_applied_inside_and_undone_after():
     # 4.57: experts_dense.*), each with its reason
     applied_experts = [p.name for p in EXPERTS_PATCHES if p.name in report.applied]
     assert applied_experts in (["experts_gathered"], [p.name for p in EXPERTS_PATCHES[1:]])
-    assert report.applied == [p.name for p in TORCH_PATCHES + TRANSFORMERS_PATCHES] + applied_experts
-    assert len(report.skipped) == len(EXPERTS_PATCHES) - len(applied_experts)
+    # a model family's patch applies when its module is imported (by another test)
+    routers = [p.name for p in ROUTER_PATCHES if p.name in report.applied]
+    assert (
+        report.applied
+        == [p.name for p in TORCH_PATCHES + TRANSFORMERS_PATCHES] + applied_experts + routers
+    )
+    assert len(report.skipped) == len(EXPERTS_PATCHES + ROUTER_PATCHES) - len(
+        applied_experts + routers
+    )
     assert "DynamicCache" in report.pytree_nodes
 
 
@@ -282,7 +290,9 @@ def test_dynamic_cache_with_model_outputs_flatten_in_contract_order():
     cache = make_dynamic_cache(_pairs(3, 5))
     with torch_export_patches(patch_torch=False):
         output_class = transformers.modeling_outputs.CausalLMOutputWithPast
-        out = output_class(logits=torch.zeros(2, 3, 10), **{output_cache_field(output_class): cache})
+        out = output_class(
+            logits=torch.zeros(2, 3, 10), **{output_cache_field(output_class): cache}
+        )
         leaves, _ = pytree.tree_flatten(out)
     assert len(leaves) == 1 + 6
     assert leaves[0].shape == (2, 3, 10)
@@ -386,3 +396,16 @@ def test_transformers_exporter_nodes_set_aside_for_an_export_and_put_back():
         for cls in set(pytree.SUPPORTED_NODES) - before:
             deregister_pytree_node(cls)
     assert set(pytree.SUPPORTED_NODES) == before
+
+
+def test_imported_only_patch_waits_for_its_module():
+    import math
+
+    absent = Patch(
+        "absent", "diag_no_such_family.modeling:f", lambda o: o, "why", imported_only=True
+    )
+    assert "diag_no_such_family.modeling is not imported" in absent.apply()
+    present = Patch("pi", "math:pi", lambda original: 3.0, "why", imported_only=True)
+    assert present.apply() is None and math.pi == 3.0
+    present.undo()
+    assert math.pi > 3.14
