@@ -84,6 +84,9 @@ exclude_patterns = ["_build", "auto_examples/**.ipynb", "auto_examples/**.py"]
 
 html_theme = "furo"
 html_title = f"diag {release}"
+# long code and output lines wrap at the page's width instead of being cut off
+html_static_path = ["_static"]
+html_css_files = ["wrap.css"]
 
 
 # a public name added to diag without its entry in api.rst fails the build, naming the line
