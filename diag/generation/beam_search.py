@@ -214,7 +214,6 @@ class BeamSearch:
         # 5. the finished hypotheses, then whether the search goes on
         self._finish_candidates(candidates, scores, origins, ends, generated + 1)
         self._update_done(generated + 1, ends)
-        full = self.is_finished.all(dim=-1) & (self.early_stopping is True)
         return BeamStep(
             tokens=_gather(tokens, best).flatten(),
             rows=_gather(rows, best).flatten(),
@@ -222,8 +221,13 @@ class BeamSearch:
             candidate_rows=rows[:, :beams].clone(),
             candidate_tokens=tokens[:, :beams].clone(),
             candidate_scores=scores[:, :beams].clone(),
-            open=self.can_improve.flatten() & ~full,
+            open=self.can_improve.flatten() & ~self._finished_for_good(),
         )
+
+    def _finished_for_good(self) -> torch.Tensor:
+        """``[batch]``: the prompts whose finished hypotheses can no longer change (every
+        slot taken and ``early_stopping=True``)."""
+        return self.is_finished.all(dim=-1) & (self.early_stopping is True)
 
     def _candidates(self, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``keep`` candidates of each prompt: their scores and flat indices
@@ -251,7 +255,7 @@ class BeamSearch:
         finishing = ends & self._first_candidates[None, :]
         penalised = scores / (generated**self.length_penalty)
         # a prompt whose finished hypotheses can no longer change takes none
-        full = self.is_finished.all(dim=-1, keepdim=True) & (self.early_stopping is True)
+        full = self._finished_for_good().unsqueeze(-1)
         penalised = penalised + full.to(torch.float32) * NEVER
         penalised = penalised + (~self.can_improve).to(torch.float32) * NEVER
         penalised = penalised + (~finishing) * NEVER
@@ -278,7 +282,7 @@ class BeamSearch:
         self.can_improve = self.can_improve & torch.any(
             best_running > worst_finished, dim=-1, keepdim=True
         )
-        all_full = bool(self.is_finished.all()) and self.early_stopping is True
+        all_full = bool(self._finished_for_good().all())
         self.done = not bool(self.can_improve.any()) or all_full or bool(ends.all())
 
     # ------------------------------------------------------------------ the end
