@@ -93,7 +93,7 @@ def apply_records(
         torch_side = open_steps(model)
         for name, gens in generations.items():
             rows = [g.generated()[0] for g in gens]
-            row_logits = [[step[0] for step in g.logits] for g in gens]
+            row_logits = [g.row_logits()[0] for g in gens]
             try:
                 check_rows(
                     content, args.against, f"{name} ({labels.get(name, name)})", rows, row_logits,
