@@ -111,7 +111,9 @@ def test_near_tie_verdict_of_a_quantized_side():
     assert "1.2% of their scale 5" in why and "margin was 0.1 in a" in why
     assert "computes something different" not in why
     # a near tie stays a near tie, quantized or not
-    near, why = near_tie_verdict(logits, 0.1, 0.05, 0.1 / NEAR_TIE_FACTOR, 0.02, ("a", "b"), quantized_bits=4)
+    near, why = near_tie_verdict(
+        logits, 0.1, 0.05, 0.1 / NEAR_TIE_FACTOR, 0.02, ("a", "b"), quantized_bits=4
+    )
     assert near is True and why.startswith("near tie")
 
 
