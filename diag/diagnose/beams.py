@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -46,6 +47,7 @@ from diag.diagnose.divergence import (
     near_tie_verdict,
 )
 from diag.diagnose.metrics import max_abs_diff
+from diag.diagnose.token_text import token_text
 from diag.generation.beam_search import NEVER, start_scores
 from diag.generation.result import GenerateResult
 
@@ -56,7 +58,7 @@ _Choices = list[tuple[int, int]]
 class _Search:
     """One side's beam search, read step by step."""
 
-    def __init__(self, result: GenerateResult, name: str):
+    def __init__(self, result: GenerateResult, name: str, returned: list[list[int]]):
         if not result.beam_steps:
             raise ValueError(
                 f"{name}'s result holds no beam search steps: compare two beam searches "
@@ -66,6 +68,14 @@ class _Search:
         self.steps = result.beam_steps
         first = self.steps[0]
         self.batch, self.beams = (int(n) for n in first.candidate_rows.shape)
+        #: the new tokens of every returned row (``num_return_sequences`` per prompt)
+        self.returned = returned
+        self.per_return = len(returned) // self.batch
+
+    def returns_other(self, other: _Search, prompt: int) -> bool:
+        """Whether ``other`` returns other sequences than this search for ``prompt``."""
+        rows = range(prompt * self.per_return, (prompt + 1) * self.per_return)
+        return any(self.returned[r] != other.returned[r] for r in rows)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -217,7 +227,28 @@ def find_beam_divergence(
     >>> find_beam_divergence(r, r).step is None
     True
     """
-    ref, oth = _Search(reference, names[0]), _Search(other, names[1])
+    return beam_divergence(
+        reference, other, reference.generated(), other.generated(), names=names,
+        tokenizer=tokenizer, dtype=dtype, quantized_bits=quantized_bits, prompts=prompts,
+    )  # fmt: skip
+
+
+def beam_divergence(
+    reference: GenerateResult,
+    other: GenerateResult,
+    reference_rows: list[list[int]],
+    other_rows: list[list[int]],
+    *,
+    names: tuple[str, str] = ("torch", "onnx"),
+    tokenizer: Any = None,
+    dtype: torch.dtype | None = None,
+    quantized_bits: int | None = None,
+    prompts: Sequence[int] | None = None,
+) -> Divergence:
+    """:func:`find_beam_divergence` of two searches whose returned rows (their
+    :meth:`~diag.generation.result.GenerateResult.generated` tokens) are read already."""
+    ref = _Search(reference, names[0], reference_rows)
+    oth = _Search(other, names[1], other_rows)
     if (ref.batch, ref.beams) != (oth.batch, oth.beams):
         raise ValueError(
             f"{names[0]} ran {ref.batch} prompt(s) x {ref.beams} beams, {names[1]} "
@@ -227,35 +258,56 @@ def find_beam_divergence(
     found = {p: _prompt_divergence(ref, oth, p, names) for p in chosen}
     per_prompt = [found[p][0] if found.get(p) else None for p in range(ref.batch)]
     shorter = min(len(ref), len(oth))
-    largest = max(
-        (
-            d
-            for p in chosen
-            for d in _logit_diffs(ref, oth, p, found[p][4] if found[p] else shorter)
-        ),
-        default=None,
-    )
-    per_return = reference.batch_size // ref.batch
-    rows_a, rows_b = reference.generated(), other.generated()
+    largest = {
+        p: max(_logit_diffs(ref, oth, p, found[p][4] if found[p] else shorter), default=None)
+        for p in chosen
+    }
+    # a prompt whose decisions all agree may still return other sequences: its finished
+    # hypotheses ranked the other way (length-penalised scores that tied)
+    each = {
+        p: _prompt_report(ref, oth, p, found[p], names, tokenizer, dtype, quantized_bits, largest[p])
+        for p in chosen
+        if found[p] or ref.returns_other(oth, p)
+    }  # fmt: skip
+    overall = max((d for d in largest.values() if d is not None), default=None)
+    if not each:
+        first = ref.returned[chosen[0] * ref.per_return] if chosen else []
+        return Divergence(
+            step=None, batch_index=None, num_steps=max(len(ref), len(oth)),
+            reference=names[0], other=names[1], num_beams=ref.beams, largest_diff=overall,
+            reference_tokens=first,
+            other_tokens=oth.returned[chosen[0] * oth.per_return] if chosen else [],
+            per_row=per_prompt,
+        )  # fmt: skip
+    if any(found.values()):
+        prompt = min((f[0], p) for p, f in found.items() if f)[1]
+    else:
+        prompt = min(each)
+        per_prompt[prompt] = each[prompt].step
+    return replace(
+        each[prompt], per_row=per_prompt, largest_diff=overall,
+        row_divergences=[each[p] for p in sorted(each)],
+    )  # fmt: skip
+
+
+def _prompt_report(
+    ref: _Search,
+    oth: _Search,
+    prompt: int,
+    found: tuple[int, str, Any, Any, int] | None,
+    names: tuple[str, str],
+    tokenizer: Any,
+    dtype: torch.dtype | None,
+    quantized_bits: int | None,
+    largest: float | None,
+) -> Divergence:
+    """The :class:`~diag.diagnose.divergence.Divergence` of ``prompt`` alone, whose
+    first differing decision is ``found`` (None: its decisions agree, its returned
+    sequences do not)."""
     common = dict(reference=names[0], other=names[1], num_beams=ref.beams, largest_diff=largest)
-    if not any(found.values()):
-        # the same decisions at every step: the finished hypotheses are the same ones,
-        # unless their ranking (length-penalised scores) tied
-        late = [p for p in chosen
-                for r in range(p * per_return, (p + 1) * per_return)
-                if first_divergent_step(rows_a[r], rows_b[r]) is not None]  # fmt: skip
-        if not late:
-            first = rows_a[chosen[0] * per_return] if chosen else []
-            return Divergence(
-                step=None, batch_index=None, num_steps=max(len(ref), len(oth)),
-                reference_tokens=first, other_tokens=rows_b[chosen[0] * per_return] if chosen else [],
-                per_row=per_prompt, **common,
-            )  # fmt: skip
-        return _ranking_divergence(
-            reference, other, ref, oth, late[0], per_prompt, dtype, names, common
-        )
-    prompt = min((f[0], p) for p, f in found.items() if f)[1]
-    step, what, a, b, _ = found[prompt]
+    if found is None:
+        return _ranking_divergence(ref, oth, prompt, dtype, names, common)
+    step, what, a, b, _ = found
     rows = ref.rows(prompt)
     diffs = _logit_diffs(ref, oth, prompt, step + 1) if a is not None else []
     score_diffs = [_score_diff(ref, oth, t, prompt) for t in range(step + 1)]
@@ -267,8 +319,7 @@ def find_beam_divergence(
 
         def candidate(choice: tuple[int, int]) -> BeamCandidate:
             return BeamCandidate(
-                row=choice[0], token_id=choice[1],
-                text=tokenizer.decode([choice[1]]) if tokenizer is not None else None,
+                row=choice[0], token_id=choice[1], text=token_text(tokenizer, choice[1]),
                 reference_score=ref.score(step, choice), other_score=oth.score(step, choice),
                 reference_slot=_slot(choice, ref, step, prompt, running),
                 other_slot=_slot(choice, oth, step, prompt, running),
@@ -281,7 +332,7 @@ def find_beam_divergence(
             other_margin = cb.other_score - ca.other_score
         if diffs and ref_margin is not None and noise is not None:
             near_tie, verdict = near_tie_verdict(
-                reference.logits[step][rows], ref_margin, other_margin,
+                ref.result.logits[step][rows], ref_margin, other_margin,
                 float(torch.tensor(diffs[:-1]).median()) if step > 0 else None, diffs[-1],
                 names, dtype, quantized_bits=quantized_bits, margin_noise=noise,
             )  # fmt: skip
@@ -291,7 +342,8 @@ def find_beam_divergence(
             "could beat its finished ones any more; compare their sequences_scores"
         )
     source = a[0] if a is not None else prompt * ref.beams
-    best = prompt * per_return
+    best = prompt * ref.per_return
+    per_prompt: list[int | None] = [step if p == prompt else None for p in range(ref.batch)]
     return Divergence(
         step=step, batch_index=prompt, num_steps=step,
         reference_token=a[1] if a is not None else None,
@@ -301,18 +353,15 @@ def find_beam_divergence(
         typical_diff=float(torch.tensor(diffs[:-1]).median()) if len(diffs) > 1 else None,
         near_tie=near_tie, verdict=verdict,
         common_prefix=ref.hypotheses(step)[source],
-        reference_tokens=rows_a[best], other_tokens=rows_b[best], per_row=per_prompt,
+        reference_tokens=ref.returned[best], other_tokens=oth.returned[best], per_row=per_prompt,
         hypotheses=candidates, score_noise=noise, what=what, **common,
     )  # fmt: skip
 
 
 def _ranking_divergence(
-    reference: GenerateResult,
-    other: GenerateResult,
     ref: _Search,
     oth: _Search,
     prompt: int,
-    per_prompt: list[int | None],
     dtype: torch.dtype | None,
     names: tuple[str, str],
     common: dict[str, Any],
@@ -321,12 +370,11 @@ def _ranking_divergence(
     ``prompt``: their finished hypotheses ranked the other way (length-penalised
     scores); a near tie when the scores of the two sides' first differing returned
     sequences are within ``NEAR_TIE_FACTOR`` times the score noise."""
-    per_return = reference.batch_size // ref.batch
-    rows_a, rows_b = reference.generated(), other.generated()
-    r = next(r for r in range(prompt * per_return, (prompt + 1) * per_return)
+    rows_a, rows_b = ref.returned, oth.returned
+    r = next(r for r in range(prompt * ref.per_return, (prompt + 1) * ref.per_return)
              if first_divergent_step(rows_a[r], rows_b[r]) is not None)  # fmt: skip
     step = first_divergent_step(rows_a[r], rows_b[r])
-    per_prompt = [step if p == prompt else s for p, s in enumerate(per_prompt)]
+    per_prompt: list[int | None] = [step if p == prompt else None for p in range(ref.batch)]
     noise = max(
         (
             d
@@ -335,7 +383,9 @@ def _ranking_divergence(
         ),
         default=None,
     )
-    gap = abs(float(reference.sequences_scores[r]) - float(other.sequences_scores[r]))
+    ref_score = float(ref.result.sequences_scores[r])
+    other_score = float(oth.result.sequences_scores[r])
+    gap = abs(ref_score - other_score)
     near_tie = (
         None
         if noise is None
@@ -343,8 +393,7 @@ def _ranking_divergence(
     )
     verdict = (
         f"the same hypotheses at every step, their finished ones ranked the other way: "
-        f"returned scores {float(reference.sequences_scores[r]):.6g} ({names[0]}) and "
-        f"{float(other.sequences_scores[r]):.6g} ({names[1]})"
+        f"returned scores {ref_score:.6g} ({names[0]}) and {other_score:.6g} ({names[1]})"
         + ("" if near_tie is None else ", a near tie (benign)" if near_tie else ", not a near tie")
     )
     return Divergence(

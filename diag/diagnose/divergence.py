@@ -36,12 +36,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from diag.diagnose.metrics import margin, max_abs_diff
+from diag.diagnose.token_text import shown_token, token_text
 from diag.helpers.wrap import wrap_report
 
 #: a divergence is called a near tie when both margins stay below this multiple of the
@@ -78,8 +79,7 @@ class Candidate:
     text: str | None = None
 
     def __str__(self) -> str:
-        text = f" {self.text!r}" if self.text is not None else ""
-        return f"{self.token_id}{text} ({self.logit:.4g})"
+        return f"{shown_token(self.token_id, self.text)} ({self.logit:.4g})"
 
 
 @dataclass
@@ -99,8 +99,7 @@ class BeamCandidate:
     other_slot: int | None = None
 
     def describe(self) -> str:
-        text = f" {self.text!r}" if self.text is not None else ""
-        return f"row {self.row} + {self.token_id}{text}"
+        return f"row {self.row} + {shown_token(self.token_id, self.text)}"
 
 
 @dataclass
@@ -167,6 +166,9 @@ class Divergence:
     score_noise: float | None = None
     #: beam search: what differs, one phrase ("the hypotheses chosen", ...)
     what: str | None = None
+    #: the divergence of each row that differs (of each prompt, in a beam search), in
+    #: row order, each as if its row were compared alone: what a report per row shows
+    row_divergences: list[Divergence] = field(default_factory=list, repr=False)
 
     @property
     def diverged(self) -> bool:
@@ -200,9 +202,8 @@ class Divergence:
         def chose(name: str, token: int | None, text: str | None, gap: float | None) -> str:
             if token is None:
                 return f"  {name:<{width}} stopped"
-            what = f"{token} {text!r}" if text is not None else f"{token}"
             gap_text = "logits not available" if gap is None else f"{gap:.4g}"
-            return f"  {name:<{width}} chose {what} (margin over its 2nd: {gap_text})"
+            return f"  {name:<{width}} chose {shown_token(token, text)} (margin over its 2nd: {gap_text})"
 
         def top(name: str, candidates: list[Candidate]) -> str:
             listed = " | ".join(str(c) for c in candidates) or "logits not available"
@@ -300,7 +301,7 @@ def top_candidates(logits: torch.Tensor, k: int = 5, tokenizer: Any = None) -> l
     """
     values, ids = logits.float().topk(min(k, logits.shape[-1]))
     return [
-        Candidate(int(i), float(v), tokenizer.decode([int(i)]) if tokenizer is not None else None)
+        Candidate(int(i), float(v), token_text(tokenizer, i))
         for i, v in zip(ids.tolist(), values.tolist(), strict=True)
     ]
 
@@ -424,8 +425,8 @@ def find_divergence(
     :param beams: the two sides' :class:`~diag.generation.result.GenerateResult` of a
         beam search (``num_beams > 1``): the comparison follows their steps' decisions
         (:func:`diag.diagnose.beams.find_beam_divergence`: the hypotheses the sides
-        ranked the other way, their scores, the verdict); the tokens and logits given
-        are then not read
+        ranked the other way, their scores, the verdict); the tokens given are then
+        the rows each search returned, the logits given are not read
     :param prompts: with ``beams``, the prompts compared (None: all)
     :return: a :class:`Divergence`, falsy when both streams agree
 
@@ -447,11 +448,12 @@ def find_divergence(
     first divergence at step 1, after 1 identical tokens
     """
     if beams is not None:
-        from diag.diagnose.beams import find_beam_divergence
+        from diag.diagnose.beams import beam_divergence
 
-        return find_beam_divergence(
-            *beams, names=names, tokenizer=tokenizer, dtype=dtype,
-            quantized_bits=quantized_bits, prompts=prompts,
+        return beam_divergence(
+            *beams, [list(r) for r in reference_tokens], [list(r) for r in other_tokens],
+            names=names, tokenizer=tokenizer, dtype=dtype, quantized_bits=quantized_bits,
+            prompts=prompts,
         )  # fmt: skip
     if len(reference_tokens) != len(other_tokens):
         raise ValueError(
@@ -460,23 +462,16 @@ def find_divergence(
         )
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}.")
-    ref_name, other_name = names
     streams = [(list(a), list(b)) for a, b in zip(reference_tokens, other_tokens, strict=True)]
     per_row = [first_divergent_step(a, b) for a, b in streams]
-    largest = None
-    if reference_logits is not None and other_logits is not None:
-        diffs = [
-            d
-            for row, (a, b) in enumerate(streams)
-            for d in _row_diffs(
-                reference_logits,
-                other_logits,
-                row,
-                min(len(a), len(b)) if per_row[row] is None else per_row[row] + 1,
-            )
-        ]
-        largest = max(diffs, default=0.0)
-
+    row_largest: list[float | None] = [None] * len(streams)
+    logits_kept = reference_logits is not None and other_logits is not None
+    if logits_kept:
+        row_largest = [
+            max(_row_diffs(reference_logits, other_logits, row, min(len(a), len(b)) if step is None else step + 1), default=0.0)
+            for row, ((a, b), step) in enumerate(zip(streams, per_row, strict=True))
+        ]  # fmt: skip
+    largest = max(row_largest, default=0.0) if logits_kept else None
     found = [(s, r) for r, s in enumerate(per_row) if s is not None]
     if not found:
         a, b = streams[0] if streams else ([], [])
@@ -484,15 +479,42 @@ def find_divergence(
             step=None,
             batch_index=None,
             num_steps=max((len(x) for x, _ in streams), default=0),
-            reference=ref_name,
-            other=other_name,
+            reference=names[0],
+            other=names[1],
             largest_diff=largest,
             reference_tokens=a,
             other_tokens=b,
             per_row=per_row,
         )
-    step, row = min(found)
-    a, b = streams[row]
+    each = {
+        row: _row_divergence(
+            *streams[row], step, row, reference_logits, other_logits, names, tokenizer,
+            num_candidates, dtype, quantized_bits, largest_diff=row_largest[row],
+        )
+        for step, row in sorted(found, key=lambda f: f[1])
+    }  # fmt: skip
+    first = each[min(found)[1]]
+    return replace(
+        first, per_row=per_row, largest_diff=largest, row_divergences=list(each.values())
+    )
+
+
+def _row_divergence(
+    a: list[int],
+    b: list[int],
+    step: int,
+    row: int,
+    reference_logits: Sequence[torch.Tensor] | None,
+    other_logits: Sequence[torch.Tensor] | None,
+    names: tuple[str, str],
+    tokenizer: Any,
+    num_candidates: int,
+    dtype: torch.dtype | None,
+    quantized_bits: int | None,
+    largest_diff: float | None,
+) -> Divergence:
+    """The :class:`Divergence` of row ``row`` alone, whose streams ``a`` and ``b`` first
+    differ at ``step``: its tokens, top candidates, margins and verdict."""
     ref_step = _step_logits(reference_logits, step, row)
     other_step = _step_logits(other_logits, step, row)
     ref_margin = float(margin(ref_step.double())) if ref_step is not None else None
@@ -505,12 +527,9 @@ def find_divergence(
         near_tie, verdict = near_tie_verdict(
             ref_step, ref_margin, other_margin, typical, step_diff, names, dtype,
             quantized_bits=quantized_bits,
-        )
+        )  # fmt: skip
     ref_token = a[step] if step < len(a) else None
     other_token = b[step] if step < len(b) else None
-
-    def text(token: int | None) -> str | None:
-        return tokenizer.decode([token]) if tokenizer is not None and token is not None else None
 
     def top(logits: torch.Tensor | None) -> list[Candidate]:
         return [] if logits is None else top_candidates(logits, num_candidates, tokenizer)
@@ -519,25 +538,25 @@ def find_divergence(
         step=step,
         batch_index=row,
         num_steps=min(len(a), len(b)),
-        reference=ref_name,
-        other=other_name,
+        reference=names[0],
+        other=names[1],
         reference_token=ref_token,
         other_token=other_token,
-        reference_text=text(ref_token),
-        other_text=text(other_token),
+        reference_text=token_text(tokenizer, ref_token),
+        other_text=token_text(tokenizer, other_token),
         reference_top=top(ref_step),
         other_top=top(other_step),
         reference_margin=ref_margin,
         other_margin=other_margin,
         max_abs_diff=step_diff,
         typical_diff=typical,
-        largest_diff=largest,
+        largest_diff=largest_diff,
         near_tie=near_tie,
         verdict=verdict,
         common_prefix=a[:step],
         reference_tokens=a,
         other_tokens=b,
-        per_row=per_row,
+        per_row=[step],
     )
 
 

@@ -3,7 +3,8 @@
 the raw logits kept, and a beam search's scores), one side's generation with them
 (:func:`generate_side`), both sides' and their first divergence (:func:`compare_sides`)
 and the float32 noise of a torch side (:func:`float32_noise`: the same comparison
-against its float64 copy).
+against its float64 copy; :func:`generate_with_noise`: a side's run and its noise in
+one call).
 
 :func:`~diag.diagnose.free_running.first_divergence` and :mod:`diag.testing` both
 compare through these functions.
@@ -176,11 +177,42 @@ def float32_noise(
     """
     if side.model is None or result.logits is None:
         return None
-    exact = open_steps(float64_copy(side.model), what=f"{side.name} (float64)")
     *_, div = compare_sides(
-        side, exact, input_ids, attention_mask, options, seed, reference_result=result
-    )
+        side, _float64_side(side), input_ids, attention_mask, options, seed,
+        reference_result=result,
+    )  # fmt: skip
     return div.largest_diff
+
+
+def generate_with_noise(
+    side: Steps,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    options: DecodingOptions,
+    seed: int | None = None,
+) -> tuple[GenerateResult, float | None]:
+    """``(result, noise)``: the side's run (:func:`generate_side`) and its
+    :func:`float32_noise` in one call, the run made once: a torch side's run is the
+    reference of the comparison with its float64 copy; another side's noise is None.
+
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> side = open_steps(get_untrained_model_with_inputs("llama")["model"])
+    >>> options, seed = comparison_options(side.defaults, 2, {})
+    >>> result, noise = generate_with_noise(side, torch.tensor([[5, 6, 7]]), None, options)
+    >>> len(result.generated()[0]) <= 2, isinstance(noise, float)
+    (True, True)
+    """
+    if side.model is None:
+        return generate_side(side, input_ids, attention_mask, options, seed), None
+    result, _, div = compare_sides(
+        side, _float64_side(side), input_ids, attention_mask, options, seed
+    )
+    return result, div.largest_diff if result.logits is not None else None
+
+
+def _float64_side(side: Steps) -> Steps:
+    """A float64 copy of the torch model of ``side``, opened as a side."""
+    return open_steps(float64_copy(side.model), what=f"{side.name} (float64)")
 
 
 __all__ = [
@@ -188,6 +220,7 @@ __all__ = [
     "comparison_options",
     "float32_noise",
     "generate_side",
+    "generate_with_noise",
     "narrowest_dtype",
     "side_dtype",
 ]

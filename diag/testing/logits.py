@@ -23,6 +23,7 @@ import torch
 
 from diag.diagnose.divergence import first_divergent_step
 from diag.diagnose.sides import compare_sides, comparison_options, float32_noise
+from diag.diagnose.token_text import shown_token, token_text
 from diag.generation.steps import open_steps
 from diag.helpers.wrap import wrap_report
 from diag.testing.noise import tolerance_of
@@ -133,13 +134,12 @@ def assert_logits_close(
     elif noise_floor:
         how += " (no torch side: the float32 noise is not measured)"
     token = worst["token"]
-    text = f" {tokenizer.decode([token])!r}" if tokenizer is not None else ""
     lines = [
         f"logits differ beyond tolerance between the reference ({ref.label}) and the "
         f"candidate ({cand.label}): {worst['beyond']} of {worst['compared']} logits",
         f"  worst: output 'logits', {describe_prompt(row, prompts[row], tokenizer)}, step {step} "
         f"({'prefill' if step == 0 else 'decode'}, position {len(prompts[row]) + step}), "
-        f"token {token}{text}",
+        f"token {shown_token(token, token_text(tokenizer, token))}",
         f"  reference {worst['reference']:.6g}, candidate {worst['candidate']:.6g}: "
         f"|diff| {worst['diff']:.3g} > allowed {worst['allowed']:.3g} ({how})",
         f"  largest |diff| over every compared logit: {worst['max_abs']:.3g}",

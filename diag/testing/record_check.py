@@ -17,8 +17,14 @@ from typing import Any
 
 import torch
 
-from diag.diagnose.divergence import first_divergent_step, near_tie_verdict, top_candidates
+from diag.diagnose.divergence import (
+    Candidate,
+    first_divergent_step,
+    near_tie_verdict,
+    top_candidates,
+)
 from diag.diagnose.sides import comparison_options
+from diag.diagnose.token_text import shown_token, token_text
 from diag.generation.steps import Steps, open_steps
 from diag.helpers.wrap import wrap_report
 from diag.testing.prompts import encode_prompts, options_as_dict, prompt_rows
@@ -56,10 +62,7 @@ def environment_changes(content: dict[str, Any], side: Steps | None = None) -> l
 
 
 def _candidates(top: list[list[float]], tokenizer: Any) -> str:
-    text = (
-        (lambda i: f" {tokenizer.decode([int(i)])!r}") if tokenizer is not None else (lambda i: "")
-    )
-    return " | ".join(f"{int(i)}{text(i)} ({v:.4g})" for i, v in top)
+    return " | ".join(str(Candidate(int(i), v, token_text(tokenizer, i))) for i, v in top)
 
 
 def compare_row(
@@ -104,8 +107,7 @@ def compare_row(
         def chose(row: list[int]) -> str:
             if step >= len(row):
                 return "stopped"
-            text = f" {tokenizer.decode([row[step]])!r}" if tokenizer is not None else ""
-            return f"{row[step]}{text}"
+            return shown_token(row[step], token_text(tokenizer, row[step]))
 
         lines = [
             f"{prompt}, row {index}: the tokens changed at step {step} (after {step} identical "
@@ -140,10 +142,10 @@ def compare_row(
         problems.append("\n".join(lines))
     if moved is not None:
         s, token, was, now, diff = moved
-        text = f" {tokenizer.decode([token])!r}" if tokenizer is not None else ""
+        shown = shown_token(token, token_text(tokenizer, token))
         problems.append(
             f"{prompt}, row {index}: the logits moved beyond the record's tolerance at step {s}, "
-            f"token {token}{text}: recorded {was:.6g}, now {now:.6g} (|diff| {diff:.3g} > "
+            f"token {shown}: recorded {was:.6g}, now {now:.6g} (|diff| {diff:.3g} > "
             f"atol {atol:.3g}" + (f" + rtol {rtol:g}" if rtol else "") + ")"
         )
     return problems

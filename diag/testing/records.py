@@ -38,7 +38,7 @@ import torch
 import diag
 from diag.compat.versions import installed_version
 from diag.diagnose.divergence import top_candidates
-from diag.diagnose.sides import comparison_options, float32_noise, generate_side
+from diag.diagnose.sides import comparison_options, generate_side, generate_with_noise
 from diag.generation.steps import Steps, open_steps
 from diag.helpers.atomic_write import write_text_atomically
 from diag.testing.noise import tolerance_of
@@ -163,14 +163,13 @@ def run_prompts(
     noises: list[float] = []
     for batch in [prompts] if batched else [[p] for p in prompts]:
         ids, mask = encode_prompts(batch, None, pad)
-        result = generate_side(side, ids, mask, options, seed)
-        new = result.generated()
-        rows += new
-        row_logits += result.row_logits()
         if measure_noise:
-            noise = float32_noise(side, ids, mask, options, result, seed)
-            if noise is not None:
-                noises.append(noise)
+            result, noise = generate_with_noise(side, ids, mask, options, seed)
+            noises += [] if noise is None else [noise]
+        else:
+            result = generate_side(side, ids, mask, options, seed)
+        rows += result.generated()
+        row_logits += result.row_logits()
     return rows, row_logits, noises
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from diag.diagnose.divergence import Divergence, find_divergence, first_divergent_step
-from diag.diagnose.sides import compare_sides, comparison_options, narrowest_dtype
+from diag.diagnose.divergence import Divergence
+from diag.diagnose.sides import compare_sides, comparison_options
 from diag.generation.steps import Steps, open_steps
 from diag.helpers.wrap import wrap_report
 from diag.testing.prompts import encode_prompts
@@ -86,10 +86,6 @@ def localize(reference: Steps, candidate: Steps, read: list[int], tol: float | N
     return f"layer by layer, on the {len(read)} tokens read before this step: {head}"
 
 
-def _row_logits(logits: Any, row: int) -> list[torch.Tensor] | None:
-    return None if logits is None else [step[row : row + 1] for step in logits]
-
-
 def assert_same_tokens(
     reference: Any,
     candidate: Any,
@@ -137,11 +133,12 @@ def assert_same_tokens(
     options, seed = comparison_options(defaults, max_new_tokens, decoding_options)
     pad = options.pad_token_id if isinstance(options.pad_token_id, int) else 0
     input_ids, attention_mask = encode_prompts(prompts, tokenizer, pad)
-    a, b, _ = compare_sides(ref, cand, input_ids, attention_mask, options, seed)
+    a, b, divergence = compare_sides(
+        ref, cand, input_ids, attention_mask, options, seed,
+        tokenizer=tokenizer, num_candidates=num_candidates,
+    )  # fmt: skip
     rows_a, rows_b = a.generated(), b.generated()
-    failing = [
-        r for r in range(len(rows_a)) if first_divergent_step(rows_a[r], rows_b[r]) is not None
-    ]
+    failing = [r for r in range(len(rows_a)) if rows_a[r] != rows_b[r]]
     if not failing:
         return rows_a
     prompts_read = _prompt_rows(input_ids, attention_mask)
@@ -151,19 +148,15 @@ def assert_same_tokens(
         f"({ref.label}) and the candidate ({cand.label}); {describe_options(options, seed)}"
     ]
     beams = options.num_beams > 1
-    if beams:
-        # a beam search's rows of a prompt share one search: one report per prompt
-        failing = sorted({r - r % per_prompt for r in failing})
-    for r in failing:
-        prompt = prompts_read[r // per_prompt]
-        div: Divergence = find_divergence(
-            [rows_a[r]], [rows_b[r]], _row_logits(a.logits, r), _row_logits(b.logits, r),
-            names=(ref.name, cand.name), tokenizer=tokenizer, num_candidates=num_candidates,
-            dtype=narrowest_dtype(ref, cand),
-            beams=(a, b) if beams else None, prompts=[r // per_prompt],
-        )  # fmt: skip
-        sequence = f", sequence {r % per_prompt}" if per_prompt > 1 and not beams else ""
-        lines.append(f"--- {describe_prompt(r // per_prompt, prompt, tokenizer)}{sequence}:")
+    # the report of each row that differs (of each prompt: a beam search's rows of a
+    # prompt share one search)
+    reports = {d.batch_index: d for d in divergence.row_divergences}
+    for r in sorted({r // per_prompt for r in failing}) if beams else failing:
+        row = r * per_prompt if beams else r
+        div: Divergence = reports[r]
+        prompt = prompts_read[row // per_prompt]
+        sequence = f", sequence {row % per_prompt}" if per_prompt > 1 and not beams else ""
+        lines.append(f"--- {describe_prompt(row // per_prompt, prompt, tokenizer)}{sequence}:")
         lines.append(str(div))
         if localize_layers:
             lines.append("  " + localize(ref, cand, prompt + div.common_prefix, layer_tol))

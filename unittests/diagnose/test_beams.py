@@ -129,3 +129,20 @@ def test_a_search_that_stops_earlier_is_named(tiny_model, prompt):
     div = find_beam_divergence(a, b, names=("x", "y"))
     assert div.step == 2 and div.hypotheses == [] and div.near_tie is None
     assert div.what == "y ends this prompt's search after step 1, x goes on"
+
+
+def test_each_differing_prompt_is_reported_as_if_compared_alone(tiny_model):
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    a = generate(tiny_model, ids, max_new_tokens=4, num_beams=2, do_sample=False,
+                 eos_token_id=None, output_scores=True, return_result=True)  # fmt: skip
+    # the other side's searches of both prompts closed after step 1 (prompt 1) and 2
+    steps = list(a.beam_steps)
+    steps[1] = dataclasses.replace(steps[1], open=torch.tensor([True, False]))
+    steps[2] = dataclasses.replace(steps[2], open=torch.tensor([False, False]))
+    b = dataclasses.replace(a, beam_steps=tuple(steps))
+    div = find_divergence(a.generated(), b.generated(), beams=(a, b), names=("x", "y"))
+    assert (div.step, div.batch_index, div.per_row) == (2, 1, [3, 2])
+    assert [d.batch_index for d in div.row_divergences] == [0, 1]
+    for p, d in enumerate(div.row_divergences):
+        alone = find_beam_divergence(a, b, names=("x", "y"), prompts=[p])
+        assert d.to_dict() == {**alone.to_dict(), "row_divergences": []} and str(d) == str(alone)

@@ -111,5 +111,37 @@ def test_near_tie_verdict_of_a_quantized_side():
     assert "1.2% of their scale 5" in why and "margin was 0.1 in a" in why
     assert "computes something different" not in why
     # a near tie stays a near tie, quantized or not
-    near, why = near_tie_verdict(logits, 0.1, 0.05, 0.1 / NEAR_TIE_FACTOR, 0.02, ("a", "b"), quantized_bits=4)
+    near, why = near_tie_verdict(
+        logits, 0.1, 0.05, 0.1 / NEAR_TIE_FACTOR, 0.02, ("a", "b"), quantized_bits=4
+    )
     assert near is True and why.startswith("near tie")
+
+
+@pytest.mark.pinned  # comparison of tensors written here, any transformers
+def test_each_differing_row_is_reported_as_if_compared_alone():
+    ref = [
+        torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 1.9], [1.0, 0.0, 0.0]]),
+        torch.tensor([[5.0, 0.0, 4.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+    ]
+    other = [
+        torch.tensor([[0.0, 3.0, 1.0], [1.9, 0.0, 2.0], [1.0, 0.5, 0.0]]),
+        torch.tensor([[4.0, 0.0, 5.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.25]]),
+    ]
+    rows_a, rows_b = [[1, 0], [0, 1], [0, 0]], [[1, 2], [2, 1], [0, 0]]
+    div = find_divergence(rows_a, rows_b, ref, other, tokenizer=_Tok(), num_candidates=2)
+    # the first divergence is row 1's (step 0); row 2 agrees and has no report
+    assert (div.step, div.batch_index, div.per_row) == (0, 1, [1, 0, None])
+    assert [d.batch_index for d in div.row_divergences] == [0, 1]
+    assert div.largest_diff == 1.0  # row 0 at step 1; row 1 differs by 0.1, row 2 by 0.5
+
+    def fields(d):
+        return {k: v for k, v in d.to_dict().items() if k not in ("batch_index", "row_divergences")}
+
+    for r, d in zip([0, 1], div.row_divergences, strict=True):
+        alone = find_divergence(
+            [rows_a[r]], [rows_b[r]], [s[r : r + 1] for s in ref], [s[r : r + 1] for s in other],
+            tokenizer=_Tok(), num_candidates=2,
+        )  # fmt: skip
+        assert fields(d) == fields(alone) and str(d) == str(alone)
+    first = div.row_divergences[1]
+    assert (div.reference_top, div.verdict) == (first.reference_top, first.verdict)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diag.diagnose.sides import compare_sides, comparison_options, float32_noise, generate_side
+from diag.diagnose.sides import (
+    compare_sides,
+    comparison_options,
+    float32_noise,
+    generate_side,
+    generate_with_noise,
+)
 from diag.export.check.tolerance import accumulation_length, default_atol
 from diag.generation.generate import generate
 from diag.generation.steps import open_steps
@@ -72,3 +78,16 @@ def test_float32_noise_of_a_torch_side_only(tiny_model, prompt):
     assert 0.0 <= noise <= default_atol(torch.float32, accumulation_length(tiny_model))
     backend_side = open_steps(side.backend)
     assert float32_noise(backend_side, prompt, None, options, result) is None
+
+
+def test_generate_with_noise_is_the_run_and_its_float32_noise(tiny_model, prompt):
+    side = open_steps(tiny_model)
+    options, _ = comparison_options(side.defaults, 3, {"eos_token_id": None})
+    result, noise = generate_with_noise(side, prompt, None, options)
+    alone = generate_side(side, prompt, None, options)
+    # the same computations in the same order (one thread): equal to the last bit
+    assert torch.equal(result.sequences, alone.sequences)
+    assert noise == float32_noise(side, prompt, None, options, alone)
+    backend_side = open_steps(side.backend)
+    result, noise = generate_with_noise(backend_side, prompt, None, options)
+    assert torch.equal(result.sequences, alone.sequences) and noise is None
