@@ -148,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from diag.cli.report import slug
     from diag.cli.runners import decoding_options, make_runner
     from diag.cli.tables import comparison_table, save_bar_plot, save_csv
-    from diag.diagnose.divergence import find_divergence
-    from diag.diagnose.sides import narrowest_dtype
+    from diag.diagnose.sides import compare_results, narrowest_dtype
     from diag.export.plan.export_options import ExportOptions
 
     checkpoint, tokenizer = load_model(args.model, getattr(args, "dtype", "auto"))
@@ -201,18 +200,10 @@ def run(args: argparse.Namespace) -> int:
         largest: list[float | None] = []
         for i in range(len(prompts)):
             ref, gen = runs[reference][i][0], runs[name][i][0]
-            traced = beams and reference != REFERENCE
-            div = find_divergence(
-                ref.generated(),
-                gen.generated(),
-                None if beams and not traced else ref.logits,
-                None if beams and not traced else gen.logits,
-                names=(reference, name),
-                tokenizer=tokenizer,
-                num_candidates=args.top,
-                dtype=dtype,
-                beams=(ref, gen) if traced else None,
-            )
+            div = compare_results(
+                ref, gen, names=(reference, name), tokenizer=tokenizer,
+                num_candidates=args.top, dtype=dtype,
+            )  # fmt: skip
             if div:
                 divergences.append((i, div))
             # after a divergence the prefixes differ: largest_diff stops at it

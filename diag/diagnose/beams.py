@@ -1,5 +1,6 @@
-"""Where two beam searches part, and why: the beam search case of
-:func:`~diag.diagnose.divergence.find_divergence`.
+"""Where two beam searches part, and why: what
+:func:`~diag.diagnose.sides.compare_results` reads when both sides kept their steps'
+decisions (:func:`~diag.diagnose.divergence.find_divergence` compares the rest).
 
 Two sides run the same beam search (same prompts, options and seed); each
 :class:`~diag.generation.result.GenerateResult` keeps what every step decided

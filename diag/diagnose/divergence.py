@@ -403,8 +403,6 @@ def find_divergence(
     num_candidates: int = 5,
     dtype: torch.dtype | None = None,
     quantized_bits: int | None = None,
-    beams: tuple[Any, Any] | None = None,
-    prompts: Sequence[int] | None = None,
 ) -> Divergence:
     """The first :class:`Divergence` between two generations that are already made.
 
@@ -422,12 +420,6 @@ def find_divergence(
         and bfloat16 round more, the verdict allows for it (:func:`noise_rtol`)
     :param quantized_bits: the other side is quantized to that many bits: a difference
         beyond rounding is its expected error (see :func:`near_tie_verdict`)
-    :param beams: the two sides' :class:`~diag.generation.result.GenerateResult` of a
-        beam search (``num_beams > 1``): the comparison follows their steps' decisions
-        (:func:`diag.diagnose.beams.find_beam_divergence`: the hypotheses the sides
-        ranked the other way, their scores, the verdict); the tokens given are then
-        the rows each search returned, the logits given are not read
-    :param prompts: with ``beams``, the prompts compared (None: all)
     :return: a :class:`Divergence`, falsy when both streams agree
 
     Example (two :class:`~diag.generation.result.GenerateResult` made with
@@ -447,14 +439,6 @@ def find_divergence(
     >>> print(str(div).splitlines()[0])
     first divergence at step 1, after 1 identical tokens
     """
-    if beams is not None:
-        from diag.diagnose.beams import beam_divergence
-
-        return beam_divergence(
-            *beams, [list(r) for r in reference_tokens], [list(r) for r in other_tokens],
-            names=names, tokenizer=tokenizer, dtype=dtype, quantized_bits=quantized_bits,
-            prompts=prompts,
-        )  # fmt: skip
     if len(reference_tokens) != len(other_tokens):
         raise ValueError(
             f"the two sides have {len(reference_tokens)} and {len(other_tokens)} rows; "

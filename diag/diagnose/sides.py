@@ -1,8 +1,9 @@
 """Two sides of a comparison decoded alike: the options both use
 (:func:`comparison_options`: greedy unless sampling is asked, sampling needs a seed,
 the raw logits kept, and a beam search's scores), one side's generation with them
-(:func:`generate_side`), both sides' and their first divergence (:func:`compare_sides`)
-and the float32 noise of a torch side (:func:`float32_noise`: the same comparison
+(:func:`generate_side`), the first divergence of two results (:func:`compare_results`:
+by their tokens and logits, a beam search by its steps' decisions), both sides' runs and
+their divergence (:func:`compare_sides`) and the float32 noise of a torch side (:func:`float32_noise`: the same comparison
 against its float64 copy; :func:`generate_with_noise`: a side's run and its noise in
 one call).
 
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from diag.compat.moe_blocks import float64_copy
+from diag.diagnose.beams import beam_divergence
 from diag.diagnose.divergence import Divergence, find_divergence
 from diag.generation.front import run_generation
 from diag.generation.options import DecodingOptions, resolve_options
@@ -141,18 +143,52 @@ def compare_sides(
     dtype = narrowest_dtype(reference, candidate)
     a = reference_result or generate_side(reference, input_ids, attention_mask, options, seed)
     b = generate_side(candidate, input_ids, attention_mask, options, seed)
-    divergence = find_divergence(
-        a.generated(),
-        b.generated(),
-        a.logits,
-        b.logits,
-        names=names or (reference.name, candidate.name),
-        dtype=dtype,
-        # a beam search is compared by the decisions of its steps (diag.diagnose.beams)
-        beams=(a, b) if options.num_beams > 1 else None,
-        **report,
-    )
+    names = names or (reference.name, candidate.name)
+    divergence = compare_results(a, b, names=names, dtype=dtype, **report)
     return a, b, divergence
+
+
+def compare_results(
+    reference: GenerateResult,
+    other: GenerateResult,
+    *,
+    names: tuple[str, str] = ("torch", "onnx"),
+    dtype: torch.dtype | None = None,
+    tokenizer: Any = None,
+    num_candidates: int = 5,
+    quantized_bits: int | None = None,
+) -> Divergence:
+    """The first :class:`~diag.diagnose.divergence.Divergence` of two generations
+    already made of the same prompts: two beam searches that both kept their steps'
+    decisions (diag's loop) by those decisions (:mod:`diag.diagnose.beams`), anything
+    else by its tokens and, where both kept them, the logits each row read (a beam
+    search's logits are the batch's rows, not its hypotheses': not read).
+
+    >>> from diag.generation import generate
+    >>> from diag.models import get_untrained_model_with_inputs
+    >>> m = get_untrained_model_with_inputs("llama")["model"]
+    >>> r = generate(m, torch.tensor([[5, 6, 7]]), max_new_tokens=2, num_beams=2,
+    ...              do_sample=False, output_scores=True, return_result=True)
+    >>> bool(compare_results(r, r))
+    False
+    """
+    rows = reference.generated(), other.generated()
+    if reference.beam_steps is not None and other.beam_steps is not None:
+        return beam_divergence(
+            reference, other, *rows, names=names, tokenizer=tokenizer, dtype=dtype,
+            quantized_bits=quantized_bits,
+        )  # fmt: skip
+    beam = reference.beam_indices is not None or other.beam_indices is not None
+    return find_divergence(
+        *rows,
+        None if beam else reference.logits,
+        None if beam else other.logits,
+        names=names,
+        tokenizer=tokenizer,
+        num_candidates=num_candidates,
+        dtype=dtype,
+        quantized_bits=quantized_bits,
+    )
 
 
 def float32_noise(
@@ -216,6 +252,7 @@ def _float64_side(side: Steps) -> Steps:
 
 
 __all__ = [
+    "compare_results",
     "compare_sides",
     "comparison_options",
     "float32_noise",

@@ -11,7 +11,8 @@ import torch
 import diag
 from diag.diagnose import first_divergence
 from diag.diagnose.beams import find_beam_divergence
-from diag.diagnose.divergence import NEAR_TIE_FACTOR, find_divergence
+from diag.diagnose.divergence import NEAR_TIE_FACTOR
+from diag.diagnose.sides import compare_results
 from diag.generation import generate
 
 NUM_BEAMS = 3
@@ -116,7 +117,7 @@ def test_two_searches_of_other_shapes_are_refused(tiny_model, prompt):
         find_beam_divergence(a, b)
     greedy = generate(tiny_model, prompt, max_new_tokens=2, do_sample=False, return_result=True)
     with pytest.raises(ValueError, match="holds no beam search steps"):
-        find_divergence([], [], beams=(a, greedy))
+        find_beam_divergence(a, greedy)
 
 
 def test_a_search_that_stops_earlier_is_named(tiny_model, prompt):
@@ -140,7 +141,7 @@ def test_each_differing_prompt_is_reported_as_if_compared_alone(tiny_model):
     steps[1] = dataclasses.replace(steps[1], open=torch.tensor([True, False]))
     steps[2] = dataclasses.replace(steps[2], open=torch.tensor([False, False]))
     b = dataclasses.replace(a, beam_steps=tuple(steps))
-    div = find_divergence(a.generated(), b.generated(), beams=(a, b), names=("x", "y"))
+    div = compare_results(a, b, names=("x", "y"))
     assert (div.step, div.batch_index, div.per_row) == (2, 1, [3, 2])
     assert [d.batch_index for d in div.row_divergences] == [0, 1]
     for p, d in enumerate(div.row_divergences):
