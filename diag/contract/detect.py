@@ -41,6 +41,7 @@ import onnx
 
 from diag.contract import names as N
 from diag.contract.files import load_onnx, read_json
+from diag.contract.graph_view import GraphView
 from diag.contract.layout import DIAG_LAYOUT, Layout
 from diag.contract.metadata import STATIC_CACHE_METADATA, metadata_attention
 from diag.contract.names import CacheNames, PositionalCacheNames
@@ -67,12 +68,14 @@ _FLAT_INPUT = re.compile(r"(?P<arg>[A-Za-z_][A-Za-z0-9_]*?)_(?P<i>0)")
 @dataclass(frozen=True)
 class FoundModel:
     """A model found on disk: its folder, its layout, the graph files in run order
-    (one, or prefill then decode), the generation defaults of its side files."""
+    (one, or prefill then decode), the generation defaults of its side files, and the
+    inputs, outputs and metadata of each graph (read once, when its layout was found)."""
 
     folder: str | None
     layout: Layout
     paths: tuple[str, ...]
     generation_defaults: dict[str, Any] = field(default_factory=dict)
+    graphs: tuple[GraphView, ...] = field(default=(), compare=False, repr=False)
 
 
 def _cache_names(names: Iterable[str]) -> CacheNames | None:
@@ -249,7 +252,7 @@ def _genai(folder: str) -> FoundModel:
     for key in ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty"):
         if key in search:
             defaults[key] = search[key]
-    return FoundModel(folder, layout, (path,), defaults)
+    return FoundModel(folder, layout, (path,), defaults, (GraphView(proto),))
 
 
 def _transformers(folder: str) -> FoundModel:
@@ -284,7 +287,7 @@ def _transformers(folder: str) -> FoundModel:
     layout = dataclasses.replace(layout, prefill_present=prefill_present)
     gen_path = os.path.join(folder, "generation_config.json")
     defaults = read_json(gen_path, "generation config") if os.path.exists(gen_path) else {}
-    return FoundModel(folder, layout, paths, defaults)
+    return FoundModel(folder, layout, paths, defaults, (GraphView(prefill), GraphView(decode)))
 
 
 def model_path(path: Any) -> str:
@@ -352,7 +355,8 @@ def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | Non
         gen_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generation_config.json")
         if os.path.exists(gen_path):
             defaults = read_json(gen_path, "generation config")
-        found = FoundModel(None, _from_proto(load_onnx(path)), (path,), defaults)
+        proto = load_onnx(path)
+        found = FoundModel(None, _from_proto(proto), (path,), defaults, (GraphView(proto),))
     if layout is not None:
         found = dataclasses.replace(found, layout=_with_overrides(found.layout, layout))
     return found
