@@ -54,7 +54,9 @@ TRANSFORMERS_EXPORT = "export.json"
 #: the words a cache name may end with, key first
 _KINDS = (("key", "value"), ("keys", "values"))
 # a cache name: anything, the layer's index, a separator, the kind
-_CACHE_NAME = re.compile(r"^(?P<head>.*?)(?P<layer>\d+)(?P<tail>\D*?)(?P<kind>keys|values|key|value)$")
+_CACHE_NAME = re.compile(
+    r"^(?P<head>.*?)(?P<layer>\d+)(?P<tail>\D*?)(?P<kind>keys|values|key|value)$"
+)
 #: the inputs that are not the cache
 _TOKENS = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS, N.CACHE_POSITION, N.LOGITS_TO_KEEP}
 #: onnx-diagnostic's cache inputs (its flattening of a DynamicCache of full layers)
@@ -217,7 +219,11 @@ def _from_proto(model: onnx.ModelProto, **fields: Any) -> Layout:
         entry = {p.key: p.value for p in model.metadata_props}.get(STATIC_CACHE_METADATA)
         if entry:
             layout = dataclasses.replace(layout, max_length=int(json.loads(entry)["max_length"]))
-    if "GroupQueryAttention" in graph_op_types(model) and layout.attention_mask and "padding" not in fields:
+    if (
+        "GroupQueryAttention" in graph_op_types(model)
+        and layout.attention_mask
+        and "padding" not in fields
+    ):
         # the op takes the lengths from the mask (seqlens_k) and counts rotary
         # positions from 0 on the prompt: padding goes after the tokens
         layout = dataclasses.replace(layout, padding="right")
@@ -276,7 +282,9 @@ def _transformers(folder: str) -> FoundModel:
             "(OnnxExporter().export_for_generation) or copy the whole folder."
         )
     prefill, decode = (load_onnx(p) for p in paths)
-    layout = _from_proto(decode, name="transformers", files=files, side_files=(TRANSFORMERS_EXPORT,))
+    layout = _from_proto(
+        decode, name="transformers", files=files, side_files=(TRANSFORMERS_EXPORT,)
+    )
     prefill_present = _cache_names(o.name for o in prefill.graph.output if o.name != layout.logits)
     if prefill_present is None or layout.name != "transformers":
         raise ContractError(
@@ -327,7 +335,9 @@ def onnx_file_in(folder: str | os.PathLike) -> str:
     return os.path.join(folder, onnx_files[0])
 
 
-def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | None = None) -> FoundModel:
+def find_model(
+    path: str | os.PathLike, layout: Layout | Mapping[str, Any] | None = None
+) -> FoundModel:
     """The model at ``path`` (a folder or an ``.onnx`` file) with its layout, detected,
     then ``layout`` applied: a :class:`Layout` replaces it, a mapping overrides fields.
 
