@@ -19,7 +19,10 @@ it; the three import it from here and none imports another for it.
 * :mod:`diag.contract.inspection`: :func:`~diag.contract.inspection.inspect_onnx`,
   what a model is and why diag cannot drive it when it cannot;
 * :mod:`diag.contract.files`: a model's files read, with an error naming the file
-  and the fix when one is missing, empty, truncated or of another format.
+  and the fix when one is missing, empty, truncated or of another format;
+* :mod:`diag.contract.description`: everything the above read of one model, in one
+  value (what :mod:`diag.ort` opens), the graphs read as sessions show them
+  (:mod:`diag.contract.graph_view`).
 
 Example::
 

@@ -41,6 +41,7 @@ import onnx
 
 from diag.contract import names as N
 from diag.contract.files import load_onnx, read_json
+from diag.contract.graph_view import GraphView
 from diag.contract.layout import DIAG_LAYOUT, Layout
 from diag.contract.metadata import STATIC_CACHE_METADATA, metadata_attention
 from diag.contract.names import CacheNames, PositionalCacheNames
@@ -53,7 +54,9 @@ TRANSFORMERS_EXPORT = "export.json"
 #: the words a cache name may end with, key first
 _KINDS = (("key", "value"), ("keys", "values"))
 # a cache name: anything, the layer's index, a separator, the kind
-_CACHE_NAME = re.compile(r"^(?P<head>.*?)(?P<layer>\d+)(?P<tail>\D*?)(?P<kind>keys|values|key|value)$")
+_CACHE_NAME = re.compile(
+    r"^(?P<head>.*?)(?P<layer>\d+)(?P<tail>\D*?)(?P<kind>keys|values|key|value)$"
+)
 #: the inputs that are not the cache
 _TOKENS = {N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS, N.CACHE_POSITION, N.LOGITS_TO_KEEP}
 #: onnx-diagnostic's cache inputs (its flattening of a DynamicCache of full layers)
@@ -67,12 +70,14 @@ _FLAT_INPUT = re.compile(r"(?P<arg>[A-Za-z_][A-Za-z0-9_]*?)_(?P<i>0)")
 @dataclass(frozen=True)
 class FoundModel:
     """A model found on disk: its folder, its layout, the graph files in run order
-    (one, or prefill then decode), the generation defaults of its side files."""
+    (one, or prefill then decode), the generation defaults of its side files, and the
+    inputs, outputs and metadata of each graph (read once, when its layout was found)."""
 
     folder: str | None
     layout: Layout
     paths: tuple[str, ...]
     generation_defaults: dict[str, Any] = field(default_factory=dict)
+    graphs: tuple[GraphView, ...] = field(default=(), compare=False, repr=False)
 
 
 def _cache_names(names: Iterable[str]) -> CacheNames | None:
@@ -214,7 +219,11 @@ def _from_proto(model: onnx.ModelProto, **fields: Any) -> Layout:
         entry = {p.key: p.value for p in model.metadata_props}.get(STATIC_CACHE_METADATA)
         if entry:
             layout = dataclasses.replace(layout, max_length=int(json.loads(entry)["max_length"]))
-    if "GroupQueryAttention" in graph_op_types(model) and layout.attention_mask and "padding" not in fields:
+    if (
+        "GroupQueryAttention" in graph_op_types(model)
+        and layout.attention_mask
+        and "padding" not in fields
+    ):
         # the op takes the lengths from the mask (seqlens_k) and counts rotary
         # positions from 0 on the prompt: padding goes after the tokens
         layout = dataclasses.replace(layout, padding="right")
@@ -249,7 +258,7 @@ def _genai(folder: str) -> FoundModel:
     for key in ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty"):
         if key in search:
             defaults[key] = search[key]
-    return FoundModel(folder, layout, (path,), defaults)
+    return FoundModel(folder, layout, (path,), defaults, (GraphView(proto),))
 
 
 def _transformers(folder: str) -> FoundModel:
@@ -273,7 +282,9 @@ def _transformers(folder: str) -> FoundModel:
             "(OnnxExporter().export_for_generation) or copy the whole folder."
         )
     prefill, decode = (load_onnx(p) for p in paths)
-    layout = _from_proto(decode, name="transformers", files=files, side_files=(TRANSFORMERS_EXPORT,))
+    layout = _from_proto(
+        decode, name="transformers", files=files, side_files=(TRANSFORMERS_EXPORT,)
+    )
     prefill_present = _cache_names(o.name for o in prefill.graph.output if o.name != layout.logits)
     if prefill_present is None or layout.name != "transformers":
         raise ContractError(
@@ -284,7 +295,7 @@ def _transformers(folder: str) -> FoundModel:
     layout = dataclasses.replace(layout, prefill_present=prefill_present)
     gen_path = os.path.join(folder, "generation_config.json")
     defaults = read_json(gen_path, "generation config") if os.path.exists(gen_path) else {}
-    return FoundModel(folder, layout, paths, defaults)
+    return FoundModel(folder, layout, paths, defaults, (GraphView(prefill), GraphView(decode)))
 
 
 def model_path(path: Any) -> str:
@@ -324,7 +335,9 @@ def onnx_file_in(folder: str | os.PathLike) -> str:
     return os.path.join(folder, onnx_files[0])
 
 
-def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | None = None) -> FoundModel:
+def find_model(
+    path: str | os.PathLike, layout: Layout | Mapping[str, Any] | None = None
+) -> FoundModel:
     """The model at ``path`` (a folder or an ``.onnx`` file) with its layout, detected,
     then ``layout`` applied: a :class:`Layout` replaces it, a mapping overrides fields.
 
@@ -352,7 +365,8 @@ def find_model(path: str | os.PathLike, layout: Layout | Mapping[str, Any] | Non
         gen_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generation_config.json")
         if os.path.exists(gen_path):
             defaults = read_json(gen_path, "generation config")
-        found = FoundModel(None, _from_proto(load_onnx(path)), (path,), defaults)
+        proto = load_onnx(path)
+        found = FoundModel(None, _from_proto(proto), (path,), defaults, (GraphView(proto),))
     if layout is not None:
         found = dataclasses.replace(found, layout=_with_overrides(found.layout, layout))
     return found

@@ -29,10 +29,11 @@ import onnx
 
 from diag.contract.detect import find_model, model_path
 from diag.contract.files import load_onnx
+from diag.contract.graph_view import GraphView
 from diag.contract.layout import Layout
 from diag.contract.metadata import DTYPE_METADATA
 from diag.contract.read import ContractError, read_contract
-from diag.helpers.dtypes import _BY_ONNX, _BY_ORT
+from diag.helpers.dtypes import _BY_ONNX
 
 #: the operators that compute attention, by the name a report prints
 ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention", "Attention", "PagedAttention")
@@ -46,38 +47,6 @@ QUANTIZED_MATMULS = (
     "DynamicQuantizeMatMul",
     "GatherBlockQuantized",
 )
-
-
-class _ValueInfo:
-    """What a session's ``get_inputs()`` item gives, from a graph's value info."""
-
-    def __init__(self, info: onnx.ValueInfoProto):
-        self.name = info.name
-        t = info.type.tensor_type
-        if info.type.HasField("tensor_type"):
-            # the spelling of NodeArg.type, which read_contract parses
-            by_onnx = {v: k for k, v in _BY_ORT.items()}
-            self.type = by_onnx.get(t.elem_type, f"tensor(type {t.elem_type})")
-            self.shape: list[Any] = [
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in t.shape.dim
-            ]
-        else:
-            self.type, self.shape = "sequence", []
-
-
-class GraphNames:
-    """The inputs and outputs of a graph as :func:`read_contract` reads a session's."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self._inputs = [_ValueInfo(i) for i in model.graph.input]
-        self._outputs = [_ValueInfo(o) for o in model.graph.output]
-
-    def get_inputs(self) -> list[_ValueInfo]:
-        return self._inputs
-
-    def get_outputs(self) -> list[_ValueInfo]:
-        return self._outputs
 
 
 def _weight_bytes(model: onnx.ModelProto) -> int:
@@ -224,7 +193,7 @@ def inspect_onnx(path: str | os.PathLike, layout: Any = None) -> Inspection:
         result.weight_bytes += _weight_bytes(model)
         result.dtypes[os.path.basename(p)] = _dtype_line(model)
     try:
-        read_contract(GraphNames(graphs[-1]), layout=found.layout)
+        read_contract(GraphView(graphs[-1]), layout=found.layout)
     except ContractError as exc:
         # the problem lines of the error, without its advice
         result.problems = [

@@ -124,23 +124,26 @@ def open_steps(
     """
     if isinstance(obj, Steps) and (obj.kind != "onnx" or providers is None):
         return obj
-    if isinstance(obj, torch.nn.Module):
-        label = f"torch {type(obj).__name__}"
-        defaults = getattr(obj, "generation_config", None)
-        return Steps(TorchBackend(obj), defaults, "torch", label, name=what, model=obj)
+    # what obj is, told here first; then one branch opens it (an OrtBackend is a step
+    # backend too: opened as ONNX, where its providers are checked)
     onnx = isinstance(obj, Steps) or is_onnx_model(obj)
-    if not onnx and is_step_backend(obj):
-        defaults = getattr(obj, "generation_defaults", None)
-        return Steps(obj, defaults, "backend", type(obj).__name__, name=what)
+    step_backend = not onnx and is_step_backend(obj)
     if onnx:
         return _open_onnx(obj, what, providers, session_options, vocab_size, layout)
-    raise TypeError(
-        f"{what} must be a transformers causal LM (torch.nn.Module), a path to an .onnx "
-        "file or a folder, an onnx.ModelProto, an onnx_ir.Model, an "
-        "onnxruntime.InferenceSession, the session returned by onnx_generate(..., "
-        "return_session=True) or a StepBackend (prefill, decode and a vocab_size, see "
-        f"diag.generation.backend), got {type(obj).__name__}."
-    )
+    if step_backend:
+        defaults = getattr(obj, "generation_defaults", None)
+        return Steps(obj, defaults, "backend", type(obj).__name__, name=what)
+    if not isinstance(obj, torch.nn.Module):
+        raise TypeError(
+            f"{what} must be a transformers causal LM (torch.nn.Module), a path to an .onnx "
+            "file or a folder, an onnx.ModelProto, an onnx_ir.Model, an "
+            "onnxruntime.InferenceSession, the session returned by onnx_generate(..., "
+            "return_session=True) or a StepBackend (prefill, decode and a vocab_size, see "
+            f"diag.generation.backend), got {type(obj).__name__}."
+        )
+    label = f"torch {type(obj).__name__}"
+    defaults = getattr(obj, "generation_config", None)
+    return Steps(TorchBackend(obj), defaults, "torch", label, name=what, model=obj)
 
 
 __all__ = ["Steps", "is_onnx_model", "open_steps"]
