@@ -13,7 +13,7 @@ file is refused by :func:`diag.onnx_generate` on the CPU with the fix, not ONNX
 Runtime's raw ``NOT_IMPLEMENTED``.
 
 The page runs the same prompt through the model in each dtype: the step where
-float16 and bfloat16 first choose another token than float32, with the margins
+float16 and bfloat16 first choose another token than float32 (if they do), with the margins
 there (:func:`diag.find_divergence`, whose verdict allows for the dtype's rounding),
 and the speed of each, torch and ONNX Runtime, measured in turn (medians of a few
 rounds, with their spread).
@@ -76,7 +76,9 @@ else:
 # Where each dtype departs from float32
 # -------------------------------------
 #
-# ``model.generate`` in each dtype, greedy, the raw logits kept.
+# ``model.generate`` in each dtype, greedy, ``STEPS`` tokens, the raw logits kept. A
+# dtype may choose float32's tokens all along: the output then says so, and the
+# summary below has no step for it.
 
 prompt = "Write a Python function that checks whether a number is prime."
 ids = tokenizer.apply_chat_template(
@@ -165,9 +167,10 @@ print(summary.set_index("dtype").T.map(cell).to_string())
 # The speed of each dtype, torch and ONNX Runtime (tokens/s, higher is better): bars
 # at the median, lines from the lowest to the highest round.
 
-fig, ax = plt.subplots(figsize=(7, 3.5))
+fig, ax = plt.subplots(figsize=(7, 4))
 names = list(DTYPES)
-for offset, side, label in ((0.2, "torch", "model.generate"), (-0.2, "onnx", "onnx_generate")):
+# torch above onnx in each pair once the axis is inverted below
+for offset, side, label in ((-0.2, "torch", "model.generate"), (0.2, "onnx", "onnx_generate")):
     rates = [speed[name, side] for name in names]
     ax.barh(
         [p + offset for p in range(len(names))],
@@ -181,6 +184,7 @@ ax.set_yticks(range(len(names)), names)
 ax.invert_yaxis()  # float32 on top, in the table's order
 ax.set_xlabel(f"tokens/s, batch 1, median of {ROUNDS} rounds")
 ax.set_title(f"{MODEL}: decoding speed by dtype, CPU")
-ax.legend()
+# below the axes: inside, it would hide the end of a bar
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, frameon=False)
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_dtypes_speed.png"))
