@@ -66,6 +66,7 @@ print(
     f"argmax agrees at {int(df.argmax_agree.sum())} of {len(df)} steps; largest logits "
     f"difference {df.max_abs_diff.max():.3g}, smallest torch margin {df.torch_margin.min():.3g}"
 )
+assert df.argmax_agree.all(), "the good export chooses another token than torch"
 
 # %%
 # With ``tokens=None`` the forced continuation is torch's own greedy choice, so
@@ -87,10 +88,13 @@ ax.figure.savefig(os.path.join(OUT, "plot_diagnose_good.png"))
 # states hold activations in the thousands, whose float32 rounding alone is far
 # above 1e-4 in absolute terms; the report quotes both.
 
-print(diag.first_divergence(model, good, inputs.input_ids, inputs.attention_mask,
-                            max_new_tokens=STEPS, tokenizer=tokenizer))  # fmt: skip
+div = diag.first_divergence(model, good, inputs.input_ids, inputs.attention_mask,
+                            max_new_tokens=STEPS, tokenizer=tokenizer)  # fmt: skip
+print(div)
+assert not div, "the good export generates other tokens than torch"
 report = diag.localize_layer(model, good, dict(inputs), tol=1e-4)
 print(report)
+assert report.culprit is None, f"the good export departs from torch at {report.culprit}"
 
 # %%
 # Breaking the export on purpose
@@ -134,8 +138,10 @@ print(
 )
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
-diag.plot_teacher_forced(df, ax=ax1, title="good export")
-diag.plot_teacher_forced(df_broken, ax=ax2, title=f"broken export (layer {LAYER} perturbed)")
+diag.plot_teacher_forced(df, ax=ax1, title=f"{MODEL}, good export")
+diag.plot_teacher_forced(
+    df_broken, ax=ax2, title=f"{MODEL}, broken export (layer {LAYER} perturbed)"
+)
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_diagnose_broken.png"))
 
@@ -169,8 +175,9 @@ if div:
 report = diag.localize_layer(model, broken, dict(inputs), tol=1e-4)
 print(report)
 print("culprit:", report.culprit)
+assert report.culprit_layer == LAYER, f"localize_layer blamed {report.culprit}, not layer {LAYER}"
 
-ax = diag.plot_layers(report)
+ax = diag.plot_layers(report, title=f"{MODEL}: first stage beyond tolerance: {report.culprit}")
 ax.figure.tight_layout()
 ax.figure.savefig(os.path.join(OUT, "plot_diagnose_layers.png"))
 
@@ -215,8 +222,11 @@ jump = df_mid.loc[df_mid["max_abs_diff"] > 1e-3, "step"]
 print(
     f"first step with a logits difference above 1e-3: {int(jump.min())} (token read at step {k + 1})"
 )
+assert int(jump.min()) == k + 1, "the logits part before or after the corrupted token is read"
 
-ax = diag.plot_teacher_forced(df_mid, title=f"token {token} corrupted in the embedding lookup")
+ax = diag.plot_teacher_forced(
+    df_mid, title=f"{MODEL}: token {token} corrupted in the embedding lookup"
+)
 ax.axvline(k + 1, color="black", linestyle=":", linewidth=1)
 ax.figure.tight_layout()
 ax.figure.savefig(os.path.join(OUT, "plot_diagnose_midway.png"))

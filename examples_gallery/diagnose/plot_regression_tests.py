@@ -161,10 +161,11 @@ print("exit code:", run_pytest(broken))
 
 ids = tokenizer(["def print_prime(n):"], return_tensors="pt").input_ids
 report = diag.localize_layer(model, broken, ids)
-ax = diag.plot_layers(report)
+ax = diag.plot_layers(report, title=f"{MODEL}: first stage beyond tolerance: {report.culprit}")
 ax.figure.tight_layout()
 ax.figure.savefig(os.path.join(OUT, "plot_regression_tests_layers.png"))
 print(report.culprit)
+assert report.culprit_layer == LAYER, f"localize_layer blamed {report.culprit}, not layer {LAYER}"
 
 # %%
 # Clean up

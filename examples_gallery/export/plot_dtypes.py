@@ -13,9 +13,10 @@ file is refused by :func:`diag.onnx_generate` on the CPU with the fix, not ONNX
 Runtime's raw ``NOT_IMPLEMENTED``.
 
 The page runs the same prompt through the model in each dtype: the step where
-float16 and bfloat16 first choose another token than float32, with the margins
+float16 and bfloat16 first choose another token than float32 (if they do), with the margins
 there (:func:`diag.find_divergence`, whose verdict allows for the dtype's rounding),
-and the speed of each, torch and ONNX Runtime, measured alternately (medians).
+and the speed of each, torch and ONNX Runtime, measured in turn (medians of a few
+rounds, with their spread).
 
 Exports
 -------
@@ -23,8 +24,6 @@ Exports
 
 import copy
 import os
-import statistics
-import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -32,14 +31,17 @@ import torch
 
 import diag
 from diag.generation import open_steps
+from diag.helpers.timing import alternate, spread_of
 from diag.helpers.wrap import wrap_report
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
-STEPS = 8 if FAST else 40
-REPEAT = 3
+STEPS = 8 if FAST else 40  # tokens compared between dtypes
+SPEED_STEPS = 8 if FAST else 16  # tokens per timed generation
+ROUNDS = 3  # each speed is the median of ROUNDS alternated rounds
 
-model, tokenizer = diag.load_pretrained("tiny:llama" if FAST else "smollm2-135m-instruct")
+MODEL = "tiny:llama" if FAST else "smollm2-135m-instruct"
+model, tokenizer = diag.load_pretrained(MODEL)
 model.eval()
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 models = {name: copy.deepcopy(model).to(dtype) for name, dtype in DTYPES.items()}
@@ -54,21 +56,29 @@ exports = {
 for name, result in exports.items():
     print(f"{name:<9} export: {result.filename}")
     print(result.validation.table().splitlines()[-1])
+    assert result.validation.ok, f"the {name} export does not compute what torch does"
 
 # %%
 # A bfloat16 file, meant for CUDA, is refused on the CPU before it runs, with what to do.
+# The refusal reads the file's dtype, not its size: the tiny model of the same
+# architecture shows it without one more export of the full model.
 
-bf16_file = diag.export_causal_lm(models["float32"], dtype="bfloat16", verify=False)
+tiny, _ = diag.load_pretrained("tiny:llama")
+bf16_file = diag.export_causal_lm(tiny, dtype="bfloat16", verify=False)
 try:
     diag.onnx_generate(bf16_file, torch.tensor([[1, 2, 3]]), max_new_tokens=2)
 except ValueError as exc:
     print(wrap_report(str(exc)))  # wrapped to the page
+else:
+    raise AssertionError("onnx_generate ran a bfloat16 file on the CPU instead of refusing it")
 
 # %%
 # Where each dtype departs from float32
 # -------------------------------------
 #
-# ``model.generate`` in each dtype, greedy, the raw logits kept.
+# ``model.generate`` in each dtype, greedy, ``STEPS`` tokens, the raw logits kept. A
+# dtype may choose float32's tokens all along: the output then says so, and the
+# summary below has no step for it.
 
 prompt = "Write a Python function that checks whether a number is prime."
 ids = tokenizer.apply_chat_template(
@@ -103,36 +113,41 @@ for name in ("float16", "bfloat16"):
 # -----
 #
 # Greedy decoding at batch 1, eos ignored: ``model.generate`` in each dtype and
-# ``onnx_generate`` on each export, one after the other, ``REPEAT`` rounds; the table
-# keeps the median of each.
+# ``onnx_generate`` on each export, all in turn, round after round
+# (:func:`diag.helpers.timing.alternate`), so that a burst of load from another
+# process falls on all of them; each speed is the median of ``ROUNDS`` rounds, the
+# lowest and the highest round in brackets.
 
 backends = {name: open_steps(result).backend for name, result in exports.items()}
-for backend in backends.values():  # warm-up: first-call allocations
-    diag.onnx_generate(backend, ids, max_new_tokens=2, eos_token_id=[])
-seconds: dict[tuple[str, str], list[float]] = {}
-for _ in range(REPEAT):
-    for name in DTYPES:
-        begin = time.perf_counter()
-        with torch.no_grad():
-            models[name].generate(ids, max_new_tokens=STEPS, do_sample=False, eos_token_id=None)
-        seconds.setdefault((name, "torch"), []).append(time.perf_counter() - begin)
-        begin = time.perf_counter()
-        diag.onnx_generate(backends[name], ids, max_new_tokens=STEPS, eos_token_id=[])
-        seconds.setdefault((name, "onnx"), []).append(time.perf_counter() - begin)
+contenders = {}
+for name in DTYPES:
+    contenders[name, "torch"] = lambda m=models[name]: m.generate(
+        ids, max_new_tokens=SPEED_STEPS, do_sample=False, eos_token_id=None
+    )
+    contenders[name, "onnx"] = lambda b=backends[name]: diag.onnx_generate(
+        b, ids, max_new_tokens=SPEED_STEPS, eos_token_id=[]
+    )
+with torch.no_grad():
+    runs = alternate(contenders, rounds=ROUNDS)
+speed = {key: spread_of(rs).inverse(SPEED_STEPS) for key, rs in runs.items()}
+
+
+def departure(name: str, field: str):
+    """A field of the dtype's departure from float32 (None for float32 itself)."""
+    return getattr(departures[name], field) if name in departures else None
+
 
 summary = pd.DataFrame(
     [
         {
             "dtype": name,
             "export runs in": "float32" if name == "bfloat16" else name,
-            "torch tok/s": STEPS / statistics.median(seconds[(name, "torch")]),
-            "onnx tok/s": STEPS / statistics.median(seconds[(name, "onnx")]),
-            "departs from float32 at step": departures[name].step if name in departures else None,
-            "float32 margin there": departures[name].reference_margin
-            if name in departures
-            else None,
-            "its margin there": departures[name].other_margin if name in departures else None,
-            "near tie": departures[name].near_tie if name in departures else None,
+            "torch tok/s": f"{speed[name, 'torch']:.3g}",
+            "onnx tok/s": f"{speed[name, 'onnx']:.3g}",
+            "departs from float32 at step": departure(name, "step"),
+            "float32 margin there": departure(name, "reference_margin"),
+            "its margin there": departure(name, "other_margin"),
+            "near tie": departure(name, "near_tie"),
         }
         for name in DTYPES
     ]
@@ -144,18 +159,32 @@ def cell(v) -> str:
     return "-" if v is None or pd.isna(v) else f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+print(f"{SPEED_STEPS} new tokens, median (lowest-highest) of {ROUNDS} rounds")
 # one column per dtype: the rows would not fit the page's width
 print(summary.set_index("dtype").T.map(cell).to_string())
 
 # %%
-# The speed of each dtype, torch and ONNX Runtime (tokens/s, higher is better).
+# The speed of each dtype, torch and ONNX Runtime (tokens/s, higher is better): bars
+# at the median, lines from the lowest to the highest round.
 
-fig, ax = plt.subplots(figsize=(7, 3))
-positions = range(len(summary))
-ax.barh([p + 0.2 for p in positions], summary["torch tok/s"], height=0.4, label="model.generate")
-ax.barh([p - 0.2 for p in positions], summary["onnx tok/s"], height=0.4, label="onnx_generate")
-ax.set_yticks(list(positions), summary["dtype"])
-ax.set_xlabel("tokens/s, batch 1 (median)")
-ax.legend()
+fig, ax = plt.subplots(figsize=(7, 4))
+names = list(DTYPES)
+# torch above onnx in each pair once the axis is inverted below
+for offset, side, label in ((-0.2, "torch", "model.generate"), (0.2, "onnx", "onnx_generate")):
+    rates = [speed[name, side] for name in names]
+    ax.barh(
+        [p + offset for p in range(len(names))],
+        [r.median for r in rates],
+        height=0.4,
+        xerr=[[r.median - r.low for r in rates], [r.high - r.median for r in rates]],
+        capsize=3,
+        label=label,
+    )
+ax.set_yticks(range(len(names)), names)
+ax.invert_yaxis()  # float32 on top, in the table's order
+ax.set_xlabel(f"tokens/s, batch 1, median of {ROUNDS} rounds")
+ax.set_title(f"{MODEL}: decoding speed by dtype, CPU")
+# below the axes: inside, it would hide the end of a bar
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, frameon=False)
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "plot_dtypes_speed.png"))

@@ -47,6 +47,9 @@ OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
 data = diag.get_untrained_model_with_inputs("llama")
 model, inputs, dynamic_shapes = data["model"], data["inputs"], data["dynamic_shapes"]
 print("inputs:", string_type(inputs, with_shape=True))
+batch, new = inputs["input_ids"].shape
+past = inputs["attention_mask"].shape[1] - new  # the mask covers the cache and the new tokens
+print(f"one decoding step: {new} new tokens after {past} cached positions, batch of {batch}")
 
 
 def dim_names(spec):
@@ -60,8 +63,9 @@ for name, spec in dynamic_shapes.items():
     print(f"dynamic shapes of {name}: {dim_names(spec)}")
 
 # %%
-# The inputs describe one decoding step in the middle of a generation: 3 new
-# tokens after 5 cached positions, for a batch of 2. The cache is a
+# The inputs describe one decoding step in the middle of a generation: a few new
+# tokens after a few cached positions, for a batch of several rows (the counts are
+# printed above). The cache is a
 # :class:`transformers.DynamicCache` (``DC`` above): one key and one value tensor
 # per layer. The dynamic shapes name the dimensions that vary from call to call
 # (batch, sequence length, cache length), so that the exported graph accepts any

@@ -65,8 +65,9 @@ print("inputs:", string_type(dict(inputs), with_shape=True))
 
 # %%
 # :func:`diag.helpers.string_type.string_type` prints nested structures compactly:
-# ``T7s1x21`` is a tensor of element type 7 (int64, the ONNX numbering) and shape
-# ``1x21`` (see :doc:`/string_type`). The prompt cut into tokens:
+# ``T7s1xN`` is a tensor of element type 7 (int64, the ONNX numbering) and shape
+# ``1xN``, one row of the prompt's ``N`` tokens (see :doc:`/string_type`). The prompt
+# cut into tokens:
 
 print(textwrap.fill(repr([tokenizer.decode(t) for t in inputs.input_ids[0]]), width=80))
 

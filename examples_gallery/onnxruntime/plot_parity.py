@@ -100,6 +100,11 @@ print("...")
 print(
     df[["max_abs_diff", "margin", "diff_over_margin"]].describe().loc[["mean", "max"]].to_string()
 )
+ratio = df["diff_over_margin"]
+print(f"difference / margin: median {ratio.median():.2g}, largest {ratio.max():.2g} "
+      f"(step {ratio.idxmax()})")  # fmt: skip
+# the rule above: below 0.5 the argmax cannot change
+assert df.loc[ratio < 0.5, "same_argmax"].all(), "a token flipped below half the margin"
 
 # %%
 # :func:`diag.helpers.max_diff.max_diff` summarises the same comparison over all the steps at once
@@ -133,8 +138,9 @@ gap = np.abs(forced["max_abs_diff"].to_numpy() - df["max_abs_diff"].to_numpy()).
 print(f"largest gap between the two measures of max_abs_diff: {gap:.3g}")
 
 # %%
-# The plot: the differences stay several orders of magnitude below the margins,
-# and the closest calls are the steps where the model hesitates between two
+# The plot: the differences against the margins (their ratio's median and largest
+# value are printed above: how far below a flip the closest step stayed), and the
+# closest calls are the steps where the model hesitates between two
 # tokens (a small margin): these are the steps where an exported model may one day
 # choose a different token, for example after a change of kernels or of dtype.
 fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)

@@ -128,7 +128,7 @@ assert parity["torch_same"].all() and parity["onnx_same"].all(), parity
 # Throughput against the batch size
 # ---------------------------------
 #
-# Now ``n`` prompts at once, for ``n`` in 1, 4 and 16, with ``eos_token_id=None``
+# Now ``n`` prompts at once, for each ``n`` of ``BATCH_SIZES``, with ``eos_token_id=None``
 # so that every row generates exactly ``MAX_NEW_TOKENS`` tokens and all runs do the
 # same work. Throughput is the number of new tokens of the whole batch per second.
 # Every (backend, batch size) pair runs once untimed, then all of them run in turn,
