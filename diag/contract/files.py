@@ -59,6 +59,16 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = False) -> o
             f"{path!r} is not an ONNX model (truncated, or another kind of file: "
             f"protobuf says {exc}); {again}."
         ) from exc
+    except onnx.checker.ValidationError as exc:
+        # onnx refuses a weights file with several hard links (a guard against
+        # hardlink attacks): a folder copied with `cp -l` or `ln` cannot be loaded
+        if "hard link" not in str(exc):
+            raise ModelFileError(f"onnx refuses to load {path!r}: {exc}; {again}.") from exc
+        raise ModelFileError(
+            f"the weights of {path!r} are in a file with several hard links, which onnx "
+            "refuses to load; copy the folder with `cp` (not `cp -l` or `ln`) or remove the "
+            f"other links (onnx says: {exc})."
+        ) from exc
     if not model.HasField("graph") or not model.graph.output:
         raise ModelFileError(f"{path!r} holds no ONNX graph with outputs; {again}.")
     return model

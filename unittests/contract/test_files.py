@@ -7,6 +7,7 @@ DecodeError, json's JSONDecodeError or ONNX Runtime's load error."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -172,3 +173,24 @@ def test_read_json_reads_an_object(tmp_path):
     assert read_json(tmp_path / "c.json", "generation config") == {"a": 1}
     with pytest.raises(FileNotFoundError, match="no generation config at '.*nope.json'"):
         read_json(tmp_path / "nope.json", "generation config")
+
+
+def test_load_onnx_says_a_hard_linked_weights_file_must_be_copied(tmp_path):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph), path, save_as_external_data=True,
+              location="model.onnx.data", size_threshold=0)  # fmt: skip
+    assert load_onnx(path, load_external_data=True).graph.initializer[0].raw_data
+    os.link(tmp_path / "model.onnx.data", tmp_path / "linked.data")
+    with pytest.raises(ModelFileError, match=r"several hard links.*copy the folder with `cp`"):
+        load_onnx(path, load_external_data=True)
