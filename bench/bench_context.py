@@ -76,7 +76,7 @@ from bench_other_exporters import genai_generate  # noqa: E402
 from prompts import PROMPTS  # noqa: E402
 
 from diag.export import export_causal_lm  # noqa: E402
-from diag.export.record.export_cache import cache_dir  # noqa: E402
+from diag.export.plan.export_key import cache_dir  # noqa: E402
 from diag.helpers.atomic_write import write_atomically  # noqa: E402
 from diag.helpers.bandwidth import (  # noqa: E402
     MIN_MIB,

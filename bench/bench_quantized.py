@@ -54,7 +54,8 @@ from prompts import PROMPTS  # noqa: E402
 
 import diag  # noqa: E402
 from diag.export import QuantizeOptions, export_causal_lm  # noqa: E402
-from diag.export.record.export_cache import cache_dir, read_sidecar  # noqa: E402
+from diag.export.plan.export_key import cache_dir  # noqa: E402
+from diag.export.record.export_cache import read_sidecar  # noqa: E402
 from diag.generation import onnx_generate, open_steps  # noqa: E402
 from diag.helpers.bandwidth import measure_bandwidth  # noqa: E402
 from diag.helpers.torch_helper import single_torch_thread  # noqa: E402

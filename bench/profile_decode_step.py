@@ -34,7 +34,7 @@ from bench_quantized import GenaiRunner  # noqa: E402
 
 import diag  # noqa: E402
 from diag.export import export_causal_lm  # noqa: E402
-from diag.export.record.export_cache import cache_dir  # noqa: E402
+from diag.export.plan.export_key import cache_dir  # noqa: E402
 from diag.generation import onnx_generate, open_steps  # noqa: E402
 from diag.helpers.torch_helper import single_torch_thread  # noqa: E402
 from diag.ort.profiling import read_kernels  # noqa: E402

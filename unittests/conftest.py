@@ -280,8 +280,8 @@ def tool_folder(tool: str, source, options: dict, build: Callable[[Path], None])
     renamed into place (a rename of a folder is atomic): a folder under that name is whole.
     """
     from diag.compat.versions import installed_version
+    from diag.export.plan.export_key import cache_dir, key_of_parts
     from diag.export.record.cache_eviction import evict, mark_used
-    from diag.export.record.export_cache import cache_dir, key_of_parts
 
     parts = {
         "tool": tool,

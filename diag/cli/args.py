@@ -332,7 +332,7 @@ def prompts_of(args: argparse.Namespace) -> list[str]:
 
 def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
     """``--quantize int4|int8``: the ONNX weights quantized by ONNX Runtime's tools
-    (:class:`diag.export.make.quantize.QuantizeOptions`, its defaults)."""
+    (:class:`diag.export.plan.quantize_options.QuantizeOptions`, its defaults)."""
     parser.add_argument(
         "--quantize",
         choices=["int4", "int8"],

@@ -18,7 +18,7 @@ from typing import Any
 GENERATION_CONFIG_METADATA = "generation_config"
 
 #: key of the ONNX metadata entry holding the quantization options of a quantized export
-#: (JSON, :class:`diag.export.make.quantize.QuantizeOptions`); absent from a float export
+#: (JSON, :class:`diag.export.plan.quantize_options.QuantizeOptions`); absent from a float export
 QUANTIZATION_METADATA = "quantization"
 
 #: key of the ONNX metadata entry of a static cache export (JSON ``{"max_length": N}``,

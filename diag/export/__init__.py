@@ -12,10 +12,11 @@
 
 An export goes through four stages, one sub-package each, which
 :func:`export_causal_lm` (:mod:`diag.export.causal_lm`) runs in turn:
-:mod:`~diag.export.plan` (the options, the key, the file, the names),
-:mod:`~diag.export.make` (trace, patches, rewrite, optimisation, quantization),
-:mod:`~diag.export.check` (the validation against torch) and
-:mod:`~diag.export.record` (the atomic save, the metadata, the export cache).
+:mod:`~diag.export.plan` (the model and the options checked, the key, the file, the
+names), :mod:`~diag.export.make` (trace, patches, rewrite, optimisation, quantization,
+the atomic save), :mod:`~diag.export.check` (the validation against torch) and
+:mod:`~diag.export.record` (the sidecar in the export cache, the result); each
+imports only the stages before it.
 
 Example (the export itself is skipped here: it takes longer than a docstring example
 should, and unittests/export/test_export_causal_lm.py runs it)::
@@ -35,8 +36,8 @@ from diag.export.causal_lm import export_causal_lm
 from diag.export.check.validate import ExportValidationError, ValidationReport, validate_causal_lm
 from diag.export.make.onnx_export import ExportTimings, to_onnx
 from diag.export.make.patches import PatchReport, torch_export_patches
-from diag.export.make.quantize import QuantizeOptions
 from diag.export.make.rewrite import fuse_decoder
+from diag.export.plan.quantize_options import QuantizeOptions
 from diag.export.record.result import ExportResult
 
 __all__ = [

@@ -34,13 +34,15 @@ from typing import Any
 import torch
 
 from diag.export.check.validate import ValidationReport, validate_causal_lm
-from diag.export.make.decoder_export import check_causal_lm, export_decoder
+from diag.export.make.decoder_export import export_decoder
 from diag.export.make.onnx_export import ExportTimings
-from diag.export.make.quantize import QuantizeOptions, quantize_file
+from diag.export.make.quantize import quantize_file
 from diag.export.make.static_export import export_static_decoder
 from diag.export.plan.dtype import export_dtype, model_dtype, model_in_dtype, runs_on_cpu
 from diag.export.plan.export_options import EXPORT_DEFAULTS, ExportOptions
 from diag.export.plan.export_plan import ExportPlan, plan_export
+from diag.export.plan.model import check_causal_lm
+from diag.export.plan.quantize_options import QuantizeOptions
 from diag.export.record.cache_eviction import keep_within_budget, mark_used
 from diag.export.record.export_cache import is_cached, read_sidecar, write_sidecar
 from diag.export.record.result import (
@@ -169,7 +171,7 @@ def export_causal_lm(
         (:func:`diag.export.make.rewrite.fuse_decoder`): far fewer nodes, so fewer kernels
         per decode step (``bench/bench_export.py`` counts the nodes); False keeps the exporter's graph
     :param quantize: ``"int4"``, ``"int8"`` or a
-        :class:`~diag.export.make.quantize.QuantizeOptions` (block size, symmetric,
+        :class:`~diag.export.plan.quantize_options.QuantizeOptions` (block size, symmetric,
         ``accuracy_level``, lm_head and embedding included or not): the weights are
         quantized by ONNX Runtime's tools from the float export, which is made (or
         reused) in the export cache first; None: float weights
@@ -198,7 +200,7 @@ def export_causal_lm(
     :return: an :class:`ExportResult` (usable as a path)
 
     The model's ``generation_config`` goes into the file's metadata
-    (:func:`~diag.export.record.generation_config.generation_config_json`), and so do the
+    (:func:`~diag.export.plan.generation_config.generation_config_json`), and so do the
     quantization options (:data:`diag.contract.QUANTIZATION_METADATA`).
 
     The key covers the model class and config, its generation config, a hash of the

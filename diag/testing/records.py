@@ -75,10 +75,10 @@ def environment_versions() -> dict[str, str | None]:
 
 def weights_hash(side: Steps) -> str | None:
     """SHA-256 of a side's weights: the torch state dict
-    (:func:`diag.export.record.export_cache.state_dict_hash`) or the ONNX initializers (names,
+    (:func:`diag.export.plan.export_key.state_dict_hash`) or the ONNX initializers (names,
     types, shapes, bytes); None for a session whose file is unknown."""
     if side.model is not None:
-        from diag.export.record.export_cache import state_dict_hash
+        from diag.export.plan.export_key import state_dict_hash
 
         return state_dict_hash(side.model)
     if side.onnx_model is None:

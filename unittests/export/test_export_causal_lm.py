@@ -19,8 +19,9 @@ from diag.export import ExportValidationError, export_causal_lm
 from diag.export.check.tolerance import NOISE_FACTOR, default_atol
 from diag.export.check.validate import validate_causal_lm
 from diag.export.check.validation_inputs import make_step_inputs
-from diag.export.record.export_cache import export_key, is_cached, read_sidecar, write_sidecar
-from diag.export.record.generation_config import generation_config_json
+from diag.export.plan.export_key import export_key
+from diag.export.plan.generation_config import generation_config_json
+from diag.export.record.export_cache import is_cached, read_sidecar, write_sidecar
 from diag.models import get_untrained_model_with_inputs
 from diag.models.cache_layout import cache_layout
 from unittests.conftest import TINY_ARCHITECTURES, moe_params

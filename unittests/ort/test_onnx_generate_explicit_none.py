@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from diag.export import export_causal_lm
-from diag.export.record.generation_config import generation_config_json, write_generation_config
-from diag.export.record.save import save_model_atomic
+from diag.export.make.save import save_model_atomic
+from diag.export.plan.generation_config import generation_config_json, write_generation_config
 from diag.generation import UNSET, onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
 

@@ -1,4 +1,5 @@
-"""The third stage of an export: the file checked against the torch model.
+"""The third stage of an export: the file checked against the torch model; it imports
+the plan and the make stage only.
 
 * :mod:`~diag.export.check.validate`: :func:`validate_causal_lm`, ONNX Runtime and torch
   on several input sets, a report per output group;

@@ -22,7 +22,6 @@ from diag import contract
 from diag.compat.transformers_api import (
     cache_input,
     cache_input_name,
-    forward_parameters,
     output_cache,
     require_cache_argument,
 )
@@ -50,11 +49,6 @@ DEFAULT_INPUT_SETS: tuple[InputSet, ...] = (
     InputSet("left_padding", batch=2, seq=4, past=6, left_padding=3),
     InputSet("prefill_left_padding", batch=2, seq=6, past=0, left_padding=2),
 )
-
-
-def takes_position_ids(model: torch.nn.Module) -> bool:
-    """Whether ``model.forward`` accepts ``position_ids``."""
-    return "position_ids" in forward_parameters(model)
 
 
 def make_step_inputs(
@@ -101,7 +95,9 @@ def make_step_inputs(
     }
     if with_position_ids:
         inputs[contract.POSITION_IDS] = position_ids(mask, new=seq).contiguous()
-    inputs[require_cache_argument(model, "make_step_inputs")] = make_dynamic_cache(pairs, config=model.config)
+    inputs[require_cache_argument(model, "make_step_inputs")] = make_dynamic_cache(
+        pairs, config=model.config
+    )
     return (inputs, pairs) if with_full_past else inputs
 
 
@@ -137,7 +133,12 @@ def run_torch(model: torch.nn.Module, inputs: dict[str, Any], dtype: torch.dtype
 
     device = next(model.parameters()).device
     torch_inputs = copy.copy(inputs)
-    for k in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS, contract.LOGITS_TO_KEEP):
+    for k in (
+        contract.INPUT_IDS,
+        contract.ATTENTION_MASK,
+        contract.POSITION_IDS,
+        contract.LOGITS_TO_KEEP,
+    ):
         if k in torch_inputs:
             torch_inputs[k] = torch_inputs[k].to(device)
     # under the model's own name, whichever the inputs used

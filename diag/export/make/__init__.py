@@ -1,4 +1,5 @@
-"""The second stage of an export, make: the ONNX file traced, rewritten, optimised, quantized.
+"""The second stage of an export, make: the ONNX file traced, rewritten, optimised,
+quantized and saved, as the plan (:mod:`diag.export.plan`) says; it imports the plan only.
 
 * :mod:`~diag.export.make.patches`: :func:`diag.torch_export_patches`, what makes
   transformers' models and caches traceable (:mod:`~diag.export.make.cache_pytree`:
@@ -12,11 +13,12 @@
   :mod:`~diag.export.make.rewrite`, :mod:`~diag.export.make.rename`: the graph
   optimised, fused and named after the contract;
 * :mod:`~diag.export.make.quantize` and :mod:`~diag.export.make.quantize_experts`:
-  the weights quantized by ONNX Runtime's tools.
+  the weights quantized by ONNX Runtime's tools;
+* :mod:`~diag.export.make.save`: the file written atomically, external data included.
 
 Example::
 
-    >>> from diag.export.make.static_export import check_max_length
-    >>> check_max_length("static", 128)
-    128
+    >>> from diag.export.make.logits_to_keep import example_positions
+    >>> example_positions(3, {2, 3, 4, 5}).tolist()
+    [0, 1, 2, 0, 1, 2]
 """

@@ -18,14 +18,13 @@ token for token against ``model.generate`` on the zoo's mistral-sw8, where
 ``sliding_window - 1`` departs), soft caps to ``softcap`` (gemma2's attention is not
 fused into ``Attention`` by the opset-23 fusions yet: refused).
 
+The option's values are checked by the plan
+(:func:`diag.export.plan.option_checks.check_attention`).
+
 Example::
 
-    >>> check_attention("gqa")
-    'gqa'
-    >>> check_attention("sdpa")
-    Traceback (most recent call last):
-    ...
-    ValueError: attention must be one of ('onnx', 'gqa'), not 'sdpa'.
+    >>> gqa_metadata()["attention"]
+    '{"op": "GroupQueryAttention", "padding": "right"}'
 """
 
 from __future__ import annotations
@@ -41,16 +40,6 @@ from diag.contract.metadata import ATTENTION_METADATA
 from diag.export.make.rewrite.group_query_attention import gqa_rules
 from diag.export.make.rewrite.group_query_attention_static import static_gqa_rules
 from diag.export.make.rewrite.refusals import _Refusals
-
-#: the values of ``attention=``, the default first
-ATTENTIONS = ("onnx", "gqa")
-
-
-def check_attention(attention: str) -> str:
-    """``attention``, checked against :data:`ATTENTIONS`."""
-    if attention not in ATTENTIONS:
-        raise ValueError(f"attention must be one of {ATTENTIONS}, not {attention!r}.")
-    return attention
 
 
 def gqa_metadata() -> dict[str, str]:
@@ -73,11 +62,7 @@ def sliding_windows(model: torch.nn.Module) -> dict[int, int]:
 
     window = getattr(model.config, "sliding_window", None)
     layers = cache_layout(model).layers
-    return {
-        i: int(window)
-        for i, layer in enumerate(layers)
-        if window and "Sliding" in layer.kind
-    }
+    return {i: int(window) for i, layer in enumerate(layers) if window and "Sliding" in layer.kind}
 
 
 def max_positions(model: torch.nn.Module, max_length: int | None = None) -> int:
@@ -132,9 +117,7 @@ def to_group_query_attention(
 
 
 __all__ = [
-    "ATTENTIONS",
     "GroupQueryAttentionError",
-    "check_attention",
     "gqa_metadata",
     "max_positions",
     "sliding_windows",

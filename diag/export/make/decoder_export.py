@@ -1,19 +1,19 @@
-"""The float export of a causal LM, one step of :func:`diag.export_causal_lm`: checks
-the model, traces it on dummy inputs under :func:`diag.export.torch_export_patches`,
-names inputs and outputs after the export contract (:mod:`diag.contract`), writes the
-generation config into the metadata and saves the file atomically.
+"""The float export of a causal LM, one step of :func:`diag.export_causal_lm`: traces
+the model (checked by the plan, :mod:`diag.export.plan.model`) on dummy inputs under
+:func:`diag.export.torch_export_patches`, names inputs and outputs after the export
+contract (:mod:`diag.contract`), writes the generation config into the metadata and
+saves the file atomically.
 
 Example::
 
-    >>> from diag.models import get_untrained_model_with_inputs
-    >>> model_name(get_untrained_model_with_inputs("llama")["model"])
-    'llama'
+    plan = plan_export(model, "llama/model.onnx")  # diag.export.plan.export_plan
+    done = export_decoder(model, plan.filename, plan.layout, plan.trace, ExportTimings())
+    done.input_names[:3]  # ['input_ids', 'attention_mask', 'position_ids']
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,55 +22,15 @@ import onnx_ir as ir
 import torch
 
 from diag import contract
-from diag.export.check.validation_inputs import takes_position_ids
 from diag.export.make.logits_to_keep import add_logits_to_keep
 from diag.export.make.onnx_export import ExportTimings, export_to_ir
 from diag.export.make.patches import torch_export_patches
 from diag.export.make.rename import rename_io
-from diag.export.record.generation_config import write_generation_config
-from diag.export.record.save import save_model_atomic
+from diag.export.make.save import save_model_atomic
+from diag.export.plan.generation_config import write_generation_config
+from diag.export.plan.model import takes_position_ids
+from diag.export.plan.trace_options import TraceOptions
 from diag.models.cache_layout import CacheLayout
-
-
-def model_name(model: torch.nn.Module) -> str:
-    """A file-system safe name of the model (its folder's or its type's)."""
-    config = getattr(model, "config", None)
-    name = (
-        getattr(config, "_name_or_path", "")
-        or getattr(config, "model_type", "")
-        or type(model).__name__
-    )
-    name = os.path.basename(os.path.normpath(str(name))) or type(model).__name__
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-
-
-def check_causal_lm(model: Any) -> None:
-    """Raises a TypeError saying what to do when ``model`` is not a causal LM of
-    transformers with a key/value cache, or has experts the installed transformers
-    runs in a way no trace can follow."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(
-            f"export_causal_lm expects a torch causal LM (e.g. AutoModelForCausalLM), got "
-            f"{type(model).__name__}; load one with diag.load_pretrained(name)."
-        )
-    if getattr(model, "config", None) is None:
-        raise TypeError(
-            f"{type(model).__name__} has no `config`: export_causal_lm needs a model of "
-            "transformers (it rebuilds the cache from its config); use diag.to_onnx for "
-            "other models."
-        )
-    from diag.compat.transformers_api import cache_argument, forward_parameters
-
-    if cache_argument(model) is None or "input_ids" not in forward_parameters(model):
-        raise TypeError(
-            f"{type(model).__name__}.forward does not take input_ids and a key/value cache: "
-            "export_causal_lm exports decoder-only causal LMs with a key/value cache."
-        )
-    from diag.compat.moe_blocks import unexportable_experts
-
-    experts = unexportable_experts(model)
-    if experts is not None:
-        raise TypeError(f"{type(model).__name__}: {experts}")
 
 
 def _fix_mask_dim(model_ir: ir.Model) -> None:
@@ -113,32 +73,6 @@ def _on_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: move(v) for k, v in inputs.items()}
 
 
-@dataclass(frozen=True)
-class TraceOptions:
-    """How the float export traces and writes a decoder, as
-    :func:`diag.export_causal_lm` was asked: one value that :func:`export_decoder`,
-    :func:`~diag.export.make.static_export.export_static_decoder` and :func:`trace_and_save`
-    pass down, instead of the same six keywords in each.
-
-    >>> TraceOptions(opset=23, attention="gqa").fuse
-    True
-    """
-
-    opset: int | None = None
-    exporter: str = "onnx-dynamo"
-    fuse: bool = True
-    #: the generation config JSON written into the metadata (None: none)
-    generation_config: str | None = None
-    verbose: int = 0
-    #: ``"onnx"`` or ``"gqa"``: see :mod:`diag.export.make.attention_kind`
-    attention: str = "onnx"
-    #: ``layout="plain"`` (:mod:`diag.export.plan.plain_layout`): neither ``position_ids``
-    #: nor ``logits_to_keep`` among the inputs
-    plain: bool = False
-    #: entries added to the file's metadata (the export's dtype, :mod:`diag.export.plan.dtype`)
-    metadata: dict[str, str] | None = None
-
-
 def export_decoder(
     model: torch.nn.Module,
     filename: str,
@@ -159,7 +93,9 @@ def export_decoder(
     plain = options.plain
     with_logits_to_keep = not plain and add_logits_to_keep(model, inputs, dynamic_shapes)
     input_names = contract.DIAG_LAYOUT.input_names(
-        layout.num_layers, with_position_ids=with_position_ids, with_logits_to_keep=with_logits_to_keep
+        layout.num_layers,
+        with_position_ids=with_position_ids,
+        with_logits_to_keep=with_logits_to_keep,
     )
     output_names = contract.DIAG_LAYOUT.output_names(layout.num_layers)
     return trace_and_save(
@@ -209,7 +145,9 @@ def trace_and_save(
     if options.attention == "gqa":
         from diag.export.make.attention_kind import gqa_metadata, to_group_query_attention
 
-        timings.fusions["group_query_attention"] = to_group_query_attention(model_ir, model, max_length)
+        timings.fusions["group_query_attention"] = to_group_query_attention(
+            model_ir, model, max_length
+        )
         metadata = {**(metadata or {}), **gqa_metadata()}
     written = name_and_save(
         model_ir, model, filename, input_names, output_names, options.generation_config, timings,
@@ -259,7 +197,5 @@ def name_and_save(
         print(f"[export_causal_lm] saved {written} in {timings.save:.1f}s")
     return written
 
-__all__ = [
-    "DecoderExport", "TraceOptions", "check_causal_lm", "export_decoder", "model_name", "name_and_save",
-    "trace_and_save",
-]  # fmt: skip
+
+__all__ = ["DecoderExport", "export_decoder", "name_and_save", "trace_and_save"]

@@ -37,16 +37,7 @@ from typing import Any
 import torch
 
 from diag import contract
-from diag.compat.transformers_api import forward_parameters
-
-#: the forward's argument (transformers' name, 4.57 to 5.x)
-ARGUMENT = "logits_to_keep"
-
-
-def takes_logits_to_keep(model: Any) -> bool:
-    """Whether ``model.forward`` takes ``logits_to_keep`` (every causal LM of the zoo
-    does, on every supported transformers release)."""
-    return ARGUMENT in forward_parameters(model)
+from diag.export.plan.model import LOGITS_TO_KEEP_ARGUMENT, takes_logits_to_keep
 
 
 def _sizes(value: Any) -> set[int]:
@@ -99,9 +90,11 @@ def add_logits_to_keep(
     taken = set().union(*(_sizes(v) for v in inputs.values()))
     positions = example_positions(seq_length, taken)
     device = inputs[contract.INPUT_IDS].device
-    inputs[ARGUMENT] = positions.to(device)
-    dynamic_shapes[ARGUMENT] = {0: torch.export.Dim(contract.DIM_KEEP, min=1, max=8192)}
+    inputs[LOGITS_TO_KEEP_ARGUMENT] = positions.to(device)
+    dynamic_shapes[LOGITS_TO_KEEP_ARGUMENT] = {
+        0: torch.export.Dim(contract.DIM_KEEP, min=1, max=8192)
+    }
     return True
 
 
-__all__ = ["ARGUMENT", "add_logits_to_keep", "example_positions", "takes_logits_to_keep"]
+__all__ = ["add_logits_to_keep", "example_positions"]

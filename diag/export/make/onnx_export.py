@@ -12,7 +12,7 @@ The steps, each timed (see :class:`ExportTimings`):
    rules, dead code, common subexpressions...), and with ``fuse=True`` the decoder
    fusions of :func:`diag.export.make.rewrite.fuse_decoder` (RMSNorm, rotary, attention with
    its cache, packed projections: opset >= 23 for the first three);
-4. ``save``: :func:`diag.export.record.save.save_model_atomic` (weights in a ``.data`` file
+4. ``save``: :func:`diag.export.make.save.save_model_atomic` (weights in a ``.data`` file
    next to the model when they weigh more than 100 MB).
 
 A model of transformers with a cache needs :func:`diag.export.torch_export_patches`
@@ -47,12 +47,11 @@ import torch
 from diag.export.make.optimize import optimize_model
 from diag.export.make.rename import rename_io
 from diag.export.make.rewrite import fuse_decoder
+from diag.export.make.save import save_model_atomic
 from diag.export.make.weight_transpose import fold_weight_transposes
 from diag.export.plan.causal_lm_names import cache_in, causal_lm_names, check_exportable
-from diag.export.record.save import save_model_atomic
+from diag.export.plan.option_checks import check_exporter, check_opset
 from diag.helpers.atomic_write import check_file_destination
-
-EXPORTERS = ("onnx-dynamo",)
 
 
 @dataclass
@@ -103,23 +102,6 @@ def _quiet(verbose: int) -> Iterator[None]:
             registry.setLevel(level)
 
 
-def _check_exporter(exporter: str) -> None:
-    if exporter not in EXPORTERS:
-        raise ValueError(
-            f"exporter={exporter!r} is not supported; use one of {EXPORTERS} "
-            "(torch.onnx.export with dynamo=True, the exporter of torch >= 2.5)."
-        )
-
-
-def check_opset(opset: int | None) -> None:
-    """Raises a TypeError for an opset that is not an int (or None: the default).
-
-    >>> check_opset(23)
-    """
-    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)):
-        raise TypeError(f"opset={opset!r}: give an int (23, 24) or None for the default.")
-
-
 def _check_no_complex(program: torch.export.ExportedProgram, model: torch.nn.Module) -> None:
     """ONNX has no complex type: a graph computing with complex numbers (rotary
     embeddings written with ``torch.polar`` / ``view_as_complex``, as deepseek_v2's)
@@ -153,7 +135,7 @@ def export_to_ir(
 ) -> ir.Model:
     """Steps 1 to 3 of :func:`to_onnx`: returns the :class:`onnx_ir.Model`, unsaved;
     ``custom_translation_table`` translates custom ops (``torch.onnx.export``'s)."""
-    _check_exporter(exporter)
+    check_exporter(exporter)
     check_opset(opset)
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple of positional inputs, got {type(args).__name__}")

@@ -44,23 +44,25 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from diag.compat.transformers_api import cache_argument, forward_parameters
-
-#: the first opset with ``TensorScatter`` (and ``Attention``'s ``nonpad_kv_seqlen``)
-STATIC_OPSET = 24
+from diag.export.plan.option_checks import STATIC_OPSET
 
 #: the name of the write position input (transformers' name for it)
 CACHE_POSITION = "cache_position"
 
 
 @torch.library.custom_op("diag::cache_write", mutates_args=())
-def cache_write(buffer: torch.Tensor, new: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+def cache_write(
+    buffer: torch.Tensor, new: torch.Tensor, cache_position: torch.Tensor
+) -> torch.Tensor:
     """``buffer`` with ``new`` written at positions ``cache_position`` along axis 2
     (a new tensor: the in-place write happens in ONNX Runtime)."""
     return buffer.index_copy(2, cache_position, new.to(buffer.dtype))
 
 
 @cache_write.register_fake
-def _cache_write_fake(buffer: torch.Tensor, new: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+def _cache_write_fake(
+    buffer: torch.Tensor, new: torch.Tensor, cache_position: torch.Tensor
+) -> torch.Tensor:
     return torch.empty_like(buffer)
 
 
@@ -95,7 +97,9 @@ class BufferLayer(DynamicLayer):
         self.device = keys.device
         self.is_initialized = True
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ):
         self.keys = cache_write(self.keys, key_states, self.cache_position)
         self.values = cache_write(self.values, value_states, self.cache_position)
         return self.keys, self.values
@@ -118,7 +122,9 @@ class BufferLayer(DynamicLayer):
 class BufferCache(Cache):
     """The cache a static step runs with: one :class:`BufferLayer` per layer."""
 
-    def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]], cache_position: torch.Tensor):
+    def __init__(
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]], cache_position: torch.Tensor
+    ):
         super().__init__(layers=[BufferLayer(k, v, cache_position) for k, v in pairs])
 
     def get_query_offset(self, layer_idx: int = 0) -> Any:
@@ -183,7 +189,9 @@ def run_static_step(
     """
     flat = [t for pair in pairs for t in pair]
     with torch.no_grad():
-        logits, *buffers = StaticStep(model)(input_ids, attention_mask, position_ids, cache_position, flat)
+        logits, *buffers = StaticStep(model)(
+            input_ids, attention_mask, position_ids, cache_position, flat
+        )
     return logits, buffers
 
 
@@ -191,7 +199,6 @@ __all__ = [
     "BufferCache",
     "BufferLayer",
     "CACHE_POSITION",
-    "STATIC_OPSET",
     "StaticStep",
     "TRANSLATION_TABLE",
     "cache_write",

@@ -21,43 +21,14 @@ import torch
 
 from diag import contract
 from diag.contract.feeds import static_mask, write_positions
-from diag.export.check.validation_inputs import takes_position_ids
-from diag.export.make.decoder_export import DecoderExport, TraceOptions, trace_and_save
+from diag.export.make.decoder_export import DecoderExport, trace_and_save
 from diag.export.make.logits_to_keep import add_logits_to_keep
 from diag.export.make.onnx_export import ExportTimings
-from diag.export.make.static_cache import STATIC_OPSET, TRANSLATION_TABLE, StaticStep
+from diag.export.make.static_cache import TRANSLATION_TABLE, StaticStep
+from diag.export.plan.model import takes_position_ids
+from diag.export.plan.option_checks import STATIC_OPSET
+from diag.export.plan.trace_options import TraceOptions
 from diag.models.cache_layout import CacheLayout
-
-#: the smallest ``max_length`` :func:`static_dummy_inputs` can trace with (its dummy
-#: step writes 3 positions after 5)
-MIN_MAX_LENGTH = 16
-
-
-def check_max_length(cache: str, max_length: int | None) -> int | None:
-    """``max_length`` checked against ``cache`` (``"dynamic"`` or ``"static"``).
-
-    >>> check_max_length("static", 2048), check_max_length("dynamic", None)
-    (2048, None)
-    """
-    if cache not in ("dynamic", "static"):
-        raise ValueError(f"cache={cache!r}: use 'dynamic' (the default) or 'static'.")
-    if cache == "dynamic":
-        if max_length is not None:
-            raise ValueError(
-                "max_length= sizes the buffers of a static cache: pass cache='static' with "
-                "it, or drop it (a dynamic cache grows as it needs)."
-            )
-        return None
-    if (
-        not isinstance(max_length, int)
-        or isinstance(max_length, bool)
-        or max_length < MIN_MAX_LENGTH
-    ):
-        raise ValueError(
-            f"cache='static' needs max_length=N, the positions of each buffer (prompt plus "
-            f"new tokens, at least {MIN_MAX_LENGTH}), e.g. max_length=2048; got {max_length!r}."
-        )
-    return max_length
 
 
 def static_dummy_inputs(
@@ -163,8 +134,6 @@ def static_feeds(feeds: dict[str, Any], max_length: int) -> dict[str, Any]:
 
 
 __all__ = [
-    "MIN_MAX_LENGTH",
-    "check_max_length",
     "export_static_decoder",
     "static_dummy_inputs",
     "static_feeds",

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from diag import contract
+from diag.export.plan.model import check_causal_lm
 from diag.helpers.cache_helper import is_cache
 
 
@@ -41,7 +42,6 @@ def cache_in(kwargs: Mapping[str, Any] | None) -> Any:
 def check_exportable(model: torch.nn.Module) -> None:
     """Refuses, with the reason :func:`diag.export_causal_lm` gives, a causal LM whose
     cache diag cannot export (the model is run once on two tokens to read it)."""
-    from diag.export.make.decoder_export import check_causal_lm
     from diag.models.cache_layout import cache_layout
 
     check_causal_lm(model)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from diag.export.make.quantize import QuantizeOptions
+from diag.export.plan.quantize_options import QuantizeOptions
 
 
 @dataclass(frozen=True)

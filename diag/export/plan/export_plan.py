@@ -23,19 +23,26 @@ from typing import Any
 import torch
 
 from diag import contract
-from diag.export.check.validation_inputs import takes_position_ids
-from diag.export.make.attention_kind import check_attention
-from diag.export.make.decoder_export import TraceOptions, check_causal_lm, model_name
-from diag.export.make.logits_to_keep import takes_logits_to_keep
-from diag.export.make.onnx_export import _check_exporter, check_opset
-from diag.export.make.quantize import QuantizeOptions
-from diag.export.make.static_cache import STATIC_OPSET
-from diag.export.make.static_export import check_max_length
 from diag.export.plan.dtype import dtype_metadata, dtype_name, model_dtype
+from diag.export.plan.export_key import cache_dir, export_key_parts, key_of_parts
 from diag.export.plan.export_options import EXPORT_DEFAULTS, ExportOptions
+from diag.export.plan.generation_config import generation_config_json
+from diag.export.plan.model import (
+    check_causal_lm,
+    model_name,
+    takes_logits_to_keep,
+    takes_position_ids,
+)
+from diag.export.plan.option_checks import (
+    STATIC_OPSET,
+    check_attention,
+    check_exporter,
+    check_max_length,
+    check_opset,
+)
 from diag.export.plan.plain_layout import check_layout
-from diag.export.record.export_cache import cache_dir, export_key_parts, key_of_parts
-from diag.export.record.generation_config import generation_config_json
+from diag.export.plan.quantize_options import QuantizeOptions
+from diag.export.plan.trace_options import TraceOptions
 from diag.helpers.atomic_write import check_file_destination
 from diag.models.cache_layout import CacheLayout, cache_layout
 
@@ -113,7 +120,7 @@ def plan_export(
     opset, verbose, exporter, fuse = options.opset, options.verbose, options.exporter, options.fuse
     cache, attention, layout = options.cache, options.attention, options.layout
     check_causal_lm(model)
-    _check_exporter(exporter)
+    check_exporter(exporter)
     check_opset(opset)
     quantization = QuantizeOptions.parse(options.quantize)
     max_length = check_max_length(cache, options.max_length)

@@ -1,10 +1,9 @@
-"""The last stage of an export: the file written and its record kept, so that the next
-export with the same key reuses it.
+"""The last stage of an export: the record of the file kept, so that the next export
+with the same key (:mod:`diag.export.plan.export_key`) reuses it; it imports the stages
+before it only.
 
-* :mod:`~diag.export.record.save`: a model written atomically, external data included;
-* :mod:`~diag.export.record.generation_config`: the model's generation config in the
-  file's metadata;
-* :mod:`~diag.export.record.export_cache`: the key of an export and its sidecar file;
+* :mod:`~diag.export.record.export_cache`: the sidecar of an export and the test that a
+  file with a given key is there;
 * :mod:`~diag.export.record.cache_eviction`: the export cache kept within its size budget;
 * :mod:`~diag.export.record.result`: :class:`ExportResult`, what an export did, and its
   entry in the sidecar.

@@ -33,7 +33,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from diag.export.record.export_cache import SIDECAR_SUFFIX, cache_dir
+from diag.export.plan.export_key import cache_dir
+from diag.export.record.export_cache import SIDECAR_SUFFIX
 
 #: the variable holding the budget in gigabytes (10**9 bytes)
 BUDGET_VARIABLE = "DIAG_CACHE_MAX_GB"

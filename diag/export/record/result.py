@@ -18,7 +18,7 @@ from typing import Any
 
 from diag.export.check.validate import ValidationReport
 from diag.export.make.onnx_export import ExportTimings
-from diag.export.make.quantize import QuantizeOptions
+from diag.export.plan.quantize_options import QuantizeOptions
 
 
 @dataclass

@@ -9,11 +9,7 @@ import pytest
 import torch
 
 from diag import contract
-from diag.export.make.logits_to_keep import (
-    add_logits_to_keep,
-    example_positions,
-    takes_logits_to_keep,
-)
+from diag.export.make.logits_to_keep import add_logits_to_keep, example_positions
 from diag.helpers.cache_helper import cache_to_list
 from diag.helpers.rounding import lm_head_tolerance
 from diag.models import get_untrained_model_with_inputs, make_dummy_inputs
@@ -27,7 +23,6 @@ def test_example_positions_repeat_and_avoid_the_other_dimensions():
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_added_to_the_trace_inputs_the_forward_keeps_those_positions(arch):
     model = get_untrained_model_with_inputs(arch)["model"].eval()
-    assert takes_logits_to_keep(model)
     inputs, dynamic_shapes = make_dummy_inputs(model)
     cache = cache_to_list(
         next(v for k, v in inputs.items() if k not in contract.DIAG_LAYOUT.token_inputs)
@@ -55,7 +50,6 @@ def test_a_forward_without_the_argument_is_left_alone():
             return input_ids
 
     inputs, dynamic_shapes = {"input_ids": torch.zeros(2, 3, dtype=torch.int64)}, {}
-    assert not takes_logits_to_keep(Plain())
     assert not add_logits_to_keep(Plain(), inputs, dynamic_shapes)
     assert list(inputs) == ["input_ids"] and dynamic_shapes == {}
     assert (

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from diag.export import ExportTimings, to_onnx
+from diag.export.make import save as save_module
 from diag.export.make.rename import rename_io
+from diag.export.make.save import save_model_atomic
 from diag.export.make.weight_transpose import fold_weight_transposes
-from diag.export.record import save as save_module
-from diag.export.record.save import save_model_atomic
 from diag.helpers.rounding import matmul_tolerance
 
 

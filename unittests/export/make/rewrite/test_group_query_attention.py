@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from diag import contract
 from diag.contract.detect import detect_layout
 from diag.export import export_causal_lm
-from diag.export.make.attention_kind import GroupQueryAttentionError, check_attention
+from diag.export.make.attention_kind import GroupQueryAttentionError
 from diag.models import get_untrained_model_with_inputs
 
 
@@ -75,9 +75,7 @@ def test_the_export_is_reused_under_its_own_key(gqa_exports):
     assert again.input_names == contract.GQA_LAYOUT.input_names(model.config.num_hidden_layers)
 
 
-def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="attention must be one of"):
-        check_attention("sdpa")
+def test_gqa_without_the_fusions_is_refused():
     model = get_untrained_model_with_inputs("llama")["model"].eval()
     with pytest.raises(ValueError, match="needs fuse=True"):
         export_causal_lm(model, attention="gqa", fuse=False)

@@ -12,8 +12,8 @@ from transformers import GenerationConfig
 
 from diag.contract import GENERATION_CONFIG_METADATA, metadata_generation_config
 from diag.export import export_causal_lm
-from diag.export.record.export_cache import export_key
-from diag.export.record.generation_config import generation_config_json
+from diag.export.plan.export_key import export_key
+from diag.export.plan.generation_config import generation_config_json
 from diag.generation import onnx_generate, open_steps
 from diag.models import get_untrained_model_with_inputs
 from unittests.conftest import left_padded_prompts
