@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from prompts import PROMPTS  # noqa: E402
 
+from diag.diagnose.kernel_time import profile_by_op_type  # noqa: E402
 from diag.export import export_causal_lm  # noqa: E402
 from diag.generation import (  # noqa: E402
     generate,  # noqa: E402
@@ -58,7 +59,6 @@ from diag.generation import (  # noqa: E402
 )
 from diag.models import load_pretrained  # noqa: E402
 from diag.ort import make_session  # noqa: E402
-from diag.ort.profiling import profile_by_op_type  # noqa: E402
 from diag.ort.session import machine_is_busy, physical_cores  # noqa: E402
 
 

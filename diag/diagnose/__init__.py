@@ -4,14 +4,16 @@
   per-step logits difference, argmax agreement, top-k overlap, KL divergence.
 * :func:`first_divergence`: free-running generation on both sides; the first step
   where the tokens differ, each side's top-k candidates and margins, and whether it
-  is a near tie. :func:`find_divergence` does the same on two generations already
-  made (``python -m diag compare`` uses it for its parity verdict); with
-  ``num_beams > 1`` it compares two beam searches step by step
-  (:mod:`diag.diagnose.beams`).
+  is a near tie. :func:`diag.diagnose.sides.compare_results` does the same on two
+  generations already made (``python -m diag compare`` uses it for its parity
+  verdict), two beam searches step by step (:mod:`diag.diagnose.beams`), the others
+  by their tokens and logits (:func:`find_divergence`).
 * :func:`localize_layer`: one input, hidden states compared after every decoder
   layer; the first layer beyond the tolerance.
 * :func:`quantization_report`: teacher-forced and free-running comparisons on several
   prompts and a perplexity, for a quantized export against float32 torch.
+* :mod:`diag.diagnose.kernel_time`: where ONNX Runtime spends a generation's time, per
+  operator type (the prefill and a decode step apart).
 * :func:`plot_teacher_forced`, :func:`plot_layers`, :func:`plot_quantization`:
   matplotlib views of the above.
 

@@ -31,11 +31,11 @@ import pandas
 import torch
 
 import diag
+from diag.diagnose.kernel_time import profile_phases
 from diag.generation import open_steps
 from diag.helpers.timing import alternate, spread_of
 from diag.ort import make_session, open_ort_backend
 from diag.ort.chunked_prefill import PREFILL_CHUNK
-from diag.ort.profiling import profile_phases
 
 FAST = os.environ.get("DIAG_FAST", "0") == "1"
 OUT = os.environ.get("DIAG_GALLERY_OUT", ".")
@@ -154,7 +154,7 @@ print(
 # Where the time goes
 # -------------------
 #
-# ONNX Runtime's profiler (:func:`diag.ort.profiling.profile_phases`) times every
+# ONNX Runtime's profiler (:func:`diag.diagnose.kernel_time.profile_phases`) times every
 # kernel; the table adds them up per operator type, for the prefill of the shortest
 # and of the longest prompt and for one decode step after each. ``MatMul`` and
 # ``Gemm`` read the weights (``Gemm`` is the lm_head: the logits of every prompt
