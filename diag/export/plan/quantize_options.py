@@ -25,8 +25,8 @@ ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    """What :func:`quantize_model` does; ``export_causal_lm(quantize=...)`` takes one
-    (or its name, ``"int4"`` / ``"int8"``). Every field is in the export key and in the
+    """What :func:`~diag.export.make.quantize.quantize_model` does;
+    ``export_causal_lm(quantize=...)`` takes one (or its name, ``"int4"`` / ``"int8"``). Every field is in the export key and in the
     file's metadata (:data:`diag.contract.QUANTIZATION_METADATA`).
 
     >>> QuantizeOptions(bits=4, block_size=64, lm_head=False).name
