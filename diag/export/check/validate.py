@@ -125,14 +125,15 @@ class ValidationReport:
                 row[f"{r['output']} tolerance"] = self._tolerance(r, self.atol)
         return out
 
-    def table(self) -> str:
+    def table(self, width: int = 88) -> str:
         """A small text table, one line per input set, each column as narrow as its
-        cells (it fits a page); ``(<= x)`` marks a tolerance raised to
-        :data:`NOISE_FACTOR` times the float32 noise."""
+        cells; wider than ``width`` characters (a docs page holds about 88), the logits
+        and the cache come in two tables one under the other. ``(<= x)`` marks a
+        tolerance raised to :data:`NOISE_FACTOR` times the float32 noise."""
         groups = ["logits", "present.key", "present.value"]
-        body = []
+        rows = {}
         for name, row in self.as_dict().items():
-            cells = [name, row["shapes"]]
+            cells = {"inputs": name, "shapes": row["shapes"]}
             for g in groups:
                 cell = f"{row.get(g, float('nan')):.3g}"
                 if f"{g} torch non-finite" in row:
@@ -141,17 +142,15 @@ class ValidationReport:
                     cell += f" (rel {row[f'{g} relative']:.2g})"
                 elif f"{g} tolerance" in row:
                     cell += f" (<= {row[f'{g} tolerance']:.2g})"
-                cells.append(cell)
-            body.append(cells)
-        header = ["inputs", "shapes", *groups]
-        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-        lines = [
-            "  ".join(
-                f"{c:<{w}}" if i < 2 else f"{c:>{w}}"
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            ).rstrip()
-            for cells in [header, *body]
-        ]
+                cells[g] = cell
+            rows[name] = cells
+        lines = _grid(["inputs", "shapes", *groups], rows)
+        if max(map(len, lines)) > width:
+            lines = [
+                *_grid(["inputs", "shapes", "logits"], rows),
+                "",
+                *_grid(["inputs", "present.key", "present.value"], rows),
+            ]
         verdict = "OK" if self.ok else "FAILED"
         if self.quantization is not None:
             bits = self.quantization.get("bits")
@@ -163,6 +162,20 @@ class ValidationReport:
         else:
             lines.append(f"tolerance {self.atol:g}: {verdict}")
         return "\n".join(lines)
+
+
+def _grid(header: list[str], rows: dict[str, dict[str, str]]) -> list[str]:
+    """The columns ``header`` of ``rows`` aligned: the names (inputs, shapes) to the
+    left, the numbers to the right."""
+    body = [[cells[h] for h in header] for cells in rows.values()]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    return [
+        "  ".join(
+            f"{c:<{w}}" if h in ("inputs", "shapes") else f"{c:>{w}}"
+            for h, c, w in zip(header, cells, widths, strict=True)
+        ).rstrip()
+        for cells in [header, *body]
+    ]
 
 
 def _nonfinite(values: torch.Tensor | list[torch.Tensor]) -> int:

@@ -33,3 +33,29 @@ def test_nan_in_torch_and_onnx_is_no_pass(tmp_path):
     message = str(info.value)
     assert "returns NaN or infinities in logits on prefill" in message
     assert "float16 model" in message and "dtype='float32'" in message
+
+
+def _row(inputs: str, output: str, max_abs: float, tolerance: float) -> dict:
+    return {"inputs": inputs, "shapes": "b=2 s=4 p=5", "output": output,
+            "max_abs": max_abs, "tolerance": tolerance}  # fmt: skip
+
+
+def test_a_table_wider_than_the_page_comes_in_two_tables():
+    from diag.export.check.validate import ValidationReport
+
+    outputs = ["logits", "present.key", "present.value"]
+    rows = [
+        _row(name, out, 0.000233, 0.0021)  # raised tolerances: each cell says "(<= x)"
+        for name in ("dummy", "prefill_left_padding")
+        for out in outputs
+    ]
+    report = ValidationReport(atol=1e-4, rows=rows)
+    wide = report.table(width=200).splitlines()
+    assert len(wide) == 4 and max(map(len, wide)) > 88  # header, 2 input sets, verdict
+    narrow = report.table().splitlines()
+    assert max(map(len, narrow)) <= 88
+    assert narrow[0].split() == ["inputs", "shapes", "logits"]
+    assert narrow[4].split() == ["inputs", "present.key", "present.value"]
+    cell = ["0.000233", "(<=", "0.0021)"]
+    assert narrow[5].split() == ["dummy", *cell, *cell]
+    assert narrow[-1] == "tolerance 0.0001: OK"
