@@ -20,8 +20,33 @@ import torch
 from diag.generation.onnx_generate import onnx_generate
 from diag.ort.chunked_prefill import PREFILL_CHUNK, prefill_chunks
 from diag.ort.open import open_ort_backend
-from diag.ort.profiling import read_kernels, read_profile
+from diag.ort.profiling import by_op_type, read_kernels
 from diag.ort.session import make_session
+
+
+def _profiled_generation(
+    model: Any,
+    input_ids: torch.Tensor,
+    new_tokens: int,
+    threads: int | None,
+    providers: Any,
+    prefill_chunk: int | None = PREFILL_CHUNK,
+    **generate_kwargs: Any,
+) -> tuple[pandas.DataFrame, Any, Any]:
+    """``(kernels, backend, result)``: one greedy generation of ``new_tokens`` with a
+    profiling session, its trace read as one row per kernel call
+    (:func:`~diag.ort.profiling.read_kernels`) and removed."""
+    session = make_session(model, providers, intra_op_num_threads=threads, enable_profiling=True)
+    backend = open_ort_backend(session, prefill_chunk=prefill_chunk)
+    result = onnx_generate(
+        backend, input_ids, max_new_tokens=new_tokens, return_result=True, **generate_kwargs
+    )
+    trace = session.end_profiling()
+    try:
+        kernels = read_kernels(trace)
+    finally:
+        os.remove(trace)
+    return kernels, backend, result
 
 
 def profile_by_op_type(
@@ -38,15 +63,8 @@ def profile_by_op_type(
     ``model`` is anything :func:`diag.ort.make_session` takes. The trace file is
     removed afterwards.
     """
-    session = make_session(model, providers, intra_op_num_threads=threads, enable_profiling=True)
-    result = onnx_generate(
-        open_ort_backend(session), input_ids, max_new_tokens=new_tokens, return_result=True
-    )
-    trace = session.end_profiling()
-    try:
-        df = read_profile(trace)
-    finally:
-        os.remove(trace)
+    kernels, _, result = _profiled_generation(model, input_ids, new_tokens, threads, providers)
+    df = by_op_type(kernels)
     steps = max(result.num_steps, 1)
     df["ms_per_step"] = df["total_ms"] / steps
     df["calls_per_step"] = df["calls"] / steps
@@ -71,14 +89,9 @@ def profile_phases(
     cache). Columns: ``prefill_ms``, ``prefill_%``, ``decode_ms``, ``decode_%``,
     indexed by op type, sorted by decode time.
     """
-    session = make_session(model, providers, intra_op_num_threads=threads, enable_profiling=True)
-    backend = open_ort_backend(session, prefill_chunk=prefill_chunk)
-    onnx_generate(backend, input_ids, max_new_tokens=new_tokens, eos_token_id=[])
-    trace = session.end_profiling()
-    try:
-        kernels = read_kernels(trace)
-    finally:
-        os.remove(trace)
+    kernels, backend, _ = _profiled_generation(
+        model, input_ids, new_tokens, threads, providers, prefill_chunk, eos_token_id=[]
+    )
     first = len(prefill_chunks(int(input_ids.shape[1]), backend.prefill_chunk))
     steps = max(int(kernels["run"].max()) + 1 - first, 1)
     prefill = kernels[kernels["run"] < first].groupby("op_type")["ms"].sum()
